@@ -1,0 +1,80 @@
+"""A small JSON cache in Redis with a TTL. It fails open: with Redis away, callers compute the value."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable
+
+import redis
+
+from app.config import Config
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+def connect(config: Config) -> redis.Redis:
+    key = config.REDIS_URL or "embedded"
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _new_client(config)
+    return client
+
+
+def _new_client(config: Config) -> redis.Redis:
+    if config.embedded_redis:
+        import fakeredis
+
+        log.warning("REDIS_URL is not set: using an embedded Redis stand-in (in-memory, not persisted)")
+        return fakeredis.FakeRedis()
+    # Short timeouts: a cache that hangs is worse than no cache.
+    return redis.Redis.from_url(config.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def reset_embedded() -> None:
+    with _lock:
+        _clients.pop("embedded", None)
+
+
+class Cache:
+    def __init__(self, client: redis.Redis, ttl: int, prefix: str = "cache:"):
+        self.client, self.ttl, self.prefix = client, ttl, prefix
+        self._last_warning = 0.0
+
+    def key(self, namespace: str, params: dict) -> str:
+        """Same parameters, same key, whatever their order in the URL."""
+        return f"{self.prefix}{namespace}:{json.dumps(params, sort_keys=True, separators=(',', ':'))}"
+
+    def get_or_compute(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+        """The cached value and True, or the computed one (stored for `ttl` seconds) and False."""
+        try:
+            cached = self.client.get(key)
+            if cached is not None:
+                return json.loads(cached), True
+        except redis.RedisError as e:
+            self._warn(e)
+            return compute(), False
+        value = compute()
+        try:
+            self.client.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
+        except redis.RedisError as e:
+            self._warn(e)
+        return value, False
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError as e:
+            self._warn(e)
+            return False
+
+    def _warn(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # one line per outage burst, not one per request
+            self._last_warning = now
+            log.warning("Redis unavailable, serving from MongoDB: %s", error)

@@ -1,0 +1,148 @@
+"""Settings: one home for every knob, read from the environment and `.env`.
+
+Each setting has a default in `defaults.py` and a line in `.env.example`. A bad value stops start-up
+with a message naming the variable.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+from dotenv import load_dotenv
+
+from app import defaults
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, low: int, high: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    FLASK_APP: str = defaults.FLASK_APP
+    DEBUG: bool = defaults.DEBUG
+    HOST: str = defaults.HOST
+    PORT: int = defaults.PORT
+    WEB_CONCURRENCY: int = defaults.WEB_CONCURRENCY
+    WEB_THREADS: int = defaults.WEB_THREADS
+    MONGO_URI: str = defaults.MONGO_URI
+    MONGO_DB: str = defaults.MONGO_DB
+    REDIS_URL: str = defaults.REDIS_URL
+    UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
+    MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
+    ZMQ_HOST: str = defaults.ZMQ_HOST
+    ZMQ_PORT: int = defaults.ZMQ_PORT
+    ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
+    CACHE_TTL: int = defaults.CACHE_TTL
+    BLOCK_SIZE: int = defaults.BLOCK_SIZE
+    BATCH_SIZE: int = defaults.BATCH_SIZE
+    MAX_REJECTS_KEPT: int = defaults.MAX_REJECTS_KEPT
+    HEARTBEAT_SECONDS: int = defaults.HEARTBEAT_SECONDS
+    WORKER_TIMEOUT: int = defaults.WORKER_TIMEOUT
+    RECOVERY_SECONDS: int = defaults.RECOVERY_SECONDS
+    LEASE_SECONDS: int = defaults.LEASE_SECONDS
+    MAX_ATTEMPTS: int = defaults.MAX_ATTEMPTS
+    LOG_LEVEL: str = defaults.LOG_LEVEL
+
+    @property
+    def embedded_mongo(self) -> bool:
+        return not self.MONGO_URI
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.REDIS_URL
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.MAX_UPLOAD_MB * 1024 * 1024
+
+    @property
+    def queue_endpoint(self) -> str:
+        """Where workers PULL from the broker."""
+        return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_PORT}"
+
+    @property
+    def intake_endpoint(self) -> str:
+        """Where API processes PUSH to the broker."""
+        return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_INTAKE_PORT}"
+
+    def with_overrides(self, **overrides) -> "Config":
+        return replace(self, **overrides)
+
+
+_PORT = (1, 65535)
+_CHECKS = {
+    "DEBUG": lambda n, v: _bool(n, v),
+    "PORT": lambda n, v: _int(n, v, *_PORT),
+    "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
+    "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
+    "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
+    "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
+    "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
+    "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
+    "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 256 * 1024 * 1024),
+    "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
+    "MAX_REJECTS_KEPT": lambda n, v: _int(n, v, 0, 10_000),
+    "HEARTBEAT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
+    "WORKER_TIMEOUT": lambda n, v: _int(n, v, 2, 86400),
+    "RECOVERY_SECONDS": lambda n, v: _int(n, v, 1, 86400),
+    "LEASE_SECONDS": lambda n, v: _int(n, v, 2, 86400),
+    "MAX_ATTEMPTS": lambda n, v: _int(n, v, 1, 100),
+}
+
+
+def _check_mongo_uri(value: str) -> str:
+    if value and not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(f"MONGO_URI must start with mongodb:// or mongodb+srv://, got {value!r}")
+    return value
+
+
+def _check_redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {value!r}")
+    return value
+
+
+def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
+    """Build the Config from `env` (default: os.environ, after loading `.env` without overriding)."""
+    if env is None:
+        if dotenv:
+            load_dotenv(override=False)
+        env = dict(os.environ)
+    values = {}
+    for field in fields(Config):
+        raw = env.get(field.name)
+        if raw is None:
+            continue
+        check = _CHECKS.get(field.name)
+        values[field.name] = check(field.name, raw) if check else raw.strip()
+    config = Config(**values)
+    _check_mongo_uri(config.MONGO_URI)
+    _check_redis_url(config.REDIS_URL)
+    if config.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {config.LOG_LEVEL!r}")
+    if config.ZMQ_PORT == config.ZMQ_INTAKE_PORT:
+        raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
+    if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:
+        raise ConfigError("HEARTBEAT_SECONDS must be smaller than WORKER_TIMEOUT")
+    return config

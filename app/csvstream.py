@@ -1,0 +1,125 @@
+"""Read a CSV file as Arrow record batches, one PyArrow block at a time, with physical line numbers.
+
+Every column is read as a string (cleaning is the job kinds' business), rows whose field count does not
+match the header are set aside rather than failing the file, and each row carries the line it starts on,
+so a rejection can point a person at the exact place in the file, embedded newlines and all.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "reason": self.reason}
+
+
+@dataclass
+class Chunk:
+    batch: pa.RecordBatch  # good rows, every column a string
+    lines: np.ndarray  # the physical line each good row starts on
+    invalid: list[Reject] = field(default_factory=list)  # rows with the wrong number of fields
+    bytes_read: int = 0
+
+
+def read_header(path: str) -> list[str]:
+    """The column names of the file's first record (a UTF-8 BOM is dropped)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def stream(path: str, block_size: int) -> Iterator[Chunk]:
+    """Yield the file's rows as Chunks, one per PyArrow block; memory stays bounded by block_size."""
+    header = read_header(path)
+    pending: list[tuple[int, str]] = []  # (record number, raw text) of rows PyArrow skipped
+
+    def on_invalid(row) -> str:
+        pending.append((row.number, row.text))
+        return "skip"
+
+    source = pa.OSFile(path, "rb")
+    reader = pacsv.open_csv(
+        source,
+        # use_threads=False: PyArrow then numbers the invalid rows it hands us, which places them exactly.
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+        ),
+    )
+    next_record, next_line = 2, 2  # record 1 / line 1 is the header
+    try:
+        for batch in reader:
+            n = batch.num_rows
+            mine = []
+            while pending and pending[0][0] <= next_record + n + len(mine):
+                mine.append(pending.pop(0))
+            lines, invalid, consumed = _place(batch, mine, next_record, next_line, len(header))
+            next_record += n + len(mine)
+            next_line += consumed
+            batch, lines = _drop_blank(batch, lines)
+            yield Chunk(batch, lines, invalid, source.tell())
+    finally:
+        source.close()
+
+
+def _drop_blank(batch: pa.RecordBatch, lines: np.ndarray):
+    """Drop rows whose every field is empty: blank lines (PyArrow reads them as such) carry no data."""
+    if batch.num_rows == 0 or batch.num_columns == 0:
+        return batch, lines
+    blank = pc.equal(batch.column(0), "")
+    if not pc.any(blank).as_py():
+        return batch, lines
+    for column in batch.columns[1:]:
+        blank = pc.and_(blank, pc.equal(column, ""))
+    keep = pc.invert(blank)
+    return batch.filter(keep), lines[keep.to_numpy(zero_copy_only=False)]
+
+
+def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray:
+    counts = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        counts += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
+    return counts
+
+
+def _place(batch, invalid_rows, first_record, first_line, n_fields):
+    """Work out where every record of a block starts, good rows and skipped rows interleaved."""
+    spans = _newlines_per_row(batch) + 1
+    if not invalid_rows:
+        starts = np.empty(len(spans), dtype=np.int64)
+        starts[0:1] = 0
+        np.cumsum(spans[:-1], out=starts[1:])
+        return starts + first_line, [], int(spans.sum())
+    total = len(spans) + len(invalid_rows)
+    is_invalid = np.zeros(total, dtype=bool)
+    all_spans = np.empty(total, dtype=np.int64)
+    positions = [number - first_record for number, _ in invalid_rows]
+    is_invalid[positions] = True
+    all_spans[~is_invalid] = spans
+    all_spans[is_invalid] = [text.count("\n") + 1 for _, text in invalid_rows]
+    starts = np.concatenate(([0], np.cumsum(all_spans[:-1]))) + first_line
+    rejects = []
+    for line, (_, text) in zip(starts[is_invalid], invalid_rows):
+        if text.strip():  # a blank line is no record; it only moves the line count
+            found = _count_fields(text)
+            rejects.append(Reject(int(line), f"expected {n_fields} fields, found {found}"))
+    return starts[~is_invalid], rejects, int(all_spans.sum())
+
+
+def _count_fields(text: str) -> int:
+    return len(next(csv.reader(io.StringIO(text, newline="")), []))

@@ -1,0 +1,33 @@
+"""Every default in one place; `config.py` reads overrides from the environment and `.env`."""
+
+FLASK_APP = "run.py"
+DEBUG = False
+HOST = "127.0.0.1"
+PORT = 5000
+WEB_CONCURRENCY = 2  # API processes (gunicorn workers); forced to 1 in embedded mode
+WEB_THREADS = 8  # threads per API process
+
+MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
+MONGO_DB = "movies_service"
+REDIS_URL = ""  # empty: embedded in-memory stand-in (fakeredis), not persisted
+
+UPLOAD_FOLDER = "uploads"
+MAX_UPLOAD_MB = 4096
+
+ZMQ_HOST = "127.0.0.1"  # where the broker listens
+ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)
+ZMQ_INTAKE_PORT = 5556  # API → broker (API processes connect PUSH here)
+
+CACHE_TTL = 5  # seconds a cached movie page lives
+
+BLOCK_SIZE = 1 << 20  # bytes PyArrow reads per block
+BATCH_SIZE = 1000  # movies per bulk write
+MAX_REJECTS_KEPT = 100  # rejected rows kept on a task, with line and reason
+
+HEARTBEAT_SECONDS = 5  # how often a worker says it is alive
+WORKER_TIMEOUT = 30  # a worker silent for longer counts as gone
+RECOVERY_SECONDS = 10  # an idle worker looks for unclaimed pending tasks this often
+LEASE_SECONDS = 60  # a claimed task returns to the pool if its worker is silent this long
+MAX_ATTEMPTS = 3  # claims of one task before it is failed
+
+LOG_LEVEL = "INFO"

@@ -1,0 +1,135 @@
+"""ZeroMQ: the broker, the API's producer and the worker's consumer, and the message format.
+
+    API processes ──PUSH──► [ broker: PULL :ZMQ_INTAKE_PORT → PUSH :ZMQ_PORT ] ──► PULL── workers
+
+The broker is the only socket that binds, so any number of API processes and workers, on any hosts,
+connect to one stable address. A message only wakes a worker: the task record in MongoDB is the truth,
+and a worker that never gets the message still finds the task when it sweeps for pending work.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+import zmq
+
+from app.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def encode(task_id: str, kind: str) -> bytes:
+    return json.dumps({"task_id": task_id, "kind": kind}).encode()
+
+
+def decode(message: bytes) -> dict | None:
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
+        return None
+    return data
+
+
+class Broker:
+    """A zmq.proxy between the intake (API side) and the queue (worker side), in a thread of its own."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.context = zmq.Context()
+        self._thread: threading.Thread | None = None
+        self._control = f"inproc://broker-control-{id(self)}"
+
+    def start(self) -> "Broker":
+        intake = self.context.socket(zmq.PULL)
+        intake.bind(self.config.intake_endpoint)  # ZMQ_HOST=0.0.0.0 listens on every interface
+        queue = self.context.socket(zmq.PUSH)
+        queue.bind(self.config.queue_endpoint)
+        control = self.context.socket(zmq.PAIR)
+        control.bind(self._control)
+
+        def run():
+            try:
+                zmq.proxy_steerable(intake, queue, None, control)
+            except zmq.ContextTerminated:
+                pass
+            finally:
+                for sock in (intake, queue, control):
+                    sock.close(linger=0)
+
+        self._thread = threading.Thread(target=run, name="zmq-broker", daemon=True)
+        self._thread.start()
+        log.info("broker: intake %s → queue %s", self.config.intake_endpoint, self.config.queue_endpoint)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        stopper = self.context.socket(zmq.PAIR)
+        stopper.connect(self._control)
+        stopper.send(b"TERMINATE")
+        self._thread.join(timeout=5)
+        stopper.close(linger=0)
+        self.context.term()
+        self._thread = None
+
+
+class Producer:
+    """The API side. One socket per process, guarded by a lock: ZeroMQ sockets are not thread-safe."""
+
+    def __init__(self, config: Config):
+        self.endpoint = config.intake_endpoint
+        self._lock = threading.Lock()
+        self._socket = None
+        self._pid = None
+
+    def send(self, task_id: str, kind: str) -> bool:
+        """Wake a worker; never blocks. False when the message could not be queued (the sweep covers it)."""
+        with self._lock:
+            try:
+                self._ensure_socket().send(encode(task_id, kind), zmq.NOBLOCK)
+                return True
+            except zmq.ZMQError as e:
+                log.warning("task %s: queue message not sent (%s); a worker sweep will pick it up", task_id, e)
+                return False
+
+    def _ensure_socket(self):
+        if self._socket is None or self._pid != os.getpid():  # a forked child needs its own socket
+            self._socket = zmq.Context.instance().socket(zmq.PUSH)
+            self._socket.setsockopt(zmq.LINGER, 2000)
+            self._socket.connect(self.endpoint)
+            self._pid = os.getpid()
+        return self._socket
+
+    def close(self) -> None:
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+
+class Consumer:
+    """The worker side: receive wake-up messages, waiting at most `timeout` seconds."""
+
+    def __init__(self, config: Config, context: zmq.Context | None = None):
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.PULL)
+        # A busy worker should not hoard messages meant for its idle peers.
+        self.socket.setsockopt(zmq.RCVHWM, 1)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(config.queue_endpoint)
+        self.endpoint = config.queue_endpoint
+
+    def receive(self, timeout: float) -> dict | None:
+        if not self.socket.poll(int(timeout * 1000)):
+            return None
+        message = decode(self.socket.recv())
+        if message is None:
+            log.warning("ignored a malformed queue message")
+        return message
+
+    def close(self) -> None:
+        self.socket.close(linger=0)

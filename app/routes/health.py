@@ -1,0 +1,26 @@
+"""GET /api/v1/health: is every part of the service up?"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from app import mongo
+from app.services import services
+from app.worker import alive_workers
+
+bp = Blueprint("health", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/health")
+def health():
+    svc = services()
+    mongo_ok = mongo.ping(svc.db)
+    redis_ok = svc.cache.ping()
+    workers = alive_workers(svc.db, svc.config.WORKER_TIMEOUT) if mongo_ok else 0
+    ok = mongo_ok and redis_ok and workers > 0
+    return jsonify({
+        "status": "ok" if ok else "degraded",
+        "mongo": "ok" if mongo_ok else "unreachable",
+        "redis": "ok" if redis_ok else "unreachable",
+        "worker": "ok" if workers else "none alive",
+        "workers_alive": workers,
+    }), 200

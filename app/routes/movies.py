@@ -1,0 +1,47 @@
+"""GET /api/v1/movies: the catalogue, paginated, filtered and sorted, through a short Redis cache."""
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, jsonify, request
+
+from app import movies, params
+from app.serialize import to_json
+from app.services import services
+
+bp = Blueprint("movies", __name__, url_prefix="/api/v1")
+
+KNOWN = ("page", "limit", "year", "language", "sort_by", "order")
+
+
+def parse_query(args) -> dict:
+    params.reject_unknown(args, KNOWN)
+    return {
+        "page": params.integer(args, "page", 1, 1, 1_000_000),
+        "limit": params.integer(args, "limit", 10, 1, 100),
+        "year": params.integer(args, "year", None, 1, 9999),
+        "language": params.text(args, "language", r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?", "a language code such as en"),
+        "sort_by": params.choice(args, "sort_by", "release_date", tuple(movies.SORT_FIELDS)),
+        "order": int(params.choice(args, "order", "1", ("1", "-1"))),
+    }
+
+
+def find_movies(db, q: dict) -> dict:
+    query = movies.query(q["year"], q["language"])
+    total = db.movies.count_documents(query)
+    cursor = (db.movies.find(query).sort(movies.sort_spec(q["sort_by"], q["order"]))
+              .skip((q["page"] - 1) * q["limit"]).limit(q["limit"]))
+    return {
+        "limit": q["limit"], "movies": [to_json(doc) for doc in cursor], "page": q["page"],
+        "total_docs": total, "total_pages": math.ceil(total / q["limit"]) if total else 0,
+    }
+
+
+@bp.get("/movies")
+def list_movies():
+    svc = services()
+    q = parse_query(request.args)
+    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: find_movies(svc.db, q))
+    response = jsonify(body)
+    response.headers["X-Cache"] = "hit" if hit else "miss"
+    return response

@@ -1,0 +1,1 @@
+"""Command-line tools (test-data generators and the like)."""

@@ -1,0 +1,203 @@
+"""Receive an upload: stream the body to UPLOAD_FOLDER as it arrives, checking it on the way.
+
+Accepts `multipart/form-data` (the file in a part named `file`, as `curl -F file=@x.csv` sends it) or
+a raw body (`Content-Type: text/csv`, `curl --data-binary @x.csv`, name from `?filename=`). The body
+is never held whole in memory: each chunk is validated as UTF-8 incrementally and written straight to
+a temporary file beside its final name. Any failure removes that file.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import uuid
+from dataclasses import dataclass, field
+
+from flask import Request
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.utils import secure_filename
+
+from app.errors import APIError
+
+CHUNK = 1 << 20
+HEAD_LIMIT = 64 * 1024  # the header line must fit here
+RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
+
+
+@dataclass
+class Upload:
+    task_id: str
+    filename: str  # as the client named it
+    path: str  # where it is stored, under a server-chosen name
+    size: int
+    header: list[str]
+    fields: dict[str, str] = field(default_factory=dict)  # other form fields
+
+
+class _Sink:
+    """Writes one file part to disk while checking it: UTF-8 throughout, a header line, a data row."""
+
+    def __init__(self, path: str, max_bytes: int):
+        self.path, self.max_bytes = path, max_bytes
+        self.file = open(path, "wb")
+        self.size = 0
+        self.head = bytearray()
+        self.header_done = False
+        self.has_data = False
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise APIError(413, "file_too_large", f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB.")
+        try:
+            self.decoder.decode(data)
+        except UnicodeDecodeError as e:
+            raise APIError(422, "not_utf8", f"The file is not valid UTF-8 text (bad byte near offset {self.size - len(data) + e.start}).") from None
+        if not self.has_data:
+            self._watch_head(data)
+        self.file.write(data)
+
+    def _watch_head(self, data: bytes) -> None:
+        if not self.header_done:
+            self.head += data
+            end = self.head.find(b"\n")
+            if end < 0:
+                if len(self.head) > HEAD_LIMIT:
+                    raise APIError(422, "bad_header", "The first line is too long to be a CSV header.")
+                return
+            self.header_done = True
+            data = bytes(self.head[end + 1:])
+            self.head = self.head[: end + 1]
+        if data.strip(b"\r\n\t ,"):
+            self.has_data = True
+
+    def finish(self) -> list[str]:
+        try:
+            self.decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise APIError(422, "not_utf8", "The file is not valid UTF-8 text (it ends inside a character).") from None
+        self.file.close()
+        if self.size == 0:
+            raise APIError(422, "empty_file", "The file is empty.")
+        header = next(csv.reader(io.StringIO(self.head.decode("utf-8-sig"))), [])
+        if not self.has_data:
+            raise APIError(422, "no_rows", "The file has a header but no data rows.")
+        return [name.strip() for name in header]
+
+    def discard(self) -> None:
+        self.file.close()
+        _remove(self.path)
+
+
+def receive(request: Request, folder: str, max_bytes: int) -> Upload:
+    """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received."""
+    content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
+    task_id = str(uuid.uuid4())
+    final = os.path.join(folder, f"{task_id}.csv")
+    partial = final + ".part"
+    try:
+        if content_type == "multipart/form-data":
+            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes)
+        elif content_type in RAW_TYPES:
+            filename = request.args.get("filename") or "upload.csv"
+            _check_name(filename)
+            sink = _Sink(partial, max_bytes)
+            _copy(request.stream, sink)
+            fields = dict(request.args)
+        else:
+            raise APIError(415, "unsupported_media_type",
+                           "Send the CSV as multipart/form-data (a part named 'file') or as a text/csv body.")
+        header = sink.finish()
+        os.replace(partial, final)
+    except APIError as e:
+        _remove(partial)
+        if e.status != 413:  # read what the client is still sending, so it gets our answer, not a reset
+            _drain(request.stream)
+        raise
+    except BaseException:
+        _remove(partial)
+        raise
+    return Upload(task_id, filename, final, sink.size, header, fields)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _drain(stream) -> None:
+    try:
+        while stream.read(CHUNK):
+            pass
+    except Exception:  # the client went away; nothing left to answer
+        pass
+
+
+def _copy(stream, sink: _Sink) -> None:
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return
+        sink.write(chunk)
+
+
+def _check_name(filename: str) -> None:
+    if not filename:
+        raise APIError(400, "empty_filename", "The file part has an empty filename; choose a file to upload.")
+    if not filename.lower().endswith(".csv"):
+        raise APIError(415, "not_csv", f"Only .csv files are accepted, got {secure_filename(filename) or filename!r}.")
+
+
+def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int):
+    boundary = options.get("boundary", "").encode()
+    if not boundary:
+        raise APIError(400, "bad_request", "The multipart body has no boundary.")
+    decoder = MultipartDecoder(boundary, max_form_memory_size=1 << 20)
+    fields: dict[str, str] = {}
+    sink = filename = None
+    current = None  # the part being read: ("file", None) or ("field", name, bytearray) or ("skip",)
+    stream = request.stream
+    try:
+        while True:
+            chunk = stream.read(CHUNK)
+            decoder.receive_data(chunk or None)
+            event = decoder.next_event()
+            while not isinstance(event, (NeedData, Epilogue)):
+                if isinstance(event, File) and event.name == "file" and sink is None:
+                    filename = event.filename or ""
+                    _check_name(filename)
+                    sink = _Sink(partial, max_bytes)
+                    current = ("file",)
+                elif isinstance(event, Field):
+                    current = ("field", event.name, bytearray())
+                elif isinstance(event, File):
+                    current = ("skip",)
+                elif isinstance(event, Data):
+                    if current[0] == "file":
+                        sink.write(event.data)
+                    elif current[0] == "field":
+                        current[2].extend(event.data)
+                        if not event.more_data:
+                            fields[current[1]] = current[2].decode("utf-8", "replace")
+                event = decoder.next_event()
+            if isinstance(event, Epilogue) or not chunk:
+                break
+    except ValueError as e:  # werkzeug's decoder on a malformed body
+        if sink:
+            sink.discard()
+        raise APIError(400, "bad_multipart", f"The multipart body could not be read: {e}") from None
+    except BaseException:
+        if sink:
+            sink.discard()
+        raise
+    if sink is None:
+        raise APIError(400, "missing_file", "No file part named 'file' in the form; send it with -F file=@movies.csv.")
+    return filename, fields, sink

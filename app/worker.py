@@ -1,0 +1,170 @@
+"""The worker loop: wait for a wake-up, claim a task, run it, report, repeat; heartbeat throughout.
+
+A message names a task, but the loop does not depend on it: after every task, and every
+RECOVERY_SECONDS when idle, it sweeps MongoDB for pending or abandoned tasks, so a lost message or a
+dead worker delays a task and never loses it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from app import mongo, tasks
+from app.config import Config
+from app.ingest import ingest_movies
+from app.queue import Consumer
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(Exception):
+    """The worker was asked to stop between two batches."""
+
+
+class Worker:
+    def __init__(self, config: Config, db: Database | None = None, name: str | None = None):
+        self.config = config
+        self.db = db if db is not None else mongo.connect(config)
+        self.id = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.stop_event = threading.Event()
+        self._last_beat = 0.0
+        self._current: str | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, consumer: Consumer | None = None) -> None:
+        consumer = consumer or Consumer(self.config)
+        log.info("worker %s: listening on %s", self.id, consumer.endpoint)
+        next_sweep = 0.0  # sweep at once: tasks may have arrived while no worker ran
+        try:
+            while not self.stop_event.is_set():
+                self.heartbeat()
+                message = consumer.receive(timeout=1.0)
+                if message is not None:
+                    self.work(message["task_id"])
+                    next_sweep = 0.0  # a message may have waited behind a busy worker: look around
+                if time.monotonic() >= next_sweep and not self.stop_event.is_set():
+                    self.sweep()
+                    next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
+        finally:
+            consumer.close()
+            self.db.workers.delete_one({"_id": self.id})
+            log.info("worker %s: stopped", self.id)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def sweep(self) -> None:
+        """Run every claimable task, oldest first, until none is left."""
+        try:
+            failed = tasks.fail_exhausted(self.db, self.config.MAX_ATTEMPTS)
+            if failed:
+                log.error("failed %d task(s) that ran out of attempts", failed)
+            while not self.stop_event.is_set() and self.work():
+                pass
+        except PyMongoError as e:
+            log.error("worker %s: MongoDB unavailable during sweep: %s", self.id, e)
+
+    def work(self, task_id: str | None = None) -> bool:
+        """Claim one task (the named one, else the oldest claimable) and run it; False if none."""
+        try:
+            task = tasks.claim(self.db, self.id, self.config.LEASE_SECONDS, self.config.MAX_ATTEMPTS, task_id)
+        except PyMongoError as e:
+            log.error("worker %s: cannot claim a task, MongoDB unavailable: %s", self.id, e)
+            return False
+        if task is None:
+            return False
+        self.run_task(task)
+        return True
+
+    # -- one task ---------------------------------------------------------------------------------
+    def run_task(self, task: dict) -> None:
+        task_id = task["task_id"]
+        self._current = task_id
+        self.heartbeat(force=True)
+        log.info("task %s: started %s (%s, %d bytes, attempt %d)",
+                 task_id, task["kind"], task.get("filename"), task.get("size", 0), task["attempts"])
+        try:
+            fields = self._ingest(task)
+            tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)
+            log.info("task %s: completed: %d rows read, %d inserted, %d updated, %d rejected, %.0f rows/s",
+                     task_id, fields["rows_read"], fields["rows_inserted"], fields["rows_updated"],
+                     fields["rows_rejected"], fields["rows_per_sec"])
+            self._remove_upload(task)
+        except Stopping:
+            tasks.release(self.db, task_id, self.id)
+            log.info("task %s: handed back (worker stopping)", task_id)
+        except tasks.LostTask:
+            log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
+        except PyMongoError as e:
+            # The lease will run out and another attempt will start; nothing is marked done.
+            log.error("task %s: MongoDB error, leaving it for a retry: %s", task_id, e)
+        except Exception as e:
+            message = _explain(e)
+            log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, (OSError, pa.ArrowException)))
+            try:
+                tasks.finish(self.db, task_id, self.id, tasks.FAILED, error=message)
+                self._remove_upload(task)
+            except (tasks.LostTask, PyMongoError) as e2:
+                log.error("task %s: could not record the failure: %s", task_id, e2)
+        finally:
+            self._current = None
+
+    def _ingest(self, task: dict) -> dict:
+        if task["kind"] != "movies":
+            raise ValueError(f"unknown task kind {task['kind']!r}")
+
+        def on_progress(fields: dict) -> None:
+            tasks.update(self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, **fields)
+            self.heartbeat()
+            if self.stop_event.is_set():
+                raise Stopping()
+
+        return ingest_movies(
+            task["path"], self.db.movies, block_size=self.config.BLOCK_SIZE, batch_size=self.config.BATCH_SIZE,
+            max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
+        )
+
+    def _remove_upload(self, task: dict) -> None:
+        try:
+            os.remove(task["path"])
+        except OSError:
+            pass
+
+    # -- liveness ---------------------------------------------------------------------------------
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.config.HEARTBEAT_SECONDS:
+            return
+        self._last_beat = now
+        try:
+            self.db.workers.update_one(
+                {"_id": self.id},
+                {"$set": {"host": socket.gethostname(), "pid": os.getpid(), "beat_at": tasks.now(),
+                          "task_id": self._current}},
+                upsert=True,
+            )
+        except PyMongoError as e:
+            log.warning("worker %s: heartbeat failed: %s", self.id, e)
+
+
+def _explain(error: Exception) -> str:
+    """A message a person can act on."""
+    if isinstance(error, FileNotFoundError):
+        return "the uploaded file is missing on the worker's disk; upload it again"
+    if isinstance(error, pa.ArrowInvalid):
+        return f"the file could not be read as CSV: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def alive_workers(db: Database, timeout: int) -> int:
+    from datetime import timedelta
+
+    return db.workers.count_documents({"beat_at": {"$gt": tasks.now() - timedelta(seconds=timeout)}})

@@ -1,0 +1,82 @@
+"""`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded mode) a worker.
+
+gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk.
+With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers with `python worker.py`.
+With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
+hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+
+from gunicorn.app.base import BaseApplication
+
+from app import create_app, logs
+from app.config import Config, ConfigError, load_config
+
+log = logging.getLogger("app.run")
+
+
+class Server(BaseApplication):
+    def __init__(self, config: Config):
+        self.config = config
+        super().__init__()
+
+    def load_config(self):
+        c = self.config
+        settings = {
+            "bind": f"{c.HOST}:{c.PORT}",
+            "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,
+            "worker_class": "gthread",
+            "threads": c.WEB_THREADS,
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "loglevel": c.LOG_LEVEL.lower(),
+            "accesslog": "-",
+            "post_worker_init": _start_embedded_worker if c.embedded_mongo else None,
+        }
+        for key, value in settings.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        return create_app(self.config)
+
+
+def _start_embedded_worker(gunicorn_worker) -> None:
+    """Embedded mode: broker and ingest worker live in the single API process, beside the app."""
+    from app.queue import Broker
+    from app.worker import Worker
+
+    config = load_config()
+    Broker(config).start()
+    worker = Worker(config)
+    threading.Thread(target=worker.run, name="ingest-worker", daemon=True).start()
+
+
+def main() -> int:
+    try:
+        config = load_config()
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    logs.configure(config.LOG_LEVEL)
+    broker = None
+    if not config.embedded_mongo:
+        broker = subprocess.Popen([sys.executable, "-m", "app.broker"])
+    log.info("serving on http://%s:%d (%s)", config.HOST, config.PORT,
+             "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB)
+    try:
+        Server(config).run()
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""`python worker.py`: run one ingest worker (needs MONGO_URI: workers and API share one database)."""
+from __future__ import annotations
+
+import signal
+import sys
+
+from app import logs
+from app.config import ConfigError, load_config
+from app.worker import Worker
+
+
+def main() -> int:
+    try:
+        config = load_config()
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+    logs.configure(config.LOG_LEVEL)
+    if config.embedded_mongo:
+        print("worker.py needs MONGO_URI: with the embedded in-memory database a separate worker process "
+              "would see none of the API's tasks. `make run` (python run.py) runs a worker inside the API "
+              "process in that mode.", file=sys.stderr)
+        return 2
+    worker = Worker(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
