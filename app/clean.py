@@ -43,7 +43,8 @@ def parse_int(values: pa.Array) -> tuple[pa.Array, int]:
     """Integers, also when written as floats (`30000000.0`); fractions and overflows are bad."""
     text = blank_to_null(pc.utf8_trim_whitespace(values))
     whole = pc.match_substring_regex(text, _WHOLE)
-    exact = pc.cast(pc.if_else(whole, text, None), pa.int64())
+    unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses a leading +
+    exact = pc.cast(pc.if_else(whole, unsigned, None), pa.int64())
     as_float, _ = parse_float(pc.if_else(whole, None, text))
     integral = pc.and_(pc.equal(pc.floor(as_float), as_float), pc.less(pc.abs(as_float), _MAX_EXACT))
     from_float = pc.cast(pc.if_else(integral, as_float, None), pa.int64())
@@ -74,6 +75,7 @@ def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
     us = pc.if_else(same_day, us, None)
 
     parsed = pc.coalesce(iso, us)
+    parsed = pc.if_else(pc.greater_equal(pc.year(parsed), 1), parsed, None)  # no year 0 in BSON or Python
     return parsed, pc.sum(pc.is_null(parsed)).as_py() or 0
 
 

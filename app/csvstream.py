@@ -28,7 +28,7 @@ class Reject:
 
 @dataclass
 class Chunk:
-    batch: pa.RecordBatch  # good rows, every column a string
+    batch: pa.RecordBatch  # good rows, every column a string, names stripped of surrounding spaces
     lines: np.ndarray  # the physical line each good row starts on
     invalid: list[Reject] = field(default_factory=list)  # rows with the wrong number of fields
     bytes_read: int = 0
@@ -43,6 +43,7 @@ def read_header(path: str) -> list[str]:
 def stream(path: str, block_size: int) -> Iterator[Chunk]:
     """Yield the file's rows as Chunks, one per PyArrow block; memory stays bounded by block_size."""
     header = read_header(path)
+    names = [name.strip() for name in header]  # ` title` is `title`, as the upload check reads it
     pending: list[tuple[int, str]] = []  # (record number, raw text) of rows PyArrow skipped
 
     def on_invalid(row) -> str:
@@ -71,7 +72,7 @@ def stream(path: str, block_size: int) -> Iterator[Chunk]:
             lines, invalid, consumed = _place(batch, mine, next_record, next_line, len(header))
             next_record += n + len(mine)
             next_line += consumed
-            batch, lines = _drop_blank(batch, lines)
+            batch, lines = _drop_blank(batch.rename_columns(names), lines)
             yield Chunk(batch, lines, invalid, source.tell())
     finally:
         source.close()

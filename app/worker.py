@@ -159,6 +159,8 @@ def _explain(error: Exception) -> str:
     """A message a person can act on."""
     if isinstance(error, FileNotFoundError):
         return "the uploaded file is missing on the worker's disk; upload it again"
+    if isinstance(error, UnicodeDecodeError):
+        return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
     if isinstance(error, pa.ArrowInvalid):
         return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"

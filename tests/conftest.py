@@ -5,10 +5,9 @@ import socket
 from pathlib import Path
 
 import fakeredis
-import mongomock_ng
 import pytest
 
-from app import create_app
+from app import create_app, mongo
 from app.config import load_config
 from app.worker import Worker
 
@@ -47,7 +46,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def db():
-    return mongomock_ng.MongoClient()["test"]
+    return mongo.embedded_client()["test"]
 
 
 @pytest.fixture

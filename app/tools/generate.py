@@ -46,19 +46,21 @@ class Progress:
         self.interval = interval
         self.start = time.monotonic()
         self._last = 0.0
+        self._width = 0
 
-    def update(self, done: float, rows: int, nbytes: int) -> None:
+    def update(self, done: float, rows: int, nbytes: int, force: bool = False) -> None:
         """`done` is in the unit of `total` (rows or bytes); redraws at most every `interval` seconds."""
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self._last < self.interval:
+        if now - self._last < self.interval and not force:
             return
         self._last = now
         pct = min(100.0, 100.0 * done / self.total) if self.total else 100.0
         rate = nbytes / MIB / max(now - self.start, 1e-9)
-        self.stream.write(f"\r{self.label}: {pct:5.1f}%  {rows:,} rows  {nbytes / MIB:,.1f} MiB  "
-                          f"{rate:.1f} MiB/s ")
+        line = f"{self.label}: {pct:5.1f}%  {rows:,} rows  {nbytes / MIB:,.1f} MiB  {rate:.1f} MiB/s"
+        self.stream.write("\r" + line.ljust(self._width))  # pad over a longer previous line
+        self._width = len(line)
         self.stream.flush()
 
     def close(self) -> None:
@@ -149,6 +151,7 @@ def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str 
             written += n
             nbytes += len(data)
             bar.update(written if rows is not None else nbytes, written, nbytes)
+        bar.update(written if rows is not None else nbytes, written, nbytes, force=True)
     finally:
         bar.close()
         if out is sys.stdout.buffer:
@@ -524,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)  # the summary line is the point of running it; keep it if root is quieter
     return args.run(args)
 
 

@@ -1,0 +1,140 @@
+"""Tests for settings (app.config): defaults, overrides, validation, and `.env.example` coverage."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from app.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_when_nothing_is_set():
+    config = load_config({})
+    assert config == Config()
+    assert config.PORT == 5000
+    assert config.BATCH_SIZE == 1000
+    assert config.BLOCK_SIZE == 1048576
+    assert config.CACHE_TTL == 5
+    assert config.MAX_UPLOAD_MB >= 1024
+    assert config.max_upload_bytes == config.MAX_UPLOAD_MB * 1024 * 1024
+    assert config.DEBUG is False
+    assert config.HOST == "127.0.0.1"
+    assert config.LOG_LEVEL == "INFO"
+    assert config.queue_endpoint == "tcp://127.0.0.1:5555"
+    assert config.intake_endpoint == "tcp://127.0.0.1:5556"
+
+
+def test_unset_stores_are_embedded():
+    config = load_config({})
+    assert config.embedded_mongo is True
+    assert config.embedded_redis is True
+    empty = load_config({"MONGO_URI": "", "REDIS_URL": ""})
+    assert (empty.embedded_mongo, empty.embedded_redis) == (True, True)
+
+
+def test_overrides_are_parsed_to_their_types():
+    config = load_config({
+        "PORT": " 8080 ",
+        "DEBUG": "yes",
+        "BATCH_SIZE": "500",
+        "BLOCK_SIZE": "65536",
+        "CACHE_TTL": "60",
+        "MAX_UPLOAD_MB": "1",
+        "HOST": " 0.0.0.0 ",
+        "MONGO_URI": "mongodb://db:27017",
+        "REDIS_URL": "redis://cache:6379/0",
+        "ZMQ_HOST": "10.0.0.5",
+        "ZMQ_PORT": "7000",
+        "ZMQ_INTAKE_PORT": "7001",
+        "LOG_LEVEL": "debug",
+    })
+    assert config.PORT == 8080 and type(config.PORT) is int
+    assert config.DEBUG is True
+    assert config.BATCH_SIZE == 500
+    assert config.BLOCK_SIZE == 65536
+    assert config.CACHE_TTL == 60
+    assert config.max_upload_bytes == 1024 * 1024
+    assert config.HOST == "0.0.0.0"
+    assert config.MONGO_URI == "mongodb://db:27017"
+    assert config.embedded_mongo is False
+    assert config.embedded_redis is False
+    assert config.queue_endpoint == "tcp://10.0.0.5:7000"
+    assert config.intake_endpoint == "tcp://10.0.0.5:7001"
+    assert config.LOG_LEVEL == "debug"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), ("TRUE", True), ("yes", True), (" on ", True),
+    ("0", False), ("false", False), ("No", False), ("off", False), ("", False),
+])
+def test_debug_flag_values(raw, expected):
+    assert load_config({"DEBUG": raw}).DEBUG is expected
+
+
+def test_other_stores_accepted():
+    config = load_config({"MONGO_URI": "mongodb+srv://u:p@cluster/x", "REDIS_URL": "unix:///tmp/redis.sock"})
+    assert (config.embedded_mongo, config.embedded_redis) == (False, False)
+    assert load_config({"REDIS_URL": "rediss://secure:6380"}).REDIS_URL == "rediss://secure:6380"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"PORT": "abc"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"PORT": "0"}, "PORT"),
+    ({"PORT": ""}, "PORT"),
+    ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
+    ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE"),
+    ({"BLOCK_SIZE": "65535"}, "BLOCK_SIZE"),
+    ({"CACHE_TTL": "-1"}, "CACHE_TTL"),
+    ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
+    ({"DEBUG": "maybe"}, "DEBUG"),
+    ({"MONGO_URI": "http://x"}, "MONGO_URI"),
+    ({"REDIS_URL": "foo"}, "REDIS_URL"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"ZMQ_PORT": "6000", "ZMQ_INTAKE_PORT": "6000"}, "ZMQ_PORT"),
+    ({"ZMQ_INTAKE_PORT": "5555"}, "ZMQ_PORT"),  # equal to the default ZMQ_PORT
+    ({"HEARTBEAT_SECONDS": "30", "WORKER_TIMEOUT": "30"}, "HEARTBEAT_SECONDS"),
+])
+def test_bad_values_raise_naming_the_variable(env, name):
+    with pytest.raises(ConfigError, match=rf"^{name}\b"):
+        load_config(env)
+
+
+def test_bad_value_message_shows_what_was_given():
+    with pytest.raises(ConfigError) as info:
+        load_config({"PORT": "70000"})
+    assert str(info.value) == "PORT must be between 1 and 65535, got 70000"
+    with pytest.raises(ConfigError) as info:
+        load_config({"PORT": "abc"})
+    assert str(info.value) == "PORT must be an integer, got 'abc'"
+
+
+def test_every_setting_is_in_env_example():
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    missing = [f.name for f in fields(Config) if not re.search(rf"^{f.name}=", text, re.M)]
+    assert missing == []
+
+
+def test_env_example_values_load():
+    # `cp .env.example .env` must give a service that starts.
+    path = ROOT / ".env.example"
+    assert path.is_file()
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    assert "PORT" in values
+    load_config(values)
+
+
+def test_worker_exits_2_on_bad_setting():
+    env = dict(os.environ, PORT="abc")
+    done = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "configuration error: PORT" in done.stderr

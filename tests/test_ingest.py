@@ -1,0 +1,161 @@
+"""The worker's ingest, file to MongoDB, checked document by document against tests/reference.py."""
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+
+import pytest
+
+from app import tasks
+from app.ingest import ingest_movies
+from app.tools.generate import generate_movies
+from tests.conftest import SAMPLE_MOVIES
+from tests.reference import load
+
+
+def stored(db) -> dict:
+    return {doc["_id"]: doc for doc in db.movies.find()}
+
+
+def queue_file(db, path, upload_dir, name="movies.csv") -> str:
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    target = upload_dir / f"{name}.{db.processes.count_documents({})}.csv"
+    shutil.copy(path, target)
+    task_id = f"task-{db.processes.count_documents({})}"
+    tasks.create(db, task_id=task_id, kind="movies", filename=name, path=str(target), size=target.stat().st_size)
+    return task_id
+
+
+def test_sample_file_gives_exact_documents(db, worker, upload_dir):
+    task_id = queue_file(db, SAMPLE_MOVIES, upload_dir)
+    assert worker.work() is True
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert (task["rows_read"], task["rows_inserted"], task["rows_updated"], task["rows_rejected"]) == (10, 10, 0, 0)
+    assert stored(db) == load(SAMPLE_MOVIES)["documents"]
+    toy = db.movies.find_one({"_id": "1995-10-30/Toy Story"})
+    assert toy["release_date"] == datetime(1995, 10, 30) and toy["year"] == 1995
+    assert toy["budget"] == 30000000 and toy["vote_count"] == 5415 and toy["vote_average"] == 7.7
+    assert toy["production_company_id"] == "3" and toy["languages"] == ["English"]
+    jumanji = db.movies.find_one({"title": "Jumanji"})
+    assert jumanji["languages"] == ["English", "Français"]
+    exhale = db.movies.find_one({"title": "Waiting to Exhale"})
+    assert '""good man""' not in exhale["overview"] and '"good man"' in exhale["overview"]
+
+
+def test_generated_file_of_50000_rows_matches_reference(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "gen.csv"
+    generate_movies(str(path), rows=50_000, seed=7)
+    expected = load(path)
+    task_id = queue_file(db, path, upload_dir)
+    assert worker.work() is True
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    docs = stored(db)
+    assert len(docs) == len(expected["documents"])
+    mismatched = [i for i, d in expected["documents"].items() if docs.get(i) != d]
+    assert mismatched == [], (mismatched[:3], [docs.get(i) for i in mismatched[:1]],
+                              [expected["documents"][i] for i in mismatched[:1]])
+    assert task["rows_read"] == expected["rows_read"]
+    assert task["rows_rejected"] == len(expected["rejects"]) > 0
+    assert task["rejects"] == expected["rejects"][:100]
+    assert task["rows_inserted"] == len(expected["documents"])
+    assert task["rows_updated"] == expected["valid"] - len(expected["documents"])
+    assert task["bytes_read"] == task["bytes_total"] == path.stat().st_size
+    assert task["percent"] == 100.0 and task["rows_per_sec"] > 0
+    assert task["warnings"]["release_date"] > 0 and task["warnings"]["budget"] > 0
+
+
+def test_same_file_twice_updates_instead_of_duplicating(db, worker, upload_dir):
+    queue_file(db, SAMPLE_MOVIES, upload_dir)
+    worker.work()
+    first = stored(db)
+    second_id = queue_file(db, SAMPLE_MOVIES, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": second_id})
+    assert (task["rows_inserted"], task["rows_updated"]) == (0, 10)
+    assert stored(db) == first
+
+
+def test_later_upload_of_known_movie_updates_it(db, worker, upload_dir, tmp_path):
+    header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
+    path = tmp_path / "update.csv"
+    path.write_text(header + "\n1.0,,en,Toy Story,new overview,1995-10-30,2.0,82,Released,Toy Story,9.9,1.0,3,16,[]\n",
+                    encoding="utf-8")
+    queue_file(db, SAMPLE_MOVIES, upload_dir)
+    worker.work()
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    toy = db.movies.find_one({"_id": "1995-10-30/Toy Story"})
+    assert (toy["overview"], toy["vote_average"], toy["languages"], toy["runtime"]) == ("new overview", 9.9, [], 82)
+    assert db.movies.count_documents({}) == 10
+    task = db.processes.find_one({"task_id": task_id})
+    assert (task["rows_inserted"], task["rows_updated"]) == (0, 1)
+
+
+def test_progress_is_reported_after_every_batch(db, tmp_path):
+    path = tmp_path / "gen.csv"
+    generate_movies(str(path), rows=3_500, seed=1)
+    seen = []
+    final = ingest_movies(str(path), db.movies, block_size=1 << 20, batch_size=1000, max_rejects=100,
+                          on_progress=seen.append)
+    assert len(seen) >= 4  # 3 500 rows at 1 000 per batch
+    assert [s["rows_inserted"] + s["rows_updated"] for s in seen] == sorted(
+        s["rows_inserted"] + s["rows_updated"] for s in seen)
+    assert final["rows_inserted"] + final["rows_updated"] == seen[-1]["rows_inserted"] + seen[-1]["rows_updated"]
+    assert final["percent"] == 100.0
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+def test_quoting_newlines_bom_and_non_ascii(db, worker, upload_dir, tmp_path, newline):
+    rows = [
+        "title,overview,release_date,original_language,languages",
+        '"Amélie, the movie","She said ""hi"",' + "\r\n" + 'then left",2001-04-25,fr,"[\'Français\']"',
+        '東京物語,"line one' + "\n" + 'line two",5/3/1953,ja,"[\'日本語\', \'English\']"',
+        ",no title here,2001-01-01,en,[]",
+        "Pусский,,,ru,[]",
+    ]
+    path = tmp_path / "odd.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + newline.join(rows).encode("utf-8") + newline.encode())
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed"
+    amelie = db.movies.find_one({"_id": "2001-04-25/Amélie, the movie"})
+    assert amelie["overview"] == 'She said "hi",\r\nthen left' and amelie["languages"] == ["Français"]
+    tokyo = db.movies.find_one({"title": "東京物語"})
+    assert tokyo["release_date"] == datetime(1953, 5, 3) and tokyo["languages"] == ["日本語", "English"]
+    assert tokyo["overview"] == "line one\nline two"
+    assert db.movies.find_one({"_id": "undated/Pусский"})["year"] is None
+    assert task["rejects"] == [{"line": 6, "reason": "missing title"}]
+    assert task["warnings"] == {"release_date": 1}
+    assert stored(db) == load(path)["documents"]
+
+
+def test_unterminated_quote_is_rejected_not_fatal(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b'title,overview\nA,ok\n"unterminated,quote\n')
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed"
+    assert task["rejects"] == [{"line": 3, "reason": "expected 2 fields, found 1"}]
+    assert [m["title"] for m in db.movies.find()] == ["A"]
+
+
+def test_file_corrupted_after_upload_fails_with_a_reason(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"title,overview\nA,ok\nB,\xff\xfe\n")
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "failed"
+    assert "not valid UTF-8" in task["error"]
+
+
+def test_missing_upload_fails_with_a_reason(db, worker, upload_dir):
+    task_id = queue_file(db, SAMPLE_MOVIES, upload_dir)
+    (upload_dir / db.processes.find_one({"task_id": task_id})["path"].split("/")[-1]).unlink()
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "failed" and "upload it again" in task["error"]
