@@ -36,6 +36,7 @@ class Server(BaseApplication):
             "graceful_timeout": 10,
             "loglevel": c.LOG_LEVEL.lower(),
             "accesslog": "-",
+            "control_socket_disable": True,  # not used; and several servers on one host would share its path
             "post_worker_init": _start_embedded_worker if c.embedded_mongo else None,
         }
         for key, value in settings.items():

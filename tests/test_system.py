@@ -1,0 +1,133 @@
+"""`make run` as its users run it: a real process, driven over HTTP with real uploads.
+
+With MONGO_URI and REDIS_URL unset it runs the embedded stand-ins, a gunicorn API process, the ZeroMQ
+broker and a worker, the worker fed over real TCP sockets.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from app.tools.generate import generate_movies
+from tests.conftest import REPO, SAMPLE_MOVIES, free_port
+from tests.reference import load
+
+
+class Server:
+    def __init__(self, port: int):
+        self.port = port
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            return response.status, dict(response.getheaders()), json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def upload(self, path, filename):
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+                f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        return self.request("POST", "/api/v1/upload", body,
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def wait_for(self, task_id, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, _, task = self.request("GET", f"/api/v1/process/{task_id}")
+            if task["status"] in ("completed", "failed"):
+                return task
+            time.sleep(0.2)
+        raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "REDIS_URL")}
+    env.update(PORT=str(port), ZMQ_PORT=str(free_port()), ZMQ_INTAKE_PORT=str(free_port()),
+               UPLOAD_FOLDER=str(tmp_path_factory.mktemp("uploads")), HEARTBEAT_SECONDS="1")
+    log_path = tmp_path_factory.mktemp("log") / "server.log"
+    log = open(log_path, "w")
+    venv = sys.prefix  # the environment running the tests; make only checks requirements are in it
+    proc = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={venv}", f"PYTHON={sys.executable}"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(port)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            status, _, body = server.request("GET", "/api/v1/health")
+            if body["worker"] == "ok":
+                break
+        except (OSError, http.client.HTTPException):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"make run did not come up:\n{log_path.read_text()}")
+        time.sleep(0.3)
+    yield server
+    os.killpg(proc.pid, signal.SIGTERM)  # make and the server alike, as Ctrl-C would
+    proc.wait(timeout=20)
+    text = log_path.read_text()
+    assert "Shutting down: Master" in text, text[-3000:]
+    assert "in-memory, not persisted" in text
+
+
+def test_health_reports_every_part(server):
+    status, _, body = server.request("GET", "/api/v1/health")
+    assert status == 200
+    assert body["status"] == "ok" and body["mongo"] == "ok" and body["redis"] == "ok" and body["worker"] == "ok"
+
+
+def test_upload_is_ingested_end_to_end(server, tmp_path):
+    path = tmp_path / "movies.csv"
+    generate_movies(str(path), rows=20_000, seed=3)
+    expected = load(path)
+    status, _, body = server.upload(path, "movies.csv")
+    assert status == 202 and body["message"] == "File uploaded successfully and queued for processing"
+    task = server.wait_for(body["task_id"])
+    assert task["status"] == "completed", task
+    assert task["rows_read"] == expected["rows_read"]
+    assert task["rows_rejected"] == len(expected["rejects"])
+    assert task["percent"] == 100.0 and task["bytes_read"] == path.stat().st_size
+
+    first = min(expected["documents"].values(), key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]))
+    status, headers, page = server.request("GET", "/api/v1/movies?sort_by=rating&order=1&limit=1")
+    assert status == 200 and page["movies"][0]["_id"] == first["_id"]
+    assert page["total_docs"] >= len(expected["documents"])
+    status, headers, again = server.request("GET", "/api/v1/movies?order=1&limit=1&sort_by=rating")
+    assert headers["X-Cache"] == "hit" and again == page
+
+
+def test_raw_body_upload_and_task_listing(server):
+    status, _, body = server.request("POST", "/api/v1/upload?filename=sample.csv", SAMPLE_MOVIES.read_bytes(),
+                                     {"Content-Type": "text/csv"})
+    assert status == 202
+    task = server.wait_for(body["task_id"])
+    assert task["status"] == "completed" and task["filename"] == "sample.csv"
+    status, _, listing = server.request("GET", "/api/v1/processes?limit=1")
+    assert listing["processes"][0]["task_id"] == body["task_id"]
+    ids, page, pages = [], 1, 1
+    while page <= pages:
+        status, _, movies = server.request("GET", f"/api/v1/movies?year=1995&language=en&limit=100&page={page}")
+        ids += [m["_id"] for m in movies["movies"]]
+        page, pages = page + 1, movies["total_pages"]
+    assert set(load(SAMPLE_MOVIES)["documents"]) <= set(ids)
+    assert len(ids) == len(set(ids)) == movies["total_docs"]
+
+
+def test_bad_upload_gets_json_error(server, tmp_path):
+    path = tmp_path / "no_title.csv"
+    path.write_text("budget,overview\n1,x\n")
+    status, _, body = server.upload(path, "no_title.csv")
+    assert status == 422 and body["error"]["code"] == "missing_columns" and "title" in body["error"]["message"]
