@@ -54,8 +54,8 @@ def _start_embedded_worker(gunicorn_worker) -> None:
 
     config = load_config()
     Broker(config).start()
-    worker = Worker(config)
-    threading.Thread(target=worker.run, name="ingest-worker", daemon=True).start()
+    for n in range(config.EMBEDDED_WORKERS):
+        threading.Thread(target=Worker(config).run, name=f"ingest-worker-{n}", daemon=True).start()
 
 
 def main() -> int:

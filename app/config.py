@@ -45,6 +45,7 @@ class Config:
     PORT: int = defaults.PORT
     WEB_CONCURRENCY: int = defaults.WEB_CONCURRENCY
     WEB_THREADS: int = defaults.WEB_THREADS
+    EMBEDDED_WORKERS: int = defaults.EMBEDDED_WORKERS
     MONGO_URI: str = defaults.MONGO_URI
     MONGO_DB: str = defaults.MONGO_DB
     REDIS_URL: str = defaults.REDIS_URL
@@ -96,6 +97,7 @@ _CHECKS = {
     "PORT": lambda n, v: _int(n, v, *_PORT),
     "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
+    "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),

@@ -6,6 +6,7 @@ HOST = "127.0.0.1"
 PORT = 5000
 WEB_CONCURRENCY = 2  # API processes (gunicorn workers); forced to 1 in embedded mode
 WEB_THREADS = 8  # threads per API process
+EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is empty (0: none)
 
 MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
 MONGO_DB = "movies_service"

@@ -22,8 +22,10 @@ from werkzeug.utils import secure_filename
 
 from app.errors import APIError
 
-CHUNK = 1 << 20
+CHUNK = 256 * 1024  # bytes read from the client at a time
+UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
 HEAD_LIMIT = 64 * 1024  # the header line must fit here
+FIELD_LIMIT = 64 * 1024  # a form field other than the file
 RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
 
 
@@ -55,10 +57,13 @@ class _Sink:
         self.size += len(data)
         if self.size > self.max_bytes:
             raise APIError(413, "file_too_large", f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB.")
-        try:
-            self.decoder.decode(data)
-        except UnicodeDecodeError as e:
-            raise APIError(422, "not_utf8", f"The file is not valid UTF-8 text (bad byte near offset {self.size - len(data) + e.start}).") from None
+        view = memoryview(data)
+        for start in range(0, len(data), UTF8_SLICE):
+            try:
+                self.decoder.decode(view[start:start + UTF8_SLICE])
+            except UnicodeDecodeError as e:
+                offset = self.size - len(data) + start + e.start
+                raise APIError(422, "not_utf8", f"The file is not valid UTF-8 text (bad byte at offset {offset}).") from None
         if not self.has_data:
             self._watch_head(data)
         self.file.write(data)
@@ -160,7 +165,8 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
-    decoder = MultipartDecoder(boundary, max_form_memory_size=1 << 20)
+    # The decoder's own limit applies to its buffer, which holds up to one read plus a partial boundary.
+    decoder = MultipartDecoder(boundary, max_form_memory_size=2 * CHUNK + HEAD_LIMIT)
     fields: dict[str, str] = {}
     sink = filename = None
     current = None  # the part being read: ("file", None) or ("field", name, bytearray) or ("skip",)
@@ -185,6 +191,8 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
                         sink.write(event.data)
                     elif current[0] == "field":
                         current[2].extend(event.data)
+                        if len(current[2]) > FIELD_LIMIT:
+                            raise APIError(413, "field_too_large", f"Form field {current[1]!r} is too large.")
                         if not event.more_data:
                             fields[current[1]] = current[2].decode("utf-8", "replace")
                 event = decoder.next_event()

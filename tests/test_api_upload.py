@@ -369,3 +369,18 @@ def test_header_with_space_before_title_is_accepted_and_ingested(client, db, wor
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert task["rows_inserted"] == 1
+
+
+def test_multi_megabyte_multipart_upload_is_stored_byte_for_byte(client, db, upload_dir, tmp_path):
+    # Several full 1 MiB reads: the multipart decoder's buffer must never be mistaken for a form field.
+    from app.tools.generate import generate_movies
+
+    path = tmp_path / "big.csv"
+    generate_movies(str(path), size_mb=6, seed=2)
+    data = path.read_bytes()
+    response = post_file(client, data, "big.csv")
+    assert response.status_code == 202, response.get_json()
+    task = db.processes.find_one({"task_id": response.get_json()["task_id"]})
+    assert task["size"] == len(data)
+    stored = list(upload_dir.iterdir())
+    assert len(stored) == 1 and stored[0].read_bytes() == data
