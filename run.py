@@ -15,7 +15,7 @@ import threading
 from gunicorn.app.base import BaseApplication
 
 from app import create_app, logs
-from app.config import Config, ConfigError, load_config
+from app.config import Config, load_config
 
 log = logging.getLogger("app.run")
 
@@ -59,12 +59,7 @@ def _start_embedded_worker(gunicorn_worker) -> None:
 
 
 def main() -> int:
-    try:
-        config = load_config()
-    except ConfigError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
-        return 2
-    logs.configure(config.LOG_LEVEL)
+    config = logs.start_command()
     broker = None
     if not config.embedded_mongo:
         broker = subprocess.Popen([sys.executable, "-m", "app.broker"])

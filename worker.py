@@ -5,17 +5,11 @@ import signal
 import sys
 
 from app import logs
-from app.config import ConfigError, load_config
 from app.worker import Worker
 
 
 def main() -> int:
-    try:
-        config = load_config()
-    except ConfigError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
-        return 2
-    logs.configure(config.LOG_LEVEL)
+    config = logs.start_command()
     if config.embedded_mongo:
         print("worker.py needs MONGO_URI: with the embedded in-memory database a separate worker process "
               "would see none of the API's tasks. `make run` (python run.py) runs a worker inside the API "

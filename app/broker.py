@@ -7,19 +7,13 @@ import sys
 import threading
 
 from app import logs
-from app.config import ConfigError, load_config
 from app.queue import Broker
 
 log = logging.getLogger("app.broker")
 
 
 def main() -> int:
-    try:
-        config = load_config()
-    except ConfigError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
-        return 2
-    logs.configure(config.LOG_LEVEL)
+    config = logs.start_command()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -1,5 +1,8 @@
-"""Logging set-up shared by the API, the broker and the worker."""
+"""Start-up shared by the commands (API, broker, worker): settings, then logging."""
 import logging
+import sys
+
+from app.config import Config, ConfigError, load_config
 
 
 def configure(level: str = "INFO") -> None:
@@ -7,3 +10,14 @@ def configure(level: str = "INFO") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
+
+
+def start_command() -> Config:
+    """Load the settings and set up logging; a bad setting ends the command with a clear message, exit 2."""
+    try:
+        config = load_config()
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure(config.LOG_LEVEL)
+    return config

@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from flask import Request
-from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename

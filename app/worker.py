@@ -24,6 +24,8 @@ from app.queue import Consumer
 
 log = logging.getLogger(__name__)
 
+PROGRESS_LOG_SECONDS = 10  # how often a long task logs its progress
+
 
 class Stopping(Exception):
     """The worker was asked to stop between two batches."""
@@ -121,9 +123,15 @@ class Worker:
         if task["kind"] != "movies":
             raise ValueError(f"unknown task kind {task['kind']!r}")
 
+        last_log = [time.monotonic()]
+
         def on_progress(fields: dict) -> None:
             tasks.update(self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, **fields)
             self.heartbeat()
+            if time.monotonic() - last_log[0] >= PROGRESS_LOG_SECONDS:
+                last_log[0] = time.monotonic()
+                log.info("task %s: %.1f%%, %d rows read, %d rejected, %.0f rows/s", task["task_id"],
+                         fields["percent"], fields["rows_read"], fields["rows_rejected"], fields["rows_per_sec"])
             if self.stop_event.is_set():
                 raise Stopping()
 

@@ -1,7 +1,6 @@
 """GET /api/v1/movies: pagination, filters, sorting, parameter checks, the Redis cache and its failure mode."""
 from __future__ import annotations
 
-import io
 import logging
 import random
 from datetime import datetime

@@ -1,0 +1,150 @@
+"""The worker loop over a real ZeroMQ broker: wake-ups, sweeps, leases, heartbeats, clean stops."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from app import tasks
+from app.queue import Broker, Producer
+from app.worker import Worker, alive_workers
+from tests.conftest import SAMPLE_MOVIES
+
+
+def queue_sample(db, upload_dir, task_id="t1"):
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / f"{task_id}.csv"
+    shutil.copy(SAMPLE_MOVIES, path)
+    tasks.create(db, task_id=task_id, kind="movies", filename="movies.csv", path=str(path), size=path.stat().st_size)
+    return path
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def running(config, db):
+    """A broker and a worker thread on it; yields (worker, producer)."""
+    broker = Broker(config).start()
+    worker = Worker(config.with_overrides(RECOVERY_SECONDS=3600), db=db, name="w1")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    producer = Producer(config)
+    yield worker, producer
+    worker.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    producer.close()
+    broker.stop()
+
+
+def status(db, task_id):
+    return db.processes.find_one({"task_id": task_id})["status"]
+
+
+def test_message_wakes_the_worker(running, db, upload_dir):
+    worker, producer = running
+    time.sleep(0.3)  # the start-up sweep has run and found nothing
+    path = queue_sample(db, upload_dir)
+    producer.send("t1", "movies")
+    assert wait_until(lambda: status(db, "t1") == "completed")
+    assert db.movies.count_documents({}) == 10
+    assert not path.exists()  # the upload is removed once its task is done
+
+
+def test_task_queued_while_no_worker_ran_is_picked_up_at_start(config, db, upload_dir):
+    queue_sample(db, upload_dir)  # no message is ever sent
+    broker = Broker(config).start()
+    worker = Worker(config, db=db, name="late")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: status(db, "t1") == "completed")
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+        broker.stop()
+
+
+def test_heartbeat_makes_the_worker_visible_and_stop_removes_it(running, db):
+    assert wait_until(lambda: alive_workers(db, 30) == 1)
+    assert db.workers.find_one({"_id": "w1"})["beat_at"] is not None
+
+
+def test_stopped_worker_is_no_longer_alive(config, db):
+    broker = Broker(config).start()
+    worker = Worker(config, db=db, name="gone")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: alive_workers(db, 30) == 1)
+    worker.stop()
+    thread.join(timeout=10)
+    broker.stop()
+    assert alive_workers(db, 30) == 0
+
+
+def test_abandoned_task_is_claimed_again_after_its_lease(db, worker, upload_dir):
+    queue_sample(db, upload_dir)
+    dead = tasks.claim(db, "dead-worker", lease_seconds=60, max_attempts=3)
+    assert dead["status"] == "processing" and worker.work() is False  # leased: nobody else may take it
+    db.processes.update_one({"task_id": "t1"}, {"$set": {"lease_expires_at": tasks.now() - timedelta(seconds=1)}})
+    assert worker.work() is True
+    task = db.processes.find_one({"task_id": "t1"})
+    assert task["status"] == "completed" and task["attempts"] == 2 and task["worker"] == "test-worker"
+    assert db.movies.count_documents({}) == 10
+
+
+def test_dead_worker_cannot_write_after_losing_its_task(db, worker, upload_dir):
+    queue_sample(db, upload_dir)
+    tasks.claim(db, "dead-worker", lease_seconds=60, max_attempts=3)
+    db.processes.update_one({"task_id": "t1"}, {"$set": {"lease_expires_at": tasks.now() - timedelta(seconds=1)}})
+    worker.work()
+    with pytest.raises(tasks.LostTask):
+        tasks.update(db, "t1", "dead-worker", 60, rows_read=1)
+    assert status(db, "t1") == "completed"
+
+
+def test_task_fails_after_max_attempts(db, worker, upload_dir):
+    queue_sample(db, upload_dir)
+    for attempt in range(3):
+        tasks.claim(db, f"dying-{attempt}", lease_seconds=60, max_attempts=3)
+        db.processes.update_one({"task_id": "t1"}, {"$set": {"lease_expires_at": tasks.now() - timedelta(seconds=1)}})
+    worker.sweep()
+    task = db.processes.find_one({"task_id": "t1"})
+    assert task["status"] == "failed" and "gave up after 3 attempts" in task["error"]
+    assert db.movies.count_documents({}) == 0
+
+
+def test_stop_between_batches_hands_the_task_back(db, config, upload_dir, tmp_path):
+    from app.tools.generate import generate_movies
+
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / "big.csv"
+    generate_movies(str(path), rows=5_000, seed=4)
+    tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
+    worker = Worker(config, db=db, name="stopping")
+    worker.stop()  # asked to stop before the first batch is done
+    assert worker.work() is True
+    task = db.processes.find_one({"task_id": "big"})
+    assert task["status"] == "pending" and task["attempts"] == 0 and "worker" not in task
+    assert path.exists()  # kept for the next worker
+    assert 0 < db.movies.count_documents({}) <= 1000  # exactly one batch was written before stopping
+    assert Worker(config, db=db, name="next").work() is True
+    assert status(db, "big") == "completed"
+
+
+def test_unknown_kind_fails_with_a_reason(db, worker, upload_dir):
+    queue_sample(db, upload_dir)
+    db.processes.update_one({"task_id": "t1"}, {"$set": {"kind": "songs"}})
+    worker.work()
+    task = db.processes.find_one({"task_id": "t1"})
+    assert task["status"] == "failed" and "unknown task kind 'songs'" in task["error"]
