@@ -112,7 +112,10 @@ def _parse_list_literal(text: str) -> list[str] | None:
         if not match:
             return None
         # literal_eval of one quoted token: safe, and handles escapes exactly as Python wrote them.
-        items.append(ast.literal_eval(match.group(1)))
+        try:
+            items.append(ast.literal_eval(match.group(1)))
+        except (SyntaxError, ValueError):  # a broken escape such as '\x'
+            return None
         pos = match.end()
         if match.group(2) == "" and pos < len(body):
             return None

@@ -102,7 +102,8 @@ _CHECKS = {
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
-    "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 256 * 1024 * 1024),
+    # A row must fit in a block, and a document in MongoDB's 16 MB: 8 MiB keeps rows well under it.
+    "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
     "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
     "MAX_REJECTS_KEPT": lambda n, v: _int(n, v, 0, 10_000),
     "HEARTBEAT_SECONDS": lambda n, v: _int(n, v, 1, 3600),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -64,7 +65,12 @@ def stream(path: str, block_size: int) -> Iterator[Chunk]:
     )
     next_record, next_line = 2, 2  # record 1 / line 1 is the header
     try:
-        for batch in reader:
+        # When no row of the file is good, PyArrow yields no batch: the skipped rows still need placing.
+        for batch in itertools.chain(reader, [None]):
+            if batch is None:
+                if not pending:
+                    break
+                batch = pa.RecordBatch.from_pylist([], schema=reader.schema)
             n = batch.num_rows
             mine = []
             while pending and pending[0][0] <= next_record + n + len(mine):

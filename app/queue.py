@@ -112,16 +112,18 @@ class Producer:
 
 
 class Consumer:
-    """The worker side: receive wake-up messages, waiting at most `timeout` seconds."""
+    """The worker side: receive wake-up messages, waiting at most `timeout` seconds.
+
+    A worker pauses (leaves the queue) while it runs a task: PUSH only deals to connected peers, and over TCP
+    a peer that is connected but not reading would soak up messages in socket buffers whatever the
+    high-water marks say. Paused, its share goes to the idle workers instead.
+    """
 
     def __init__(self, config: Config, context: zmq.Context | None = None):
         self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.PULL)
-        # A busy worker should not hoard messages meant for its idle peers.
-        self.socket.setsockopt(zmq.RCVHWM, 1)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(config.queue_endpoint)
         self.endpoint = config.queue_endpoint
+        self.socket = None
+        self.resume()
 
     def receive(self, timeout: float) -> dict | None:
         if not self.socket.poll(int(timeout * 1000)):
@@ -131,5 +133,19 @@ class Consumer:
             log.warning("ignored a malformed queue message")
         return message
 
+    def pause(self) -> None:
+        """Leave the queue. Closing the socket (not just disconnecting) is what makes the broker let go."""
+        self.close()
+
+    def resume(self) -> None:
+        if self.socket is None:
+            self.socket = self.context.socket(zmq.PULL)
+            # A worker should not hoard messages meant for its idle peers.
+            self.socket.setsockopt(zmq.RCVHWM, 1)
+            self.socket.setsockopt(zmq.LINGER, 0)
+            self.socket.connect(self.endpoint)
+
     def close(self) -> None:
-        self.socket.close(linger=0)
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None

@@ -71,15 +71,21 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
     )
 
 
-def fail_exhausted(db: Database, max_attempts: int) -> int:
-    """Fail the tasks whose lease ran out on their last attempt."""
+def fail_exhausted(db: Database, max_attempts: int) -> list[dict]:
+    """Fail the tasks whose lease ran out on their last attempt; returns them (their files can go)."""
     t = now()
-    result = db.processes.update_many(
-        {"status": PROCESSING, "lease_expires_at": {"$lt": t}, "attempts": {"$gte": max_attempts}},
-        {"$set": {"status": FAILED, "finished_at": t, "updated_at": t,
-                  "error": f"gave up after {max_attempts} attempts: each worker stopped before finishing"}},
-    )
-    return result.modified_count
+    expired = {"status": PROCESSING, "lease_expires_at": {"$lt": t}, "attempts": {"$gte": max_attempts}}
+    failed = []
+    for task in db.processes.find(expired, {"task_id": 1, "path": 1}):
+        result = db.processes.update_one(
+            {**expired, "task_id": task["task_id"]},
+            {"$set": {"status": FAILED, "finished_at": t, "updated_at": t,
+                      "error": f"gave up after {max_attempts} attempts: each worker stopped before finishing"},
+             "$unset": {"lease_expires_at": ""}},
+        )
+        if result.modified_count:
+            failed.append(task)
+    return failed
 
 
 def update(db: Database, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:

@@ -70,7 +70,8 @@ class _Sink:
     def _watch_head(self, data: bytes) -> None:
         if not self.header_done:
             self.head += data
-            end = self.head.find(b"\n")
+            ends = [i for i in (self.head.find(b"\n"), self.head.find(b"\r")) if i >= 0]  # LF, CRLF or CR
+            end = min(ends) if ends else -1
             if end < 0:
                 if len(self.head) > HEAD_LIMIT:
                     raise APIError(422, "bad_header", "The first line is too long to be a CSV header.")
@@ -89,7 +90,10 @@ class _Sink:
         self.file.close()
         if self.size == 0:
             raise APIError(422, "empty_file", "The file is empty.")
-        header = next(csv.reader(io.StringIO(self.head.decode("utf-8-sig"))), [])
+        try:
+            header = next(csv.reader(io.StringIO(self.head.decode("utf-8-sig"), newline=""), strict=True), [])
+        except csv.Error as e:
+            raise APIError(422, "bad_header", f"The header line is not valid CSV: {e}.") from None
         if not self.has_data:
             raise APIError(422, "no_rows", "The file has a header but no data rows.")
         return [name.strip() for name in header]
@@ -176,7 +180,9 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
             decoder.receive_data(chunk or None)
             event = decoder.next_event()
             while not isinstance(event, (NeedData, Epilogue)):
-                if isinstance(event, File) and event.name == "file" and sink is None:
+                if isinstance(event, File) and event.name == "file" and sink is not None:
+                    raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
+                if isinstance(event, File) and event.name == "file":
                     filename = event.filename or ""
                     _check_name(filename)
                     sink = _Sink(partial, max_bytes)

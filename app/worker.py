@@ -15,7 +15,7 @@ import uuid
 
 import pyarrow as pa
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import mongo, tasks
 from app.config import Config
@@ -49,12 +49,16 @@ class Worker:
             while not self.stop_event.is_set():
                 self.heartbeat()
                 message = consumer.receive(timeout=1.0)
-                if message is not None:
-                    self.work(message["task_id"])
-                    next_sweep = 0.0  # a message may have waited behind a busy worker: look around
-                if time.monotonic() >= next_sweep and not self.stop_event.is_set():
-                    self.sweep()
-                    next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
+                if message is None and time.monotonic() < next_sweep:
+                    continue
+                consumer.pause()  # while busy, wake-ups go to idle workers
+                try:
+                    if message is not None:
+                        self.work(message["task_id"])
+                    self.sweep()  # pending tasks whose wake-up went astray, oldest first
+                finally:
+                    consumer.resume()
+                next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
         finally:
             consumer.close()
             self.db.workers.delete_one({"_id": self.id})
@@ -66,9 +70,9 @@ class Worker:
     def sweep(self) -> None:
         """Run every claimable task, oldest first, until none is left."""
         try:
-            failed = tasks.fail_exhausted(self.db, self.config.MAX_ATTEMPTS)
-            if failed:
-                log.error("failed %d task(s) that ran out of attempts", failed)
+            for task in tasks.fail_exhausted(self.db, self.config.MAX_ATTEMPTS):
+                log.error("task %s: failed, out of attempts", task["task_id"])
+                self._remove_upload(task)
             while not self.stop_event.is_set() and self.work():
                 pass
         except PyMongoError as e:
@@ -105,12 +109,13 @@ class Worker:
             log.info("task %s: handed back (worker stopping)", task_id)
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
-        except PyMongoError as e:
-            # The lease will run out and another attempt will start; nothing is marked done.
-            log.error("task %s: MongoDB error, leaving it for a retry: %s", task_id, e)
-        except Exception as e:
+        except ConnectionFailure as e:
+            # MongoDB is away: the lease will run out and another attempt will start; nothing is marked done.
+            log.error("task %s: MongoDB unreachable, leaving it for a retry: %s", task_id, e)
+        except Exception as e:  # the same error would come back on every attempt: fail now, with the reason
             message = _explain(e)
-            log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, (OSError, pa.ArrowException)))
+            expected = (OSError, UnicodeDecodeError, pa.ArrowException, PyMongoError)
+            log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
             try:
                 tasks.finish(self.db, task_id, self.id, tasks.FAILED, error=message)
                 self._remove_upload(task)
@@ -169,6 +174,9 @@ def _explain(error: Exception) -> str:
         return "the uploaded file is missing on the worker's disk; upload it again"
     if isinstance(error, UnicodeDecodeError):
         return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
+    if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
+        return ("a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: "
+                f"{error}")
     if isinstance(error, pa.ArrowInvalid):
         return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"

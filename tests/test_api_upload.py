@@ -384,3 +384,28 @@ def test_multi_megabyte_multipart_upload_is_stored_byte_for_byte(client, db, upl
     assert task["size"] == len(data)
     stored = list(upload_dir.iterdir())
     assert len(stored) == 1 and stored[0].read_bytes() == data
+
+
+
+@pytest.mark.parametrize("header, code", [
+    (b'title,"budget\nA,1\n', "bad_header"),  # unterminated quote
+    (b"title,$x\nA,1\n", "bad_columns"),  # MongoDB reads $ as an operator
+    (b"title,a\x00b\nA,1\n", "bad_columns"),  # MongoDB refuses NUL in names
+])
+def test_headers_mongodb_cannot_store_are_refused(client, db, producer, upload_dir, header, code):
+    assert_error(post_file(client, header), 422, code)
+    assert_nothing_left(upload_dir, db, producer)
+
+
+def test_old_mac_line_endings_are_accepted(client, db, worker):
+    response = post_file(client, b"title,budget\rA,1\rB,2\r")
+    assert response.status_code == 202, response.get_json()
+    worker.work()
+    assert db.movies.count_documents({}) == 2
+
+
+def test_two_file_parts_are_refused(client, db, producer, upload_dir):
+    response = client.post(UPLOAD, data={"file": [(io.BytesIO(b"title\nA\n"), "a.csv"), (io.BytesIO(b"title\nB\n"), "b.csv")]},
+                           content_type="multipart/form-data")
+    assert_error(response, 400, "multiple_files")
+    assert_nothing_left(upload_dir, db, producer)

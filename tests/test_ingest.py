@@ -159,3 +159,37 @@ def test_missing_upload_fails_with_a_reason(db, worker, upload_dir):
     worker.work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "failed" and "upload it again" in task["error"]
+
+
+def test_file_where_every_row_has_the_wrong_width_reports_every_reject(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "allbad.csv"
+    path.write_text("title,budget\nX,1,extra\nY,2,extra\n", encoding="utf-8")
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed"
+    assert (task["rows_read"], task["rows_rejected"]) == (2, 2)
+    assert task["rejects"] == [{"line": 2, "reason": "expected 2 fields, found 3"},
+                               {"line": 3, "reason": "expected 2 fields, found 3"}]
+    assert db.movies.count_documents({}) == 0
+
+
+def test_broken_escape_in_languages_is_a_counted_bad_value(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "escape.csv"
+    path.write_text("title,languages\nA,\"['\\x41']\"\nB,\"['\\x']\"\n", encoding="utf-8")
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert db.movies.find_one({"title": "A"})["languages"] == ["A"]
+    assert db.movies.find_one({"title": "B"})["languages"] is None
+    assert task["warnings"]["languages"] == 1
+
+
+def test_old_mac_line_endings_load(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b"title,budget\rA,1\rB,2\r")
+    task_id = queue_file(db, path, upload_dir)
+    worker.work()
+    assert db.processes.find_one({"task_id": task_id})["status"] == "completed"
+    assert sorted((m["title"], m["budget"]) for m in db.movies.find()) == [("A", 1), ("B", 2)]

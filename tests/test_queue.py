@@ -16,8 +16,8 @@ from app.queue import Consumer
 c = Consumer(load_config({"ZMQ_PORT": sys.argv[1], "ZMQ_INTAKE_PORT": sys.argv[2]}))
 print("ready", flush=True)
 got = []
-while len(got) < int(sys.argv[3]):
-    m = c.receive(timeout=10)
+while True:  # until the queue has been quiet for a while
+    m = c.receive(timeout=2 if got else 10)
     if m is None:
         break
     got.append(m)
@@ -25,9 +25,9 @@ print(json.dumps(got), flush=True)
 """
 
 
-def start_consumer(config, count):
+def start_consumer(config):
     proc = subprocess.Popen(
-        [sys.executable, "-c", CONSUMER, str(config.ZMQ_PORT), str(config.ZMQ_INTAKE_PORT), str(count)],
+        [sys.executable, "-c", CONSUMER, str(config.ZMQ_PORT), str(config.ZMQ_INTAKE_PORT)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
@@ -42,7 +42,7 @@ def test_message_format_round_trips():
 def test_messages_cross_processes_through_the_broker(config):
     broker = Broker(config).start()
     try:
-        consumers = [start_consumer(config, 3), start_consumer(config, 3)]
+        consumers = [start_consumer(config), start_consumer(config)]
         time.sleep(0.3)  # let both connect, so the broker spreads the work
         producer = Producer(config)
         sent = [f"task-{i}" for i in range(6)]
@@ -79,3 +79,32 @@ def test_consumer_times_out_when_idle(config):
         consumer.close()
     finally:
         broker.stop()
+
+
+def test_paused_worker_gets_no_messages_the_idle_one_gets_all(config):
+    """A busy worker pauses; everything sent meanwhile goes to the idle one, none waits behind the busy one."""
+    broker = Broker(config).start()
+    busy, idle = Consumer(config), Consumer(config)
+    try:
+        time.sleep(0.3)
+        busy.pause()
+        time.sleep(0.1)
+        producer = Producer(config)
+        for i in range(20):
+            producer.send(f"t{i}", "movies")
+        got = []
+        while (message := idle.receive(timeout=1.0)) is not None:
+            got.append(message["task_id"])
+        busy.resume()
+        time.sleep(0.2)
+        assert busy.receive(timeout=0.2) is None
+        producer.send("after", "movies")
+        producer.send("after2", "movies")
+        late = [m["task_id"] for c in (busy, idle) for m in iter(lambda c=c: c.receive(timeout=0.5), None)]
+        producer.close()
+    finally:
+        busy.close()
+        idle.close()
+        broker.stop()
+    assert got == [f"t{i}" for i in range(20)]
+    assert sorted(late) == ["after", "after2"]  # a resumed worker is dealt messages again

@@ -114,7 +114,7 @@ def test_dead_worker_cannot_write_after_losing_its_task(db, worker, upload_dir):
 
 
 def test_task_fails_after_max_attempts(db, worker, upload_dir):
-    queue_sample(db, upload_dir)
+    path = queue_sample(db, upload_dir)
     for attempt in range(3):
         tasks.claim(db, f"dying-{attempt}", lease_seconds=60, max_attempts=3)
         db.processes.update_one({"task_id": "t1"}, {"$set": {"lease_expires_at": tasks.now() - timedelta(seconds=1)}})
@@ -122,6 +122,7 @@ def test_task_fails_after_max_attempts(db, worker, upload_dir):
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "failed" and "gave up after 3 attempts" in task["error"]
     assert db.movies.count_documents({}) == 0
+    assert not path.exists()  # no retry will come: the upload is removed
 
 
 def test_stop_between_batches_hands_the_task_back(db, config, upload_dir, tmp_path):
@@ -148,3 +149,44 @@ def test_unknown_kind_fails_with_a_reason(db, worker, upload_dir):
     worker.work()
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "failed" and "unknown task kind 'songs'" in task["error"]
+
+
+def test_write_the_server_refuses_fails_at_once(db, worker, upload_dir, monkeypatch):
+    from pymongo.errors import BulkWriteError
+
+    path = queue_sample(db, upload_dir)
+
+    def refuse(*args, **kwargs):
+        raise BulkWriteError({"writeErrors": [{"index": 0, "code": 52, "errmsg": "The dollar ($) prefixed field"}],
+                              "nInserted": 0, "nUpserted": 0, "nMatched": 0})
+
+    monkeypatch.setattr("app.worker.ingest_movies", refuse)
+    worker.work()
+    task = db.processes.find_one({"task_id": "t1"})
+    assert task["status"] == "failed" and "BulkWriteError" in task["error"] and task["attempts"] == 1
+    assert not path.exists()
+
+
+def test_mongodb_outage_mid_task_leaves_it_for_a_retry(db, worker, upload_dir, monkeypatch):
+    from pymongo.errors import AutoReconnect
+
+    path = queue_sample(db, upload_dir)
+
+    def outage(*args, **kwargs):
+        raise AutoReconnect("connection reset")
+
+    monkeypatch.setattr("app.worker.ingest_movies", outage)
+    worker.work()
+    task = db.processes.find_one({"task_id": "t1"})
+    assert task["status"] == "processing" and "error" not in task  # the lease will bring it back
+    assert path.exists()
+
+
+def test_row_larger_than_a_block_fails_with_advice(db, config, upload_dir):
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / "wide.csv"
+    path.write_text('title,overview\nA,short\nB,"' + "x" * 200_000 + '"\nC,short\n', encoding="utf-8")
+    tasks.create(db, task_id="wide", kind="movies", filename="wide.csv", path=str(path), size=path.stat().st_size)
+    Worker(config.with_overrides(BLOCK_SIZE=65536), db=db, name="small-blocks").work()
+    task = db.processes.find_one({"task_id": "wide"})
+    assert task["status"] == "failed" and "raise BLOCK_SIZE" in task["error"]

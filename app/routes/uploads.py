@@ -27,9 +27,10 @@ def check_movie_header(header: list[str]) -> None:
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise APIError(422, "duplicate_columns", f"The header repeats column(s): {', '.join(duplicated)}.")
-    reserved = [name for name in header if name in RESERVED or name == ""]
-    if reserved:
-        raise APIError(422, "bad_columns", f"The header has column names the service cannot store: {reserved}.")
+    # MongoDB refuses field names with NUL and treats a leading $ as an operator.
+    unusable = [name for name in header if name in RESERVED or name == "" or name.startswith("$") or "\0" in name]
+    if unusable:
+        raise APIError(422, "bad_columns", f"The header has column names the service cannot store: {unusable}.")
 
 
 @bp.post("/upload")
