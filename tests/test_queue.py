@@ -108,3 +108,39 @@ def test_paused_worker_gets_no_messages_the_idle_one_gets_all(config):
         broker.stop()
     assert got == [f"t{i}" for i in range(20)]
     assert sorted(late) == ["after", "after2"]  # a resumed worker is dealt messages again
+
+
+def test_standalone_broker_relays_and_stops_cleanly_on_sigterm(config):
+    import os
+    import signal
+
+    env = {**os.environ, "ZMQ_PORT": str(config.ZMQ_PORT), "ZMQ_INTAKE_PORT": str(config.ZMQ_INTAKE_PORT)}
+    broker = subprocess.Popen([sys.executable, "-m", "app.broker"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    consumer = Consumer(config)
+    producer = Producer(config)
+    try:
+        received = None
+        for _ in range(50):  # the broker may still be starting: ZeroMQ reconnects by itself
+            producer.send("t-standalone", "movies")
+            received = consumer.receive(timeout=0.2)
+            if received:
+                break
+        assert received == {"task_id": "t-standalone", "kind": "movies"}
+    finally:
+        producer.close()
+        consumer.close()
+        broker.send_signal(signal.SIGTERM)
+        output, _ = broker.communicate(timeout=10)
+    assert broker.returncode == 0, output
+    assert "broker stopped" in output
+
+
+def test_worker_command_refuses_the_embedded_database():
+    import os
+
+    env = {**os.environ, "MONGO_URI": ""}  # set, so a developer's .env cannot fill it in
+    result = subprocess.run([sys.executable, "worker.py"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "worker.py needs MONGO_URI" in result.stderr
