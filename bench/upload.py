@@ -83,7 +83,7 @@ def main() -> int:
         generate_movies(str(path), size_mb=args.size_mb, seed=1)
     size = path.stat().st_size
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "REDIS_URL")}
+    env = {**os.environ, "MONGO_URI": "", "REDIS_URL": ""}  # embedded, whatever a .env says
     env.update(PORT=str(port), ZMQ_PORT=str(free_port()), ZMQ_INTAKE_PORT=str(free_port()),
                UPLOAD_FOLDER=str(workdir / "uploads"), EMBEDDED_WORKERS="0", LOG_LEVEL="WARNING",
                MAX_UPLOAD_MB=str(int(size / (1 << 20)) + 16))
