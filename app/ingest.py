@@ -84,16 +84,14 @@ def ingest_movies(
         progress.rows_read += chunk.batch.num_rows + len(chunk.invalid)
         for name, count in cleaned.warnings.items():
             progress.warnings[name] = progress.warnings.get(name, 0) + count
+        progress.bytes_read = chunk.bytes_read
         docs = cleaned.documents
         for start in range(0, len(docs), batch_size):
             inserted, updated = write_movies(collection, docs[start:start + batch_size])
             progress.rows_inserted += inserted
             progress.rows_updated += updated
-            last = start + batch_size >= len(docs)
-            progress.bytes_read = chunk.bytes_read if last else progress.bytes_read
             on_progress(progress.fields())
-        if not docs:
-            progress.bytes_read = chunk.bytes_read
+        if not docs:  # a block of rejects only: still worth a progress update
             on_progress(progress.fields())
     progress.bytes_read = progress.bytes_total
     return progress.fields()

@@ -172,7 +172,7 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
     decoder = MultipartDecoder(boundary, max_form_memory_size=2 * CHUNK + HEAD_LIMIT)
     fields: dict[str, str] = {}
     sink = filename = None
-    current = None  # the part being read: ("file", None) or ("field", name, bytearray) or ("skip",)
+    current = None  # the part being read: ("file",), ("field", name, bytearray) or ("skip",)
     stream = request.stream
     try:
         while True:
