@@ -20,10 +20,22 @@ _MAX_EXACT = 2**53  # floats beyond this are not exact integers
 
 LANGUAGES_TYPE = pa.list_(pa.string())
 
+# Arrow scalars, made once: a Python literal passed to a compute function is converted on every call,
+# and that conversion retries a failing optional import (dateutil) each time, a real cost per batch.
+EMPTY = pa.scalar("")
+EMPTY_LIST_TEXT = pa.scalar("[]")
+MAX_EXACT = pa.scalar(float(_MAX_EXACT))
+YEAR_ONE = pa.scalar(1, pa.int64())
+
+
+def keep(mask: pa.Array, values: pa.Array) -> pa.Array:
+    """`values` where `mask` is true, null elsewhere."""
+    return pc.if_else(mask, values, pa.scalar(None, values.type))
+
 
 def blank_to_null(values: pa.Array) -> pa.Array:
     """Empty or whitespace-only strings become null; others are kept as written."""
-    return pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), None, values)
+    return keep(pc.not_equal(pc.utf8_trim_whitespace(values), EMPTY), values)
 
 
 def _bad(values: pa.Array, parsed: pa.Array) -> int:
@@ -34,8 +46,8 @@ def _bad(values: pa.Array, parsed: pa.Array) -> int:
 def parse_float(values: pa.Array) -> tuple[pa.Array, int]:
     text = blank_to_null(pc.utf8_trim_whitespace(values))
     ok = pc.match_substring_regex(text, _DECIMAL)
-    parsed = pc.cast(pc.if_else(ok, text, None), pa.float64())
-    parsed = pc.if_else(pc.is_finite(parsed), parsed, None)
+    parsed = pc.cast(keep(ok, text), pa.float64())
+    parsed = keep(pc.is_finite(parsed), parsed)
     return parsed, _bad(text, parsed)
 
 
@@ -44,10 +56,10 @@ def parse_int(values: pa.Array) -> tuple[pa.Array, int]:
     text = blank_to_null(pc.utf8_trim_whitespace(values))
     whole = pc.match_substring_regex(text, _WHOLE)
     unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses a leading +
-    exact = pc.cast(pc.if_else(whole, unsigned, None), pa.int64())
-    as_float, _ = parse_float(pc.if_else(whole, None, text))
-    integral = pc.and_(pc.equal(pc.floor(as_float), as_float), pc.less(pc.abs(as_float), _MAX_EXACT))
-    from_float = pc.cast(pc.if_else(integral, as_float, None), pa.int64())
+    exact = pc.cast(keep(whole, unsigned), pa.int64())
+    as_float, _ = parse_float(keep(pc.invert(whole), text))
+    integral = pc.and_(pc.equal(pc.floor(as_float), as_float), pc.less(pc.abs(as_float), MAX_EXACT))
+    from_float = pc.cast(keep(integral, as_float), pa.int64())
     parsed = pc.coalesce(exact, from_float)
     return parsed, _bad(text, parsed)
 
@@ -59,12 +71,12 @@ def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
     """
     text = pc.utf8_trim_whitespace(values)
     iso_ok = pc.match_substring_regex(text, _ISO_DATE)
-    iso = pc.strptime(pc.if_else(iso_ok, text, None), format="%Y-%m-%d", unit="ms", error_is_null=True)
+    iso = pc.strptime(keep(iso_ok, text), format="%Y-%m-%d", unit="ms", error_is_null=True)
     # strptime rolls 2020-02-30 over to March; a round trip catches that.
-    iso = pc.if_else(pc.equal(pc.strftime(iso, format="%Y-%m-%d"), text), iso, None)
+    iso = keep(pc.equal(pc.strftime(iso, format="%Y-%m-%d"), text), iso)
 
     us_ok = pc.match_substring_regex(text, _US_DATE)
-    us_text = pc.if_else(us_ok, text, None)
+    us_text = keep(us_ok, text)
     us = pc.strptime(us_text, format="%m/%d/%Y", unit="ms", error_is_null=True)
     parts = pc.extract_regex(us_text, _US_DATE)
 
@@ -72,10 +84,10 @@ def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
         return pc.cast(blank_to_null(parts.field(name)), pa.int64())
 
     same_day = pc.and_(pc.equal(pc.month(us), part("month")), pc.equal(pc.day(us), part("day")))
-    us = pc.if_else(same_day, us, None)
+    us = keep(same_day, us)
 
     parsed = pc.coalesce(iso, us)
-    parsed = pc.if_else(pc.greater_equal(pc.year(parsed), 1), parsed, None)  # no year 0 in BSON or Python
+    parsed = keep(pc.greater_equal(pc.year(parsed), YEAR_ONE), parsed)  # no year 0 in BSON or Python
     return parsed, pc.sum(pc.is_null(parsed)).as_py() or 0
 
 
@@ -83,9 +95,9 @@ def parse_languages(values: pa.Array) -> tuple[pa.Array, int]:
     """`"['English', 'Français']"` to `["English", "Français"]`; `"[]"` to `[]`; missing to null."""
     text = blank_to_null(pc.utf8_trim_whitespace(values))
     simple = pc.match_substring_regex(text, _SIMPLE_LIST)
-    inner = pc.replace_substring_regex(pc.if_else(simple, text, None), r"^\['|'\]$", "")
+    inner = pc.replace_substring_regex(keep(simple, text), r"^\['|'\]$", "")
     fast = pc.split_pattern(inner, "', '")
-    empty = pc.equal(text, "[]")
+    empty = pc.equal(text, EMPTY_LIST_TEXT)
     parsed = pc.if_else(empty, pa.scalar([], type=LANGUAGES_TYPE), fast)
     rest = pc.and_(pc.is_valid(text), pc.invert(pc.or_(simple, empty)))
     if pc.any(rest).as_py():

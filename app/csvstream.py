@@ -18,6 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 
+_EMPTY = pa.scalar("")  # made once: converting a Python literal per call is surprisingly slow
+
+
 @dataclass(frozen=True)
 class Reject:
     line: int
@@ -88,11 +91,11 @@ def _drop_blank(batch: pa.RecordBatch, lines: np.ndarray):
     """Drop rows whose every field is empty: blank lines (PyArrow reads them as such) carry no data."""
     if batch.num_rows == 0 or batch.num_columns == 0:
         return batch, lines
-    blank = pc.equal(batch.column(0), "")
+    blank = pc.equal(batch.column(0), _EMPTY)
     if not pc.any(blank).as_py():
         return batch, lines
     for column in batch.columns[1:]:
-        blank = pc.and_(blank, pc.equal(column, ""))
+        blank = pc.and_(blank, pc.equal(column, _EMPTY))
     keep = pc.invert(blank)
     return batch.filter(keep), lines[keep.to_numpy(zero_copy_only=False)]
 
@@ -100,7 +103,8 @@ def _drop_blank(batch: pa.RecordBatch, lines: np.ndarray):
 def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray:
     counts = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
-        counts += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
+        found = pc.count_substring(column, "\n")
+        counts += pc.fill_null(found, pa.scalar(0, found.type)).to_numpy(zero_copy_only=False)
     return counts
 
 

@@ -19,6 +19,8 @@ REQUIRED = ("title",)
 INT_COLUMNS = ("budget", "revenue", "runtime", "vote_count")
 FLOAT_COLUMNS = ("vote_average",)
 UNDATED = "undated"
+_UNDATED = pa.scalar(UNDATED)
+_SLASH = pa.scalar("/")
 
 # API sort keys → document fields; every sort ends on _id so pages never overlap or skip.
 SORT_FIELDS = {"release_date": "release_date", "rating": "vote_average", "title": "title"}
@@ -39,8 +41,8 @@ def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
     different (title, date) pairs can never share an id. The title is compared exactly, as written
     (after trimming surrounding spaces): all undated rows with the same title are one movie.
     """
-    day = pc.fill_null(pc.strftime(release_date, format="%Y-%m-%d"), UNDATED)
-    return pc.binary_join_element_wise(day, title, "/")
+    day = pc.fill_null(pc.strftime(release_date, format="%Y-%m-%d"), _UNDATED)
+    return pc.binary_join_element_wise(day, title, _SLASH)
 
 
 def clean_batch(batch: pa.RecordBatch, lines) -> CleanBatch:
