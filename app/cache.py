@@ -36,11 +36,6 @@ def _new_client(config: Config) -> redis.Redis:
     return redis.Redis.from_url(config.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
-def reset_embedded() -> None:
-    with _lock:
-        _clients.pop("embedded", None)
-
-
 class Cache:
     def __init__(self, client: redis.Redis, ttl: int, prefix: str = "cache:"):
         self.client, self.ttl, self.prefix = client, ttl, prefix

@@ -38,26 +38,36 @@ def blank_to_null(values: pa.Array) -> pa.Array:
     return keep(pc.not_equal(pc.utf8_trim_whitespace(values), EMPTY), values)
 
 
+def trimmed(values: pa.Array) -> pa.Array:
+    """Strings without surrounding whitespace; empty ones become null."""
+    text = pc.utf8_trim_whitespace(values)
+    return keep(pc.not_equal(text, EMPTY), text)
+
+
 def _bad(values: pa.Array, parsed: pa.Array) -> int:
     """Values that were present but did not parse."""
     return pc.sum(pc.and_(pc.is_valid(values), pc.is_null(parsed))).as_py() or 0
 
 
 def parse_float(values: pa.Array) -> tuple[pa.Array, int]:
-    text = blank_to_null(pc.utf8_trim_whitespace(values))
-    ok = pc.match_substring_regex(text, _DECIMAL)
-    parsed = pc.cast(keep(ok, text), pa.float64())
-    parsed = keep(pc.is_finite(parsed), parsed)
+    text = trimmed(values)
+    parsed = _finite_float(text)
     return parsed, _bad(text, parsed)
+
+
+def _finite_float(text: pa.Array) -> pa.Array:
+    """Decimal text (already trimmed) to float64; anything else, or inf and nan, to null."""
+    parsed = pc.cast(keep(pc.match_substring_regex(text, _DECIMAL), text), pa.float64())
+    return keep(pc.is_finite(parsed), parsed)
 
 
 def parse_int(values: pa.Array) -> tuple[pa.Array, int]:
     """Integers, also when written as floats (`30000000.0`); fractions and overflows are bad."""
-    text = blank_to_null(pc.utf8_trim_whitespace(values))
+    text = trimmed(values)
     whole = pc.match_substring_regex(text, _WHOLE)
     unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses a leading +
     exact = pc.cast(keep(whole, unsigned), pa.int64())
-    as_float, _ = parse_float(keep(pc.invert(whole), text))
+    as_float = _finite_float(keep(pc.invert(whole), text))
     integral = pc.and_(pc.equal(pc.floor(as_float), as_float), pc.less(pc.abs(as_float), MAX_EXACT))
     from_float = pc.cast(keep(integral, as_float), pa.int64())
     parsed = pc.coalesce(exact, from_float)
@@ -93,7 +103,7 @@ def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
 
 def parse_languages(values: pa.Array) -> tuple[pa.Array, int]:
     """`"['English', 'Français']"` to `["English", "Français"]`; `"[]"` to `[]`; missing to null."""
-    text = blank_to_null(pc.utf8_trim_whitespace(values))
+    text = trimmed(values)
     simple = pc.match_substring_regex(text, _SIMPLE_LIST)
     inner = pc.replace_substring_regex(keep(simple, text), r"^\['|'\]$", "")
     fast = pc.split_pattern(inner, "', '")

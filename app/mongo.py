@@ -61,12 +61,6 @@ def embedded_client():
     return mongomock_ng.MongoClient()
 
 
-def reset_embedded() -> None:
-    """Forget the embedded database (tests)."""
-    with _lock:
-        _clients.pop("embedded", None)
-
-
 def ensure_indexes(db: Database) -> None:
     for spec in movies.index_specs():
         db.movies.create_index(spec)

@@ -24,7 +24,6 @@ _SLASH = pa.scalar("/")
 
 # API sort keys → document fields; every sort ends on _id so pages never overlap or skip.
 SORT_FIELDS = {"release_date": "release_date", "rating": "vote_average", "title": "title"}
-FILTER_FIELDS = ("year", "original_language")
 
 
 @dataclass
@@ -47,7 +46,7 @@ def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
 
 def clean_batch(batch: pa.RecordBatch, lines) -> CleanBatch:
     """Turn a batch of raw string columns into movie documents ready for MongoDB."""
-    title = clean.blank_to_null(pc.utf8_trim_whitespace(batch.column("title")))
+    title = clean.trimmed(batch.column("title"))
     has_title = pc.is_valid(title)
     rejects = [Reject(int(lines[i]), "missing title") for i in pc.indices_nonzero(pc.invert(has_title)).to_pylist()]
     if rejects:
