@@ -15,7 +15,7 @@ import threading
 from gunicorn.app.base import BaseApplication
 
 from app import create_app, logs
-from app.config import Config, load_config
+from app.config import Config
 
 log = logging.getLogger("app.run")
 
@@ -37,7 +37,7 @@ class Server(BaseApplication):
             "loglevel": c.LOG_LEVEL.lower(),
             "accesslog": "-",
             "control_socket_disable": True,  # not used; and several servers on one host would share its path
-            "post_worker_init": _start_embedded_worker if c.embedded_mongo else None,
+            "post_worker_init": (lambda gunicorn_worker: _start_embedded_worker(c)) if c.embedded_mongo else None,
         }
         for key, value in settings.items():
             if value is not None:
@@ -47,12 +47,11 @@ class Server(BaseApplication):
         return create_app(self.config)
 
 
-def _start_embedded_worker(gunicorn_worker) -> None:
+def _start_embedded_worker(config: Config) -> None:
     """Embedded mode: broker and ingest worker live in the single API process, beside the app."""
     from app.queue import Broker
     from app.worker import Worker
 
-    config = load_config()
     Broker(config).start()
     for n in range(config.EMBEDDED_WORKERS):
         threading.Thread(target=Worker(config).run, name=f"ingest-worker-{n}", daemon=True).start()

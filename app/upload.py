@@ -180,9 +180,9 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
             decoder.receive_data(chunk or None)
             event = decoder.next_event()
             while not isinstance(event, (NeedData, Epilogue)):
-                if isinstance(event, File) and event.name == "file" and sink is not None:
-                    raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
                 if isinstance(event, File) and event.name == "file":
+                    if sink is not None:
+                        raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
                     filename = event.filename or ""
                     _check_name(filename)
                     sink = _Sink(partial, max_bytes)
