@@ -23,6 +23,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         MAX_CONTENT_LENGTH=config.max_upload_bytes + (1 << 20),  # room for the multipart envelope
     )
     os.makedirs(config.UPLOAD_FOLDER, exist_ok=True)
+    os.makedirs(config.RESULT_FOLDER, exist_ok=True)
     db = db if db is not None else mongo.connect(config)
     try:
         mongo.ensure_indexes(db)
@@ -35,8 +36,8 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
-    from app.routes import health, movies, tasks, uploads
+    from app.routes import health, legacy, movies, tasks, uploads
 
-    for module in (uploads, tasks, movies, health):
+    for module in (uploads, tasks, movies, health, legacy):
         app.register_blueprint(module.bp)
     return app

@@ -50,6 +50,7 @@ class Config:
     MONGO_DB: str = defaults.MONGO_DB
     REDIS_URL: str = defaults.REDIS_URL
     UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
+    RESULT_FOLDER: str = defaults.RESULT_FOLDER
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
@@ -63,6 +64,9 @@ class Config:
     RECOVERY_SECONDS: int = defaults.RECOVERY_SECONDS
     LEASE_SECONDS: int = defaults.LEASE_SECONDS
     MAX_ATTEMPTS: int = defaults.MAX_ATTEMPTS
+    MONGO_RETRIES: int = defaults.MONGO_RETRIES
+    MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
+    RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
     LOG_LEVEL: str = defaults.LOG_LEVEL
 
     @property
@@ -111,6 +115,9 @@ _CHECKS = {
     "RECOVERY_SECONDS": lambda n, v: _int(n, v, 1, 86400),
     "LEASE_SECONDS": lambda n, v: _int(n, v, 2, 86400),
     "MAX_ATTEMPTS": lambda n, v: _int(n, v, 1, 100),
+    "MONGO_RETRIES": lambda n, v: _int(n, v, 0, 100),
+    "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
+    "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
 }
 
 

@@ -36,6 +36,7 @@ class Chunk:
     lines: np.ndarray  # the physical line each good row starts on
     invalid: list[Reject] = field(default_factory=list)  # rows with the wrong number of fields
     bytes_read: int = 0
+    next_line: int = 2  # the line the next chunk starts on: where a resumed read picks up
 
 
 def read_header(path: str) -> list[str]:
@@ -44,8 +45,12 @@ def read_header(path: str) -> list[str]:
         return next(csv.reader(f), [])
 
 
-def stream(path: str, block_size: int) -> Iterator[Chunk]:
-    """Yield the file's rows as Chunks, one per PyArrow block; memory stays bounded by block_size."""
+def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
+    """Yield the file's rows as Chunks, one per PyArrow block; memory stays bounded by block_size.
+
+    With `start_line`, rows that start before that line are parsed (to find where rows begin) but not
+    yielded: how a task resumes from its checkpoint.
+    """
     header = read_header(path)
     names = [name.strip() for name in header]  # ` title` is `title`, as the upload check reads it
     pending: list[tuple[int, str]] = []  # (record number, raw text) of rows PyArrow skipped
@@ -55,17 +60,13 @@ def stream(path: str, block_size: int) -> Iterator[Chunk]:
         return "skip"
 
     source = pa.OSFile(path, "rb")
-    reader = pacsv.open_csv(
-        source,
-        # use_threads=False: PyArrow then numbers the invalid rows it hands us, which places them exactly.
-        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
-        parse_options=pacsv.ParseOptions(
-            newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in header}, strings_can_be_null=False
-        ),
-    )
+    try:
+        reader = _open(source, block_size, header, on_invalid)
+    except pa.ArrowInvalid as e:
+        source.close()
+        if "Empty CSV file" in str(e):  # a header and nothing after it, not even a line end
+            return
+        raise
     next_record, next_line = 2, 2  # record 1 / line 1 is the header
     try:
         # When no row of the file is good, PyArrow yields no batch: the skipped rows still need placing.
@@ -81,10 +82,32 @@ def stream(path: str, block_size: int) -> Iterator[Chunk]:
             lines, invalid, consumed = _place(batch, mine, next_record, next_line, len(header))
             next_record += n + len(mine)
             next_line += consumed
-            batch, lines = _drop_blank(batch.rename_columns(names), lines)
-            yield Chunk(batch, lines, invalid, source.tell())
+            if next_line <= start_line:
+                continue  # done before the checkpoint
+            batch = batch.rename_columns(names)
+            if lines.size and lines[0] < start_line:
+                after = lines >= start_line
+                batch, lines = batch.filter(pa.array(after)), lines[after]
+            if invalid and invalid[0].line < start_line:
+                invalid = [r for r in invalid if r.line >= start_line]
+            batch, lines = _drop_blank(batch, lines)
+            yield Chunk(batch, lines, invalid, source.tell(), next_line)
     finally:
         source.close()
+
+
+def _open(source, block_size: int, header: list[str], on_invalid) -> pacsv.CSVStreamingReader:
+    return pacsv.open_csv(
+        source,
+        # use_threads=False: PyArrow then numbers the invalid rows it hands us, which places them exactly.
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+        ),
+    )
 
 
 def _drop_blank(batch: pa.RecordBatch, lines: np.ndarray):

@@ -13,6 +13,7 @@ MONGO_DB = "movies_service"
 REDIS_URL = ""  # empty: embedded in-memory stand-in (fakeredis), not persisted
 
 UPLOAD_FOLDER = "uploads"
+RESULT_FOLDER = "results"  # result files of plays jobs
 MAX_UPLOAD_MB = 4096
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
@@ -30,5 +31,8 @@ WORKER_TIMEOUT = 30  # a worker silent for longer counts as gone
 RECOVERY_SECONDS = 10  # an idle worker looks for unclaimed pending tasks this often
 LEASE_SECONDS = 60  # a claimed task returns to the pool if its worker is silent this long
 MAX_ATTEMPTS = 3  # claims of one task before it is failed
+MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before the attempt gives up
+MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s, 1 s, 2 s, 4 s, 8 s)
+RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
 
 LOG_LEVEL = "INFO"

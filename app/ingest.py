@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from pymongo import ReplaceOne
@@ -12,39 +10,12 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from app import csvstream, movies
+from app.progress import Progress
+from app.retry import ONCE, Backoff
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-
-
-@dataclass
-class Progress:
-    bytes_total: int
-    rows_read: int = 0
-    rows_inserted: int = 0
-    rows_updated: int = 0
-    rows_rejected: int = 0
-    bytes_read: int = 0
-    warnings: dict[str, int] = field(default_factory=dict)
-    rejects: list[dict] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def fields(self) -> dict:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        percent = 100.0 if self.bytes_total == 0 else min(100.0, 100.0 * self.bytes_read / self.bytes_total)
-        return {
-            "rows_read": self.rows_read, "rows_inserted": self.rows_inserted, "rows_updated": self.rows_updated,
-            "rows_rejected": self.rows_rejected, "bytes_read": self.bytes_read, "bytes_total": self.bytes_total,
-            "percent": round(percent, 2), "rows_per_sec": round(self.rows_read / elapsed, 1),
-            "warnings": dict(self.warnings), "rejects": list(self.rejects),
-        }
-
-    def reject(self, rejects, keep: int) -> None:
-        self.rows_rejected += len(rejects)
-        room = keep - len(self.rejects)
-        if room > 0:
-            self.rejects.extend(r.as_dict() for r in rejects[:room])
 
 
 def write_movies(collection: Collection, documents: list[dict]) -> tuple[int, int]:
@@ -73,25 +44,36 @@ def ingest_movies(
     block_size: int,
     batch_size: int,
     max_rejects: int,
-    on_progress: Callable[[dict], None] = lambda fields: None,
+    on_progress: Callable[[dict, dict], None] = lambda fields, checkpoint: None,
+    checkpoint: dict | None = None,
+    retry: Backoff = ONCE,
 ) -> dict:
-    """Load the file into `collection`; calls `on_progress` after every batch; returns the final fields."""
-    progress = Progress(bytes_total=os.path.getsize(path))
-    for chunk in csvstream.stream(path, block_size):
-        progress.reject(chunk.invalid, max_rejects)
-        cleaned = movies.clean_batch(chunk.batch, chunk.lines) if chunk.batch.num_rows else movies.CleanBatch([])
-        progress.reject(cleaned.rejects, max_rejects)
-        progress.rows_read += chunk.batch.num_rows + len(chunk.invalid)
-        for name, count in cleaned.warnings.items():
-            progress.warnings[name] = progress.warnings.get(name, 0) + count
+    """Load the file into `collection`, from `checkpoint` on if given; returns the final fields.
+
+    Rows go in batches of `batch_size` rows, each cleaned and written as one bulk write; after each,
+    `on_progress(fields, checkpoint)`: a later attempt given that checkpoint goes on with the next batch.
+    """
+    progress = Progress.resume(os.path.getsize(path), checkpoint)
+    for chunk in csvstream.stream(path, block_size, start_line=progress.line):
         progress.bytes_read = chunk.bytes_read
-        docs = cleaned.documents
-        for start in range(0, len(docs), batch_size):
-            inserted, updated = write_movies(collection, docs[start:start + batch_size])
-            progress.rows_inserted += inserted
-            progress.rows_updated += updated
-            on_progress(progress.fields())
-        if not docs:  # a block of rejects only: still worth a progress update
-            on_progress(progress.fields())
+        invalid = chunk.invalid
+        n = chunk.batch.num_rows
+        for start in range(0, max(n, 1), batch_size):
+            end = start + batch_size
+            end_line = int(chunk.lines[end]) if end < n else chunk.next_line
+            skipped = [r for r in invalid if r.line < end_line]  # wrong field counts among these rows
+            invalid = invalid[len(skipped):]
+            rows = chunk.batch.slice(start, batch_size)
+            cleaned = movies.clean_batch(rows, chunk.lines[start:end]) if rows.num_rows else movies.CleanBatch([])
+            progress.reject(sorted(skipped + cleaned.rejects, key=lambda r: r.line), max_rejects)
+            progress.rows_read += rows.num_rows + len(skipped)
+            for name, count in cleaned.warnings.items():
+                progress.warnings[name] = progress.warnings.get(name, 0) + count
+            if cleaned.documents:
+                inserted, updated = retry.call(write_movies, collection, cleaned.documents, what="bulk write")
+                progress.rows_inserted += inserted
+                progress.rows_updated += updated
+            progress.line = end_line
+            on_progress(progress.fields(), progress.checkpoint())
     progress.bytes_read = progress.bytes_total
     return progress.fields()

@@ -1,10 +1,14 @@
 """Task records and their state machine; MongoDB's `processes` collection is the truth.
 
-    pending ──claim──► processing ──► completed | failed
-                           └── lease runs out ──► claimable again (attempts + 1; after MAX_ATTEMPTS: failed)
+    pending ──claim──► processing ──► completed | failed | cancelled
+       │                   ├── lease runs out ──► claimable again (attempts + 1; after MAX_ATTEMPTS: failed)
+       │                   └── clean stop ──► pending (the attempt does not count)
+       └── cancel ──► cancelled                (a processing task is cancelled at its next batch)
 
 A worker owns a task while its lease lasts and renews it with every progress update; an update that finds
-the task no longer its own raises LostTask, so two workers never write progress for one task.
+the task no longer its own raises LostTask, so two workers never write progress for one task. Movie
+tasks keep a `checkpoint` (the line after the last block whose every batch is written, and the counters
+at that point): a retake goes on from there instead of from the start.
 """
 from __future__ import annotations
 
@@ -16,17 +20,24 @@ from pymongo.database import Database
 
 from app.serialize import to_json
 
-PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
-STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED)
+PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = "pending", "processing", "completed", "failed", "cancelled"
+STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)
+FINISHED = (COMPLETED, FAILED, CANCELLED)
 
 PROGRESS_FIELDS = (
     "rows_read", "rows_inserted", "rows_updated", "rows_rejected", "bytes_read", "percent", "rows_per_sec",
 )
-HIDDEN_FIELDS = ("path",)  # server-side details a client has no use for
+SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
+KINDS = ("movies", "plays")
+HIDDEN_FIELDS = ("path", "result_path", "checkpoint")  # server-side details a client has no use for
 
 
 class LostTask(Exception):
     """The task is no longer this worker's (its lease ran out and another worker took it)."""
+
+
+class Cancelled(Exception):
+    """Someone cancelled the task while this worker was running it."""
 
 
 def now() -> datetime:
@@ -51,52 +62,99 @@ def get(db: Database, task_id: str) -> dict | None:
 
 
 def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None):
-    """Atomically take one task: the named one, else the oldest pending or abandoned one."""
+    """Atomically take one task: the named one, else the oldest pending or abandoned one.
+
+    Progress and checkpoint are left as the last attempt recorded them: the new owner goes on from there.
+    """
     t = now()
     claimable = {"$or": [
         {"status": PENDING},
         {"status": PROCESSING, "lease_expires_at": {"$lt": t}},
-    ], "attempts": {"$lt": max_attempts}}
+    ], "attempts": {"$lt": max_attempts}, "cancel_requested": {"$ne": True}}
     if task_id is not None:
         claimable["task_id"] = task_id
     return db.processes.find_one_and_update(
         claimable,
         {"$set": {
             "status": PROCESSING, "worker": worker_id, "lease_expires_at": t + timedelta(seconds=lease_seconds),
-            "started_at": t, "updated_at": t, **{name: 0 for name in PROGRESS_FIELDS},
-            "warnings": {}, "rejects": [],
+            "started_at": t, "updated_at": t,
         }, "$inc": {"attempts": 1}},
         sort=[("created_at", ASCENDING)],
         return_document=ReturnDocument.AFTER,
     )
 
 
-def fail_exhausted(db: Database, max_attempts: int) -> list[dict]:
-    """Fail the tasks whose lease ran out on their last attempt; returns them (their files can go)."""
+def settle_abandoned(db: Database, max_attempts: int) -> list[dict]:
+    """Finish the tasks whose worker vanished and that nobody may take over; returns them (their files can go).
+
+    Out of attempts → failed; cancelled while running → cancelled.
+    """
     t = now()
-    expired = {"status": PROCESSING, "lease_expires_at": {"$lt": t}, "attempts": {"$gte": max_attempts}}
-    failed = []
-    for task in db.processes.find(expired, {"task_id": 1, "path": 1}):
-        result = db.processes.update_one(
-            {**expired, "task_id": task["task_id"]},
-            {"$set": {"status": FAILED, "finished_at": t, "updated_at": t,
-                      "error": f"gave up after {max_attempts} attempts: each worker stopped before finishing"},
-             "$unset": {"lease_expires_at": ""}},
+    expired = {"status": PROCESSING, "lease_expires_at": {"$lt": t}}
+    outcomes = (
+        ({"cancel_requested": True}, CANCELLED, None),
+        ({"attempts": {"$gte": max_attempts}, "cancel_requested": {"$ne": True}}, FAILED,
+         f"gave up after {max_attempts} attempts: each worker stopped before finishing"),
+    )
+    settled = []
+    for condition, status, error in outcomes:
+        query = {**expired, **condition}
+        for task in db.processes.find(query, {"task_id": 1, "path": 1}):
+            fields = {"status": status, "finished_at": t, "updated_at": t, **({"error": error} if error else {})}
+            result = db.processes.update_one({**query, "task_id": task["task_id"]},
+                                             {"$set": fields, "$unset": {"lease_expires_at": ""}})
+            if result.modified_count:
+                settled.append({**task, "status": status})
+    return settled
+
+
+def request_cancel(db: Database, task_id: str) -> dict | None:
+    """Cancel a pending task now, or ask its worker to stop at the next batch; returns the task after.
+
+    None if the task is already finished (completed, failed or cancelled) or unknown.
+    """
+    t = now()
+    task = db.processes.find_one_and_update(
+        {"task_id": task_id, "status": PENDING},
+        {"$set": {"status": CANCELLED, "cancel_requested": True, "finished_at": t, "updated_at": t}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if task is None:
+        task = db.processes.find_one_and_update(
+            {"task_id": task_id, "status": PROCESSING},
+            {"$set": {"cancel_requested": True, "updated_at": t}},
+            return_document=ReturnDocument.AFTER,
         )
-        if result.modified_count:
-            failed.append(task)
-    return failed
+    return task
+
+
+def expire_results(db: Database, ttl_hours: int) -> list[dict]:
+    """Mark the result files of plays tasks finished more than `ttl_hours` ago as removed; returns them."""
+    t = now()
+    query = {"kind": "plays", "status": COMPLETED, "result_path": {"$exists": True},
+             "finished_at": {"$lt": t - timedelta(hours=ttl_hours)}, "result_removed_at": {"$exists": False}}
+    expired = []
+    for task in db.processes.find(query, {"task_id": 1, "result_path": 1}):
+        if db.processes.update_one({**query, "task_id": task["task_id"]},
+                                   {"$set": {"result_removed_at": t}}).modified_count:
+            expired.append(task)
+    return expired
 
 
 def update(db: Database, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:
-    """Record progress and renew the lease; raise LostTask if the task is no longer ours."""
+    """Record progress and renew the lease; LostTask if the task is no longer ours, Cancelled if cancelled."""
     t = now()
     result = db.processes.update_one(
-        {"task_id": task_id, "status": PROCESSING, "worker": worker_id},
+        {"task_id": task_id, "status": PROCESSING, "worker": worker_id, "cancel_requested": {"$ne": True}},
         {"$set": {**fields, "updated_at": t, "lease_expires_at": t + timedelta(seconds=lease_seconds)}},
     )
     if result.matched_count == 0:
-        raise LostTask(task_id)
+        _not_ours(db, task_id, worker_id)
+
+
+def _not_ours(db: Database, task_id: str, worker_id: str):
+    task = db.processes.find_one({"task_id": task_id, "status": PROCESSING, "worker": worker_id}, {"_id": 1})
+    raise Cancelled(task_id) if task is not None else LostTask(task_id)
 
 
 def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) -> None:
@@ -107,7 +165,7 @@ def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) ->
         {"task_id": task_id, "status": PROCESSING, "worker": worker_id},
         {"$set": {**fields, "status": status, "finished_at": t, "updated_at": t,
                   "duration_s": round((t - started).total_seconds(), 3) if started else None},
-         "$unset": {"lease_expires_at": ""}},
+         "$unset": {"lease_expires_at": "", "checkpoint": ""}},
     )
     if result.matched_count == 0:
         raise LostTask(task_id)
@@ -125,7 +183,10 @@ def page(db: Database, status: str | None, page_number: int, limit: int) -> dict
 
 
 def public(doc: dict) -> dict:
-    return to_json({k: v for k, v in doc.items() if k not in HIDDEN_FIELDS})
+    shown = {k: v for k, v in doc.items() if k not in HIDDEN_FIELDS}
+    if doc.get("kind") == "plays" and doc.get("status") == COMPLETED:
+        shown["result_url"] = f"/api/v1/process/{doc['task_id']}/result"
+    return to_json(shown)
 
 
 def release(db: Database, task_id: str, worker_id: str) -> None:

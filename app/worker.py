@@ -19,8 +19,10 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import mongo, tasks
 from app.config import Config
+from app.aggregate import TotalTooLarge, aggregate_plays
 from app.ingest import ingest_movies
 from app.queue import Consumer
+from app.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Worker:
     def __init__(self, config: Config, db: Database | None = None, name: str | None = None):
         self.config = config
         self.db = db if db is not None else mongo.connect(config)
+        os.makedirs(config.RESULT_FOLDER, exist_ok=True)
         self.id = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self._last_beat = 0.0
@@ -68,11 +71,14 @@ class Worker:
         self.stop_event.set()
 
     def sweep(self) -> None:
-        """Run every claimable task, oldest first, until none is left."""
+        """The maintenance pass: settle abandoned tasks, drop old results, run every claimable task."""
         try:
-            for task in tasks.fail_exhausted(self.db, self.config.MAX_ATTEMPTS):
-                log.error("task %s: failed, out of attempts", task["task_id"])
-                self._remove_upload(task)
+            for task in tasks.settle_abandoned(self.db, self.config.MAX_ATTEMPTS):
+                log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
+                _remove(task.get("path"))
+            for task in tasks.expire_results(self.db, self.config.RESULT_TTL_HOURS):
+                log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
+                _remove(task.get("result_path"))
             while not self.stop_event.is_set() and self.work():
                 pass
         except PyMongoError as e:
@@ -95,18 +101,22 @@ class Worker:
         task_id = task["task_id"]
         self._current = task_id
         self.heartbeat(force=True)
-        log.info("task %s: started %s (%s, %d bytes, attempt %d)",
-                 task_id, task["kind"], task.get("filename"), task.get("size", 0), task["attempts"])
+        checkpoint = task.get("checkpoint")
+        log.info("task %s: started %s (%s, %d bytes, attempt %d%s)", task_id, task["kind"], task.get("filename"),
+                 task.get("size", 0), task["attempts"], f", resuming at line {checkpoint['line']}" if checkpoint else "")
         try:
-            fields = self._ingest(task)
+            fields = self._execute(task)
             tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)
-            log.info("task %s: completed: %d rows read, %d inserted, %d updated, %d rejected, %.0f rows/s",
-                     task_id, fields["rows_read"], fields["rows_inserted"], fields["rows_updated"],
-                     fields["rows_rejected"], fields["rows_per_sec"])
-            self._remove_upload(task)
+            log.info("task %s: completed: %s", task_id, ", ".join(
+                f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields))
+            _remove(task["path"])
         except Stopping:
             tasks.release(self.db, task_id, self.id)
-            log.info("task %s: handed back (worker stopping)", task_id)
+            log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
+        except tasks.Cancelled:
+            tasks.finish(self.db, task_id, self.id, tasks.CANCELLED)
+            log.info("task %s: cancelled; rows written so far stay", task_id)
+            _remove(task["path"])
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
         except ConnectionFailure as e:
@@ -118,38 +128,44 @@ class Worker:
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
             try:
                 tasks.finish(self.db, task_id, self.id, tasks.FAILED, error=message)
-                self._remove_upload(task)
+                _remove(task["path"])
             except (tasks.LostTask, PyMongoError) as e2:
                 log.error("task %s: could not record the failure: %s", task_id, e2)
         finally:
             self._current = None
 
-    def _ingest(self, task: dict) -> dict:
-        if task["kind"] != "movies":
-            raise ValueError(f"unknown task kind {task['kind']!r}")
-
+    def _execute(self, task: dict) -> dict:
+        """Run the task's job to the end; returns the fields its record gets on completion."""
         last_log = [time.monotonic()]
+        retry = Backoff(self.config.MONGO_RETRIES + 1, self.config.MONGO_RETRY_DELAY_MS / 1000)
 
-        def on_progress(fields: dict) -> None:
-            tasks.update(self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, **fields)
+        def on_progress(fields: dict, checkpoint: dict | None = None) -> None:
+            if checkpoint is not None:
+                fields = {**fields, "checkpoint": checkpoint}
+            retry.call(tasks.update, self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, what="progress update",
+                       **fields)
             self.heartbeat()
             if time.monotonic() - last_log[0] >= PROGRESS_LOG_SECONDS:
                 last_log[0] = time.monotonic()
                 log.info("task %s: %.1f%%, %d rows read, %d rejected, %.0f rows/s", task["task_id"],
                          fields["percent"], fields["rows_read"], fields["rows_rejected"], fields["rows_per_sec"])
-            if self.stop_event.is_set():
+            if self.stop_event.is_set():  # a movies job goes on from this checkpoint; a plays job starts over
                 raise Stopping()
 
-        return ingest_movies(
-            task["path"], self.db.movies, block_size=self.config.BLOCK_SIZE, batch_size=self.config.BATCH_SIZE,
-            max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
-        )
-
-    def _remove_upload(self, task: dict) -> None:
-        try:
-            os.remove(task["path"])
-        except OSError:
-            pass
+        if task["kind"] == "movies":
+            return ingest_movies(
+                task["path"], self.db.movies, block_size=self.config.BLOCK_SIZE, batch_size=self.config.BATCH_SIZE,
+                max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
+                checkpoint=task.get("checkpoint"), retry=retry,
+            )
+        if task["kind"] == "plays":  # totals live in memory until the end: a retake starts over
+            result_path = os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv")
+            fields = aggregate_plays(
+                task["path"], result_path, block_size=self.config.BLOCK_SIZE,
+                max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
+            )
+            return {**fields, "result_path": result_path}
+        raise ValueError(f"unknown task kind {task['kind']!r}")
 
     # -- liveness ---------------------------------------------------------------------------------
     def heartbeat(self, force: bool = False) -> None:
@@ -168,6 +184,14 @@ class Worker:
             log.warning("worker %s: heartbeat failed: %s", self.id, e)
 
 
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 def _explain(error: Exception) -> str:
     """A message a person can act on."""
     if isinstance(error, FileNotFoundError):
@@ -177,6 +201,8 @@ def _explain(error: Exception) -> str:
     if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
         return ("a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: "
                 f"{error}")
+    if isinstance(error, TotalTooLarge):
+        return str(error)
     if isinstance(error, pa.ArrowInvalid):
         return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"

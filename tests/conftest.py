@@ -37,6 +37,7 @@ class RecordingProducer:
 def config(tmp_path):
     env = {
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "RESULT_FOLDER": str(tmp_path / "results"),
         "ZMQ_PORT": str(free_port()),
         "ZMQ_INTAKE_PORT": str(free_port()),
         "HEARTBEAT_SECONDS": "1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import math
 import re
 from datetime import datetime
@@ -116,3 +117,54 @@ def load(path) -> dict:
             doc = clean_row(row)
             documents[doc["_id"]] = doc
     return {"documents": documents, "rejects": rejects, "rows_read": rows_read, "valid": valid}
+
+
+# -- plays ---------------------------------------------------------------------------------------------
+
+def plays_day(value):
+    s = value.strip()
+    if re.fullmatch(r"\d{8}", s):
+        s = f"{s[:4]}-{s[4:6]}-{s[6:]}"
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        return None
+    try:
+        d = datetime(int(s[:4]), int(s[5:7]), int(s[8:]))
+    except ValueError:
+        return None
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
+
+
+def plays_count(value):
+    s = value.strip()
+    if not re.fullmatch(r"\d+", s) or int(s) >= 2**63:
+        return None
+    return int(s)
+
+
+def plays_totals(path):
+    """(result CSV bytes, [(line, kind of problem)]) for a plays file, row by row with the csv module."""
+    totals, rejects = {}, []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader)]
+        song_at, date_at, plays_at = (header.index(name) for name in ("Song", "Date", "Number of Plays"))
+        line = reader.line_num + 1
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if row == [] or (len(row) == len(header) and not any(row)):
+                continue  # a blank line, or one of empty fields only
+            if len(row) != len(header):
+                rejects.append((start, "fields"))
+                continue
+            song, day, count = row[song_at].strip(), plays_day(row[date_at]), plays_count(row[plays_at])
+            problem = "song" if not song else "date" if day is None else "count" if count is None else None
+            if problem:
+                rejects.append((start, problem))
+                continue
+            totals[song, day] = totals.get((song, day), 0) + count
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["Song", "Date", "Total Number of Plays for Date"])
+    for (song, day), total in sorted(totals.items()):
+        writer.writerow([song, day, total])
+    return out.getvalue().encode(), rejects

@@ -60,7 +60,7 @@ def test_multipart_upload_stores_file_records_task_and_queues_it(client, db, pro
 
     assert response.status_code == 202
     body = response.get_json()
-    assert set(body) == {"message", "task_id"}
+    assert set(body) == {"message", "task_id", "kind"} and body["kind"] == "movies"
     assert body["message"] == MESSAGE
     task_id = body["task_id"]
     assert uuid.UUID(task_id).version == 4
@@ -97,7 +97,7 @@ def test_raw_text_csv_body_is_accepted(client, db, producer, worker, upload_dir)
 
     assert response.status_code == 202
     task_id = response.get_json()["task_id"]
-    assert response.get_json() == {"message": MESSAGE, "task_id": task_id}
+    assert response.get_json() == {"message": MESSAGE, "task_id": task_id, "kind": "movies"}
     record = db.processes.find_one({"task_id": task_id})
     assert (record["status"], record["filename"], record["size"]) == ("pending", "m.csv", len(sample))
     assert producer.sent == [(task_id, "movies")]
@@ -177,8 +177,17 @@ def test_header_without_rows(client, db, producer, upload_dir, content):
     assert_nothing_left(upload_dir, db, producer)
 
 
-def test_header_without_title(client, db, producer, upload_dir):
+def test_header_of_no_known_kind_names_both_expected_headers(client, db, producer, upload_dir):
     response = post_file(client, b"budget,original_title\n1,Toy Story\n")
+    error = assert_error(response, 422, "unrecognised_header")
+    assert "Song,Date,Number of Plays" in error["message"] and "'title'" in error["message"]
+    assert error["expected"] == {"movies": list(CONTRACT), "plays": ["Song", "Date", "Number of Plays"]}
+    assert_nothing_left(upload_dir, db, producer)
+
+
+def test_movies_kind_requested_without_title_names_the_missing_column(client, db, producer, upload_dir):
+    response = client.post(UPLOAD, data={"file": (io.BytesIO(b"budget,original_title\n1,Toy Story\n"), "m.csv"),
+                                         "kind": "movies"}, content_type="multipart/form-data")
     error = assert_error(response, 422, "missing_columns")
     assert "title" in error["message"]
     assert error["missing"] == ["title"]
@@ -186,8 +195,7 @@ def test_header_without_title(client, db, producer, upload_dir):
 
 
 def test_title_column_name_is_case_sensitive(client, db, producer, upload_dir):
-    error = assert_error(post_file(client, b"Title\nToy Story\n"), 422, "missing_columns")
-    assert error["missing"] == ["title"]
+    error = assert_error(post_file(client, b"Title\nToy Story\n"), 422, "unrecognised_header")
     assert_nothing_left(upload_dir, db, producer)
 
 

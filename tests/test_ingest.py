@@ -96,10 +96,18 @@ def test_later_upload_of_known_movie_updates_it(db, worker, upload_dir, tmp_path
 def test_progress_is_reported_after_every_batch(db, tmp_path):
     path = tmp_path / "gen.csv"
     generate_movies(str(path), rows=3_500, seed=1)
-    seen = []
+    seen, checkpoints = [], []
+
+    def on_progress(fields, checkpoint=None):
+        seen.append(fields)
+        if checkpoint:
+            checkpoints.append(checkpoint)
+
     final = ingest_movies(str(path), db.movies, block_size=1 << 20, batch_size=1000, max_rejects=100,
-                          on_progress=seen.append)
+                          on_progress=on_progress)
     assert len(seen) >= 4  # 3 500 rows at 1 000 per batch
+    lines = path.read_bytes().count(b"\n")
+    assert checkpoints[-1]["line"] == lines + 1 and checkpoints[-1]["rows_read"] == 3_500  # after the last line
     assert [s["rows_inserted"] + s["rows_updated"] for s in seen] == sorted(
         s["rows_inserted"] + s["rows_updated"] for s in seen)
     assert final["rows_inserted"] + final["rows_updated"] == seen[-1]["rows_inserted"] + seen[-1]["rows_updated"]

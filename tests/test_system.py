@@ -19,27 +19,30 @@ import pytest
 from app.tools.generate import generate_movies
 from tests.conftest import REPO, SAMPLE_MOVIES, free_port
 from tests.reference import load
+from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
 
 
 class Server:
     def __init__(self, port: int):
         self.port = port
 
-    def request(self, method, path, body=None, headers=None):
+    def request(self, method, path, body=None, headers=None, raw=False):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
             data = response.read()
+            if raw:
+                return response.status, dict(response.getheaders()), data
             return response.status, dict(response.getheaders()), json.loads(data) if data else None
         finally:
             conn.close()
 
-    def upload(self, path, filename):
+    def upload(self, path, filename, url="/api/v1/upload"):
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        return self.request("POST", "/api/v1/upload", body,
+        return self.request("POST", url, body,
                             {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
     def wait_for(self, task_id, timeout=60):
@@ -57,7 +60,8 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "MONGO_URI": "", "REDIS_URL": ""}  # embedded, whatever a .env says
     env.update(PORT=str(port), ZMQ_PORT=str(free_port()), ZMQ_INTAKE_PORT=str(free_port()),
-               UPLOAD_FOLDER=str(tmp_path_factory.mktemp("uploads")), HEARTBEAT_SECONDS="1")
+               UPLOAD_FOLDER=str(tmp_path_factory.mktemp("uploads")),
+               RESULT_FOLDER=str(tmp_path_factory.mktemp("results")), HEARTBEAT_SECONDS="1")
     log_path = tmp_path_factory.mktemp("log") / "server.log"
     log = open(log_path, "w")
     venv = sys.prefix  # the environment running the tests; make only checks requirements are in it
@@ -130,4 +134,19 @@ def test_bad_upload_gets_json_error(server, tmp_path):
     path = tmp_path / "no_title.csv"
     path.write_text("budget,overview\n1,x\n")
     status, _, body = server.upload(path, "no_title.csv")
-    assert status == 422 and body["error"]["code"] == "missing_columns" and "title" in body["error"]["message"]
+    assert status == 422 and body["error"]["code"] == "unrecognised_header" and "title" in body["error"]["message"]
+
+
+def test_plays_example_through_both_routes(server):
+    status, _, body = server.upload(EXAMPLE, "plays_example_input.csv")
+    assert status == 202 and body["kind"] == "plays"
+    task = server.wait_for(body["task_id"])
+    assert task["status"] == "completed" and task["groups"] == 4
+    status, headers, data = server.request("GET", task["result_url"], raw=True)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv") and data == EXAMPLE_RESULT
+    assert headers["Content-Disposition"] == "attachment; filename=plays_example_input-totals.csv"
+
+    status, _, body = server.upload(EXAMPLE, "plays.csv", url="/upload")
+    assert status == 202 and set(body) == {"task_id"}
+    server.wait_for(body["task_id"])
+    assert server.request("GET", f"/result/{body['task_id']}", raw=True)[::2] == (200, EXAMPLE_RESULT)

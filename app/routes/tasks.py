@@ -1,7 +1,9 @@
-"""GET /api/v1/process/<task_id> and GET /api/v1/processes: where a task stands."""
+"""Where a task stands, and its result: GET /api/v1/process/<task_id>[/result], GET /api/v1/processes."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import os
+
+from flask import Blueprint, jsonify, request, send_file
 
 from app import params, tasks
 from app.errors import APIError
@@ -10,12 +12,41 @@ from app.services import services
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
 
 
-@bp.get("/process/<task_id>")
-def get_task(task_id: str):
+def find(task_id: str) -> dict:
     task = tasks.get(services().db, task_id)
     if task is None:
         raise APIError(404, "task_not_found", f"No task with id {task_id!r}.")
-    return jsonify(tasks.public(task))
+    return task
+
+
+def result_file(task: dict):
+    """The task's result CSV as a streamed download, or the reason there is none (yet)."""
+    task_id, status = task["task_id"], task["status"]
+    if task["kind"] != "plays":
+        raise APIError(404, "no_result", f"Task {task_id} is a {task['kind']} job; it has no result file.")
+    if status in (tasks.PENDING, tasks.PROCESSING):
+        raise APIError(409, "not_ready", f"Task {task_id} is {status}; the result is ready when it is completed.",
+                       task_status=status, percent=task.get("percent", 0))
+    if status == tasks.FAILED:
+        raise APIError(410, "task_failed", f"Task {task_id} failed, so it has no result: {task.get('error')}",
+                       task_status=status)
+    path = task.get("result_path")
+    if not path or not os.path.exists(path):
+        raise APIError(410, "result_gone", f"The result of task {task_id} is no longer stored; upload the file again.",
+                       task_status=status)
+    stem = os.path.splitext(task.get("filename") or "plays.csv")[0]
+    return send_file(os.path.abspath(path), mimetype="text/csv", as_attachment=True,
+                     download_name=f"{stem}-totals.csv", max_age=0)
+
+
+@bp.get("/process/<task_id>")
+def get_task(task_id: str):
+    return jsonify(tasks.public(find(task_id)))
+
+
+@bp.get("/process/<task_id>/result")
+def get_result(task_id: str):
+    return result_file(find(task_id))
 
 
 @bp.get("/processes")

@@ -1,4 +1,4 @@
-"""POST /api/v1/upload: store the file, record a pending task, wake a worker."""
+"""POST /api/v1/upload: store the file, recognise its job kind, record a pending task, wake a worker."""
 from __future__ import annotations
 
 import logging
@@ -6,15 +6,40 @@ import os
 
 from flask import Blueprint, jsonify, request
 
-from app import movies, tasks
+from app import movies, plays, tasks
 from app.errors import APIError
 from app.services import services
-from app.upload import receive
+from app.upload import Upload, receive
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
 
 RESERVED = ("_id", "year")  # fields the service computes itself
+EXPECTED = {"movies": list(movies.COLUMNS), "plays": list(plays.COLUMNS)}
+
+
+def choose_kind(header: list[str], requested: str | None) -> str:
+    """The job kind: as requested (`kind` form field or query parameter), else recognised from the header."""
+    if requested is not None and requested not in tasks.KINDS:
+        raise APIError(400, "bad_kind", f"kind must be one of {', '.join(tasks.KINDS)}, got {requested!r}.")
+    kind = requested or ("plays" if plays.fits(header) else "movies" if "title" in header else None)
+    if kind is None:
+        raise APIError(
+            422, "unrecognised_header",
+            "The header fits no job kind. Expected 'Song,Date,Number of Plays' for play counts, "
+            "or movie columns including 'title' (" + ",".join(movies.COLUMNS) + ").",
+            expected=EXPECTED,
+        )
+    (check_movie_header if kind == "movies" else check_plays_header)(header)
+    return kind
+
+
+def check_plays_header(header: list[str]) -> None:
+    if not plays.fits(header):
+        raise APIError(
+            422, "bad_columns", f"A plays file has exactly the columns {','.join(plays.COLUMNS)}; got {','.join(header)}.",
+            expected=EXPECTED["plays"],
+        )
 
 
 def check_movie_header(header: list[str]) -> None:
@@ -22,7 +47,7 @@ def check_movie_header(header: list[str]) -> None:
     if missing:
         raise APIError(
             422, "missing_columns", f"The header lacks the required column(s): {', '.join(missing)}.",
-            missing=missing, expected=list(movies.COLUMNS),
+            missing=missing, expected=EXPECTED["movies"],
         )
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
@@ -33,22 +58,29 @@ def check_movie_header(header: list[str]) -> None:
         raise APIError(422, "bad_columns", f"The header has column names the service cannot store: {unusable}.")
 
 
-@bp.post("/upload")
-def upload():
+def accept() -> tuple[Upload, str]:
+    """Receive the request's file and queue it; returns the upload and its job kind."""
     svc = services()
     received = receive(request, svc.config.UPLOAD_FOLDER, svc.config.max_upload_bytes)
     try:
-        check_movie_header(received.header)
-        missing = [name for name in movies.COLUMNS if name not in received.header]
+        kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
+        extra = {"columns_missing": [c for c in movies.COLUMNS if c not in received.header]} if kind == "movies" else {}
         tasks.create(
-            svc.db, task_id=received.task_id, kind="movies", filename=received.filename, path=received.path,
-            size=received.size, columns_missing=missing,
+            svc.db, task_id=received.task_id, kind=kind, filename=received.filename, path=received.path,
+            size=received.size, **extra,
         )
     except BaseException:
         os.remove(received.path)
         raise
-    log.info("task %s: received %s (%d bytes)", received.task_id, received.filename, received.size)
-    svc.producer.send(received.task_id, "movies")
+    log.info("task %s: received %s %s (%d bytes)", received.task_id, kind, received.filename, received.size)
+    svc.producer.send(received.task_id, kind)
+    return received, kind
+
+
+@bp.post("/upload")
+def upload():
+    received, kind = accept()
     return jsonify({
         "message": "File uploaded successfully and queued for processing", "task_id": received.task_id,
+        "kind": kind,
     }), 202

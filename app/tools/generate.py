@@ -1,5 +1,6 @@
 """Generate realistic CSV test files of any size: ``python -m app.tools.generate movies --rows N out.csv``.
 
+Kinds: ``movies`` (the movie catalogue upload format) and ``plays`` (``Song,Date,Number of Plays``).
 Output is streamed in chunks (memory stays flat), deterministic for a given ``--seed``, and salted with
 the messy cases the ingest service must survive: odd dates, bad numbers, embedded newlines, duplicates.
 """
@@ -11,10 +12,15 @@ import csv
 import datetime as dt
 import io
 import logging
+import math
 import random
 import sys
 import time
 from typing import IO, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger("app.tools.generate")
 
@@ -103,14 +109,17 @@ class CsvQuoter:
         return quoted
 
 
-def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str | list], rows: int | None = None,
-              size_mb: float | None = None, newline: str = "\r\n", progress: bool = False,
-              label: str = "generate") -> dict:
+def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str | bytes | memoryview | list],
+              rows: int | None = None, size_mb: float | None = None, newline: str = "\r\n",
+              progress: bool = False, label: str = "generate", chunk_rows: int = CHUNK_ROWS,
+              bom: bool = False) -> dict:
     """Write `header` then chunks from `make_chunk(n)` until `rows` rows or `size_mb` MiB are written.
 
-    `make_chunk(n)` returns n rows either as lists of values (written with csv.writer) or as ready CSV
-    text (n lines, each ending in `newline`). Text is encoded here so the byte count is exact, which
-    `--size-mb` needs. `path` "-" means stdout.
+    `make_chunk(n)` returns n rows either as lists of values (written with csv.writer), as ready CSV
+    text (n lines, each ending in `newline`) or as that text already UTF-8 encoded (bytes or a
+    memoryview, e.g. of an Arrow buffer). Text is encoded here so the byte count is exact, which
+    `--size-mb` needs. `n` is at most `chunk_rows`. `bom` puts a UTF-8 byte order mark before the
+    header. `path` "-" means stdout.
     """
     if (rows is None) == (size_mb is None):
         raise ValueError("give exactly one of rows or size_mb")
@@ -127,29 +136,32 @@ def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str 
     out = sys.stdout.buffer if path == "-" else open(path, "wb")
     written = 0
     try:
-        data = buf.getvalue().encode("utf-8")
+        data = (("\ufeff" if bom else "") + buf.getvalue()).encode("utf-8")
         out.write(data)
         nbytes = len(data)
         while True:
             if rows is not None:
-                n = min(CHUNK_ROWS, rows - written)
+                n = min(chunk_rows, rows - written)
             else:
                 remaining = target_bytes - nbytes
                 # Size the last chunks from the average row so we stop just past the target.
                 avg = (nbytes / written) if written else 400.0
-                n = min(CHUNK_ROWS, int(remaining / avg) + 1) if remaining > 0 else 0
+                n = min(chunk_rows, int(remaining / avg) + 1) if remaining > 0 else 0
             if n <= 0:
                 break
             chunk = make_chunk(n)
-            if not isinstance(chunk, str):
-                buf.seek(0)
-                buf.truncate()
-                writer.writerows(chunk)
-                chunk = buf.getvalue()
-            data = chunk.encode("utf-8")
+            if isinstance(chunk, (bytes, bytearray, memoryview)):
+                data = memoryview(chunk)
+            else:
+                if not isinstance(chunk, str):
+                    buf.seek(0)
+                    buf.truncate()
+                    writer.writerows(chunk)
+                    chunk = buf.getvalue()
+                data = memoryview(chunk.encode("utf-8"))
             out.write(data)
             written += n
-            nbytes += len(data)
+            nbytes += data.nbytes
             bar.update(written if rows is not None else nbytes, written, nbytes)
         bar.update(written if rows is not None else nbytes, written, nbytes, force=True)
     finally:
@@ -468,48 +480,219 @@ def generate_movies(path: str, rows: int | None = None, size_mb: float | None = 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Plays: Song,Date,Number of Plays. Tens of millions of short rows, so rows are built a block at a time
+# with Arrow compute (take from prebuilt cell arrays, one element-wise join), not in a Python loop.
+# ---------------------------------------------------------------------------------------------------------
+
+PLAYS_HEADER = ["Song", "Date", "Number of Plays"]
+SONG_FORMS = ("{a} {n}", "The {a} {n}", "{n} of {m}", "{x}'s {n}", "{n} in the {m}", "{a} {n} Blues",
+              "Take Me to the {n}", "Don't Stop the {n}", "Love Me Like a {n}", "{a} {n} ({v})",
+              "Dancing in the {n}", "{a} Little {n}", "Goodbye {a} {n}", "{x} and the {n}",
+              "{a} {n} (feat. {x})", "Waiting for the {n}", "Somewhere in the {n}", "I Still Remember {x}",
+              "All the {a} {n}s", "{n} on the {a} {m}")
+QUOTED_SONG_FORMS = ("{n}, {m}, {n}", "Hello, {x}", 'Say "{n}"', 'The "{a}" {n}', "{a}, {a} {n}",
+                     'Oh {x}, "{n}"')  # commas and quotes: these need CSV quoting
+NON_ASCII_SONGS = ("Café Tacvba", "Mañana", "Пусть", "Bésame Mucho", "Déjà Vu", "Für Elise", "Señorita",
+                   "Mädchen", "Água de Beber", "Ça plane pour moi", "Группа крови", "Кукушка", "La Bohème",
+                   "Niño Perdido", "Sakura 桜", "Jóga", "Pусская зима")
+NON_ASCII_SONG_FORMS = ("{u}", "{u} ({v})", "{u} {n}")
+SONG_VERSIONS = ("Live", "Remix", "Acoustic", "Demo", "Radio Edit", "Remastered", "Reprise")
+SONG_LENGTHS = range(13, 26)  # with the few short bare NON_ASCII_SONGS: rows average ~34 bytes
+BAD_PLAY_DATES = ("2020-02-30", "2020/01/05", "yesterday", "20201301", "")
+BAD_PLAY_COUNTS = ("-3", "1.5", "many", "")
+BAD_PLAY_KINDS = ("empty_song", "bad_date", "bad_plays", "field_count")
+BIG_PLAYS_RATE = 0.001  # share of rows with a count far above the usual 0..1000, up to 10**12
+PLAYS_BLOCK = 65536  # rows built per Arrow pass
+
+
+def _build_songs(rng: random.Random, n: int) -> list[str]:
+    """n distinct song titles, mostly 13 to 25 characters; ~2.5% need CSV quoting, ~7% are non-ASCII."""
+    c = rng.choice
+    names: dict[str, None] = {}
+    misses = 0
+    while len(names) < n and misses < 1000:  # stop once the forms run dry; numbered copies fill the rest
+        u = rng.random()
+        forms = QUOTED_SONG_FORMS if u < 0.02 else NON_ASCII_SONG_FORMS if u < 0.04 else SONG_FORMS
+        form = c(forms)
+        name = form.format(a=c(ADJECTIVES), n=c(NOUNS), m=c(NOUNS), x=c(NAMES), v=c(SONG_VERSIONS),
+                           u=c(NON_ASCII_SONGS))
+        if (len(name) in SONG_LENGTHS or form == "{u}") and name not in names:
+            names[name] = None
+            misses = 0
+        else:
+            misses += 1
+    songs = list(names)
+    base = len(songs)
+    songs += [f"{songs[i % base]} {i // base + 1}" for i in range(base, n)]
+    return songs
+
+
+class PlayRows:
+    """Deterministic stream of play rows; `chunk(n)` returns the next n rows as UTF-8 CSV bytes.
+
+    Rows are built PLAYS_BLOCK at a time and handed out in slices, so the stream depends only on the
+    options, not on chunk sizes: a shorter file is a prefix of a longer one. Bad rows are spread evenly,
+    one at a random place in each stretch of 1/bad_rate rows, and cycle through BAD_PLAY_KINDS.
+    """
+
+    def __init__(self, seed: int = 0, *, songs: int = 10_000, start: str | dt.date = "2020-01-01",
+                 days: int = 365, bad_rate: float = 0.0001, newline: str = "\n"):
+        if songs < 1 or days < 1:
+            raise ValueError("songs and days must be >= 1")
+        if not 0 <= bad_rate <= 1:
+            raise ValueError("bad_rate must be between 0 and 1")
+        first = start if isinstance(start, dt.date) else dt.date.fromisoformat(start)
+        if days > dt.date.max.toordinal() - first.toordinal() + 1:
+            raise ValueError(f"{days} days from {first} go past {dt.date.max}")
+        days_ = [first + dt.timedelta(days=i) for i in range(days)]
+        rng = random.Random(seed)
+        q = self.quote = CsvQuoter(newline)
+        self.songs = [q(s) for s in _build_songs(rng, songs)]
+        # Half the rows write the day as YYYY-MM-DD, half as YYYYMMDD: pool index = day + days * style.
+        self.dates = [d.isoformat() for d in days_] + [d.isoformat().replace("-", "") for d in days_]
+        self.song_cells = pa.array([s + "," for s in self.songs], pa.string())
+        self.date_cells = pa.array([d + "," for d in self.dates], pa.string())
+        self.newline, self.end = newline, pa.scalar(newline, pa.string())
+        self.nprng = np.random.default_rng(rng.getrandbits(128))
+        self.rng = rng
+        self.bad_rate = bad_rate
+        self.bad_count = 0  # bad rows handed out so far
+        self._bad_k = 0  # the next bad row is the k-th one; it is row self._bad_at
+        self._bad_at = self._bad_position(0) if bad_rate else math.inf
+        self._first = 0  # stream index of the current block's first row
+        self._data = memoryview(b"")  # the current block's lines, back to back
+        self._offsets = np.zeros(1, np.int64)  # where each line starts in _data, plus the end
+        self._bad = np.zeros(0, np.int64)  # block positions of its bad rows, ascending
+        self._pos = 0  # the next block row to hand out
+
+    def _bad_position(self, k: int) -> int:
+        lo, hi = math.ceil(k / self.bad_rate), math.ceil((k + 1) / self.bad_rate)
+        return lo + int(self.rng.random() * (hi - lo))
+
+    def _bad_line(self, k: int, song: str, date: str, plays: str) -> str:
+        kind, turn = BAD_PLAY_KINDS[k % len(BAD_PLAY_KINDS)], k // len(BAD_PLAY_KINDS)
+        if kind == "empty_song":
+            fields = ("", date, plays)
+        elif kind == "bad_date":
+            fields = (song, self.quote(BAD_PLAY_DATES[turn % len(BAD_PLAY_DATES)]), plays)
+        elif kind == "bad_plays":
+            fields = (song, date, self.quote(BAD_PLAY_COUNTS[turn % len(BAD_PLAY_COUNTS)]))
+        else:  # a song alone, no count, or a count split by a thousands separator
+            fields = ((song,), (song, date), (song, date, plays, "500"))[turn % 3]
+        return ",".join(fields) + self.newline
+
+    def _next_block(self) -> None:
+        rng, n = self.nprng, PLAYS_BLOCK
+        self._first += len(self._offsets) - 1
+        song = rng.integers(0, len(self.songs), n)
+        date = rng.integers(0, len(self.dates), n)
+        plays = rng.integers(0, 1001, n)
+        big = np.flatnonzero(rng.random(n) < BIG_PLAYS_RATE)
+        plays[big] = np.minimum(10.0 ** rng.uniform(3, 12.05, len(big)), 10 ** 12)
+        lines = pc.binary_join_element_wise(pc.take(self.song_cells, song), pc.take(self.date_cells, date),
+                                            pa.array(plays).cast(pa.string()), self.end, "")
+        where, bad = [], []
+        while self._bad_at < self._first + n:
+            i = self._bad_at - self._first
+            where.append(i)
+            bad.append(self._bad_line(self._bad_k, self.songs[song[i]], self.dates[date[i]], str(plays[i])))
+            self._bad_k += 1
+            self._bad_at = self._bad_position(self._bad_k)
+        if bad:
+            mask = np.zeros(n, bool)
+            mask[where] = True
+            lines = pc.replace_with_mask(lines, pa.array(mask), pa.array(bad, pa.string()))
+        self._bad = np.array(where, np.int64)
+        self._offsets = np.frombuffer(lines.buffers()[1], np.int32, n + 1, 4 * lines.offset).astype(np.int64)
+        self._data = memoryview(lines.buffers()[2])
+        self._pos = 0
+
+    def chunk(self, n: int) -> bytes | memoryview:
+        parts = []
+        while n > 0:
+            if self._pos == len(self._offsets) - 1:
+                self._next_block()
+            start, end = self._pos, min(self._pos + n, len(self._offsets) - 1)
+            parts.append(self._data[self._offsets[start]:self._offsets[end]])
+            self.bad_count += int(np.searchsorted(self._bad, end) - np.searchsorted(self._bad, start))
+            n -= end - start
+            self._pos = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def generate_plays(path: str, rows: int | None = None, size_mb: float | None = None, seed: int = 0, *,
+                   songs: int = 10_000, start: str | dt.date = "2020-01-01", days: int = 365,
+                   bad_rate: float = 0.0001, bom: bool = False, newline: str = "\n",
+                   progress: bool = False) -> dict:
+    """Write a plays CSV with exactly `rows` data rows, or at least `size_mb` MiB.
+
+    Each row is a song from a pool of `songs` titles, a day in [start, start + days) as YYYY-MM-DD or
+    YYYYMMDD, and a play count; about `bad_rate` of the rows are malformed. The defaults give ~30 million
+    rows per GB over ~3.6 million (song, day) pairs. Returns {"rows", "bytes", "bad_rows"}.
+    """
+    source = PlayRows(seed, songs=songs, start=start, days=days, bad_rate=bad_rate, newline=newline)
+    result = write_csv(path, PLAYS_HEADER, source.chunk, rows=rows, size_mb=size_mb, newline=newline,
+                       progress=progress, label="plays", chunk_rows=PLAYS_BLOCK, bom=bom)
+    return {**result, "bad_rows": source.bad_count}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+def _checked(cast: Callable[[str], object], ok: Callable[[object], bool], message: str) -> Callable[[str], object]:
+    """An argparse type: `cast` the text, then reject values for which `ok` is false with `message`."""
+    def parse(text: str):
+        value = cast(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(message)
+        return value
+    parse.__name__ = cast.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+_non_negative_int = _checked(int, lambda v: v >= 0, "must be >= 0")
+_positive_int = _checked(int, lambda v: v > 0, "must be > 0")
+_positive_float = _checked(float, lambda v: v > 0, "must be > 0")  # also rejects nan
+_rate = _checked(float, lambda v: 0 <= v <= 1, "must be between 0 and 1")
 
 
-def add_output_args(parser: argparse.ArgumentParser) -> None:
+def _iso_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
+def add_output_args(parser: argparse.ArgumentParser, newline: str = "crlf") -> None:
     """Arguments every generator subcommand shares: output path, size, seed, newline, progress."""
     parser.add_argument("output", help='CSV file to write ("-" for stdout)')
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--rows", type=_non_negative_int, help="write exactly this many data rows")
     size.add_argument("--size-mb", type=_positive_float, help="write rows until the file is at least this many MiB")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
-    parser.add_argument("--newline", choices=sorted(NEWLINES), default="crlf",
-                        help="line terminator (default crlf, like the real data)")
+    parser.add_argument("--newline", choices=sorted(NEWLINES), default=newline,
+                        help=f"line terminator (default {newline})")
     parser.add_argument("--progress", action="store_true", help="show a progress line even if stderr is not a tty")
 
 
-def run_generator(name: str, func: Callable[..., dict], args: argparse.Namespace) -> int:
-    """Run one generator with the shared arguments and log the one-line summary."""
+def run_generator(name: str, func: Callable[..., dict], args: argparse.Namespace, **options) -> int:
+    """Run one generator with the shared arguments plus its own `options`; log the one-line summary."""
     start = time.monotonic()
     try:
         result = func(args.output, rows=args.rows, size_mb=args.size_mb, seed=args.seed,
-                      newline=NEWLINES[args.newline], progress=show_progress(args.progress))
+                      newline=NEWLINES[args.newline], progress=show_progress(args.progress), **options)
     except OSError as exc:
         log.error("%s: cannot write %s: %s", name, args.output, exc)
         return 1
+    except ValueError as exc:  # options argparse cannot check alone, e.g. --start plus --days past 9999
+        log.error("%s: %s", name, exc)
+        return 2
     elapsed = time.monotonic() - start
     mib = result["bytes"] / MIB
-    log.info("wrote %d rows, %.1f MiB to %s in %.1fs (%.1f MiB/s)", result["rows"], mib, args.output, elapsed,
-             mib / max(elapsed, 1e-9))
+    bad = f" ({result['bad_rows']} bad)" if "bad_rows" in result else ""
+    log.info("wrote %d rows%s, %.1f MiB to %s in %.1fs (%.1f MiB/s)", result["rows"], bad, mib, args.output,
+             elapsed, mib / max(elapsed, 1e-9))
     return 0
 
 
@@ -520,6 +703,16 @@ def build_parser() -> argparse.ArgumentParser:
     movies = sub.add_parser("movies", help="movie catalogue CSV (the upload format of /api/v1/upload)")
     add_output_args(movies)
     movies.set_defaults(run=lambda args: run_generator("movies", generate_movies, args))
+    plays = sub.add_parser("plays", help="song plays CSV: Song,Date,Number of Plays")
+    add_output_args(plays, newline="lf")
+    plays.add_argument("--songs", type=_positive_int, default=10_000, help="distinct songs (default 10000)")
+    plays.add_argument("--days", type=_positive_int, default=365, help="distinct days (default 365)")
+    plays.add_argument("--start", type=_iso_date, default="2020-01-01", help="first day (default 2020-01-01)")
+    plays.add_argument("--bad-rate", type=_rate, default=0.0001, help="share of malformed rows (default 0.0001)")
+    plays.add_argument("--bom", action="store_true", help="start the file with a UTF-8 byte order mark")
+    plays.set_defaults(run=lambda args: run_generator(
+        "plays", generate_plays, args, songs=args.songs, days=args.days, start=args.start,
+        bad_rate=args.bad_rate, bom=args.bom))
     return parser
 
 

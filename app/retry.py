@@ -1,0 +1,36 @@
+"""Retry with exponential backoff on the errors a flaky MongoDB gives (lost connection, failover, timeout)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from pymongo.errors import ConnectionFailure
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    attempts: int = 1  # 1: no retry
+    first_delay: float = 0.5  # seconds; doubled after every failure
+    max_delay: float = 30.0
+
+    def call(self, fn: Callable[..., T], *args, what: str = "MongoDB operation", **kwargs) -> T:
+        """fn(*args, **kwargs), retried on ConnectionFailure; the last failure is raised. Only for idempotent fn."""
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except ConnectionFailure as e:
+                if attempt == self.attempts:
+                    raise
+                log.warning("%s failed (attempt %d of %d), retrying in %.1fs: %s", what, attempt, self.attempts, delay, e)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
+        raise AssertionError("unreachable")
+
+
+ONCE = Backoff()
