@@ -39,6 +39,8 @@ class LostTask(Exception):
 class Cancelled(Exception):
     """Someone cancelled the task while this worker was running it."""
 
+    fields: dict = {}  # the progress the worker had made: recorded with the cancellation
+
 
 def now() -> datetime:
     """UTC, millisecond precision: what BSON stores, so values read back compare equal."""

@@ -113,8 +113,8 @@ class Worker:
         except Stopping:
             tasks.release(self.db, task_id, self.id)
             log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
-        except tasks.Cancelled:
-            tasks.finish(self.db, task_id, self.id, tasks.CANCELLED)
+        except tasks.Cancelled as e:
+            tasks.finish(self.db, task_id, self.id, tasks.CANCELLED, **e.fields)  # rows written stay, and say so
             log.info("task %s: cancelled; rows written so far stay", task_id)
             _remove(task["path"])
         except tasks.LostTask:
@@ -140,10 +140,13 @@ class Worker:
         retry = Backoff(self.config.MONGO_RETRIES + 1, self.config.MONGO_RETRY_DELAY_MS / 1000)
 
         def on_progress(fields: dict, checkpoint: dict | None = None) -> None:
-            if checkpoint is not None:
-                fields = {**fields, "checkpoint": checkpoint}
-            retry.call(tasks.update, self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, what="progress update",
-                       **fields)
+            saved = fields if checkpoint is None else {**fields, "checkpoint": checkpoint}
+            try:
+                retry.call(tasks.update, self.db, task["task_id"], self.id, self.config.LEASE_SECONDS,
+                           what="progress update", **saved)
+            except tasks.Cancelled as e:
+                e.fields = fields
+                raise
             self.heartbeat()
             if time.monotonic() - last_log[0] >= PROGRESS_LOG_SECONDS:
                 last_log[0] = time.monotonic()

@@ -195,7 +195,7 @@ def test_movies_kind_requested_without_title_names_the_missing_column(client, db
 
 
 def test_title_column_name_is_case_sensitive(client, db, producer, upload_dir):
-    error = assert_error(post_file(client, b"Title\nToy Story\n"), 422, "unrecognised_header")
+    assert_error(post_file(client, b"Title\nToy Story\n"), 422, "unrecognised_header")
     assert_nothing_left(upload_dir, db, producer)
 
 

@@ -1,6 +1,7 @@
-"""Where a task stands, and its result: GET /api/v1/process/<task_id>[/result], GET /api/v1/processes."""
+"""Where a task stands, its result, cancelling it: /api/v1/process/<task_id>[/result], /api/v1/processes."""
 from __future__ import annotations
 
+import logging
 import os
 
 from flask import Blueprint, jsonify, request, send_file
@@ -9,6 +10,7 @@ from app import params, tasks
 from app.errors import APIError
 from app.services import services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
 
 
@@ -42,6 +44,26 @@ def result_file(task: dict):
 @bp.get("/process/<task_id>")
 def get_task(task_id: str):
     return jsonify(tasks.public(find(task_id)))
+
+
+@bp.delete("/process/<task_id>")
+def cancel_task(task_id: str):
+    """Cancel a pending task at once (200), or a processing one at its next batch (202)."""
+    db = services().db
+    task = tasks.request_cancel(db, task_id)
+    if task is None:
+        status = find(task_id)["status"]
+        raise APIError(409, "not_cancellable", f"Task {task_id} is already {status}; only pending or processing "
+                       "tasks can be cancelled.", task_status=status)
+    if task["status"] == tasks.CANCELLED:
+        try:
+            os.remove(task["path"])
+        except OSError:
+            pass
+        log.info("task %s: cancelled before it started", task_id)
+        return jsonify(tasks.public(task)), 200
+    log.info("task %s: cancel requested; its worker stops at the next batch", task_id)
+    return jsonify(tasks.public(task)), 202
 
 
 @bp.get("/process/<task_id>/result")

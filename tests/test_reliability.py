@@ -1,0 +1,263 @@
+"""Faults injected in-process: crashes at and inside batches, flaky writes, cancels, Redis away, old results.
+
+Each test breaks one thing and checks what a user would see afterwards: the task's status and counters,
+and the exact documents in `movies` (none missing, none twice).
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from datetime import timedelta
+
+import pytest
+import redis
+from pymongo.errors import AutoReconnect
+
+from app import create_app, tasks
+from app.tools.generate import generate_movies
+from app.worker import Worker
+from tests.reference import load
+from tests.test_api_plays import EXAMPLE
+from tests.test_ingest import queue_file, stored
+
+ROWS = 4_000
+
+
+class Crash(BaseException):
+    """The process dies here: nothing in the worker catches it, nothing is recorded."""
+
+
+class FlakyMovies:
+    """`movies` that writes `budget` documents, then dies (mid-batch if the budget ends inside one)."""
+
+    def __init__(self, collection, budget: int | None = None, failures: int = 0, error=Crash):
+        self.collection, self.budget, self.failures, self.error = collection, budget, failures, error
+        self.written = 0
+
+    def bulk_write(self, requests, ordered=True):
+        if self.failures:
+            self.failures -= 1
+            raise AutoReconnect("connection reset by peer")
+        if self.budget is not None and self.written + len(requests) > self.budget:
+            room = self.budget - self.written
+            if room > 0:
+                self.collection.bulk_write(requests[:room], ordered=ordered)
+                self.written += room
+            raise self.error("killed")
+        self.written += len(requests)
+        return self.collection.bulk_write(requests, ordered=ordered)
+
+
+class WithMovies:
+    """A database whose `movies` collection is replaced; everything else is the real one."""
+
+    def __init__(self, db, movies):
+        self._db, self.movies = db, movies
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+@pytest.fixture(scope="module")
+def movie_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "movies.csv"
+    generate_movies(str(path), rows=ROWS, seed=11)
+    return path, load(path)
+
+
+def expire_lease(db, task_id):
+    db.processes.update_one({"task_id": task_id}, {"$set": {"lease_expires_at": tasks.now() - timedelta(seconds=1)}})
+
+
+@pytest.mark.parametrize("budget", [0, 500, 999, 1000, 1001, 2500, 3000, 3900])
+def test_a_crash_anywhere_is_resumed_from_the_last_batch_with_exact_results(db, config, upload_dir, movie_file, budget):
+    path, expected = movie_file
+    config = config.with_overrides(BATCH_SIZE=500)
+    task_id = queue_file(db, path, upload_dir)
+    flaky = FlakyMovies(db.movies, budget=budget)
+
+    with pytest.raises(Crash):
+        Worker(config, db=WithMovies(db, flaky), name="doomed").work()
+
+    crashed = tasks.get(db, task_id)
+    assert crashed["status"] == "processing" and crashed["worker"] == "doomed"
+    checkpoint = crashed.get("checkpoint", {})
+    committed = checkpoint.get("rows_inserted", 0) + checkpoint.get("rows_updated", 0)
+    assert committed <= budget < committed + 500  # the checkpoint is the last whole batch written
+
+    expire_lease(db, task_id)
+    survivor = FlakyMovies(db.movies)
+    assert Worker(config, db=WithMovies(db, survivor), name="survivor").work() is True
+
+    task = tasks.get(db, task_id)
+    assert task["status"] == "completed" and task["attempts"] == 2 and task["worker"] == "survivor"
+    assert stored(db) == expected["documents"]  # none missing, none twice, every field right
+    assert task["rows_read"] == expected["rows_read"] and task["rows_rejected"] == len(expected["rejects"])
+    assert [r["line"] for r in task["rejects"]] == [r["line"] for r in expected["rejects"]][:100]
+    # resumed, not restarted: the survivor wrote exactly the rows after the last checkpoint
+    assert survivor.written == expected["rows_read"] - len(expected["rejects"]) - committed
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_a_crash_before_any_checkpoint_restarts_from_the_top(db, config, upload_dir, movie_file):
+    path, expected = movie_file
+    task_id = queue_file(db, path, upload_dir)
+    with pytest.raises(Crash):
+        Worker(config, db=WithMovies(db, FlakyMovies(db.movies, budget=0)), name="doomed").work()
+    assert "checkpoint" not in tasks.get(db, task_id)
+    expire_lease(db, task_id)
+    Worker(config, db=db, name="survivor").work()
+    assert stored(db) == expected["documents"]
+
+
+def test_transient_write_errors_are_retried_with_backoff(db, config, upload_dir, movie_file, caplog):
+    path, expected = movie_file
+    config = config.with_overrides(MONGO_RETRIES=3, MONGO_RETRY_DELAY_MS=1)
+    task_id = queue_file(db, path, upload_dir)
+    flaky = FlakyMovies(db.movies, failures=3)
+    Worker(config, db=WithMovies(db, flaky), name="w").work()
+    task = tasks.get(db, task_id)
+    assert task["status"] == "completed" and task["attempts"] == 1
+    assert stored(db) == expected["documents"]
+    assert sum("bulk write failed (attempt" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_a_write_that_keeps_failing_never_completes_the_task(db, config, upload_dir, movie_file):
+    path, expected = movie_file
+    config = config.with_overrides(MONGO_RETRIES=2, MONGO_RETRY_DELAY_MS=1)
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config, db=WithMovies(db, FlakyMovies(db.movies, failures=10**6)), name="w").work()
+    task = tasks.get(db, task_id)
+    assert task["status"] == "processing"  # left for its lease to run out; then another attempt
+    assert (upload_dir / path.name).exists() or any(upload_dir.iterdir())  # the upload is kept for it
+    expire_lease(db, task_id)
+    Worker(config, db=db, name="later").work()
+    assert tasks.get(db, task_id)["status"] == "completed" and stored(db) == expected["documents"]
+
+
+def test_out_of_attempts_the_task_fails_with_the_reason_and_its_file_goes(db, config, upload_dir, movie_file):
+    path, _ = movie_file
+    config = config.with_overrides(MAX_ATTEMPTS=2)
+    task_id = queue_file(db, path, upload_dir)
+    upload = tasks.get(db, task_id)["path"]
+    for budget in (500, 1500):
+        with pytest.raises(Crash):
+            Worker(config, db=WithMovies(db, FlakyMovies(db.movies, budget=budget)), name="doomed").work()
+        expire_lease(db, task_id)
+    Worker(config, db=db, name="sweeper").sweep()
+    task = tasks.get(db, task_id)
+    assert task["status"] == "failed" and "gave up after 2 attempts" in task["error"]
+    assert not os.path.exists(upload)
+
+
+# -- cancel ---------------------------------------------------------------------------------------------
+
+def test_cancel_a_pending_task(client, db, upload_dir):
+    task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
+    response = client.delete(f"/api/v1/process/{task_id}")
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    assert list(upload_dir.iterdir()) == []
+    again = client.delete(f"/api/v1/process/{task_id}")
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "not_cancellable"
+    assert client.delete("/api/v1/process/nope").status_code == 404
+
+
+def test_cancel_a_processing_task_stops_it_at_the_next_batch(client, db, config, upload_dir, movie_file):
+    path, expected = movie_file
+    config = config.with_overrides(BATCH_SIZE=500)
+    task_id = queue_file(db, path, upload_dir)
+    answers = []
+
+    class CancelAfterTwoBatches(FlakyMovies):
+        def bulk_write(self, requests, ordered=True):
+            result = super().bulk_write(requests, ordered)
+            if self.written >= 2 * 450 and not answers:
+                answers.append(client.delete(f"/api/v1/process/{task_id}"))
+            return result
+
+    Worker(config, db=WithMovies(db, CancelAfterTwoBatches(db.movies)), name="w").work()
+    assert answers[0].status_code == 202 and answers[0].get_json()["cancel_requested"] is True
+    task = client.get(f"/api/v1/process/{task_id}").get_json()
+    assert task["status"] == "cancelled"
+    assert task["rows_read"] == 1000 and db.movies.count_documents({}) == task["rows_inserted"] > 0  # rows stay
+    assert list(upload_dir.iterdir()) == []
+    assert client.delete(f"/api/v1/process/{task_id}").status_code == 409
+
+
+def test_a_cancelled_task_whose_worker_died_is_settled_not_retaken(db, config, upload_dir, movie_file):
+    path, _ = movie_file
+    task_id = queue_file(db, path, upload_dir)
+    tasks.claim(db, "dead", 60, 3, task_id)
+    tasks.request_cancel(db, task_id)
+    expire_lease(db, task_id)
+    worker = Worker(config, db=db, name="w")
+    worker.sweep()
+    assert tasks.get(db, task_id)["status"] == "cancelled" and db.movies.count_documents({}) == 0
+
+
+def test_completed_task_cannot_be_cancelled(client, db, worker):
+    task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
+    worker.work(task_id)
+    response = client.delete(f"/api/v1/process/{task_id}")
+    assert response.status_code == 409 and response.get_json()["error"]["task_status"] == "completed"
+
+
+# -- disk hygiene ---------------------------------------------------------------------------------------
+
+def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
+    task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
+    worker.work(task_id)
+    result = tasks.get(db, task_id)["result_path"]
+    worker.sweep()
+    assert os.path.exists(result)  # young: kept
+    db.processes.update_one({"task_id": task_id}, {"$set": {"finished_at": tasks.now() - timedelta(hours=25)}})
+    worker.sweep()
+    assert not os.path.exists(result)
+    answer = client.get(f"/api/v1/process/{task_id}/result")
+    assert answer.status_code == 410 and answer.get_json()["error"]["code"] == "result_gone"
+
+
+# -- Redis away -----------------------------------------------------------------------------------------
+
+def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, producer, worker, caplog):
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
+    client = create_app(config, db=db, redis_client=dead, producer=producer).test_client()
+    upload = client.post("/api/v1/upload", data={"file": (io.BytesIO(b"title,release_date\nHeat,1995-12-15\n"), "m.csv")})
+    assert upload.status_code == 202
+    worker.work(upload.get_json()["task_id"])
+    assert client.get(f"/api/v1/process/{upload.get_json()['task_id']}").get_json()["status"] == "completed"
+    movies = client.get("/api/v1/movies?year=1995")
+    assert movies.status_code == 200 and [m["title"] for m in movies.get_json()["movies"]] == ["Heat"]
+    assert "Redis unavailable" in caplog.text
+
+
+# -- two uploads of one file at once --------------------------------------------------------------------
+
+def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(app, db, config, movie_file):
+    path, expected = movie_file
+    data = path.read_bytes()
+    answers = []
+
+    def upload():
+        answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
+
+    clients = [threading.Thread(target=upload) for _ in range(2)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    assert [a.status_code for a in answers] == [202, 202]
+
+    config = config.with_overrides(BATCH_SIZE=300)
+    workers = [threading.Thread(target=Worker(config, db=db, name=f"w{i}").work) for i in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    done = [tasks.get(db, a.get_json()["task_id"]) for a in answers]
+    assert [t["status"] for t in done] == ["completed", "completed"]
+    assert stored(db) == expected["documents"]
+    writes = expected["rows_read"] - len(expected["rejects"])
+    assert [t["rows_inserted"] + t["rows_updated"] for t in done] == [writes, writes]
+
