@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import itertools
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -68,6 +69,7 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
             return
         raise
     next_record, next_line = 2, 2  # record 1 / line 1 is the header
+    size, blocks = os.path.getsize(path), 0
     try:
         # When no row of the file is good, PyArrow yields no batch: the skipped rows still need placing.
         for batch in itertools.chain(reader, [None]):
@@ -75,6 +77,7 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
                 if not pending:
                     break
                 batch = pa.RecordBatch.from_pylist([], schema=reader.schema)
+            blocks += 1
             n = batch.num_rows
             mine = []
             while pending and pending[0][0] <= next_record + n + len(mine):
@@ -91,7 +94,9 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
             if invalid and invalid[0].line < start_line:
                 invalid = [r for r in invalid if r.line >= start_line]
             batch, lines = _drop_blank(batch, lines)
-            yield Chunk(batch, lines, invalid, source.tell(), next_line)
+            # PyArrow reads ahead (some 30 MiB), so the file position overstates progress; each batch is
+            # one block, less a partial row carried into the next.
+            yield Chunk(batch, lines, invalid, min(blocks * block_size, size), next_line)
     finally:
         source.close()
 

@@ -203,3 +203,14 @@ def test_crlf_inside_quotes_on_a_block_boundary(tmp_path):
     _, rows, lines, rejects, _ = read_all(path, block_size=block)
     assert rows == [["1", "x" * pad + "\r\ny"], ["2", "z"]]
     assert lines == [2, 4]
+
+
+def test_bytes_read_follows_the_rows_handed_out_not_pyarrows_read_ahead(tmp_path):
+    from app.tools.generate import generate_movies
+
+    path = tmp_path / "m.csv"
+    generate_movies(str(path), rows=20_000, seed=2)
+    size = path.stat().st_size
+    seen = [chunk.bytes_read for chunk in csvstream.stream(str(path), 64 * 1024)]
+    assert seen == [min((i + 1) * 64 * 1024, size) for i in range(len(seen))] and seen[-1] == size
+    assert len(seen) > 50  # PyArrow's own file position would be near the end from the first chunk
