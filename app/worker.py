@@ -111,12 +111,12 @@ class Worker:
                 f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields))
             _remove(task["path"])
         except Stopping:
-            tasks.release(self.db, task_id, self.id)
+            self._record(task, tasks.release, self.db, task_id, self.id)
             log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
-        except tasks.Cancelled as e:
-            tasks.finish(self.db, task_id, self.id, tasks.CANCELLED, **e.fields)  # rows written stay, and say so
-            log.info("task %s: cancelled; rows written so far stay", task_id)
-            _remove(task["path"])
+        except tasks.Cancelled as e:  # rows written stay, and the record says how many
+            if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.CANCELLED, **e.fields):
+                log.info("task %s: cancelled; rows written so far stay", task_id)
+                _remove(task["path"])
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
         except ConnectionFailure as e:
@@ -126,13 +126,19 @@ class Worker:
             message = _explain(e)
             expected = (OSError, UnicodeDecodeError, pa.ArrowException, PyMongoError)
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
-            try:
-                tasks.finish(self.db, task_id, self.id, tasks.FAILED, error=message)
+            if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.FAILED, error=message):
                 _remove(task["path"])
-            except (tasks.LostTask, PyMongoError) as e2:
-                log.error("task %s: could not record the failure: %s", task_id, e2)
         finally:
             self._current = None
+
+    def _record(self, task: dict, change, *args, **kwargs) -> bool:
+        """Apply a final change to the task record; if MongoDB refuses, the lease settles it later."""
+        try:
+            change(*args, **kwargs)
+            return True
+        except (tasks.LostTask, PyMongoError) as e:
+            log.error("task %s: could not record the outcome, its lease will bring it back: %s", task["task_id"], e)
+            return False
 
     def _execute(self, task: dict) -> dict:
         """Run the task's job to the end; returns the fields its record gets on completion."""

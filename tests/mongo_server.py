@@ -47,26 +47,10 @@ _connection = threading.local()  # one handler thread per connection: its id, fo
 
 
 def _new_client():
-    """A mongomock client whose exact `{"_id": value}` look-ups are dictionary look-ups.
+    """The app's own embedded stand-in: mongomock with exact `{"_id": value}` look-ups made O(1)."""
+    from app.mongo import embedded_client
 
-    The same patch as app.mongo.embedded_client() (and the same flag, so it is applied once), kept here
-    so the server does not import the app: upserting movies one `_id` at a time is O(n²) without it.
-    """
-    import mongomock_ng
-    from mongomock_ng.collection import Collection
-
-    if not getattr(Collection, "_id_fast_path", False):
-        scan = Collection._iter_documents
-
-        def _iter_documents(self, filter):
-            if isinstance(filter, dict) and len(filter) == 1 and isinstance(filter.get("_id"), (str, int)):
-                key = filter["_id"]
-                return iter([self._store[key]] if key in self._store else [])
-            return scan(self, filter)
-
-        Collection._iter_documents = _iter_documents
-        Collection._id_fast_path = True
-    return mongomock_ng.MongoClient()
+    return embedded_client()
 
 
 def _sort(spec):

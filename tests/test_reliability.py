@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from pymongo import MongoClient
 from pymongo.errors import AutoReconnect
 
 from app import create_app, tasks
@@ -19,6 +20,7 @@ from app.tools.generate import generate_movies
 from app.worker import Worker
 from tests.reference import load
 from tests.test_api_plays import EXAMPLE
+from tests.mongo_server import MongoServer
 from tests.test_ingest import queue_file, stored
 
 ROWS = 4_000
@@ -234,30 +236,37 @@ def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, prod
 
 # -- two uploads of one file at once --------------------------------------------------------------------
 
-def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(app, db, config, movie_file):
+def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(config, redis_client, producer, movie_file):
+    """Two clients, two workers, one database (mongomock is not thread-safe: the wire server serialises)."""
     path, expected = movie_file
     data = path.read_bytes()
     answers = []
+    with MongoServer() as server:
+        def db():
+            return MongoClient(server.uri)["two_uploads"]
 
-    def upload():
-        answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
+        app = create_app(config, db=db(), redis_client=redis_client, producer=producer)
 
-    clients = [threading.Thread(target=upload) for _ in range(2)]
-    for t in clients:
+        def upload():
+            answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
+
+        run_together([upload, upload])
+        assert [a.status_code for a in answers] == [202, 202]
+
+        config = config.with_overrides(BATCH_SIZE=300)
+        run_together([Worker(config, db=db(), name=f"w{i}").work for i in range(2)])
+        done = [tasks.get(db(), a.get_json()["task_id"]) for a in answers]
+        assert [t["status"] for t in done] == ["completed", "completed"]
+        assert {t["worker"] for t in done} == {"w0", "w1"}
+        assert stored(db()) == expected["documents"]
+        writes = expected["rows_read"] - len(expected["rejects"])
+        assert [t["rows_inserted"] + t["rows_updated"] for t in done] == [writes, writes]
+        assert sum(t["rows_inserted"] for t in done) == len(expected["documents"])  # each movie inserted once
+
+
+def run_together(functions) -> None:
+    threads = [threading.Thread(target=f) for f in functions]
+    for t in threads:
         t.start()
-    for t in clients:
+    for t in threads:
         t.join()
-    assert [a.status_code for a in answers] == [202, 202]
-
-    config = config.with_overrides(BATCH_SIZE=300)
-    workers = [threading.Thread(target=Worker(config, db=db, name=f"w{i}").work) for i in range(2)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    done = [tasks.get(db, a.get_json()["task_id"]) for a in answers]
-    assert [t["status"] for t in done] == ["completed", "completed"]
-    assert stored(db) == expected["documents"]
-    writes = expected["rows_read"] - len(expected["rejects"])
-    assert [t["rows_inserted"] + t["rows_updated"] for t in done] == [writes, writes]
-
