@@ -8,6 +8,8 @@ hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets
 from __future__ import annotations
 
 import logging
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -57,11 +59,30 @@ def _start_embedded_worker(config: Config) -> None:
         threading.Thread(target=Worker(config).run, name=f"ingest-worker-{n}", daemon=True).start()
 
 
+def _start_broker() -> subprocess.Popen | None:
+    """`python -m app.broker` as a child; None if it could not bind its sockets (it logs why)."""
+    read, write = os.pipe()
+    broker = subprocess.Popen([sys.executable, "-m", "app.broker", "--ready-fd", str(write)], pass_fds=(write,))
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 30)
+    answer = os.read(read, 16) if ready else b""  # b"" also when the broker exited before it was ready
+    os.close(read)
+    if answer != b"ready":
+        broker.kill()
+        broker.wait()
+        return None
+    return broker
+
+
 def main() -> int:
     config = logs.start_command()
     broker = None
     if not config.embedded_mongo:
-        broker = subprocess.Popen([sys.executable, "-m", "app.broker"])
+        broker = _start_broker()
+        if broker is None:
+            log.error("the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its "
+                      "error above", config.ZMQ_PORT, config.ZMQ_INTAKE_PORT)
+            return 1
     log.info("serving on http://%s:%d (%s)", config.HOST, config.PORT,
              "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB)
     try:

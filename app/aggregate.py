@@ -1,9 +1,6 @@
 """Aggregate a plays CSV: stream blocks, keep running totals per (song, day), write the sorted result.
 
-Memory grows with the number of distinct (song, day) pairs, not with the file: cleaned rows wait in a
-buffer until it holds as many rows as the totals (at least MERGE_ROWS), then both are folded into new
-totals with Arrow's hash aggregation. The buffer never outgrows the totals by more than MERGE_ROWS, and
-each row is folded in about log2(file rows / MERGE_ROWS) times at most.
+Memory grows with the number of distinct (song, day) pairs, not with the file: see Totals.
 """
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import os
 import time
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,12 +18,15 @@ from app.progress import Progress
 
 log = logging.getLogger(__name__)
 
-MERGE_ROWS = 1_000_000  # rows buffered before the first fold (about 30 MB)
+MERGE_ROWS = 1_000_000  # rows buffered (16 MB as keys and counts) before they are merged into the totals
 WRITE_ROWS = 65_536  # result rows formatted at a time
 PROGRESS_SECONDS = 0.5  # aggregation is fast: report at most this often, and at the end
+DAY_OFFSET = 719_162  # date32 counts days from 1970; 0001-01-01 is -719162: keys keep days non-negative
 _LIMIT = 2**63  # totals must stay below this to be exact int64
 _NEEDS_QUOTES = r'[",\r\n]'
-_QUOTE, _TWO_QUOTES, _EMPTY, _COMMA, _NEWLINE = (pa.scalar(s) for s in ('"', '""', "", ",", "\n"))
+_QUOTE, _EMPTY, _COMMA = (pa.scalar(s) for s in ('"', "", ","))
+TOO_LARGE = "a total number of plays exceeds 9223372036854775807, the largest 64-bit integer"
+KEYED = pa.schema([("key", pa.int64()), ("plays", pa.int64())])
 
 
 class TotalTooLarge(ValueError):
@@ -33,60 +34,109 @@ class TotalTooLarge(ValueError):
 
 
 class Totals:
-    """Running play totals per (song, day)."""
+    """Running play totals per (song, day), in memory that follows the number of distinct pairs.
+
+    Each song gets a number the first time it is seen; a (song, day) pair is then one integer key,
+    song number << 32 | day. Totals are two NumPy arrays sorted by key (16 bytes a pair); cleaned rows
+    wait in a buffer of up to `merge_rows`, which is summed on its own and then merged in by binary search.
+    """
 
     def __init__(self, merge_rows: int = MERGE_ROWS):
         self.merge_rows = merge_rows
-        self.table = plays.SCHEMA.empty_table()
+        self.songs: list[str] = []  # song number → name
+        self.numbers: dict[str, int] = {}  # name → song number
+        self.keys = np.empty(0, dtype=np.int64)  # sorted
+        self.plays = np.empty(0, dtype=np.int64)
         self.buffer: list[pa.Table] = []
         self.buffered = 0
 
-    def add(self, rows: pa.Table) -> None:
-        self.buffer.append(rows)
-        self.buffered += rows.num_rows
-        if self.buffered >= max(self.merge_rows, self.table.num_rows):
+    def add(self, song: pa.Array, day: pa.Array, plays: pa.Array) -> None:
+        encoded = pc.dictionary_encode(song)  # names are looked up once per distinct name in the block
+        numbers = self._numbers(encoded.dictionary.to_pylist())
+        days = pc.cast(day, pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64) + DAY_OFFSET
+        keys = (numbers[encoded.indices.to_numpy(zero_copy_only=False)] << 32) | days
+        self.buffer.append(pa.Table.from_arrays([pa.array(keys), plays], schema=KEYED))
+        self.buffered += len(keys)
+        if self.buffered >= self.merge_rows:
             self.fold()
 
-    def fold(self) -> pa.Table:
-        """Fold the buffer into the totals; returns the totals (one row per pair, in no set order)."""
-        if self.buffer:
-            rows = pa.concat_tables([self.table, *self.buffer])
-            self.buffer, self.buffered = [], 0
-            self.table = _sum(rows)
-        return self.table
+    def _numbers(self, names: list[str]) -> np.ndarray:
+        """The song number of each name, numbering the names not seen before."""
+        numbers = list(map(self.numbers.get, names))
+        if None in numbers:
+            for i, name in enumerate(names):
+                if numbers[i] is None:
+                    numbers[i] = self.numbers.setdefault(name, len(self.songs))
+                    if numbers[i] == len(self.songs):
+                        self.songs.append(name)
+        return np.array(numbers, dtype=np.int64)
+
+    def fold(self) -> int:
+        """Merge the buffer into the totals; returns the number of distinct pairs."""
+        if not self.buffer:
+            return len(self.keys)
+        summed = _sum(pa.concat_tables(self.buffer))
+        self.buffer, self.buffered = [], 0
+        keys = summed.column("key").to_numpy()
+        order = np.argsort(keys)  # sorted needles make the binary searches walk memory in order
+        keys, plays = keys[order], summed.column("plays").to_numpy()[order]
+        at = np.searchsorted(self.keys, keys)
+        found = at < len(self.keys)
+        found[found] = self.keys[at[found]] == keys[found]
+        if found.any():
+            before = self.plays[at[found]]
+            after = before + plays[found]
+            if (after < before).any():  # both are below 2**63, so an overflow wraps below zero
+                raise TotalTooLarge(TOO_LARGE)
+            self.plays[at[found]] = after
+        new = ~found
+        if new.any():
+            self.keys = np.insert(self.keys, at[new], keys[new])
+            self.plays = np.insert(self.plays, at[new], plays[new])
+        return len(self.keys)
+
+    def ordered(self, size: int):
+        """The totals as (song, day, plays) tables of up to `size` rows, sorted by song, then day."""
+        self.fold()
+        rank = np.empty(len(self.songs), dtype=np.int64)
+        rank[sorted(range(len(self.songs)), key=self.songs.__getitem__)] = np.arange(len(self.songs))
+        days = self.keys & 0xFFFFFFFF
+        order = np.argsort((rank[self.keys >> 32] << 32) | days)
+        names = pa.array(self.songs, pa.string())
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            yield pa.table({
+                "song": pc.take(names, pa.array(self.keys[rows] >> 32)),
+                "day": pa.array((days[rows] - DAY_OFFSET).astype(np.int32), pa.date32()),
+                "plays": pa.array(self.plays[rows]),
+            })
 
 
 def _sum(rows: pa.Table) -> pa.Table:
     largest = pc.max(rows.column("plays")).as_py() or 0
     if largest * rows.num_rows >= _LIMIT:  # a sum could overflow, and Arrow's int64 sum wraps silently
         return _sum_wide(rows)
-    summed = rows.group_by(["song", "day"]).aggregate([("plays", "sum")])
-    return pa.Table.from_arrays(
-        [summed.column("song"), summed.column("day"), summed.column("plays_sum")], schema=plays.SCHEMA
-    )
+    summed = rows.group_by("key").aggregate([("plays", "sum")])
+    return pa.Table.from_arrays([summed.column("key"), summed.column("plays_sum")], schema=KEYED)
 
 
 def _sum_wide(rows: pa.Table) -> pa.Table:
     """The slow, exact way: sum as 38-digit decimals, then check every total fits in int64."""
-    wide = rows.set_column(2, "plays", pc.cast(rows.column("plays"), pa.decimal128(38, 0)))
-    summed = wide.group_by(["song", "day"]).aggregate([("plays", "sum")])
+    wide = rows.set_column(1, "plays", pc.cast(rows.column("plays"), pa.decimal128(38, 0)))
+    summed = wide.group_by("key").aggregate([("plays", "sum")])
     if summed.num_rows and pc.max(summed.column("plays_sum")).as_py() >= _LIMIT:
-        raise TotalTooLarge("a total number of plays exceeds 9223372036854775807, the largest 64-bit integer")
-    return pa.Table.from_arrays(
-        [summed.column("song"), summed.column("day"), pc.cast(summed.column("plays_sum"), pa.int64())],
-        schema=plays.SCHEMA,
-    )
+        raise TotalTooLarge(TOO_LARGE)
+    return pa.Table.from_arrays([summed.column("key"), pc.cast(summed.column("plays_sum"), pa.int64())], schema=KEYED)
 
 
-def write_result(totals: pa.Table, path: str) -> int:
+def write_result(totals: Totals, path: str) -> int:
     """Write the totals sorted by song then day as CSV (quoted only where needed); returns the byte count."""
-    ordered = totals.sort_by([("song", "ascending"), ("day", "ascending")])
     partial = path + ".part"
     try:
         with open(partial, "wb") as out:
             out.write((",".join(plays.RESULT_COLUMNS) + "\n").encode())
-            for start in range(0, ordered.num_rows, WRITE_ROWS):
-                out.write(_csv_lines(ordered.slice(start, WRITE_ROWS)))
+            for rows in totals.ordered(WRITE_ROWS):
+                out.write(_csv_lines(rows))
             size = out.tell()
         os.replace(partial, path)
     except BaseException:
@@ -131,16 +181,16 @@ def aggregate_plays(
         if chunk.batch.num_rows:
             cleaned = plays.clean_batch(chunk.batch, chunk.lines)
             rejects = sorted(rejects + cleaned.rejects, key=lambda r: r.line)
-            totals.add(cleaned.table)
+            totals.add(cleaned.song, cleaned.day, cleaned.plays)
         progress.reject(rejects, max_rejects)
         progress.rows_read += chunk.batch.num_rows + len(chunk.invalid)
         progress.bytes_read = chunk.bytes_read
         if time.monotonic() - last_report >= PROGRESS_SECONDS:
             last_report = time.monotonic()
             on_progress(progress.fields())
-    result = totals.fold()
+    groups = totals.fold()
     progress.bytes_read = progress.bytes_total
     fields = progress.fields()
     on_progress(fields)
-    size = write_result(result, result_path)
-    return {**fields, "groups": result.num_rows, "result_size": size}
+    size = write_result(totals, result_path)
+    return {**fields, "groups": groups, "result_size": size}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,10 +19,19 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     broker = Broker(config).start()
+    _tell_parent()
     done.wait()
     broker.stop()
     log.info("broker stopped")
     return 0
+
+
+def _tell_parent() -> None:
+    """`--ready-fd N` (run.py passes it): write to that pipe once both sockets are bound."""
+    if "--ready-fd" in sys.argv:
+        fd = int(sys.argv[sys.argv.index("--ready-fd") + 1])
+        os.write(fd, b"ready")
+        os.close(fd)
 
 
 if __name__ == "__main__":

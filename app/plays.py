@@ -17,7 +17,6 @@ from app.csvstream import Reject
 
 COLUMNS = ("Song", "Date", "Number of Plays")
 RESULT_COLUMNS = ("Song", "Date", "Total Number of Plays for Date")
-SCHEMA = pa.schema([("song", pa.string()), ("day", pa.date32()), ("plays", pa.int64())])
 
 _DASHED = r"^\d{4}-\d{2}-\d{2}$"
 _COMPACT = r"^\d{8}$"
@@ -31,7 +30,9 @@ NINETEEN = pa.scalar(19, pa.int32())
 
 @dataclass
 class CleanPlays:
-    table: pa.Table  # song, day, plays: the valid rows only
+    song: pa.Array  # trimmed song names of the valid rows
+    day: pa.Array  # date32
+    plays: pa.Array  # int64
     rejects: list[Reject] = field(default_factory=list)
 
 
@@ -66,16 +67,21 @@ def parse_count(values: pa.Array) -> pa.Array:
     return pc.cast(keep(pc.and_(digits, in_range), text), pa.int64())
 
 
+def by_value(values: pa.Array, parse) -> pa.Array:
+    """parse(values), computed once per distinct value: a block holds few distinct dates or counts."""
+    encoded = pc.dictionary_encode(values)
+    return pc.take(parse(encoded.dictionary), encoded.indices)
+
+
 def clean_batch(batch: pa.RecordBatch, lines: np.ndarray) -> CleanPlays:
-    """Valid rows as a (song, day, plays) table; the others as rejects with line and reason."""
-    song = pc.utf8_trim_whitespace(batch.column("Song"))
-    day = parse_day(batch.column("Date"))
-    plays = parse_count(batch.column("Number of Plays"))
+    """The valid rows' (song, day, plays); the others as rejects with line and reason."""
+    song = by_value(batch.column("Song"), pc.utf8_trim_whitespace)
+    day = by_value(batch.column("Date"), parse_day)
+    plays = by_value(batch.column("Number of Plays"), parse_count)
     has_song = pc.not_equal(song, EMPTY)
     good = pc.and_(pc.and_(has_song, pc.is_valid(day)), pc.is_valid(plays))
-    table = pa.Table.from_arrays([song, day, plays], schema=SCHEMA)
     if pc.all(good).as_py():
-        return CleanPlays(table)
+        return CleanPlays(song, day, plays)
     good_np = good.to_numpy(zero_copy_only=False)
     rejects = []
     for i in np.flatnonzero(~good_np):
@@ -87,4 +93,4 @@ def clean_batch(batch: pa.RecordBatch, lines: np.ndarray) -> CleanPlays:
             reason = (f"bad play count {batch.column('Number of Plays')[i].as_py()!r}: "
                       "expected a whole number from 0 to 9223372036854775807")
         rejects.append(Reject(int(lines[i]), reason))
-    return CleanPlays(table.filter(good), rejects)
+    return CleanPlays(song.filter(good), day.filter(good), plays.filter(good), rejects)

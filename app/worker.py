@@ -76,6 +76,7 @@ class Worker:
             for task in tasks.settle_abandoned(self.db, self.config.MAX_ATTEMPTS):
                 log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
                 _remove(task.get("path"))
+            self._clean_uploads()
             for task in tasks.expire_results(self.db, self.config.RESULT_TTL_HOURS):
                 log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
                 _remove(task.get("result_path"))
@@ -83,6 +84,20 @@ class Worker:
                 pass
         except PyMongoError as e:
             log.error("worker %s: MongoDB unavailable during sweep: %s", self.id, e)
+
+    def _clean_uploads(self) -> None:
+        """Remove uploads whose task is finished: a worker killed between recording the end and removing
+        the file leaves one behind. Files of tasks still live are never touched."""
+        folder = self.config.UPLOAD_FOLDER
+        try:
+            stored = {name[:-4]: name for name in os.listdir(folder) if name.endswith(".csv")}
+        except OSError:
+            return
+        if stored:
+            finished = self.db.processes.find({"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}},
+                                              {"task_id": 1})
+            for task in finished:
+                _remove(os.path.join(folder, stored[task["task_id"]]))
 
     def work(self, task_id: str | None = None) -> bool:
         """Claim one task (the named one, else the oldest claimable) and run it; False if none."""

@@ -78,3 +78,8 @@ def worker(config, db):
 @pytest.fixture
 def upload_dir(config) -> Path:
     return Path(config.UPLOAD_FOLDER)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "soak: a bounded (< 60 s) soak test with real processes; part of the default run, as CI runs it")

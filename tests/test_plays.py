@@ -141,17 +141,17 @@ def test_a_header_only_file_gives_a_header_only_result(tmp_path, text):
 
 
 def test_running_totals_fold_as_they_grow_and_match_one_pass():
-    table = pa.table({"song": ["a", "b", "a", "c"] * 50, "day": pa.array([1, 1, 1, 2] * 50, pa.date32()),
-                      "plays": list(range(200))}, schema=plays.SCHEMA)
+    songs, days = ["b", "a", "b", "Ä"] * 50, [date(2020, 1, 1), date(1, 1, 1), date(2020, 1, 1), date(9999, 12, 31)] * 50
     totals = Totals(merge_rows=16)
     for start in range(0, 200, 10):
-        totals.add(table.slice(start, 10))
-        assert totals.buffered < max(16, totals.table.num_rows)  # the buffer stays bounded by the totals
-    folded = totals.fold().sort_by([("song", "ascending"), ("day", "ascending")]).to_pylist()
+        totals.add(pa.array(songs[start:start + 10]), pa.array(days[start:start + 10], pa.date32()),
+                   pa.array(range(start, start + 10), pa.int64()))
+        assert totals.buffered < 16  # the buffer stays bounded
     expected = {}
-    for row in table.to_pylist():
-        expected[row["song"], row["day"]] = expected.get((row["song"], row["day"]), 0) + row["plays"]
-    assert [(r["song"], r["day"], r["plays"]) for r in folded] == [(s, d, p) for (s, d), p in sorted(expected.items())]
+    for song, day, count in zip(songs, days, range(200)):
+        expected[song, day] = expected.get((song, day), 0) + count
+    rows = [row for table in totals.ordered(2) for row in table.to_pylist()]
+    assert [(r["song"], r["day"], r["plays"]) for r in rows] == [(s, d, p) for (s, d), p in sorted(expected.items())]
 
 
 @pytest.mark.parametrize("bom, newline", [(False, "\n"), (True, "\r\n")])
@@ -182,3 +182,13 @@ def test_progress_is_reported_while_reading(tmp_path, monkeypatch):
     percents = [fields["percent"] for fields in seen]
     assert len(seen) > 5 and percents == sorted(percents) and percents[-1] == 100.0
     assert seen[-1]["rows_read"] == 20_000
+
+
+def test_an_overflow_across_merges_is_caught_too():
+    totals = Totals(merge_rows=1)
+    one = (pa.array(["A"]), pa.array([date(2020, 1, 1)], pa.date32()))
+    totals.add(*one, pa.array([2**62], pa.int64()))
+    totals.add(*one, pa.array([2**62 - 1], pa.int64()))
+    assert [t.to_pylist() for t in totals.ordered(10)] == [[{"song": "A", "day": date(2020, 1, 1), "plays": 2**63 - 1}]]
+    with pytest.raises(TotalTooLarge):
+        totals.add(*one, pa.array([1], pa.int64()))

@@ -270,3 +270,14 @@ def run_together(functions) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def test_the_sweep_removes_uploads_left_behind_by_finished_tasks(db, worker, upload_dir, movie_file):
+    path, _ = movie_file
+    done, live = queue_file(db, path, upload_dir), queue_file(db, path, upload_dir)
+    for task_id in (done, live):  # as the upload route names them
+        os.replace(tasks.get(db, task_id)["path"], upload_dir / f"{task_id}.csv")
+    db.processes.update_one({"task_id": done}, {"$set": {"status": "completed"}})  # killed before removing it
+    db.processes.update_one({"task_id": live}, {"$set": {"status": "processing", "attempts": 99}})
+    worker.sweep()
+    assert sorted(p.name for p in upload_dir.iterdir()) == [f"{live}.csv"]
