@@ -4,9 +4,9 @@ Memory grows with the number of distinct (song, day) pairs, not with the file: s
 """
 from __future__ import annotations
 
-import logging
 import os
 import time
+import uuid
 from typing import Callable
 
 import numpy as np
@@ -16,10 +16,9 @@ import pyarrow.compute as pc
 from app import csvstream, plays
 from app.progress import Progress
 
-log = logging.getLogger(__name__)
-
 MERGE_ROWS = 1_000_000  # rows buffered (16 MB as keys and counts) before they are merged into the totals
 WRITE_ROWS = 65_536  # result rows formatted at a time
+RENEW_ROWS = 1 << 20  # result rows written between two lease renewals
 PROGRESS_SECONDS = 0.5  # aggregation is fast: report at most this often, and at the end
 DAY_OFFSET = 719_162  # date32 counts days from 1970; 0001-01-01 is -719162: keys keep days non-negative
 _LIMIT = 2**63  # totals must stay below this to be exact int64
@@ -129,14 +128,19 @@ def _sum_wide(rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([summed.column("key"), pc.cast(summed.column("plays_sum"), pa.int64())], schema=KEYED)
 
 
-def write_result(totals: Totals, path: str) -> int:
-    """Write the totals sorted by song then day as CSV (quoted only where needed); returns the byte count."""
-    partial = path + ".part"
+def write_result(totals: Totals, path: str, still_mine: Callable[[], None] = lambda: None) -> int:
+    """Write the totals sorted by song then day as CSV (quoted only where needed); returns the byte count.
+
+    `still_mine` is called every RENEW_ROWS rows: a long write keeps its task's lease.
+    """
+    partial = f"{path}.{uuid.uuid4().hex[:8]}.part"  # a worker that lost the task writes beside, not over
     try:
         with open(partial, "wb") as out:
             out.write((",".join(plays.RESULT_COLUMNS) + "\n").encode())
-            for rows in totals.ordered(WRITE_ROWS):
+            for n, rows in enumerate(totals.ordered(WRITE_ROWS), 1):
                 out.write(_csv_lines(rows))
+                if n % (RENEW_ROWS // WRITE_ROWS) == 0:
+                    still_mine()
             size = out.tell()
         os.replace(partial, path)
     except BaseException:
@@ -192,5 +196,5 @@ def aggregate_plays(
     progress.bytes_read = progress.bytes_total
     fields = progress.fields()
     on_progress(fields)
-    size = write_result(totals, result_path)
+    size = write_result(totals, result_path, still_mine=lambda: on_progress(fields))
     return {**fields, "groups": groups, "result_size": size}

@@ -151,6 +151,8 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
     _check_redis_url(config.REDIS_URL)
     if config.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {config.LOG_LEVEL!r}")
+    if os.path.abspath(config.RESULT_FOLDER) == os.path.abspath(config.UPLOAD_FOLDER):
+        raise ConfigError("RESULT_FOLDER and UPLOAD_FOLDER must differ: both name files <task_id>.csv")
     if config.ZMQ_PORT == config.ZMQ_INTAKE_PORT:
         raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
     if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:

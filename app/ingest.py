@@ -1,7 +1,6 @@
-"""Ingest a movie CSV: stream blocks, clean them, bulk-write 1000 movies at a time, report progress."""
+"""Ingest a movie CSV: stream blocks, clean and bulk-write BATCH_SIZE rows at a time, checkpoint after each."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Callable
 
@@ -12,8 +11,6 @@ from pymongo.errors import BulkWriteError
 from app import csvstream, movies
 from app.progress import Progress
 from app.retry import ONCE, Backoff
-
-log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 

@@ -88,9 +88,15 @@ def clean_batch(batch: pa.RecordBatch, lines: np.ndarray) -> CleanPlays:
         if not has_song[i].as_py():
             reason = "missing song"
         elif not day[i].is_valid:
-            reason = f"bad date {batch.column('Date')[i].as_py()!r}: expected YYYY-MM-DD or YYYYMMDD"
+            reason = f"bad date {_shown(batch.column('Date')[i])}: expected YYYY-MM-DD or YYYYMMDD"
         else:
-            reason = (f"bad play count {batch.column('Number of Plays')[i].as_py()!r}: "
+            reason = (f"bad play count {_shown(batch.column('Number of Plays')[i])}: "
                       "expected a whole number from 0 to 9223372036854775807")
         rejects.append(Reject(int(lines[i]), reason))
     return CleanPlays(song.filter(good), day.filter(good), plays.filter(good), rejects)
+
+
+def _shown(value: pa.Scalar, limit: int = 40) -> str:
+    """A value as a reject reason quotes it: short, so a task record stays small whatever the file holds."""
+    text = value.as_py()
+    return repr(text if len(text) <= limit else text[:limit] + "…")

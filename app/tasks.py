@@ -1,14 +1,15 @@
 """Task records and their state machine; MongoDB's `processes` collection is the truth.
 
     pending ──claim──► processing ──► completed | failed | cancelled
-       │                   ├── lease runs out ──► claimable again (attempts + 1; after MAX_ATTEMPTS: failed)
-       │                   └── clean stop ──► pending (the attempt does not count)
+       │                   ├── lease runs out ──► claimable again (attempts + 1; after MAX_ATTEMPTS: failed;
+       │                   │                      cancel requested: cancelled)
+       │                   └── clean stop ──► pending (the attempt does not count; cancel requested: cancelled)
        └── cancel ──► cancelled                (a processing task is cancelled at its next batch)
 
 A worker owns a task while its lease lasts and renews it with every progress update; an update that finds
 the task no longer its own raises LostTask, so two workers never write progress for one task. Movie
-tasks keep a `checkpoint` (the line after the last block whose every batch is written, and the counters
-at that point): a retake goes on from there instead of from the start.
+tasks keep a `checkpoint` (the line after the last batch written, and the counters at that point): a
+retake goes on from there instead of from the start. Plays tasks keep their totals in memory and start over.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ class LostTask(Exception):
 class Cancelled(Exception):
     """Someone cancelled the task while this worker was running it."""
 
-    fields: dict = {}  # the progress the worker had made: recorded with the cancellation
+    def __init__(self, task_id: str):
+        super().__init__(task_id)
+        self.fields: dict = {}  # the progress the worker had made: recorded with the cancellation
 
 
 def now() -> datetime:
@@ -66,7 +69,7 @@ def get(db: Database, task_id: str) -> dict | None:
 def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None):
     """Atomically take one task: the named one, else the oldest pending or abandoned one.
 
-    Progress and checkpoint are left as the last attempt recorded them: the new owner goes on from there.
+    Progress and checkpoint are left as the last attempt recorded them: a movies task goes on from there.
     """
     t = now()
     claimable = {"$or": [
@@ -116,18 +119,16 @@ def request_cancel(db: Database, task_id: str) -> dict | None:
     None if the task is already finished (completed, failed or cancelled) or unknown.
     """
     t = now()
-    task = db.processes.find_one_and_update(
-        {"task_id": task_id, "status": PENDING},
-        {"$set": {"status": CANCELLED, "cancel_requested": True, "finished_at": t, "updated_at": t}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if task is None:
-        task = db.processes.find_one_and_update(
-            {"task_id": task_id, "status": PROCESSING},
-            {"$set": {"cancel_requested": True, "updated_at": t}},
-            return_document=ReturnDocument.AFTER,
-        )
-    return task
+    changes = {
+        PENDING: {"status": CANCELLED, "cancel_requested": True, "finished_at": t, "updated_at": t},
+        PROCESSING: {"cancel_requested": True, "updated_at": t},
+    }
+    for status in (PENDING, PROCESSING, PENDING):  # the last: handed back between the first two looks
+        task = db.processes.find_one_and_update({"task_id": task_id, "status": status}, {"$set": changes[status]},
+                                                return_document=ReturnDocument.AFTER)
+        if task is not None:
+            return task
+    return None
 
 
 def expire_results(db: Database, ttl_hours: int) -> list[dict]:
@@ -192,9 +193,15 @@ def public(doc: dict) -> dict:
 
 
 def release(db: Database, task_id: str, worker_id: str) -> None:
-    """Hand a task back untouched by failure (a clean shutdown): it does not count as an attempt."""
-    db.processes.update_one(
-        {"task_id": task_id, "status": PROCESSING, "worker": worker_id},
+    """Hand a task back untouched by failure (a clean shutdown): it does not count as an attempt.
+
+    A task someone asked to cancel meanwhile is cancelled instead of going back to the pool.
+    """
+    mine = {"task_id": task_id, "status": PROCESSING, "worker": worker_id}
+    result = db.processes.update_one(
+        {**mine, "cancel_requested": {"$ne": True}},
         {"$set": {"status": PENDING, "updated_at": now()}, "$unset": {"worker": "", "lease_expires_at": ""},
          "$inc": {"attempts": -1}},
     )
+    if result.matched_count == 0 and db.processes.find_one(mine, {"_id": 1}) is not None:
+        finish(db, task_id, worker_id, CANCELLED)

@@ -20,6 +20,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from werkzeug.utils import secure_filename
 
 from app.errors import APIError
+from app.files import remove
 
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
@@ -100,7 +101,7 @@ class _Sink:
 
     def discard(self) -> None:
         self.file.close()
-        _remove(self.path)
+        remove(self.path)
 
 
 def receive(request: Request, folder: str, max_bytes: int) -> Upload:
@@ -124,21 +125,14 @@ def receive(request: Request, folder: str, max_bytes: int) -> Upload:
         header = sink.finish()
         os.replace(partial, final)
     except APIError as e:
-        _remove(partial)
+        remove(partial)
         if e.status != 413:  # read what the client is still sending, so it gets our answer, not a reset
             _drain(request.stream)
         raise
     except BaseException:
-        _remove(partial)
+        remove(partial)
         raise
     return Upload(task_id, filename, final, sink.size, header, fields)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _drain(stream) -> None:

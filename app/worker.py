@@ -19,6 +19,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import mongo, tasks
 from app.config import Config
+from app.files import remove
 from app.aggregate import TotalTooLarge, aggregate_plays
 from app.ingest import ingest_movies
 from app.queue import Consumer
@@ -64,7 +65,10 @@ class Worker:
                 next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
         finally:
             consumer.close()
-            self.db.workers.delete_one({"_id": self.id})
+            try:
+                self.db.workers.delete_one({"_id": self.id})
+            except PyMongoError as e:  # its heartbeat simply goes stale
+                log.warning("worker %s: could not remove its heartbeat: %s", self.id, e)
             log.info("worker %s: stopped", self.id)
 
     def stop(self) -> None:
@@ -75,15 +79,17 @@ class Worker:
         try:
             for task in tasks.settle_abandoned(self.db, self.config.MAX_ATTEMPTS):
                 log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
-                _remove(task.get("path"))
+                remove(task.get("path"))
             self._clean_uploads()
             for task in tasks.expire_results(self.db, self.config.RESULT_TTL_HOURS):
                 log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
-                _remove(task.get("result_path"))
+                remove(task.get("result_path"))
             while not self.stop_event.is_set() and self.work():
                 pass
         except PyMongoError as e:
             log.error("worker %s: MongoDB unavailable during sweep: %s", self.id, e)
+        except Exception:  # never let one bad record end the loop
+            log.exception("worker %s: sweep failed", self.id)
 
     def _clean_uploads(self) -> None:
         """Remove uploads whose task is finished: a worker killed between recording the end and removing
@@ -97,7 +103,7 @@ class Worker:
             finished = self.db.processes.find({"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}},
                                               {"task_id": 1})
             for task in finished:
-                _remove(os.path.join(folder, stored[task["task_id"]]))
+                remove(os.path.join(folder, stored[task["task_id"]]))
 
     def work(self, task_id: str | None = None) -> bool:
         """Claim one task (the named one, else the oldest claimable) and run it; False if none."""
@@ -124,14 +130,14 @@ class Worker:
             tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)
             log.info("task %s: completed: %s", task_id, ", ".join(
                 f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields))
-            _remove(task["path"])
+            remove(task["path"])
         except Stopping:
             self._record(task, tasks.release, self.db, task_id, self.id)
             log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
         except tasks.Cancelled as e:  # rows written stay, and the record says how many
             if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.CANCELLED, **e.fields):
                 log.info("task %s: cancelled; rows written so far stay", task_id)
-                _remove(task["path"])
+                remove(task["path"])
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
         except ConnectionFailure as e:
@@ -142,7 +148,7 @@ class Worker:
             expected = (OSError, UnicodeDecodeError, pa.ArrowException, PyMongoError)
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
             if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.FAILED, error=message):
-                _remove(task["path"])
+                remove(task["path"])
         finally:
             self._current = None
 
@@ -151,7 +157,7 @@ class Worker:
         try:
             change(*args, **kwargs)
             return True
-        except (tasks.LostTask, PyMongoError) as e:
+        except Exception as e:  # MongoDB away, the task lost, a record it refuses: the lease settles it later
             log.error("task %s: could not record the outcome, its lease will bring it back: %s", task["task_id"], e)
             return False
 
@@ -173,7 +179,9 @@ class Worker:
                 last_log[0] = time.monotonic()
                 log.info("task %s: %.1f%%, %d rows read, %d rejected, %.0f rows/s", task["task_id"],
                          fields["percent"], fields["rows_read"], fields["rows_rejected"], fields["rows_per_sec"])
-            if self.stop_event.is_set():  # a movies job goes on from this checkpoint; a plays job starts over
+            # A movies job goes on from this checkpoint; a plays job starts over, unless it is only writing
+            # its result (percent 100), which is quicker to finish than to redo.
+            if self.stop_event.is_set() and (checkpoint is not None or fields["percent"] < 100):
                 raise Stopping()
 
         if task["kind"] == "movies":
@@ -183,7 +191,7 @@ class Worker:
                 checkpoint=task.get("checkpoint"), retry=retry,
             )
         if task["kind"] == "plays":  # totals live in memory until the end: a retake starts over
-            result_path = os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv")
+            result_path = os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
             fields = aggregate_plays(
                 task["path"], result_path, block_size=self.config.BLOCK_SIZE,
                 max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
@@ -206,14 +214,6 @@ class Worker:
             )
         except PyMongoError as e:
             log.warning("worker %s: heartbeat failed: %s", self.id, e)
-
-
-def _remove(path: str | None) -> None:
-    if path:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
 
 
 def _explain(error: Exception) -> str:

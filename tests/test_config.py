@@ -102,6 +102,7 @@ def test_other_stores_accepted():
     ({"ZMQ_PORT": "6000", "ZMQ_INTAKE_PORT": "6000"}, "ZMQ_PORT"),
     ({"ZMQ_INTAKE_PORT": "5555"}, "ZMQ_PORT"),  # equal to the default ZMQ_PORT
     ({"HEARTBEAT_SECONDS": "30", "WORKER_TIMEOUT": "30"}, "HEARTBEAT_SECONDS"),
+    ({"UPLOAD_FOLDER": "data", "RESULT_FOLDER": "./data"}, "RESULT_FOLDER"),
 ])
 def test_bad_values_raise_naming_the_variable(env, name):
     with pytest.raises(ConfigError, match=rf"^{name}\b"):

@@ -281,3 +281,34 @@ def test_the_sweep_removes_uploads_left_behind_by_finished_tasks(db, worker, upl
     db.processes.update_one({"task_id": live}, {"$set": {"status": "processing", "attempts": 99}})
     worker.sweep()
     assert sorted(p.name for p in upload_dir.iterdir()) == [f"{live}.csv"]
+
+
+def test_a_cancel_landing_while_the_worker_hands_the_task_back_cancels_it(db, config, upload_dir, movie_file):
+    path, _ = movie_file
+    task_id = queue_file(db, path, upload_dir)
+    tasks.claim(db, "stopping", 60, 3, task_id)
+    assert tasks.request_cancel(db, task_id)["status"] == "processing"  # 202: it stops at the next batch
+    tasks.release(db, task_id, "stopping")  # SIGTERM: the worker hands it back
+    assert tasks.get(db, task_id)["status"] == "cancelled"  # not pending forever, unclaimable
+
+
+def test_a_cancelled_plays_task_has_no_result(client, db, worker):
+    task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
+    client.delete(f"/api/v1/process/{task_id}")
+    answer = client.get(f"/api/v1/process/{task_id}/result")
+    assert answer.status_code == 410 and answer.get_json()["error"]["code"] == "task_cancelled"
+
+
+def test_sigterm_after_a_plays_file_is_read_lets_the_result_be_written(client, db, worker, monkeypatch):
+    from app.aggregate import Totals
+
+    task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
+    real_fold = Totals.fold
+
+    def fold_after_sigterm(self):
+        worker.stop()  # arrives once the last row is read: finishing is quicker than starting over
+        return real_fold(self)
+
+    monkeypatch.setattr(Totals, "fold", fold_after_sigterm)
+    worker.work(task_id)
+    assert tasks.get(db, task_id)["status"] == "completed"

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request, send_file
 
 from app import params, tasks
 from app.errors import APIError
+from app.files import remove
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,19 @@ def result_file(task: dict):
     if status == tasks.FAILED:
         raise APIError(410, "task_failed", f"Task {task_id} failed, so it has no result: {task.get('error')}",
                        task_status=status)
+    if status == tasks.CANCELLED:
+        raise APIError(410, "task_cancelled", f"Task {task_id} was cancelled, so it has no result.", task_status=status)
+    gone = APIError(410, "result_gone", f"The result of task {task_id} is no longer stored (results are kept "
+                    f"{services().config.RESULT_TTL_HOURS} hours); upload the file again.", task_status=status)
     path = task.get("result_path")
-    if not path or not os.path.exists(path):
-        raise APIError(410, "result_gone", f"The result of task {task_id} is no longer stored; upload the file again.",
-                       task_status=status)
+    if not path or task.get("result_removed_at"):
+        raise gone
     stem = os.path.splitext(task.get("filename") or "plays.csv")[0]
-    return send_file(os.path.abspath(path), mimetype="text/csv", as_attachment=True,
-                     download_name=f"{stem}-totals.csv", max_age=0)
+    try:
+        return send_file(os.path.abspath(path), mimetype="text/csv", as_attachment=True,
+                         download_name=f"{stem}-totals.csv", max_age=0)
+    except FileNotFoundError:  # removed by the expiry sweep, or lost with its disk
+        raise gone from None
 
 
 @bp.get("/process/<task_id>")
@@ -56,10 +63,7 @@ def cancel_task(task_id: str):
         raise APIError(409, "not_cancellable", f"Task {task_id} is already {status}; only pending or processing "
                        "tasks can be cancelled.", task_status=status)
     if task["status"] == tasks.CANCELLED:
-        try:
-            os.remove(task["path"])
-        except OSError:
-            pass
+        remove(task["path"])
         log.info("task %s: cancelled before it started", task_id)
         return jsonify(tasks.public(task)), 200
     log.info("task %s: cancel requested; its worker stops at the next batch", task_id)
