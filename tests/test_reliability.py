@@ -312,3 +312,24 @@ def test_sigterm_after_a_plays_file_is_read_lets_the_result_be_written(client, d
     monkeypatch.setattr(Totals, "fold", fold_after_sigterm)
     worker.work(task_id)
     assert tasks.get(db, task_id)["status"] == "completed"
+
+
+def test_workers_racing_for_tasks_each_claim_a_task_exactly_once(config):
+    """Four workers, each with its own connection, claim 40 tasks as fast as they can: no task twice."""
+    with MongoServer() as server:
+        db = MongoClient(server.uri)["race"]
+        for n in range(40):
+            tasks.create(db, task_id=f"t{n:02}", kind="movies", filename="m.csv", path=f"/nowhere/{n}", size=1)
+        claimed: dict[str, list[str]] = {}
+
+        def claim_all(name):
+            mine = claimed.setdefault(name, [])
+            own = MongoClient(server.uri)["race"]
+            while (task := tasks.claim(own, name, 60, 3)) is not None:
+                mine.append(task["task_id"])
+
+        run_together([lambda n=n: claim_all(f"w{n}") for n in range(4)])
+        every = sorted(t for ids in claimed.values() for t in ids)
+        assert every == [f"t{n:02}" for n in range(40)]  # each once, none missing
+        assert sum(1 for ids in claimed.values() if ids) > 1  # they really raced
+        assert {d["worker"] for d in db.processes.find()} == {w for w, ids in claimed.items() if ids}
