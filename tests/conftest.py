@@ -12,7 +12,7 @@ from app.config import load_config
 from app.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = REPO / "tests" / "data"  # copies of ../shared/data, so a clone tests anywhere
 SAMPLE_MOVIES = SHARED_DATA / "movies_data_assignment.head10.csv"
 
 
