@@ -61,6 +61,20 @@ def _is_operator_doc(update) -> bool:
     return bool(update) and next(iter(update)).startswith("$")
 
 
+def _each_write(body: dict, field: str, apply) -> list[dict]:
+    """apply(index, op) to each op of a write command, as mongod does: errors are collected per op, and
+    an ordered command stops at the first."""
+    errors = []
+    for i, op in enumerate(body.get(field, [])):
+        try:
+            apply(i, op)
+        except Exception as e:
+            errors.append(_write_error(i, e))
+            if body.get("ordered", True):
+                break
+    return errors
+
+
 def _write_error(index: int, e: Exception) -> dict:
     code = getattr(e, "code", None) or 8
     if not isinstance(e, PyMongoError):
@@ -189,39 +203,37 @@ class MongoServer:
         return {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": []}
 
     def _cmd_insert(self, db, body):
-        coll, n, errors = db[body["insert"]], 0, []
-        for i, doc in enumerate(body.get("documents", [])):
-            try:
-                coll.insert_one(doc)
-                n += 1
-            except Exception as e:
-                errors.append(_write_error(i, e))
-                if body.get("ordered", True):
-                    break
+        coll, n = db[body["insert"]], 0
+
+        def insert(i, doc):
+            nonlocal n
+            coll.insert_one(doc)
+            n += 1
+
+        errors = _each_write(body, "documents", insert)
         return {"n": n, **({"writeErrors": errors} if errors else {})}
 
     def _cmd_update(self, db, body):
-        coll, n, modified, upserted, errors = db[body["update"]], 0, 0, [], []
-        for i, op in enumerate(body.get("updates", [])):
-            try:
-                q, u, upsert = op.get("q") or {}, op["u"], bool(op.get("upsert"))
-                if isinstance(u, list):
-                    raise _Failure("update pipelines are not supported by the test server", 9)
-                if not _is_operator_doc(u):
-                    result = coll.replace_one(q, u, upsert=upsert)
-                elif op.get("multi"):
-                    result = coll.update_many(q, u, upsert=upsert)
-                else:
-                    result = coll.update_one(q, u, upsert=upsert)
-                n += result.matched_count
-                modified += result.modified_count
-                if result.upserted_id is not None:
-                    n += 1
-                    upserted.append({"index": i, "_id": result.upserted_id})
-            except Exception as e:
-                errors.append(_write_error(i, e))
-                if body.get("ordered", True):
-                    break
+        coll, n, modified, upserted = db[body["update"]], 0, 0, []
+
+        def update(i, op):
+            nonlocal n, modified
+            q, u, upsert = op.get("q") or {}, op["u"], bool(op.get("upsert"))
+            if isinstance(u, list):
+                raise _Failure("update pipelines are not supported by the test server", 9)
+            if not _is_operator_doc(u):
+                result = coll.replace_one(q, u, upsert=upsert)
+            elif op.get("multi"):
+                result = coll.update_many(q, u, upsert=upsert)
+            else:
+                result = coll.update_one(q, u, upsert=upsert)
+            n += result.matched_count
+            modified += result.modified_count
+            if result.upserted_id is not None:
+                n += 1
+                upserted.append({"index": i, "_id": result.upserted_id})
+
+        errors = _each_write(body, "updates", update)
         reply = {"n": n, "nModified": modified}
         if upserted:
             reply["upserted"] = upserted
@@ -230,15 +242,14 @@ class MongoServer:
         return reply
 
     def _cmd_delete(self, db, body):
-        coll, n, errors = db[body["delete"]], 0, []
-        for i, op in enumerate(body.get("deletes", [])):
-            try:
-                q = op.get("q") or {}
-                n += (coll.delete_one(q) if op.get("limit") else coll.delete_many(q)).deleted_count
-            except Exception as e:
-                errors.append(_write_error(i, e))
-                if body.get("ordered", True):
-                    break
+        coll, n = db[body["delete"]], 0
+
+        def delete(i, op):
+            nonlocal n
+            q = op.get("q") or {}
+            n += (coll.delete_one(q) if op.get("limit") else coll.delete_many(q)).deleted_count
+
+        errors = _each_write(body, "deletes", delete)
         return {"n": n, **({"writeErrors": errors} if errors else {})}
 
     def _cmd_findandmodify(self, db, body):
