@@ -187,7 +187,7 @@ def page(db: Database, status: str | None, page_number: int, limit: int) -> dict
 
 def public(doc: dict) -> dict:
     shown = {k: v for k, v in doc.items() if k not in HIDDEN_FIELDS}
-    if doc.get("kind") == "plays" and doc.get("status") == COMPLETED:
+    if doc.get("kind") == "plays" and doc.get("status") == COMPLETED and not doc.get("result_removed_at"):
         shown["result_url"] = f"/api/v1/process/{doc['task_id']}/result"
     return to_json(shown)
 

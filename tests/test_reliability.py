@@ -218,6 +218,7 @@ def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
     assert not os.path.exists(result)
     answer = client.get(f"/api/v1/process/{task_id}/result")
     assert answer.status_code == 410 and answer.get_json()["error"]["code"] == "result_gone"
+    assert "result_url" not in client.get(f"/api/v1/process/{task_id}").get_json()
 
 
 # -- Redis away -----------------------------------------------------------------------------------------
