@@ -31,7 +31,7 @@ from app.tools.generate import generate_movies
 from tests.conftest import REPO, free_port
 from tests.mongo_server import MongoServer
 from tests.reference import clean_row, load
-from tests.test_system import Server
+from tests.service import Server
 
 LOG_TAIL = 3000  # characters of each process's log shown with a failure
 FINISHED = ("completed", "failed", "cancelled")

@@ -5,84 +5,24 @@ broker and a worker, the worker fed over real TCP sockets.
 """
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
-import uuid
 
 import pytest
 
 from app.tools.generate import generate_movies
-from tests.conftest import REPO, SAMPLE_MOVIES, free_port
+from tests.conftest import SAMPLE_MOVIES
 from tests.reference import load
+from tests.service import Service
 from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
-
-
-class Server:
-    def __init__(self, port: int):
-        self.port = port
-
-    def request(self, method, path, body=None, headers=None, raw=False):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            data = response.read()
-            if raw:
-                return response.status, dict(response.getheaders()), data
-            return response.status, dict(response.getheaders()), json.loads(data) if data else None
-        finally:
-            conn.close()
-
-    def upload(self, path, filename, url="/api/v1/upload"):
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        return self.request("POST", url, body,
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-
-    def wait_for(self, task_id, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, _, task = self.request("GET", f"/api/v1/process/{task_id}")
-            if task["status"] in ("completed", "failed"):
-                return task
-            time.sleep(0.2)
-        raise AssertionError(f"task {task_id} did not finish: {task}")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "MONGO_URI": "", "REDIS_URL": ""}  # embedded, whatever a .env says
-    env.update(PORT=str(port), ZMQ_PORT=str(free_port()), ZMQ_INTAKE_PORT=str(free_port()),
-               UPLOAD_FOLDER=str(tmp_path_factory.mktemp("uploads")),
-               RESULT_FOLDER=str(tmp_path_factory.mktemp("results")), HEARTBEAT_SECONDS="1")
-    log_path = tmp_path_factory.mktemp("log") / "server.log"
-    log = open(log_path, "w")
     venv = sys.prefix  # the environment running the tests; make only checks requirements are in it
-    proc = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={venv}", f"PYTHON={sys.executable}"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(port)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            status, _, body = server.request("GET", "/api/v1/health")
-            if body["worker"] == "ok":
-                break
-        except (OSError, http.client.HTTPException):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"make run did not come up:\n{log_path.read_text()}")
-        time.sleep(0.3)
-    yield server
-    os.killpg(proc.pid, signal.SIGTERM)  # make and the server alike, as Ctrl-C would
-    proc.wait(timeout=20)
-    text = log_path.read_text()
+    service = Service(tmp_path_factory.mktemp("system"),
+                      ["make", "--no-print-directory", "run", f"VENV={venv}", f"PYTHON={sys.executable}"])
+    yield service.start()
+    text = service.stop()
     assert "Shutting down: Master" in text, text[-3000:]
     assert "in-memory, not persisted" in text
 

@@ -1,0 +1,107 @@
+"""The real service for tests that talk to it over HTTP: `python run.py` (or `make run`) on free ports.
+
+Embedded mode (MONGO_URI and REDIS_URL unset, whatever a .env says): one gunicorn API process hosting the
+ZeroMQ broker and, unless EMBEDDED_WORKERS=0, a worker fed over real TCP sockets.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.conftest import REPO, free_port
+
+
+class Server:
+    """HTTP to a running service, one connection per request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def request(self, method, path, body=None, headers=None, raw=False):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            if raw:
+                return response.status, dict(response.getheaders()), data
+            return response.status, dict(response.getheaders()), json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def upload(self, path, filename, url="/api/v1/upload"):
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+                f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        return self.request("POST", url, body,
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def wait_for(self, task_id, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, _, task = self.request("GET", f"/api/v1/process/{task_id}")
+            if task["status"] in ("completed", "failed"):
+                return task
+            time.sleep(0.2)
+        raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+class Service:
+    """The service in a process group of its own, its output in `log_path`; `settings` are its environment."""
+
+    def __init__(self, workdir: Path, command: list[str] | None = None, **settings: str):
+        self.port = free_port()
+        self.log_path = workdir / "server.log"
+        self.command = command or [sys.executable, "run.py"]
+        self.env = {
+            **os.environ, "MONGO_URI": "", "REDIS_URL": "",  # embedded, whatever a .env says
+            "PORT": str(self.port), "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
+            "UPLOAD_FOLDER": str(workdir / "uploads"), "RESULT_FOLDER": str(workdir / "results"),
+            "HEARTBEAT_SECONDS": "1", **settings,
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> Server:
+        """Start it; returns once /health answers (and reports a live worker, unless EMBEDDED_WORKERS=0)."""
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        server = Server(self.port)
+        need_worker = self.env.get("EMBEDDED_WORKERS") != "0"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, _, body = server.request("GET", "/api/v1/health")
+                if status == 200 and (body["worker"] == "ok" or not need_worker):
+                    return server
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the service did not come up:\n{self.log()}")
+            time.sleep(0.2)
+
+    def stop(self) -> str:
+        """SIGTERM to the whole group (make and the server alike, as Ctrl-C would); returns the log."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        return self.log()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
