@@ -36,8 +36,8 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
-    from app.routes import health, legacy, movies, tasks, uploads
+    from app.routes import events, health, legacy, movies, tasks, uploads, web
 
-    for module in (uploads, tasks, movies, health, legacy):
+    for module in (uploads, tasks, events, movies, health, legacy, web):
         app.register_blueprint(module.bp)
     return app

@@ -56,6 +56,10 @@ class Config:
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
     CACHE_TTL: int = defaults.CACHE_TTL
+    SSE_MAX_STREAMS: int = defaults.SSE_MAX_STREAMS
+    SSE_POLL_MS: int = defaults.SSE_POLL_MS
+    SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
+    SSE_MAX_SECONDS: int = defaults.SSE_MAX_SECONDS
     BLOCK_SIZE: int = defaults.BLOCK_SIZE
     BATCH_SIZE: int = defaults.BATCH_SIZE
     MAX_REJECTS_KEPT: int = defaults.MAX_REJECTS_KEPT
@@ -106,6 +110,10 @@ _CHECKS = {
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
+    "SSE_MAX_STREAMS": lambda n, v: _int(n, v, 0, 255),  # 0: no streams, the page polls
+    "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
+    "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),
+    "SSE_MAX_SECONDS": lambda n, v: _int(n, v, 1, 86400),
     # A row must fit in a block, and a document in MongoDB's 16 MB: 8 MiB keeps rows well under it.
     "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
     "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
@@ -157,4 +165,7 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
         raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
     if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:
         raise ConfigError("HEARTBEAT_SECONDS must be smaller than WORKER_TIMEOUT")
+    if config.SSE_MAX_STREAMS >= config.WEB_THREADS:  # each stream holds a thread: leave some for everything else
+        raise ConfigError(f"SSE_MAX_STREAMS ({config.SSE_MAX_STREAMS}) must be smaller than WEB_THREADS "
+                          f"({config.WEB_THREADS}): each open progress stream holds one thread")
     return config

@@ -5,7 +5,7 @@ DEBUG = False
 HOST = "127.0.0.1"
 PORT = 5000
 WEB_CONCURRENCY = 2  # API processes (gunicorn workers); forced to 1 in embedded mode
-WEB_THREADS = 8  # threads per API process
+WEB_THREADS = 16  # threads per API process; an open event stream holds one for as long as it lasts
 EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is empty (0: none)
 
 MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
@@ -21,6 +21,11 @@ ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)
 ZMQ_INTAKE_PORT = 5556  # API → broker (API processes connect PUSH here)
 
 CACHE_TTL = 5  # seconds a cached movie page lives
+
+SSE_MAX_STREAMS = 8  # open progress streams per API process (< WEB_THREADS); more get 503 and the page polls
+SSE_POLL_MS = 500  # how often a progress stream reads its task
+SSE_KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+SSE_MAX_SECONDS = 300  # a stream closes after this long; the browser reconnects
 
 BLOCK_SIZE = 1 << 20  # bytes PyArrow reads per block
 BATCH_SIZE = 1000  # movies per bulk write

@@ -1,0 +1,25 @@
+"""GET /: the content team's page (upload with live progress, recent tasks, the movie catalogue).
+
+One template, one script, one stylesheet (app/templates, app/static): no CDN and no build step, so it
+works offline. The page only talks to the JSON API; it keeps no state on the server.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, make_response, render_template
+
+from app.services import services
+
+bp = Blueprint("web", __name__)
+
+# Only our own files: no inline script or style, nothing from another origin.
+CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+
+
+@bp.get("/")
+def index():
+    config = services().config
+    response = make_response(render_template("index.html", max_upload_mb=config.MAX_UPLOAD_MB,
+                                             cache_ttl=config.CACHE_TTL))
+    response.headers["Content-Security-Policy"] = CSP
+    return response
