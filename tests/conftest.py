@@ -83,3 +83,5 @@ def upload_dir(config) -> Path:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "soak: a bounded (< 60 s) soak test with real processes; part of the default run, as CI runs it")
+    config.addinivalue_line(
+        "markers", "browser: drives the web page in headless Chromium (tests/test_browser.py); -m 'not browser' skips")

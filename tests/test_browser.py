@@ -1,0 +1,327 @@
+"""The web page in a real browser: Debian's Chromium, driven by Playwright, against the real service.
+
+Never `playwright install`: the browser is /usr/bin/chromium (`apt-get install chromium`; .ci/run does it).
+Without it these tests skip with a message, except under CI (CI=true), where they fail. Each state the
+tests reach is saved as a screenshot under test-output/browser/ (git-ignored).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from app.tools.generate import generate_movies
+from tests.conftest import REPO
+from tests.reference import load
+from tests.service import Service
+from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # requirements-dev.txt has it; a bare environment may not
+    sync_playwright = None
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = REPO / "test-output" / "browser"
+TIMEOUT_MS = 30_000
+PHONE = {"width": 375, "height": 740}
+
+
+def unavailable(why: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI runs the browser tests: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None:
+        unavailable("Playwright is not installed: pip install -r requirements-dev.txt")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y --no-install-recommends chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    running = Service(tmp_path_factory.mktemp("web"), SSE_POLL_MS="100", BATCH_SIZE="500", MAX_UPLOAD_MB="4")
+    yield running.start()
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def movie_file(tmp_path_factory) -> tuple[Path, dict]:
+    """A generated movies file (bad rows included) and what ingesting it must give."""
+    path = tmp_path_factory.mktemp("data") / "movies.csv"
+    generate_movies(str(path), rows=8_000, seed=21)
+    return path, load(path)
+
+
+@pytest.fixture(scope="module")
+def movies_loaded(service, movie_file):
+    """The movie file ingested (uploading it again through the page leaves the same documents)."""
+    path, expected = movie_file
+    status, _, body = service.upload(path, path.name)
+    assert status == 202
+    assert service.wait_for(body["task_id"])["status"] == "completed"
+    return expected
+
+
+def open_page(browser, service, request, viewport=None, init_script=None):
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    request.addfinalizer(context.close)
+    request.addfinalizer(lambda: _no_script_errors(errors))
+    page.goto(service.url + "/")
+    return page
+
+
+def _no_script_errors(errors):
+    assert errors == [], f"the page's script failed: {errors}"
+
+
+@pytest.fixture
+def page(browser, service, request):
+    return open_page(browser, service, request)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def record_progress(page) -> None:
+    """Keep every (status, bar value) the job panel shows, to check the bar after the fact."""
+    page.evaluate("""() => {
+        window.trail = [];
+        const job = document.getElementById('job'), bar = document.getElementById('job-bar');
+        new MutationObserver(() => window.trail.push([job.dataset.status, bar.value]))
+            .observe(job, {attributes: true, subtree: true, attributeFilter: ['data-status', 'value']});
+    }""")
+
+
+def upload(page, path) -> None:
+    page.set_input_files("#upload-file", str(path))
+    page.click("#upload-button")
+
+
+def drop(page, path) -> None:
+    """Drop a file on the drop zone, as dragging it there from the desktop does."""
+    transfer = page.evaluate_handle("""([name, text]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([text], name, {type: 'text/csv'}));
+        return transfer;
+    }""", [path.name, path.read_text()])
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+
+
+def wait_until_finished(page) -> str:
+    page.wait_for_selector('#job[data-status="completed"], #job[data-status="failed"]')
+    return page.get_attribute("#job", "data-status")
+
+
+def first_row(page) -> list[str]:
+    return page.locator("#movies-body tr").first.locator("td").all_inner_texts()
+
+
+def busiest(expected: dict) -> tuple[int, str, list[dict]]:
+    """The (year, language) with the most movies, and its movies, best rated first (as the API sorts)."""
+    groups: dict = {}
+    for doc in expected["documents"].values():
+        if doc["year"] is not None and doc["original_language"]:
+            groups.setdefault((doc["year"], doc["original_language"]), []).append(doc)
+    (year, language), docs = max(groups.items(), key=lambda item: (len(item[1]), item[0]))
+    docs.sort(key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]), reverse=True)
+    return year, language, docs
+
+
+# -- the tests ------------------------------------------------------------------------------------------
+
+def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movie_file):
+    path, expected = movie_file
+    shot(page, "01-page")
+    record_progress(page)
+    upload(page, path)
+    assert wait_until_finished(page) == "completed"
+    expect(page.locator("#job-phase")).to_contain_text("Completed: movies.csv")
+    shot(page, "02-movies-completed")
+
+    trail = page.evaluate("window.trail")
+    statuses = [status for status, _ in trail]
+    assert statuses[0] == "sending" and statuses[-1] == "completed", statuses
+    sent = [value for status, value in trail if status == "sending"]
+    worked = [value for status, value in trail if status in ("pending", "processing", "completed")]
+    assert max(sent) == 100 and worked[-1] == 100, trail
+    processing = [value for status, value in trail if status == "processing"]
+    assert processing == sorted(processing), trail  # the bar never goes back while the worker runs
+    assert page.get_attribute("#job", "data-transport") == "events"
+    assert page.eval_on_selector("#job-bar", "bar => bar.value") == 100
+    assert page.inner_text("#job-percent") == "100.0 %"
+    assert page.inner_text("#job-rows").startswith(f"{expected['rows_read']:,}")
+    assert page.inner_text("#job-eta") == "none"
+
+    # Rejected rows: as many as the worker kept, each with its line and reason.
+    task_id = page.get_attribute("#job", "data-task-id")
+    task = service.request("GET", f"/api/v1/process/{task_id}")[2]
+    assert task["rows_rejected"] == len(expected["rejects"]) > 0
+    rows = page.locator("#job-rejects-body tr")
+    expect(rows).to_have_count(len(task["rejects"]))
+    assert rows.first.locator("td").all_inner_texts() == [f"{task['rejects'][0]['line']:,}", task["rejects"][0]["reason"]]
+    expect(page.locator("#job-rejects-heading")).to_contain_text(f"Rejected rows: {task['rows_rejected']:,}")
+
+    # The task list shows the finished task.
+    row = page.locator(f'#tasks-body tr[data-task-id="{task_id}"]')
+    expect(row.locator("td").first).to_have_text("completed")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[1:3] == ["movies.csv", "movies"] and cells[4].startswith(f"{expected['rows_read']:,}")
+    assert cells[5].endswith(" s")
+
+
+def test_movie_table_filters_sorts_and_pages(page, movies_loaded):
+    year, language, docs = busiest(movies_loaded)
+    assert len(docs) > 10, "the generated file should give one (year, language) more than a page of movies"
+    page.fill("#movie-year", str(year))
+    page.fill("#movie-language", language)
+    page.select_option("#movie-sort", "rating")
+    page.select_option("#movie-order", "-1")
+    page.click("#movie-filters button[type=submit]")
+    pages = math.ceil(len(docs) / 10)
+    expect(page.locator("#movies-page")).to_have_text(f"Page 1 of {pages}")
+    expect(page.locator("#movies-total")).to_have_text(f"{len(docs):,} movies")
+    assert first_row(page)[0] == docs[0]["title"]
+    expect(page.locator("#movies-body tr")).to_have_count(10)
+    assert page.get_attribute('#movies-table th[data-sort="rating"]', "aria-sort") == "descending"
+    expect(page.locator("#movies-prev")).to_be_disabled()
+    shot(page, "03-movies-filtered")
+
+    page.click("#movies-next")
+    expect(page.locator("#movies-page")).to_have_text(f"Page 2 of {pages}")
+    assert first_row(page)[0] == docs[10]["title"]
+    expect(page.locator("#movies-prev")).to_be_enabled()
+
+    page.select_option("#movie-sort", "title")  # a new sort starts again at page 1
+    page.select_option("#movie-order", "1")
+    expect(page.locator("#movies-page")).to_have_text(f"Page 1 of {pages}")
+    by_title = sorted(docs, key=lambda d: (d["title"], d["_id"]))
+    expect(page.locator("#movies-body tr").first.locator("td").first).to_have_text(by_title[0]["title"])
+
+
+def test_movie_table_empty_and_error_states(page, movies_loaded):
+    page.fill("#movie-year", "1800")
+    page.click("#movie-filters button[type=submit]")
+    expect(page.locator("#movies-message")).to_have_text("No movies match these filters.")
+    expect(page.locator("#movies-body tr")).to_have_count(0)
+    expect(page.locator("#movies-total")).to_have_text("0 movies")
+    shot(page, "04-movies-empty")
+
+    page.fill("#movie-year", "abc")
+    page.click("#movie-filters button[type=submit]")
+    expect(page.locator("#movies-error")).to_have_text(
+        "Could not load movies: Invalid 'year': must be an integer, got 'abc'")
+    expect(page.locator("#movies-next")).to_be_disabled()
+    shot(page, "05-movies-error")
+
+
+def test_plays_upload_offers_its_result_for_download(page, tmp_path):
+    upload(page, EXAMPLE)
+    assert wait_until_finished(page) == "completed"
+    link = page.locator("#job-result-link")
+    expect(link).to_be_visible()
+    shot(page, "06-plays-completed")
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    assert download.suggested_filename == "plays_example_input-totals.csv"
+    saved = tmp_path / "totals.csv"
+    download.save_as(saved)
+    assert saved.read_bytes() == EXAMPLE_RESULT
+
+
+def test_a_dropped_file_uploads_and_without_event_source_the_page_polls(browser, service, request):
+    page = open_page(browser, service, request, init_script="delete window.EventSource;")
+    drop(page, EXAMPLE)
+    expect(page.locator("#upload-chosen")).to_have_text("plays_example_input.csv, 202 B")
+    page.click("#upload-button")
+    assert wait_until_finished(page) == "completed"
+    assert page.get_attribute("#job", "data-transport") == "polling"
+    expect(page.locator("#job-result-link")).to_be_visible()
+
+
+def test_refused_files_are_explained_next_to_the_file(page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some notes\n")
+    upload(page, notes)
+    error = page.locator("#upload-error")
+    expect(error).to_have_text("notes.txt was not accepted: Only .csv files are accepted, got 'notes.txt'.")
+    expect(page.locator("#job")).to_be_hidden()
+    shot(page, "07-not-a-csv")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("budget,overview\n1,x\n")
+    upload(page, bad)
+    expect(error).to_contain_text("bad.csv was not accepted: The header fits no job kind.")
+
+    big = tmp_path / "big.csv"  # over the service's MAX_UPLOAD_MB of 4: refused before it is sent
+    big.write_bytes(b"title\n" + b"x" * (5 << 20) + b"\n")
+    upload(page, big)
+    expect(error).to_have_text("big.csv was not accepted: The file is 5.0 MiB, over the limit of 4 MiB.")
+
+    page.set_input_files("#upload-file", [])
+    page.click("#upload-button")
+    expect(error).to_have_text("Choose a CSV file first.")
+
+
+def test_keyboard_alone_reaches_the_file_input_and_runs_the_movie_filters(page, movies_loaded):
+    year, language, docs = busiest(movies_loaded)
+
+    def tab_to(selector: str, limit: int = 25) -> None:
+        for _ in range(limit):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"document.activeElement === document.querySelector('{selector}')"):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to("#upload-file")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # the focus is visible
+    tab_to("#movie-year")
+    page.keyboard.type(str(year))
+    page.keyboard.press("Tab")
+    page.keyboard.type(language)
+    page.keyboard.press("Tab")  # the sort select: arrows change it, like a person would
+    page.keyboard.press("ArrowDown")  # release date → rating
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # submits the filter form from the text field
+    expect(page.locator("#movies-total")).to_have_text(f"{len(docs):,} movies")
+    ascending = sorted(docs, key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]))
+    expect(page.locator("#movies-body tr").first.locator("td").first).to_have_text(ascending[0]["title"])
+
+    tab_to("#movies-next")
+    page.keyboard.press("Enter")
+    expect(page.locator("#movies-page")).to_contain_text("Page 2 of")
+    shot(page, "08-keyboard")
+
+
+def test_phone_width_layout_has_no_sideways_scroll(browser, service, request, movie_file, movies_loaded):
+    page = open_page(browser, service, request, viewport=PHONE)
+    upload(page, movie_file[0])  # the widest state: figures, rejects, tasks and movies all filled
+    assert wait_until_finished(page) == "completed"
+    expect(page.locator("#job-rejects")).to_be_visible()
+    expect(page.locator("#movies-body tr").first).to_be_visible()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
+    assert max(widths[:2]) <= PHONE["width"] == widths[2], widths
+    shot(page, "09-phone")
