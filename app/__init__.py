@@ -3,19 +3,26 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from app import cache, errors, mongo
-from app.config import Config, load_config
-from app.queue import Producer
-from app.services import Services
+    from app.config import Config
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: Config | None = None, *, db=None, redis_client=None, producer=None) -> Flask:
     """The application factory; dependencies may be passed in (tests), else built from `config`."""
+    # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
+    from flask import Flask
+
+    from app import cache, errors, mongo
+    from app.config import load_config
+    from app.queue import Producer
+    from app.services import Services
+
     config = config or load_config()
     app = Flask(__name__)
     app.config.update(

@@ -1,4 +1,4 @@
-"""Vectorised value parsers: Arrow string arrays in, typed Arrow arrays out, with a count of bad values.
+"""Vectorised value parsers: Arrow string arrays in, typed Arrow arrays out, with a mask of the bad values.
 
 Each parser works on a whole batch with `pyarrow.compute`; only the rare `languages` values that are not
 in the common `['a', 'b']` shape fall back to a small Python tokenizer (never `eval`).
@@ -6,16 +6,17 @@ in the common `['a', 'b']` shape fall back to a small Python tokenizer (never `e
 from __future__ import annotations
 
 import ast
+import math
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_WHOLE = r"^[+-]?\d{1,18}$"
+from app import strings
+
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 _US_DATE = r"^(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{4})$"
-_SIMPLE_LIST = r"^\['[^'\\]*'(, '[^'\\]*')*\]$"
 _MAX_EXACT = 2**53  # floats beyond this are not exact integers
 
 LANGUAGES_TYPE = pa.list_(pa.string())
@@ -24,7 +25,6 @@ LANGUAGES_TYPE = pa.list_(pa.string())
 # and that conversion retries a failing optional import (dateutil) each time, a real cost per batch.
 EMPTY = pa.scalar("")
 EMPTY_LIST_TEXT = pa.scalar("[]")
-MAX_EXACT = pa.scalar(float(_MAX_EXACT))
 YEAR_ONE = pa.scalar(1, pa.int64())
 
 
@@ -35,7 +35,10 @@ def keep(mask: pa.Array, values: pa.Array) -> pa.Array:
 
 def blank_to_null(values: pa.Array) -> pa.Array:
     """Empty or whitespace-only strings become null; others are kept as written."""
-    return keep(pc.not_equal(pc.utf8_trim_whitespace(values), EMPTY), values)
+    blank = pc.or_(pc.equal(values, EMPTY), pc.utf8_is_space(values))  # is_space is false for ""
+    if not pc.any(blank).as_py():
+        return values
+    return keep(pc.invert(blank), values)
 
 
 def trimmed(values: pa.Array) -> pa.Array:
@@ -44,42 +47,125 @@ def trimmed(values: pa.Array) -> pa.Array:
     return keep(pc.not_equal(text, EMPTY), text)
 
 
-def _bad(values: pa.Array, parsed: pa.Array) -> int:
-    """Values that were present but did not parse."""
-    return pc.sum(pc.and_(pc.is_valid(values), pc.is_null(parsed))).as_py() or 0
+def _mask(flags: pa.Array) -> np.ndarray:
+    return flags.to_numpy(zero_copy_only=False)
 
 
-def parse_float(values: pa.Array) -> tuple[pa.Array, int]:
-    text = trimmed(values)
-    parsed = _finite_float(text)
-    return parsed, _bad(text, parsed)
+def parse_float(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    plain, number = _plain_numbers(values)
+    ok = plain & np.isfinite(number)
+    bad = plain & ~ok
+    for i, text in _others(values, plain):
+        value = _read_float(text)
+        number[i], ok[i], bad[i] = value or 0.0, value is not None, value is None and not text.isspace()
+    return pa.array(number, type=pa.float64(), mask=~ok), bad
 
 
-def _finite_float(text: pa.Array) -> pa.Array:
-    """Decimal text (already trimmed) to float64; anything else, or inf and nan, to null."""
-    parsed = pc.cast(keep(pc.match_substring_regex(text, _DECIMAL), text), pa.float64())
-    return keep(pc.is_finite(parsed), parsed)
-
-
-def parse_int(values: pa.Array) -> tuple[pa.Array, int]:
+def parse_int(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Integers, also when written as floats (`30000000.0`); fractions and overflows are bad."""
-    text = trimmed(values)
-    whole = pc.match_substring_regex(text, _WHOLE)
-    unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's cast refuses a leading +
-    exact = pc.cast(keep(whole, unsigned), pa.int64())
-    as_float = _finite_float(keep(pc.invert(whole), text))
-    integral = pc.and_(pc.equal(pc.floor(as_float), as_float), pc.less(pc.abs(as_float), MAX_EXACT))
-    from_float = pc.cast(keep(integral, as_float), pa.int64())
-    parsed = pc.coalesce(exact, from_float)
-    return parsed, _bad(text, parsed)
+    plain, number = _plain_numbers(values)
+    plain &= np.abs(number) < _MAX_EXACT  # every integer below 2**53 is exact as a float
+    ok = plain & (np.floor(number) == number)
+    bad = plain & ~ok
+    result = np.where(ok, number, 0).astype(np.int64)
+    for i, text in _others(values, plain):
+        value = _read_int(text)
+        result[i], ok[i], bad[i] = value or 0, value is not None, value is None and not text.isspace()
+    return pa.array(result, type=pa.int64(), mask=~ok), bad
 
 
-def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
+def _others(values: pa.Array, plain: np.ndarray) -> list[tuple[int, str]]:
+    """The non-empty values `_plain_numbers` left, with their rows: few, so read one by one."""
+    rows = np.flatnonzero(~plain & strings.valid(values) & (strings.layout(values)[2] > 0))
+    return list(zip(rows.tolist(), values.take(pa.array(rows)).to_pylist())) if len(rows) else []
+
+
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def _read_float(text: str) -> float | None:
+    text = text.strip()
+    if not _DECIMAL_TEXT.fullmatch(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _read_int(text: str) -> int | None:
+    text = text.strip()
+    if _WHOLE_TEXT.fullmatch(text):
+        return int(text)
+    number = _read_float(text)
+    if number is not None and number.is_integer() and abs(number) < _MAX_EXACT:
+        return int(number)
+    return None
+
+
+_NUMBER_BYTES = strings.byte_set(b"0123456789.eE-")
+
+
+def _plain_numbers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are plain numbers, read by one Arrow cast, and those numbers (0 elsewhere).
+
+    Plain: non-empty, only digits, `.`, `e`, `E` and `-`. Arrow's cast reads such text as the decimal
+    pattern would, or refuses the whole array (say, for `1.2.3`), and then no value is plain. What is
+    not plain (spaces, a `+`, words) is read one value at a time, in Python.
+    """
+    n = len(values)
+    lengths = strings.layout(values)[2]
+    plain = strings.valid(values) & (lengths > 0) & ~strings.rows_with(values, ~_NUMBER_BYTES)
+    number = np.zeros(n, dtype=np.float64)
+    if plain.any():
+        try:
+            cast = pc.cast(keep(pa.array(plain), values), pa.float64())
+        except pa.ArrowInvalid:
+            return np.zeros(n, dtype=bool), number
+        number = pc.fill_null(cast, 0.0).to_numpy().copy()
+    return plain, number
+
+
+def parse_date(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """`YYYY-MM-DD` or `M/D/YYYY` to a millisecond timestamp; impossible dates (2020-02-30) are bad.
 
-    The count includes missing values: a movie without a date is worth a warning.
+    Missing values count as bad: a movie without a date is worth a warning.
     """
-    text = pc.utf8_trim_whitespace(values)
+    days, ok = _iso_days(values)
+    rest = np.flatnonzero(~ok & strings.valid(values))  # other shapes, surrounding spaces, impossible days
+    if len(rest):
+        slow = _parse_date_text(pc.utf8_trim_whitespace(values.take(pa.array(rest))))
+        ok[rest] = slow.is_valid().to_numpy(zero_copy_only=False)
+        days[rest] = pc.fill_null(slow.view(pa.int64()), 0).to_numpy() // _MS_PER_DAY
+    parsed = pa.array(days * _MS_PER_DAY, type=pa.timestamp("ms"), mask=~ok)
+    return parsed, ~ok
+
+
+def _iso_days(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 of the values written exactly `YYYY-MM-DD`, and which those are.
+
+    Read straight from the bytes with NumPy: the common case, at a fraction of strptime's cost.
+    """
+    n = len(values)
+    days, ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    data, starts, lengths = strings.layout(values)
+    rows = np.flatnonzero((lengths == 10) & strings.valid(values))
+    if not len(rows):
+        return days, ok
+    chars = data[starts[rows, None] + np.arange(10)].astype(np.int64) - ord("0")
+    digits = chars[:, [0, 1, 2, 3, 5, 6, 8, 9]]
+    shaped = ((digits >= 0) & (digits <= 9)).all(axis=1) & (chars[:, 4] == _DASH) & (chars[:, 7] == _DASH)
+    year = chars[:, 0] * 1000 + chars[:, 1] * 100 + chars[:, 2] * 10 + chars[:, 3]
+    month = chars[:, 5] * 10 + chars[:, 6]
+    day = chars[:, 8] * 10 + chars[:, 9]
+    real = shaped & (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
+    real &= day <= _days_in_month(year, np.clip(month, 1, 12))
+    ok[rows] = real
+    days[rows] = np.where(real, _days_from_civil(year, month, day), 0)
+    return days, ok
+
+
+def _parse_date_text(text: pa.Array) -> pa.Array:
+    """The strict reading, for what `_iso_days` did not take: `YYYY-MM-DD` or `M/D/YYYY` (trimmed)."""
     iso_ok = pc.match_substring_regex(text, _ISO_DATE)
     iso = pc.strptime(keep(iso_ok, text), format="%Y-%m-%d", unit="ms", error_is_null=True)
     # strptime rolls 2020-02-30 over to March; a round trip catches that.
@@ -97,26 +183,86 @@ def parse_date(values: pa.Array) -> tuple[pa.Array, int]:
     us = keep(same_day, us)
 
     parsed = pc.coalesce(iso, us)
-    parsed = keep(pc.greater_equal(pc.year(parsed), YEAR_ONE), parsed)  # no year 0 in BSON or Python
-    return parsed, pc.sum(pc.is_null(parsed)).as_py() or 0
+    return keep(pc.greater_equal(pc.year(parsed), YEAR_ONE), parsed)  # no year 0 in BSON or Python
 
 
-def parse_languages(values: pa.Array) -> tuple[pa.Array, int]:
-    """`"['English', 'Français']"` to `["English", "Français"]`; `"[]"` to `[]`; missing to null."""
-    text = trimmed(values)
-    simple = pc.match_substring_regex(text, _SIMPLE_LIST)
-    inner = pc.replace_substring_regex(keep(simple, text), r"^\['|'\]$", "")
-    fast = pc.split_pattern(inner, "', '")
-    empty = pc.equal(text, EMPTY_LIST_TEXT)
-    parsed = pc.if_else(empty, pa.scalar([], type=LANGUAGES_TYPE), fast)
-    rest = pc.and_(pc.is_valid(text), pc.invert(pc.or_(simple, empty)))
-    if pc.any(rest).as_py():
-        slow = [
-            _parse_list_literal(value) if other else None
-            for value, other in zip(text.to_pylist(), rest.to_pylist())
-        ]
+def format_day(timestamps: pa.Array) -> pa.Array:
+    """Timestamps as `YYYY-MM-DD` strings (null stays null), built with NumPy rather than strftime."""
+    n = len(timestamps)
+    valid = strings.valid(timestamps)
+    days = pc.fill_null(timestamps.view(pa.int64()), 0).to_numpy() // _MS_PER_DAY
+    year, month, day = _civil_from_days(days)
+    chars = np.empty((n, 10), dtype=np.uint8)
+    for column, number, width in ((0, year, 4), (5, month, 2), (8, day, 2)):
+        for i in range(width):
+            chars[:, column + width - 1 - i] = ord("0") + number // 10**i % 10
+    chars[:, 4] = chars[:, 7] = ord("-")
+    offsets = np.arange(0, 10 * n + 1, 10, dtype=np.int32)
+    mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars), mask, int(n - valid.sum()))
+
+
+_MS_PER_DAY = 86_400_000
+_DASH = ord("-") - ord("0")
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    return _MONTH_DAYS[month] + ((month == 2) & leap)
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year = year - (month <= 2)
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = days + 719468
+    era = z // 146097
+    day_of_era = z - era * 146097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = np.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def parse_languages(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """`"['English', 'Français']"` to `["English", "Français"]`; `"[]"` to `[]`; missing to null.
+
+    The common shape, `['a', 'b']` with no quote or backslash inside an item, is split with Arrow;
+    anything else is read one value at a time by a small tokenizer (never `eval`).
+    """
+    shaped = pc.and_(pc.starts_with(values, "['"), pc.ends_with(values, "']"))
+    items = pc.split_pattern(pc.utf8_slice_codeunits(keep(shaped, values), 2, -2), "', '")
+    simple = pc.fill_null(shaped, False).to_numpy(zero_copy_only=False)
+    flat = items.flatten()
+    odd = strings.rows_with(flat, _QUOTES)  # an item holding ' or \ : the split was wrong
+    if odd.any():
+        simple[pc.list_parent_indices(items).to_numpy()[odd]] = False
+    empty = pc.fill_null(pc.equal(values, EMPTY_LIST_TEXT), False).to_numpy(zero_copy_only=False)
+    parsed = pc.if_else(pa.array(empty), _NO_LANGUAGES, keep(pa.array(simple), items))
+    bad = np.zeros(len(values), dtype=bool)
+    others = np.flatnonzero(~simple & ~empty & strings.valid(values) & (strings.layout(values)[2] > 0))
+    if len(others):
+        slow: list = [None] * len(values)
+        for i, text in zip(others.tolist(), values.take(pa.array(others)).to_pylist()):
+            text = text.strip()
+            slow[i] = _parse_list_literal(text) if text else None
+            bad[i] = slow[i] is None and text != ""
         parsed = pc.coalesce(parsed, pa.array(slow, type=LANGUAGES_TYPE))
-    return parsed, _bad(text, parsed)
+    return parsed, bad
+
+
+_QUOTES = strings.byte_set(b"'\\")
+_NO_LANGUAGES = pa.scalar([], type=LANGUAGES_TYPE)
 
 
 _STRING = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s*(,|$)""", re.S)

@@ -62,6 +62,7 @@ class Config:
     SSE_MAX_SECONDS: int = defaults.SSE_MAX_SECONDS
     BLOCK_SIZE: int = defaults.BLOCK_SIZE
     BATCH_SIZE: int = defaults.BATCH_SIZE
+    INGEST_HELPER_MIN_MB: int = defaults.INGEST_HELPER_MIN_MB
     MAX_REJECTS_KEPT: int = defaults.MAX_REJECTS_KEPT
     HEARTBEAT_SECONDS: int = defaults.HEARTBEAT_SECONDS
     WORKER_TIMEOUT: int = defaults.WORKER_TIMEOUT
@@ -117,6 +118,7 @@ _CHECKS = {
     # A row must fit in a block, and a document in MongoDB's 16 MB: 8 MiB keeps rows well under it.
     "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
     "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
+    "INGEST_HELPER_MIN_MB": lambda n, v: _int(n, v, 0, 1_000_000),
     "MAX_REJECTS_KEPT": lambda n, v: _int(n, v, 0, 10_000),
     "HEARTBEAT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "WORKER_TIMEOUT": lambda n, v: _int(n, v, 2, 86400),

@@ -29,6 +29,7 @@ SSE_MAX_SECONDS = 300  # a stream closes after this long; the browser reconnects
 
 BLOCK_SIZE = 1 << 20  # bytes PyArrow reads per block
 BATCH_SIZE = 1000  # movies per bulk write
+INGEST_HELPER_MIN_MB = 8  # movie files this big are parsed in a helper process, beside the writer (0: always)
 MAX_REJECTS_KEPT = 100  # rejected rows kept on a task, with line and reason
 
 HEARTBEAT_SECONDS = 5  # how often a worker says it is alive

@@ -1,23 +1,32 @@
-"""Ingest a movie CSV: stream blocks, clean and bulk-write BATCH_SIZE rows at a time, checkpoint after each."""
+"""Ingest a movie CSV: blocks are parsed, cleaned and encoded to BSON (in a helper process, for big
+files) while this process bulk-writes them BATCH_SIZE movies at a time, checkpointing after each write."""
 from __future__ import annotations
 
 import os
 from typing import Callable
 
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from app import csvstream, movies
+from app.pipeline import ahead
+from app.prepare import Batch, prepare
 from app.progress import Progress
 from app.retry import ONCE, Backoff
 
 DUPLICATE_KEY = 11000
 
 
-def write_movies(collection: Collection, documents: list[dict]) -> tuple[int, int]:
+def requests(batch: Batch) -> list[ReplaceOne]:
+    """The batch as upserts by `_id`, each document the raw BSON prepared for it."""
+    data, bounds = batch.documents, batch.bounds
+    return [ReplaceOne({"_id": key}, RawBSONDocument(data[a:b]), upsert=True)
+            for key, a, b in zip(batch.ids, bounds, bounds[1:])]
+
+
+def write_movies(collection: Collection, requests: list[ReplaceOne]) -> tuple[int, int]:
     """Upsert by `_id`; returns (inserted, updated). Replaying a batch changes nothing."""
-    requests = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in documents]
     try:
         result = collection.bulk_write(requests, ordered=False)
         return result.upserted_count, result.matched_count
@@ -44,33 +53,29 @@ def ingest_movies(
     on_progress: Callable[[dict, dict], None] = lambda fields, checkpoint: None,
     checkpoint: dict | None = None,
     retry: Backoff = ONCE,
+    in_process_from: int = 0,
 ) -> dict:
     """Load the file into `collection`, from `checkpoint` on if given; returns the final fields.
 
-    Rows go in batches of `batch_size` rows, each cleaned and written as one bulk write; after each,
-    `on_progress(fields, checkpoint)`: a later attempt given that checkpoint goes on with the next batch.
+    After each batch is written, `on_progress(fields, checkpoint)`: a later attempt given that
+    checkpoint goes on with the next batch. With at least `in_process_from` bytes to go, blocks are
+    prepared in a helper process while this one writes.
     """
     progress = Progress.resume(os.path.getsize(path), checkpoint)
-    for chunk in csvstream.stream(path, block_size, start_line=progress.line):
-        progress.bytes_read = chunk.bytes_read
-        invalid = chunk.invalid
-        n = chunk.batch.num_rows
-        for start in range(0, max(n, 1), batch_size):
-            end = start + batch_size
-            end_line = int(chunk.lines[end]) if end < n else chunk.next_line
-            skipped = [r for r in invalid if r.line < end_line]  # wrong field counts among these rows
-            invalid = invalid[len(skipped):]
-            rows = chunk.batch.slice(start, batch_size)
-            cleaned = movies.clean_batch(rows, chunk.lines[start:end]) if rows.num_rows else movies.CleanBatch([])
-            progress.reject(sorted(skipped + cleaned.rejects, key=lambda r: r.line), max_rejects)
-            progress.rows_read += rows.num_rows + len(skipped)
-            for name, count in cleaned.warnings.items():
-                progress.warnings[name] = progress.warnings.get(name, 0) + count
-            if cleaned.documents:
-                inserted, updated = retry.call(write_movies, collection, cleaned.documents, what="bulk write")
-                progress.rows_inserted += inserted
-                progress.rows_updated += updated
-            progress.line = end_line
-            on_progress(progress.fields(), progress.checkpoint())
+    in_process = progress.bytes_total - progress.bytes_read >= in_process_from
+    with ahead(prepare, path, block_size, batch_size, progress.line, in_process=in_process) as blocks:
+        for block in blocks:
+            for batch in block:
+                if batch.ids:
+                    inserted, updated = retry.call(write_movies, collection, requests(batch), what="bulk write")
+                    progress.rows_inserted += inserted
+                    progress.rows_updated += updated
+                progress.rows_read += batch.rows_read
+                progress.reject(batch.rejects, max_rejects)
+                for name, count in batch.warnings.items():
+                    progress.warnings[name] = progress.warnings.get(name, 0) + count
+                progress.bytes_read = batch.bytes_read
+                progress.line = batch.end_line
+                on_progress(progress.fields(), progress.checkpoint())
     progress.bytes_read = progress.bytes_total
     return progress.fields()

@@ -1,8 +1,9 @@
-"""The movie schema: the CSV contract, cleaning a batch into documents, a movie's identity, and queries."""
+"""The movie schema: the CSV contract, cleaning a block into document fields, a movie's identity, and queries."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,10 +28,21 @@ SORT_FIELDS = {"release_date": "release_date", "rating": "vote_average", "title"
 
 
 @dataclass
-class CleanBatch:
-    documents: list[dict]
-    rejects: list[Reject] = field(default_factory=list)
-    warnings: dict[str, int] = field(default_factory=dict)
+class CleanBlock:
+    """A block's movies as Arrow columns, and what could not be read in them."""
+
+    columns: dict[str, pa.Array]  # the stored fields in document order: `_id`, the file's columns, `year`
+    lines: np.ndarray  # the line each movie starts on
+    rejects: list[Reject] = field(default_factory=list)  # rows without a title
+    unreadable: dict[str, np.ndarray] = field(default_factory=dict)  # per column: which values became null
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def warnings(self, start: int = 0, end: int | None = None) -> dict[str, int]:
+        """Per column, how many of movies[start:end] had a value that could not be read."""
+        counts = {name: int(mask[start:end].sum()) for name, mask in self.unreadable.items()}
+        return {name: count for name, count in counts.items() if count}
 
 
 def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
@@ -40,51 +52,48 @@ def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
     different (title, date) pairs can never share an id. The title is compared exactly, as written
     (after trimming surrounding spaces): all undated rows with the same title are one movie.
     """
-    day = pc.fill_null(pc.strftime(release_date, format="%Y-%m-%d"), _UNDATED)
+    day = pc.fill_null(clean.format_day(release_date), _UNDATED)
     return pc.binary_join_element_wise(day, title, _SLASH)
 
 
-def clean_batch(batch: pa.RecordBatch, lines) -> CleanBatch:
-    """Turn a batch of raw string columns into movie documents ready for MongoDB."""
-    title = clean.trimmed(batch.column("title"))
+def clean_block(batch: pa.RecordBatch, lines: np.ndarray) -> CleanBlock:
+    """Turn a block of raw string columns into movie fields ready to encode; rows without a title are rejected."""
+    title = clean.trimmed(batch.column("title")) if batch.num_rows else pa.array([], pa.string())
     has_title = pc.is_valid(title)
-    rejects = [Reject(int(lines[i]), "missing title") for i in pc.indices_nonzero(pc.invert(has_title)).to_pylist()]
+    missing = np.flatnonzero(~has_title.to_numpy(zero_copy_only=False))
+    rejects = [Reject(int(lines[i]), "missing title") for i in missing]
     if rejects:
-        batch, title = batch.filter(has_title), title.filter(has_title)
+        batch, title, lines = batch.filter(has_title), title.filter(has_title), np.delete(lines, missing)
     if batch.num_rows == 0:
-        return CleanBatch([], rejects)
+        return CleanBlock({}, lines, rejects)
 
     names = batch.schema.names
-    warnings: dict[str, int] = {}
-    columns: dict[str, pa.Array] = {}
+    unreadable: dict[str, np.ndarray] = {}
+    columns: dict[str, pa.Array] = {"_id": None}  # placeholder: `_id` leads the document
     null = pa.nulls(batch.num_rows, pa.string())
 
-    def column(name):
-        return batch.column(name) if name in names else null
-
     for name in COLUMNS + tuple(n for n in names if n not in COLUMNS):
-        raw = column(name)
+        raw = batch.column(name) if name in names else null
+        bad = None
         if name == "title":
-            columns[name] = title
-            continue
-        if name in INT_COLUMNS:
+            value = title
+        elif name in INT_COLUMNS:
             value, bad = clean.parse_int(raw)
         elif name in FLOAT_COLUMNS:
             value, bad = clean.parse_float(raw)
         elif name == "release_date":
             value, bad = clean.parse_date(raw)
-            columns["year"] = pc.year(value)
         elif name == "languages":
             value, bad = clean.parse_languages(raw)
         else:
-            value, bad = clean.blank_to_null(raw), 0
+            value = clean.blank_to_null(raw)
         columns[name] = value
-        if bad:
-            warnings[name] = bad
+        if bad is not None and bad.any():
+            unreadable[name] = bad
 
+    columns["year"] = pc.year(columns["release_date"])
     columns["_id"] = identity(title, columns["release_date"])
-    table = pa.table(columns)
-    return CleanBatch(table.to_pylist(), rejects, warnings)
+    return CleanBlock(columns, lines, rejects, unreadable)
 
 
 def query(year: int | None, language: str | None) -> dict:

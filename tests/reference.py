@@ -94,6 +94,23 @@ def clean_row(row: dict) -> dict:
 def load(path) -> dict:
     """What ingesting `path` must produce: documents by _id (later rows win), rejects, counts."""
     documents, rejects, rows_read, valid = {}, [], 0, 0
+    for line, doc, reject in read(path):
+        rows_read += 1
+        if reject:
+            rejects.append({"line": line, "reason": reject})
+            continue
+        valid += 1
+        documents[doc["_id"]] = doc
+    return {"documents": documents, "rejects": rejects, "rows_read": rows_read, "valid": valid}
+
+
+def cleaned_rows(path) -> list[dict]:
+    """Every valid row's document, in file order (repeats included): what the pipeline writes."""
+    return [doc for _, doc, reject in read(path) if not reject]
+
+
+def read(path):
+    """(line, document or None, reject reason or None) for every row of the file, blank lines skipped."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader)]
@@ -105,18 +122,14 @@ def load(path) -> dict:
                 break
             if not fields or all(v == "" for v in fields):
                 continue  # blank line
-            rows_read += 1
             if len(fields) != len(header):
-                rejects.append({"line": line, "reason": f"expected {len(header)} fields, found {len(fields)}"})
+                yield line, None, f"expected {len(header)} fields, found {len(fields)}"
                 continue
             row = dict(zip(header, fields))
             if not row.get("title", "").strip():
-                rejects.append({"line": line, "reason": "missing title"})
+                yield line, None, "missing title"
                 continue
-            valid += 1
-            doc = clean_row(row)
-            documents[doc["_id"]] = doc
-    return {"documents": documents, "rejects": rejects, "rows_read": rows_read, "valid": valid}
+            yield line, clean_row(row), None
 
 
 # -- plays ---------------------------------------------------------------------------------------------

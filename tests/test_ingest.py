@@ -9,6 +9,7 @@ import pytest
 from app import tasks
 from app.ingest import ingest_movies
 from app.tools.generate import generate_movies
+from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 from tests.reference import load
 
@@ -43,11 +44,13 @@ def test_sample_file_gives_exact_documents(db, worker, upload_dir):
     assert '""good man""' not in exhale["overview"] and '"good man"' in exhale["overview"]
 
 
-def test_generated_file_of_50000_rows_matches_reference(db, worker, upload_dir, tmp_path):
+@pytest.mark.parametrize("helper_from_mb", [0, 1000], ids=["helper-process", "inline"])
+def test_generated_file_of_50000_rows_matches_reference(db, config, upload_dir, tmp_path, helper_from_mb):
     path = tmp_path / "gen.csv"
     generate_movies(str(path), rows=50_000, seed=7)
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
+    worker = Worker(config.with_overrides(INGEST_HELPER_MIN_MB=helper_from_mb), db=db, name="w")
     assert worker.work() is True
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")

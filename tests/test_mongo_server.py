@@ -15,6 +15,7 @@ from pathlib import Path
 import bson
 import pymongo
 import pytest
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
@@ -88,7 +89,10 @@ def test_bulk_replace_upserts_unordered(db):
     again = docs[1:] + [{"_id": "m3", "title": "movie 3"}]
     result = db.movies.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again], ordered=False)
     assert (result.upserted_count, result.matched_count) == (1, 2)
-    assert write_movies(db.movies, docs + [{"_id": "m9", "title": "nine"}]) == (1, 3)  # the service's own writer
+    requests = [ReplaceOne({"_id": d["_id"]}, RawBSONDocument(bson.encode(d)), upsert=True)
+                for d in docs + [{"_id": "m9", "title": "nine"}]]
+    assert write_movies(db.movies, requests) == (1, 3)  # the service's own writer, with raw BSON as it sends
+    assert db.movies.find_one({"_id": "m9"}) == {"_id": "m9", "title": "nine"}
     assert db.movies.count_documents({}) == 5
 
 

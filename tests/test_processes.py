@@ -37,7 +37,8 @@ LOG_TAIL = 3000  # characters of each process's log shown with a failure
 FINISHED = ("completed", "failed", "cancelled")
 
 # Short leases and sweeps, so a dead worker's task is taken over within a few seconds.
-FAST = {"LEASE_SECONDS": "3", "RECOVERY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "WORKER_TIMEOUT": "3"}
+FAST = {"LEASE_SECONDS": "3", "RECOVERY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "WORKER_TIMEOUT": "3",
+        "INGEST_HELPER_MIN_MB": "0"}  # every movie file through the helper process, as big files go
 
 
 # -- processes ------------------------------------------------------------------------------------------

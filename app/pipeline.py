@@ -1,0 +1,108 @@
+"""Run a generator in a helper process, a step ahead of whoever consumes it: two cores at work.
+
+Threads would not do: the preparing stage makes many short calls into PyArrow and needs the GIL
+between them, which a consumer busy building Python objects holds; measured, two threads together
+were slower than one. A process has its own GIL. Items cross a pipe as pickles, which also bounds how
+far the helper runs ahead: it blocks on writing until the consumer has read what came before.
+
+The helper is `python -m app.pipeline`, not `multiprocessing`: spawning that way re-imports the
+parent's `__main__`, which gunicorn, pytest and scripts all make differently. If the consumer dies, the
+helper's next write fails and it exits; it ignores SIGTERM and SIGINT, which the consumer handles.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+_ITEM, _ERROR, _END = "item", "error", "end"
+_ROOT = Path(__file__).resolve().parents[1]  # where `app` can be imported from
+
+
+@contextmanager
+def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True) -> Iterator[Iterator[T]]:
+    """`generate(*args)`'s items, made in a helper process if `in_process`, else inline.
+
+    `generate` must be a module-level function, and its arguments and items picklable. Its errors are
+    raised here, in order. Leaving the block early stops the helper.
+    """
+    if not in_process:
+        items = generate(*args)
+        try:
+            yield items
+        finally:
+            getattr(items, "close", lambda: None)()
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+    # A process group of its own: a signal to the consumer's group (Ctrl-C, a service manager) is the
+    # consumer's to handle; the helper stops when the consumer closes the pipe or kills it.
+    helper = subprocess.Popen([sys.executable, "-m", "app.pipeline"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=env, process_group=0)
+    try:
+        pickle.dump((generate.__module__, generate.__qualname__, args), helper.stdin)
+        helper.stdin.close()
+        yield _receive(helper)
+    finally:
+        helper.stdout.close()
+        if helper.poll() is None:
+            helper.kill()
+        helper.wait()
+
+
+def _receive(helper: subprocess.Popen) -> Iterator:
+    while True:
+        try:
+            kind, payload = pickle.load(helper.stdout)
+        except EOFError:
+            raise RuntimeError(f"the ingest helper process died (exit code {helper.wait()})") from None
+        if kind == _END:
+            return
+        if kind == _ERROR:
+            raise payload
+        yield payload
+
+
+def _serve(source, sink) -> None:
+    """In the helper: read what to run, send every item, then the end or the error."""
+    module, name, args = pickle.load(source)
+    generate = getattr(importlib.import_module(module), name)
+    try:
+        for item in generate(*args):
+            _send(sink, _ITEM, item)
+    except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there
+        _send(sink, _ERROR, _picklable(e))
+        return
+    _send(sink, _END, None)
+
+
+def _send(sink, kind: str, payload) -> None:
+    pickle.dump((kind, payload), sink, protocol=pickle.HIGHEST_PROTOCOL)
+    sink.flush()
+
+
+def _picklable(error: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - some exceptions cannot cross; their text can
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+if __name__ == "__main__":
+    # Also for a service manager that signals every process it started: the consumer decides when to
+    # stop, so that it can finish its batch and hand the task back first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sink = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the stream of pickles
+    try:
+        _serve(sys.stdin.buffer, sink)
+    except BrokenPipeError:  # the consumer stopped early, or is gone
+        os._exit(0)

@@ -1,0 +1,70 @@
+"""Prepare a movie file for writing: parse, clean and encode each block, and cut it into batches.
+
+This is the part of an ingest that runs in the worker's helper process (see app/pipeline.py): it
+needs PyArrow and NumPy only, no driver, and what it yields is plain data that pickles cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from app import csvstream, movies
+from app.csvstream import Reject
+from app.encode import encode
+
+
+@dataclass
+class Batch:
+    """Up to BATCH_SIZE movies as raw BSON, and what reading their lines did to the counters."""
+
+    ids: list[str]
+    documents: bytes  # the block's BSON documents end to end; shared by the block's batches
+    bounds: list[int]  # this batch's document i is documents[bounds[i]:bounds[i + 1]]
+    end_line: int  # where the rows after this batch start: the checkpoint once it is written
+    bytes_read: int
+    rows_read: int
+    rejects: list[Reject] = field(default_factory=list)
+    warnings: dict[str, int] = field(default_factory=dict)
+
+
+def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) -> Iterator[list[Batch]]:
+    """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
+    for chunk in csvstream.stream(path, block_size, start_line=start_line):
+        block = movies.clean_block(chunk.batch, chunk.lines)
+        ids, documents, bounds = _encoded(block)
+        invalid = chunk.invalid  # rows with the wrong number of fields, by line
+        missing = block.rejects  # rows without a title, by line
+        line = int(chunk.lines[0]) if len(chunk.lines) else chunk.next_line
+        batches = []
+        for start in range(0, max(len(block), 1), batch_size):
+            end = min(start + batch_size, len(block))
+            end_line = int(block.lines[end]) if end < len(block) else chunk.next_line
+            n_invalid = _count_before(invalid, end_line)
+            n_missing = _count_before(missing, end_line)
+            rows = int(np.searchsorted(chunk.lines, end_line) - np.searchsorted(chunk.lines, line))
+            batches.append(Batch(
+                ids=ids[start:end], documents=documents, bounds=bounds[start:end + 1], end_line=end_line,
+                bytes_read=chunk.bytes_read, rows_read=rows + n_invalid,
+                rejects=sorted(invalid[:n_invalid] + missing[:n_missing], key=lambda r: r.line),
+                warnings=block.warnings(start, end),
+            ))
+            invalid, missing, line = invalid[n_invalid:], missing[n_missing:], end_line
+        yield batches
+
+
+def _encoded(block: movies.CleanBlock) -> tuple[list[str], bytes, list[int]]:
+    """The block's ids, its documents end to end, and where each one starts (and the last one ends)."""
+    if not len(block):
+        return [], b"", [0]
+    encoded = encode(block.columns)
+    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int32)[encoded.offset:encoded.offset + len(encoded) + 1]
+    return block.columns["_id"].to_pylist(), encoded.buffers()[2].to_pybytes(), offsets.tolist()
+
+
+def _count_before(rejects: list[Reject], line: int) -> int:
+    n = 0
+    while n < len(rejects) and rejects[n].line < line:
+        n += 1
+    return n

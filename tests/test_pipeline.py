@@ -1,0 +1,130 @@
+"""The helper process that prepares blocks beside the writer: same items, errors in order, no orphans."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from app import prepare
+from app.pipeline import ahead
+from app.tools.generate import generate_movies
+from tests.conftest import REPO
+
+
+# Module-level generators: the helper imports them by name.
+def numbers(n):
+    yield from range(n)
+
+
+def fails_after(n):
+    yield from range(n)
+    raise pa.ArrowInvalid("CSV parse error: Expected 15 columns, got 3")
+
+
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("no")
+
+
+def fails_oddly():
+    yield 1
+    raise Unpicklable("a lock cannot cross")
+
+
+def dies():
+    yield 1
+    os._exit(3)
+
+
+def forever():
+    while True:
+        yield "x" * 100_000  # bigger than a pipe's buffer: the helper waits on each one
+
+
+def helpers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if "app.pipeline" in " ".join(p.cmdline())]
+
+
+def test_items_arrive_in_order_from_the_helper():
+    with ahead(numbers, 1000) as items:
+        assert list(items) == list(range(1000))
+    assert helpers() == []
+
+
+def test_inline_gives_the_same_items_without_a_process():
+    with ahead(numbers, 5, in_process=False) as items:
+        assert helpers() == []
+        assert list(items) == [0, 1, 2, 3, 4]
+
+
+def test_an_error_arrives_after_the_items_before_it_with_its_type():
+    seen = []
+    with pytest.raises(pa.ArrowInvalid, match="Expected 15 columns"):
+        with ahead(fails_after, 3) as items:
+            for item in items:
+                seen.append(item)
+    assert seen == [0, 1, 2]
+
+
+def test_an_error_that_cannot_be_pickled_arrives_as_its_text():
+    with pytest.raises(RuntimeError, match="Unpicklable: a lock cannot cross"):
+        with ahead(fails_oddly) as items:
+            list(items)
+
+
+def test_a_helper_that_dies_is_an_error_not_a_short_file():
+    with pytest.raises(RuntimeError, match=r"helper process died \(exit code 3\)"):
+        with ahead(dies) as items:
+            list(items)
+
+
+def test_leaving_early_stops_the_helper():
+    with ahead(forever) as items:
+        assert next(iter(items)) == "x" * 100_000
+        [helper] = helpers()
+    assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
+    with ahead(forever) as items:
+        items = iter(items)
+        next(items)  # the helper is up, and blocked writing the next item
+        [helper] = helpers()
+        helper.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert [len(next(items)) for _ in range(5)] == [100_000] * 5
+        assert helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE
+
+
+def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", "from app.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
+         "with ahead(forever) as items:\n    next(iter(items))\n    print('ready', flush=True)\n"
+         "    import time; time.sleep(60)\n"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert consumer.stdout.readline().strip() == "ready"
+        [helper] = [p for p in psutil.Process(consumer.pid).children() if "app.pipeline" in " ".join(p.cmdline())]
+        consumer.kill()  # the consumer only: the helper must notice on its own
+        consumer.wait()
+        gone, _ = psutil.wait_procs([helper], timeout=10)
+        assert gone == [helper]
+    finally:
+        consumer.kill()
+
+
+def test_prepared_blocks_are_the_same_through_the_helper(tmp_path):
+    path = tmp_path / "movies.csv"
+    generate_movies(str(path), rows=5_000, seed=3)
+    args = (str(path), 64 * 1024, 500, 2)
+    with ahead(prepare.prepare, *args, in_process=False) as items:
+        inline = list(items)
+    with ahead(prepare.prepare, *args) as items:
+        helped = list(items)
+    assert helped == inline and len(inline) > 10
