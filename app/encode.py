@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 DOUBLE, STRING, ARRAY, DATETIME, NULL, INT32, INT64 = 0x01, 0x02, 0x04, 0x09, 0x0A, 0x10, 0x12
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _NUL = pa.scalar(b"\x00", pa.binary())
-_NOTHING = b""
+_NOTHING = pa.scalar(b"", pa.binary())  # scalars made once: a Python literal is converted on every call
 
 
 class _Row:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _ITEM, _ERROR, _END = "item", "error", "end"
@@ -54,6 +56,48 @@ def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True) 
         if helper.poll() is None:
             helper.kill()
         helper.wait()
+
+
+def in_thread(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced on a thread of its own, up to `depth` ahead; for a stage that releases the GIL
+    for long stretches (PyArrow's CSV parse), beside one that holds it often. Errors arrive in order."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if not _put(ready, stop, (_ITEM, item)):
+                    return
+            _put(ready, stop, (_END, None))
+        except BaseException as e:  # noqa: BLE001 - raised on the consuming thread
+            _put(ready, stop, (_ERROR, e))
+        finally:
+            getattr(items, "close", lambda: None)()  # a generator's `finally` (open files) runs here
+
+    thread = threading.Thread(target=produce, name="prepare-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, payload = ready.get()
+            if kind == _END:
+                return
+            if kind == _ERROR:
+                raise payload
+            yield payload
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _put(ready: queue.Queue, stop: threading.Event, item) -> bool:
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
 
 
 def _receive(helper: subprocess.Popen) -> Iterator:

@@ -13,6 +13,7 @@ import numpy as np
 from app import csvstream, movies
 from app.csvstream import Reject
 from app.encode import encode
+from app.pipeline import in_thread
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Batch:
 
 def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) -> Iterator[list[Batch]]:
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
-    for chunk in csvstream.stream(path, block_size, start_line=start_line):
+    for chunk in in_thread(csvstream.stream(path, block_size, start_line=start_line)):
         block = movies.clean_block(chunk.batch, chunk.lines)
         ids, documents, bounds = _encoded(block)
         invalid = chunk.invalid  # rows with the wrong number of fields, by line

@@ -27,7 +27,6 @@ import filecmp
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _measure import rss_mb, run_child, warm  # noqa: E402
 # No app import up here: the baseline's child must not pay for PyArrow. The service's child and the
 # generator import what they need when they need it.
 
@@ -86,19 +88,6 @@ def baseline(path: str, result_path: str) -> dict:
     return {"rows_read": rows, "rows_rejected": rejected, "groups": len(totals)}
 
 
-def rss_mb(field: str) -> float:
-    """VmHWM (peak) or VmRSS (now) of this process, MiB.
-
-    Not getrusage's ru_maxrss: on Linux a child starts with its parent's peak at fork (it survives the
-    exec), so this script's own RSS, the generator's and PyArrow's, would hide the child's.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def run_one(which: str, path: str, result_path: str) -> dict:
     """In the child: import what `which` needs, then time it alone. Its figures, for the parent."""
     if which == "service":
@@ -123,19 +112,10 @@ def run_one(which: str, path: str, result_path: str) -> dict:
 def measure(which: str, path: Path, result_path: Path) -> dict:
     """Run `which` in a fresh interpreter; add the rates to what it reports."""
     print(f"running the {which}...", flush=True)
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run-one", which, str(path),
-                          str(result_path)], stdout=subprocess.PIPE, text=True, check=True).stdout
-    r = json.loads(out.splitlines()[-1])
+    r = run_child(__file__, "--run-one", which, str(path), str(result_path))
     size = path.stat().st_size
     r.update(mb_s=size / 1e6 / r["seconds"], rows_s=r["rows"] / r["seconds"])
     return r
-
-
-def warm(path: Path) -> None:
-    """Read the file once so both runs find it in the page cache."""
-    with open(path, "rb", buffering=0) as f:
-        while f.read(8 << 20):
-            pass
 
 
 def generate(path: Path, amount: dict, seed: int, songs: int = SONGS) -> None:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from app import prepare
-from app.pipeline import ahead
+from app.pipeline import ahead, in_thread
 from app.tools.generate import generate_movies
 from tests.conftest import REPO
 
@@ -128,3 +129,28 @@ def test_prepared_blocks_are_the_same_through_the_helper(tmp_path):
     with ahead(prepare.prepare, *args) as items:
         helped = list(items)
     assert helped == inline and len(inline) > 10
+
+
+def test_in_thread_gives_the_items_in_order_and_raises_where_they_stopped():
+    assert list(in_thread(iter(range(100)), depth=2)) == list(range(100))
+    seen = []
+    with pytest.raises(pa.ArrowInvalid, match="Expected 15 columns"):
+        for item in in_thread(fails_after(3)):
+            seen.append(item)
+    assert seen == [0, 1, 2]
+
+
+def test_in_thread_left_early_stops_its_thread_and_closes_the_source():
+    closed = []
+
+    def source():
+        try:
+            yield from range(1_000_000)
+        finally:
+            closed.append(threading.current_thread().name)
+
+    items = in_thread(source(), depth=2)
+    assert next(items) == 0
+    items.close()  # what a for loop's break, or an exception in the consumer, does
+    assert closed == ["prepare-read"]
+    assert not any(t.name == "prepare-read" for t in threading.enumerate())
