@@ -1,4 +1,7 @@
-"""A small JSON cache in Redis with a TTL. It fails open: with Redis away, callers compute the value."""
+"""A small cache of serialized responses in Redis with a TTL. It fails open: with Redis away, callers compute.
+
+Values are stored as the bytes a response sends, so a hit is one GET and no parsing or re-encoding.
+"""
 from __future__ import annotations
 
 import json
@@ -45,18 +48,18 @@ class Cache:
         """Same parameters, same key, whatever their order in the URL."""
         return f"{self.prefix}{namespace}:{json.dumps(params, sort_keys=True, separators=(',', ':'))}"
 
-    def get_or_compute(self, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
-        """The cached value and True, or the computed one (stored for `ttl` seconds) and False."""
+    def get_or_compute(self, key: str, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """The cached bytes and True, or the computed ones (stored for `ttl` seconds) and False."""
         try:
             cached = self.client.get(key)
             if cached is not None:
-                return json.loads(cached), True
+                return cached, True
         except redis.RedisError as e:
             self._warn(e)
             return compute(), False
         value = compute()
         try:
-            self.client.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
+            self.client.set(key, value, ex=self.ttl)
         except redis.RedisError as e:
             self._warn(e)
         return value, False

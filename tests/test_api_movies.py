@@ -1,6 +1,7 @@
 """GET /api/v1/movies: pagination, filters, sorting, parameter checks, the Redis cache and its failure mode."""
 from __future__ import annotations
 
+import json
 import logging
 import random
 from datetime import datetime
@@ -249,6 +250,27 @@ def test_deleted_key_is_a_miss(client, db, catalogue, redis_client):
     third = get(client, "language=en")
     assert third.headers["X-Cache"] == "miss"
     assert third.get_json()["total_docs"] == first.get_json()["total_docs"] + 1
+
+
+def test_a_hit_sends_the_bytes_and_headers_of_the_miss(client, catalogue, redis_client):
+    first = get(client, "language=fr&sort_by=title")
+    second = get(client, "language=fr&sort_by=title")
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+    assert second.data == first.data
+    assert {k: v for k, v in second.headers if k != "X-Cache"} == {k: v for k, v in first.headers if k != "X-Cache"}
+    assert first.headers["Content-Type"] == "application/json"
+    assert int(first.headers["Content-Length"]) == len(first.data)
+    # The wire format is jsonify()'s: sorted keys, compact, one trailing newline; Redis holds those bytes.
+    assert first.data == (json.dumps(first.get_json(), sort_keys=True, separators=(",", ":")) + "\n").encode()
+    [key] = redis_client.keys("*")
+    assert redis_client.get(key) == first.data
+
+
+def test_non_ascii_titles_survive_the_cache(client, db):
+    db.movies.insert_one(movie("Amélie", "2001-04-25", "fr", 7.8))
+    first, second = get(client), get(client)
+    assert second.headers["X-Cache"] == "hit" and second.data == first.data
+    assert titles(second.get_json()) == ["Amélie"]
 
 
 def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):

@@ -57,6 +57,16 @@ def test_hit_within_ttl_and_miss_after(real_client):
     assert third.headers["X-Cache"] == "miss"
 
 
+def test_hit_is_the_stored_bytes_of_the_miss(real_client):
+    http, client, prefix = real_client
+    first = http.get("/api/v1/movies?sort_by=title&order=-1")
+    second = http.get("/api/v1/movies?sort_by=title&order=-1")
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+    assert second.data == first.data and second.headers["Content-Type"] == first.headers["Content-Type"]
+    [key] = client.scan_iter(f"{prefix}*")
+    assert client.get(key) == first.data
+
+
 def test_parameter_order_shares_an_entry(real_client):
     http, client, prefix = real_client
     assert http.get("/api/v1/movies?year=2000&limit=10").headers["X-Cache"] == "miss"
@@ -67,8 +77,8 @@ def test_parameter_order_shares_an_entry(real_client):
 def test_default_ttl_is_five_seconds(real_redis):
     client, prefix = real_redis
     cache = Cache(client, ttl=5, prefix=prefix)
-    value, hit = cache.get_or_compute(cache.key("movies", {"page": 1}), lambda: {"x": 1})
-    assert (value, hit) == ({"x": 1}, False)
+    value, hit = cache.get_or_compute(cache.key("movies", {"page": 1}), lambda: b'{"x":1}')
+    assert (value, hit) == (b'{"x":1}', False)
     assert 4 <= client.ttl(cache.key("movies", {"page": 1})) <= 5
 
 

@@ -1,4 +1,4 @@
-"""GET /api/v1/health: is every part of the service up?"""
+"""GET /api/v1/health: is every part of the service up? GET /api/v1/ping: is this API process answering?"""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -24,3 +24,9 @@ def health():
         "worker": "ok" if workers else "none alive",
         "workers_alive": workers,
     }), 200
+
+
+@bp.get("/ping")
+def ping():
+    """Liveness: touches nothing beyond this process, so a MongoDB or Redis outage does not fail it."""
+    return jsonify({"ok": True})

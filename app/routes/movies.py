@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from app import movies, params
 from app.serialize import to_json
@@ -38,11 +38,14 @@ def find_movies(db, q: dict) -> dict:
     }
 
 
+def render(page: dict) -> bytes:
+    """The response body, as jsonify() writes it (compact); cached as is, so a hit is never re-encoded."""
+    return (current_app.json.dumps(page, separators=(",", ":")) + "\n").encode()
+
+
 @bp.get("/movies")
 def list_movies():
     svc = services()
     q = parse_query(request.args)
-    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: find_movies(svc.db, q))
-    response = jsonify(body)
-    response.headers["X-Cache"] = "hit" if hit else "miss"
-    return response
+    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: render(find_movies(svc.db, q)))
+    return Response(body, mimetype=current_app.json.mimetype, headers={"X-Cache": "hit" if hit else "miss"})
