@@ -35,7 +35,13 @@ def decode(message: bytes) -> dict | None:
 
 
 class Broker:
-    """A zmq.proxy between the intake (API side) and the queue (worker side), in a thread of its own."""
+    """Forwards messages from the intake (API side) to the queue (worker side), in a thread of its own.
+
+    Not `zmq.proxy`: with no worker connected (all busy: a worker leaves the queue while it runs a task)
+    and a message waiting, it polls the readable intake in a loop and burns a core. Here a message is
+    taken from the intake only when the one before it has gone out, and an undeliverable message waits
+    in a poll for a worker to connect.
+    """
 
     def __init__(self, config: Config):
         self.config = config
@@ -53,7 +59,7 @@ class Broker:
 
         def run():
             try:
-                zmq.proxy_steerable(intake, queue, None, control)
+                forward(intake, queue, control)
             except zmq.ContextTerminated:
                 pass
             finally:
@@ -75,6 +81,29 @@ class Broker:
         stopper.close(linger=0)
         self.context.term()
         self._thread = None
+
+
+def forward(intake: zmq.Socket, queue: zmq.Socket, control: zmq.Socket) -> None:
+    """Move messages from `intake` to `queue` until `control` says stop; idle while nothing can move."""
+    take, give = zmq.Poller(), zmq.Poller()
+    for poller, socket, event in ((take, intake, zmq.POLLIN), (give, queue, zmq.POLLOUT)):
+        poller.register(socket, event)
+        poller.register(control, zmq.POLLIN)
+    held = None  # a message taken from the intake, not yet handed to a worker
+    while True:
+        ready = dict((give if held else take).poll())
+        if control in ready:
+            return
+        if held is None:
+            try:
+                held = intake.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+        try:
+            queue.send_multipart(held, zmq.NOBLOCK)
+            held = None
+        except zmq.Again:  # no worker can take it yet: wait (in poll) until one can
+            pass
 
 
 class Producer:

@@ -60,6 +60,26 @@ def test_messages_cross_processes_through_the_broker(config):
     assert received[0] and received[1]
 
 
+def test_broker_idles_while_no_worker_can_take_a_message_then_delivers_it(config):
+    """Every worker busy (none connected) and a message waiting: the broker waits, it does not spin."""
+    broker = Broker(config).start()
+    producer = Producer(config)
+    try:
+        for i in range(3):
+            assert producer.send(f"waiting-{i}", "movies") is True
+        time.sleep(0.3)  # the messages reach the broker, which holds the first
+        cpu = time.process_time()  # this process's CPU, the broker's thread included
+        time.sleep(1.0)
+        assert time.process_time() - cpu < 0.2  # zmq.proxy burnt a whole core here
+        consumer = Consumer(config)  # a worker comes back: it gets them all, in order
+        got = [consumer.receive(timeout=2.0) for _ in range(3)]
+        consumer.close()
+    finally:
+        producer.close()
+        broker.stop()
+    assert [m["task_id"] for m in got] == ["waiting-0", "waiting-1", "waiting-2"]
+
+
 def test_producer_never_blocks_without_a_broker(config):
     producer = Producer(config)
     start = time.monotonic()
