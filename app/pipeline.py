@@ -29,11 +29,13 @@ _ROOT = Path(__file__).resolve().parents[1]  # where `app` can be imported from
 
 
 @contextmanager
-def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True) -> Iterator[Iterator[T]]:
+def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True,
+          env: dict[str, str] | None = None) -> Iterator[Iterator[T]]:
     """`generate(*args)`'s items, made in a helper process if `in_process`, else inline.
 
     `generate` must be a module-level function, and its arguments and items picklable. Its errors are
-    raised here, in order. Leaving the block early stops the helper.
+    raised here, in order. Leaving the block early stops the helper. `env`: defaults for the helper's
+    environment (what this process's environment sets wins).
     """
     if not in_process:
         items = generate(*args)
@@ -42,7 +44,8 @@ def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True) 
         finally:
             getattr(items, "close", lambda: None)()
         return
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**(env or {}), **os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
     # A process group of its own: a signal to the consumer's group (Ctrl-C, a service manager) is the
     # consumer's to handle; the helper stops when the consumer closes the pipe or kills it.
     helper = subprocess.Popen([sys.executable, "-m", "app.pipeline"], stdin=subprocess.PIPE,

@@ -154,3 +154,15 @@ def test_in_thread_left_early_stops_its_thread_and_closes_the_source():
     items.close()  # what a for loop's break, or an exception in the consumer, does
     assert closed == ["prepare-read"]
     assert not any(t.name == "prepare-read" for t in threading.enumerate())
+
+
+def environment(name):
+    yield os.environ.get(name)
+
+
+def test_the_helper_gets_default_environment_that_the_parent_can_override(monkeypatch):
+    with ahead(environment, "INGEST_TEST_SETTING", env={"INGEST_TEST_SETTING": "default"}) as items:
+        assert list(items) == ["default"]
+    monkeypatch.setenv("INGEST_TEST_SETTING", "operator's")
+    with ahead(environment, "INGEST_TEST_SETTING", env={"INGEST_TEST_SETTING": "default"}) as items:
+        assert list(items) == ["operator's"]
