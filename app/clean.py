@@ -57,7 +57,8 @@ def parse_float(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     bad = plain & ~ok
     for i, text in _others(values, plain):
         value = _read_float(text)
-        number[i], ok[i], bad[i] = value or 0.0, value is not None, value is None and not text.isspace()
+        number[i] = value if value is not None else 0.0  # not `value or 0.0`: -0.0 stays -0.0
+        ok[i], bad[i] = value is not None, value is None and not text.isspace()
     return pa.array(number, type=pa.float64(), mask=~ok), bad
 
 
@@ -240,7 +241,9 @@ def parse_languages(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     The common shape, `['a', 'b']` with no quote or backslash inside an item, is split with Arrow;
     anything else is read one value at a time by a small tokenizer (never `eval`).
     """
-    shaped = pc.and_(pc.starts_with(values, "['"), pc.ends_with(values, "']"))
+    # At least 4 characters: in "[']" the opening and the closing quote would be the same one.
+    shaped = pc.and_(pc.and_(pc.starts_with(values, "['"), pc.ends_with(values, "']")),
+                     pc.greater_equal(pc.binary_length(values), _FOUR))
     items = pc.split_pattern(pc.utf8_slice_codeunits(keep(shaped, values), 2, -2), "', '")
     simple = pc.fill_null(shaped, False).to_numpy(zero_copy_only=False)
     flat = items.flatten()
@@ -262,10 +265,12 @@ def parse_languages(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 
 _QUOTES = strings.byte_set(b"'\\")
+_FOUR = pa.scalar(4, pa.int32())
 _NO_LANGUAGES = pa.scalar([], type=LANGUAGES_TYPE)
 
 
-_STRING = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s*(,|$)""", re.S)
+# One string literal (a u or r prefix allowed, as Python 2 and raw reprs write them), then a comma or the end.
+_STRING = re.compile(r"""\s*([uUrR]?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"))\s*(,|$)""", re.S)
 
 
 def _parse_list_literal(text: str) -> list[str] | None:
@@ -287,4 +292,6 @@ def _parse_list_literal(text: str) -> list[str] | None:
         pos = match.end()
         if match.group(2) == "" and pos < len(body):
             return None
+        if match.group(2) == "," and body[pos:].strip() == "":
+            break  # a trailing comma, as in ['a', ]
     return items

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+
+
+class HelperDied(RuntimeError):
+    """The helper process ended without finishing (killed, out of memory): worth another attempt."""
+
 _ITEM, _ERROR, _END = "item", "error", "end"
 _ROOT = Path(__file__).resolve().parents[1]  # where `app` can be imported from
 
@@ -48,7 +53,8 @@ def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
     # A process group of its own: a signal to the consumer's group (Ctrl-C, a service manager) is the
     # consumer's to handle; the helper stops when the consumer closes the pipe or kills it.
-    helper = subprocess.Popen([sys.executable, "-m", "app.pipeline"], stdin=subprocess.PIPE,
+    # -P: the worker's working directory is not put on the helper's path (an `app.py` there would shadow us).
+    helper = subprocess.Popen([sys.executable, "-P", "-m", "app.pipeline"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, env=env, process_group=0)
     try:
         pickle.dump((generate.__module__, generate.__qualname__, args), helper.stdin)
@@ -108,7 +114,7 @@ def _receive(helper: subprocess.Popen) -> Iterator:
         try:
             kind, payload = pickle.load(helper.stdout)
         except EOFError:
-            raise RuntimeError(f"the ingest helper process died (exit code {helper.wait()})") from None
+            raise HelperDied(f"the ingest helper process died (exit code {helper.wait()})") from None
         if kind == _END:
             return
         if kind == _ERROR:
@@ -119,8 +125,8 @@ def _receive(helper: subprocess.Popen) -> Iterator:
 def _serve(source, sink) -> None:
     """In the helper: read what to run, send every item, then the end or the error."""
     module, name, args = pickle.load(source)
-    generate = getattr(importlib.import_module(module), name)
     try:
+        generate = getattr(importlib.import_module(module), name)  # inside: a failure here reaches the consumer
         for item in generate(*args):
             _send(sink, _ITEM, item)
     except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there

@@ -22,6 +22,7 @@ from app.config import Config
 from app.files import remove
 from app.aggregate import TotalTooLarge, aggregate_plays
 from app.ingest import ingest_movies
+from app.pipeline import HelperDied
 from app.queue import Consumer
 from app.retry import Backoff
 
@@ -143,6 +144,8 @@ class Worker:
         except ConnectionFailure as e:
             # MongoDB is away: the lease will run out and another attempt will start; nothing is marked done.
             log.error("task %s: MongoDB unreachable, leaving it for a retry: %s", task_id, e)
+        except HelperDied as e:  # killed, out of memory: the next attempt (after the lease) resumes at the checkpoint
+            log.error("task %s: %s; leaving it for a retry", task_id, e)
         except Exception as e:  # the same error would come back on every attempt: fail now, with the reason
             message = _explain(e)
             expected = (OSError, UnicodeDecodeError, pa.ArrowException, PyMongoError)

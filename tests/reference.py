@@ -16,12 +16,13 @@ COLUMNS = (
     "runtime", "status", "title", "vote_average", "vote_count", "production_company_id", "genre_id",
     "languages",
 )
-DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# Digits are ASCII digits: \d is ASCII-only under re.ASCII (Python's default would take '١٢٣' too).
+DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 def to_int(value):
     s = value.strip()
-    if re.fullmatch(r"[+-]?\d{1,18}", s):
+    if re.fullmatch(r"[+-]?\d{1,18}", s, re.ASCII):
         return int(s)
     if DECIMAL.fullmatch(s):
         f = float(s)
@@ -41,9 +42,9 @@ def to_float(value):
 def to_date(value):
     s = value.strip()
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s, re.ASCII):
             return datetime.strptime(s, "%Y-%m-%d")
-        m = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", s)
+        m = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", s, re.ASCII)
         if m:
             return datetime(int(m.group(3)), int(m.group(1)), int(m.group(2)))
     except ValueError:
@@ -87,7 +88,9 @@ def clean_row(row: dict) -> dict:
     doc["title"] = row["title"].strip()
     date = doc["release_date"]
     doc["year"] = date.year if date else None
-    doc["_id"] = f"{date:%Y-%m-%d}/{doc['title']}" if date else f"undated/{doc['title']}"
+    # The year zero-padded to 4 digits (glibc's %Y would write year 99 as "99").
+    day = f"{date.year:04d}-{date.month:02d}-{date.day:02d}" if date else "undated"
+    doc["_id"] = f"{day}/{doc['title']}"
     return doc
 
 
@@ -136,9 +139,9 @@ def read(path):
 
 def plays_day(value):
     s = value.strip()
-    if re.fullmatch(r"\d{8}", s):
+    if re.fullmatch(r"\d{8}", s, re.ASCII):
         s = f"{s[:4]}-{s[4:6]}-{s[6:]}"
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s, re.ASCII):
         return None
     try:
         d = datetime(int(s[:4]), int(s[5:7]), int(s[8:]))
@@ -149,7 +152,7 @@ def plays_day(value):
 
 def plays_count(value):
     s = value.strip()
-    if not re.fullmatch(r"\d+", s) or int(s) >= 2**63:
+    if not re.fullmatch(r"\d+", s, re.ASCII) or int(s) >= 2**63:
         return None
     return int(s)
 

@@ -373,3 +373,29 @@ def test_parse_date_agrees_with_the_reference(texts):
 def test_format_day_writes_iso_days(days):
     formatted = clean.format_day(pa.array(days, pa.timestamp("ms"))).to_pylist()
     assert formatted == [None if d is None else f"{d.year:04d}-{d.month:02d}-{d.day:02d}" for d in days]
+
+
+# --- cases a review found -----------------------------------------------------------------------------------
+
+
+def test_negative_zero_stays_negative_whichever_path_reads_it():
+    # " -0" goes value by value; "1.2.3" makes Arrow refuse the block's cast, so "-0" does too.
+    for texts in (["-0"], [" -0"], ["-0", "1.2.3"]):
+        parsed, _ = clean.parse_float(pa.array(texts))
+        assert str(parsed.to_pylist()[0]) == "-0.0", texts
+
+
+def test_languages_edge_shapes():
+    assert run(clean.parse_languages, ["[']"]) == ([None], 1)  # not ['']: the quotes overlap
+    assert run(clean.parse_languages, ["['a', ]", "['a',]"]) == ([["a"], ["a"]], 0)  # trailing comma
+    assert run(clean.parse_languages, ["[u'Fran\\xe7ais', r'a\\n']"]) == ([["Français", "a\\n"]], 0)  # py2, raw
+    assert run(clean.parse_languages, ["[b'a']"]) == ([None], 1)  # bytes are not language names
+
+
+@pytest.mark.parametrize("parser, text", [(clean.parse_int, "١٢٣"), (clean.parse_int, "１２３"),
+                                          (clean.parse_float, "١٢٣"), (clean.parse_date, "١/٢/٢٠٢٠")])
+def test_only_ascii_digits_are_digits(parser, text):
+    assert run(parser, [text]) == ([None], 1)
+    rule = {clean.parse_int: reference.to_int, clean.parse_float: reference.to_float,
+            clean.parse_date: reference.to_date}[parser]
+    assert rule(text) is None

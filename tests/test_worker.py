@@ -195,3 +195,40 @@ def test_row_larger_than_a_block_fails_with_advice(db, config, upload_dir):
     Worker(config.with_overrides(BLOCK_SIZE=65536), db=db, name="small-blocks").work()
     task = db.processes.find_one({"task_id": "wide"})
     assert task["status"] == "failed" and "raise BLOCK_SIZE" in task["error"]
+
+
+def dies_after_one_block(path, block_size, batch_size, start_line=2):
+    """Stands in for app.prepare.prepare in the helper: one block, then the helper is killed (say, by OOM)."""
+    import itertools
+    import os
+
+    from app.prepare import prepare
+
+    yield from itertools.islice(prepare(path, block_size, batch_size, start_line), 1)
+    os._exit(137)
+
+
+def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, config, upload_dir, monkeypatch):
+    from app.tools.generate import generate_movies
+    from tests.reference import load
+
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / "big.csv"
+    generate_movies(str(path), rows=3_000, seed=9)
+    expected = load(path)
+    tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
+    config = config.with_overrides(INGEST_HELPER_MIN_MB=0, BLOCK_SIZE=64 * 1024, LEASE_SECONDS=2)
+    monkeypatch.setattr("app.ingest.prepare", dies_after_one_block)
+    assert Worker(config, db=db, name="first").work() is True
+    task = db.processes.find_one({"task_id": "big"})
+    # Not failed, and the upload kept: the lease brings it back, as if the worker itself had died.
+    assert task["status"] == "processing" and task["attempts"] == 1 and path.exists()
+    assert 2 < task["checkpoint"]["line"] and task["rows_read"] < expected["rows_read"]
+
+    monkeypatch.undo()
+    time.sleep(2.5)  # the lease runs out
+    assert Worker(config, db=db, name="second").work() is True
+    done = db.processes.find_one({"task_id": "big"})
+    assert done["status"] == "completed" and done["attempts"] == 2
+    assert done["rows_read"] == expected["rows_read"] and done["rows_rejected"] == len(expected["rejects"])
+    assert {d["_id"]: d for d in db.movies.find()} == expected["documents"]
