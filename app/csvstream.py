@@ -68,9 +68,12 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
         reader = _open(source, block_size, header, on_invalid)
     except pa.ArrowInvalid as e:
         source.close()
-        if "Empty CSV file" in str(e):  # a header and nothing after it, not even a line end
-            return
-        raise
+        if "Empty CSV file" not in str(e):
+            raise
+        if len(",".join(header).encode()) >= block_size:  # PyArrow says "empty" when the header fills the block
+            raise ValueError(f"the header is longer than a read block ({block_size} bytes): "
+                             "raise BLOCK_SIZE to read this file") from None
+        return  # a header and nothing after it, not even a line end
     next_record, next_line = 2, 2  # record 1 / line 1 is the header
     size, blocks = os.path.getsize(path), 0
     try:

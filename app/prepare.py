@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from app import csvstream, movies
 from app.csvstream import Reject
 from app.encode import encode
 from app.pipeline import in_thread
+
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB refuses a bigger document
 
 
 @dataclass
@@ -35,8 +38,12 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) ->
     for chunk in in_thread(csvstream.stream(path, block_size, start_line=start_line)):
         block = movies.clean_block(chunk.batch, chunk.lines)
         ids, documents, bounds = _encoded(block)
+        oversized = np.flatnonzero(np.diff(bounds) > MAX_DOCUMENT_BYTES)
+        if len(oversized):  # rare: reject those rows, encode the rest again
+            block = _without(block, oversized)
+            ids, documents, bounds = _encoded(block)
         invalid = chunk.invalid  # rows with the wrong number of fields, by line
-        missing = block.rejects  # rows without a title, by line
+        missing = block.rejects  # rows without a title (or too big to store), by line
         line = int(chunk.lines[0]) if len(chunk.lines) else chunk.next_line
         batches = []
         for start in range(0, max(len(block), 1), batch_size):
@@ -53,6 +60,19 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) ->
             ))
             invalid, missing, line = invalid[n_invalid:], missing[n_missing:], end_line
         yield batches
+
+
+def _without(block: movies.CleanBlock, rows: np.ndarray) -> movies.CleanBlock:
+    """The block less `rows`, which are rejected: each one's document is larger than MongoDB takes."""
+    keep = np.ones(len(block), dtype=bool)
+    keep[rows] = False
+    mask = pa.array(keep)
+    too_big = [Reject(int(block.lines[i]), "the movie is larger than MongoDB's 16 MB document limit") for i in rows]
+    return movies.CleanBlock(
+        {name: values.filter(mask) for name, values in block.columns.items()}, block.lines[keep],
+        sorted(block.rejects + too_big, key=lambda r: r.line),
+        {name: bad[keep] for name, bad in block.unreadable.items()},
+    )
 
 
 def _encoded(block: movies.CleanBlock) -> tuple[list[str], bytes, list[int]]:

@@ -214,3 +214,12 @@ def test_bytes_read_follows_the_rows_handed_out_not_pyarrows_read_ahead(tmp_path
     seen = [chunk.bytes_read for chunk in csvstream.stream(str(path), 64 * 1024)]
     assert seen == [min((i + 1) * 64 * 1024, size) for i in range(len(seen))] and seen[-1] == size
     assert len(seen) > 50  # PyArrow's own file position would be near the end from the first chunk
+
+
+def test_a_header_longer_than_a_block_is_an_error_not_an_empty_file(tmp_path):
+    path = tmp_path / "wide.csv"
+    columns = ["title"] + [f"extra_column_{i:06d}" for i in range(6000)]  # a 126 kB header
+    path.write_text(",".join(columns) + "\n" + ",".join(["A"] + [""] * 6000) + "\n")
+    with pytest.raises(ValueError, match="header is longer than a read block"):
+        list(csvstream.stream(str(path), 64 * 1024))
+    assert [chunk.batch.num_rows for chunk in csvstream.stream(str(path), 1 << 20)] == [1]

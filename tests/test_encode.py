@@ -105,3 +105,17 @@ def test_generated_movie_file_gives_the_reference_documents_byte_for_byte(tmp_pa
     expected = [bson.encode(doc) for doc in reference.cleaned_rows(path)]
     assert len(raw) == len(expected) > 19_000
     assert raw == expected
+
+
+def test_a_movie_too_big_for_mongodb_is_rejected_and_the_rest_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "MAX_DOCUMENT_BYTES", 2_000)  # MongoDB's is 16 MiB; the rule is the same
+    path = tmp_path / "movies.csv"
+    path.write_text("title,overview\nSmall,short\nHuge," + "x" * 3_000 + "\nAlso small,fine\n")
+    [block] = list(prepare.prepare(str(path), block_size=1 << 20, batch_size=1000))
+    [batch] = block
+    assert batch.ids == ["undated/Small", "undated/Also small"]
+    assert [r.as_dict() for r in batch.rejects] == [
+        {"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]
+    assert batch.rows_read == 3 and batch.end_line == 5
+    assert [bson.decode(batch.documents[a:b])["title"] for a, b in zip(batch.bounds, batch.bounds[1:])] == [
+        "Small", "Also small"]
