@@ -5,6 +5,7 @@ import csv
 import io
 import random
 
+import numpy as np
 import pytest
 
 from app import csvstream
@@ -223,3 +224,22 @@ def test_a_header_longer_than_a_block_is_an_error_not_an_empty_file(tmp_path):
     with pytest.raises(ValueError, match="header is longer than a read block"):
         list(csvstream.stream(str(path), 64 * 1024))
     assert [chunk.batch.num_rows for chunk in csvstream.stream(str(path), 1 << 20)] == [1]
+
+
+def test_coalesced_chunks_hold_the_same_rows_lines_and_rejects(tmp_path):
+    from app.tools.generate import generate_movies
+
+    path = tmp_path / "movies.csv"
+    generate_movies(str(path), rows=3_000, seed=5)
+    with open(path, "a", newline="") as f:
+        f.write("only,three,fields\r\n")  # a reject in the last block
+    chunks = list(csvstream.stream(str(path), 64 * 1024))
+    joined = list(csvstream.coalesce(iter(chunks), rows=1000))
+    assert 1 < len(joined) < len(chunks)
+    assert all(c.batch.num_rows >= 1000 for c in joined[:-1])
+    for field in ("title", "release_date", "languages"):
+        assert sum((c.batch.column(field).to_pylist() for c in joined), []) == \
+            sum((c.batch.column(field).to_pylist() for c in chunks), [])
+    assert np.concatenate([c.lines for c in joined]).tolist() == np.concatenate([c.lines for c in chunks]).tolist()
+    assert [r for c in joined for r in c.invalid] == [r for c in chunks for r in c.invalid] != []
+    assert (joined[-1].bytes_read, joined[-1].next_line) == (chunks[-1].bytes_read, chunks[-1].next_line)

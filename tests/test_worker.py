@@ -214,7 +214,7 @@ def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, 
 
     upload_dir.mkdir(parents=True, exist_ok=True)
     path = upload_dir / "big.csv"
-    generate_movies(str(path), rows=3_000, seed=9)
+    generate_movies(str(path), rows=12_000, seed=9)  # a few of the helper's cleaning units
     expected = load(path)
     tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
     config = config.with_overrides(INGEST_HELPER_MIN_MB=0, BLOCK_SIZE=64 * 1024, LEASE_SECONDS=2)
