@@ -1,7 +1,8 @@
 """Vectorised value parsers: Arrow string arrays in, typed Arrow arrays out, with a mask of the bad values.
 
-Each parser works on a whole batch with `pyarrow.compute`; only the rare `languages` values that are not
-in the common `['a', 'b']` shape fall back to a small Python tokenizer (never `eval`).
+Each parser reads a whole block at once: the common shapes straight from the string bytes with NumPy or
+one `pyarrow.compute` call (plain numbers, `YYYY-MM-DD` dates, `['a', 'b']` lists), and only the rare
+other values one at a time, by the strict rules (lists by a small tokenizer, never `eval`).
 """
 from __future__ import annotations
 
@@ -45,10 +46,6 @@ def trimmed(values: pa.Array) -> pa.Array:
     """Strings without surrounding whitespace; empty ones become null."""
     text = pc.utf8_trim_whitespace(values)
     return keep(pc.not_equal(text, EMPTY), text)
-
-
-def _mask(flags: pa.Array) -> np.ndarray:
-    return flags.to_numpy(zero_copy_only=False)
 
 
 def parse_float(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
