@@ -1,8 +1,9 @@
 """Vectorised value parsers: Arrow string arrays in, typed Arrow arrays out, with a mask of the bad values.
 
 Each parser reads a whole block at once: the common shapes straight from the string bytes with NumPy or
-one `pyarrow.compute` call (plain numbers, `YYYY-MM-DD` dates, `['a', 'b']` lists), and only the rare
-other values one at a time, by the strict rules (lists by a small tokenizer, never `eval`).
+one `pyarrow.compute` call (plain numbers, `YYYY-MM-DD` dates, `['a', 'b']` lists). Only the rare other
+values go by the strict rules: numbers and lists one at a time in Python (lists by a small tokenizer,
+never `eval`), dates as a small batch of their own.
 """
 from __future__ import annotations
 
