@@ -82,6 +82,7 @@ class Worker:
                 log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
                 remove(task.get("path"))
             self._clean_uploads()
+            self._clean_partial_results()
             for task in tasks.expire_results(self.db, self.config.RESULT_TTL_HOURS):
                 log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
                 remove(task.get("result_path"))
@@ -105,6 +106,32 @@ class Worker:
                                               {"task_id": 1})
             for task in finished:
                 remove(os.path.join(folder, stored[task["task_id"]]))
+
+    def _clean_partial_results(self) -> None:
+        """Remove the half-written results (`<task>.csv.<attempt>.part`) of writers that died mid-write.
+
+        A live writer's file is its task's, which is processing, and changes as it is written (the writer
+        renews its lease meanwhile); anything else is left over.
+        """
+        folder = self.config.RESULT_FOLDER
+        try:
+            parts = [name for name in os.listdir(folder) if name.endswith(".part")]
+        except OSError:
+            return
+        if not parts:
+            return
+        owners = {name: name.split(".", 1)[0] for name in parts}
+        running = {t["task_id"] for t in self.db.processes.find(
+            {"task_id": {"$in": list(set(owners.values()))}, "status": tasks.PROCESSING}, {"task_id": 1})}
+        stale_before = time.time() - 2 * self.config.LEASE_SECONDS
+        for name, task_id in owners.items():
+            path = os.path.join(folder, name)
+            try:
+                if task_id not in running or os.path.getmtime(path) < stale_before:
+                    remove(path)
+                    log.info("removed a half-written result left by a stopped writer: %s", name)
+            except OSError:
+                pass  # gone meanwhile: its writer finished
 
     def work(self, task_id: str | None = None) -> bool:
         """Claim one task (the named one, else the oldest claimable) and run it; False if none."""

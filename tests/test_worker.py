@@ -232,3 +232,25 @@ def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, 
     assert done["status"] == "completed" and done["attempts"] == 2
     assert done["rows_read"] == expected["rows_read"] and done["rows_rejected"] == len(expected["rejects"])
     assert {d["_id"]: d for d in db.movies.find()} == expected["documents"]
+
+
+def test_sweep_removes_half_written_results_of_writers_that_died(db, config, worker):
+    import os
+    from pathlib import Path
+
+    results = Path(config.RESULT_FOLDER)
+    results.mkdir(parents=True, exist_ok=True)
+    for task_id, status in (("done", "completed"), ("live", "processing"), ("old", "processing")):
+        tasks.create(db, task_id=task_id, kind="plays", filename="p.csv", path="/nowhere", size=1)
+        db.processes.update_one({"task_id": task_id}, {"$set": {"status": status}})
+    files = {name: results / name for name in
+             ("done.csv.1a2b3c4d.part", "live.csv.5e6f7a8b.part", "old.csv.9c0d1e2f.part", "gone.csv.3a4b5c6d.part",
+              "done.csv")}
+    for path in files.values():
+        path.write_text("Song,Date,Total Number of Plays for Date\n")
+    an_hour_ago = time.time() - 3600  # older than two leases: its writer stopped writing long ago
+    os.utime(files["old.csv.9c0d1e2f.part"], (an_hour_ago, an_hour_ago))
+
+    worker.sweep()
+    # Kept: the result itself, and the file a live writer is writing.
+    assert sorted(p.name for p in results.iterdir()) == ["done.csv", "live.csv.5e6f7a8b.part"]
