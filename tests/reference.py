@@ -123,8 +123,10 @@ def read(path):
                 fields = next(reader)
             except StopIteration:
                 break
-            if not fields or all(v == "" for v in fields):
-                continue  # blank line
+            if not fields or (len(fields) == len(header) and all(v == "" for v in fields)):
+                continue  # blank line, or a row of nothing but separators
+            if len(fields) == 1 and fields[0] != "" and fields[0].strip() == "":
+                continue  # a line of spaces holds no record (but `""` is a one-field row)
             if len(fields) != len(header):
                 yield line, None, f"expected {len(header)} fields, found {len(fields)}"
                 continue

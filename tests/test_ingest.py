@@ -204,3 +204,21 @@ def test_old_mac_line_endings_load(db, worker, upload_dir, tmp_path):
     worker.work()
     assert db.processes.find_one({"task_id": task_id})["status"] == "completed"
     assert sorted((m["title"], m["budget"]) for m in db.movies.find()) == [("A", 1), ("B", 2)]
+
+
+def test_lines_of_separators_quotes_or_spaces_count_as_the_reference_says(db, worker, upload_dir, tmp_path):
+    path = tmp_path / "odd.csv"
+    header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
+    row = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[1]
+    blank_row = "," * header.count(",")
+    path.write_text("\n".join([header, row, ",,", '""', "   ", blank_row, "", row.replace("Toy Story", "Toy Story 2"), ""]),
+                    encoding="utf-8")
+    expected = load(path)
+    task_id = queue_file(db, path, upload_dir)
+    assert worker.work() is True
+    task = db.processes.find_one({"task_id": task_id})
+    # ",," and '""' are rows with the wrong number of fields; spaces, empty lines and all-empty rows are no rows.
+    assert task["rejects"] == expected["rejects"] == [
+        {"line": 3, "reason": "expected 15 fields, found 3"}, {"line": 4, "reason": "expected 15 fields, found 1"}]
+    assert task["rows_read"] == expected["rows_read"] == 4
+    assert stored(db) == expected["documents"]
