@@ -77,7 +77,7 @@ def ingest_movies(
                 progress.reject(batch.rejects, max_rejects)
                 for name, count in batch.warnings.items():
                     progress.warnings[name] = progress.warnings.get(name, 0) + count
-                progress.bytes_read = batch.bytes_read
+                progress.bytes_read = max(progress.bytes_read, batch.bytes_read)  # a resumed run starts mid-chunk
                 progress.line = batch.end_line
                 on_progress(progress.fields(), progress.checkpoint())
     progress.bytes_read = progress.bytes_total

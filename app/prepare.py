@@ -37,6 +37,7 @@ class Batch:
 def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) -> Iterator[list[Batch]]:
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
     blocks = csvstream.coalesce(csvstream.stream(path, block_size, start_line=start_line), CLEAN_ROWS)
+    bytes_before = 0  # where the current chunk's bytes start
     for chunk in in_thread(blocks, depth=1):
         block = movies.clean_block(chunk.batch, chunk.lines)
         ids, documents, bounds = _encoded(block)
@@ -47,6 +48,7 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) ->
         invalid = chunk.invalid  # rows with the wrong number of fields, by line
         missing = block.rejects  # rows without a title (or too big to store), by line
         line = int(chunk.lines[0]) if len(chunk.lines) else chunk.next_line
+        rows_in_chunk, rows_done = max(len(chunk.lines) + len(chunk.invalid), 1), 0
         batches = []
         for start in range(0, max(len(block), 1), batch_size):
             end = min(start + batch_size, len(block))
@@ -54,13 +56,18 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) ->
             n_invalid = _count_before(invalid, end_line)
             n_missing = _count_before(missing, end_line)
             rows = int(np.searchsorted(chunk.lines, end_line) - np.searchsorted(chunk.lines, line))
+            rows_done += rows + n_invalid
+            # Bytes read so far, spread over the chunk's batches by rows: progress moves batch by batch,
+            # not in jumps of a chunk (a file smaller than one block would go from 0 to 100 %).
+            bytes_read = bytes_before + (chunk.bytes_read - bytes_before) * min(rows_done, rows_in_chunk) // rows_in_chunk
             batches.append(Batch(
                 ids=ids[start:end], documents=documents, bounds=bounds[start:end + 1], end_line=end_line,
-                bytes_read=chunk.bytes_read, rows_read=rows + n_invalid,
+                bytes_read=bytes_read, rows_read=rows + n_invalid,
                 rejects=sorted(invalid[:n_invalid] + missing[:n_missing], key=lambda r: r.line),
                 warnings=block.warnings(start, end),
             ))
             invalid, missing, line = invalid[n_invalid:], missing[n_missing:], end_line
+        bytes_before = chunk.bytes_read
         yield batches
 
 

@@ -115,6 +115,12 @@ def test_progress_is_reported_after_every_batch(db, tmp_path):
         s["rows_inserted"] + s["rows_updated"] for s in seen)
     assert final["rows_inserted"] + final["rows_updated"] == seen[-1]["rows_inserted"] + seen[-1]["rows_updated"]
     assert final["percent"] == 100.0
+    # The file (1.3 MB) is about one read block, yet percent moves batch by batch, in step with the rows.
+    percents = [s["percent"] for s in seen]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert len([p for p in percents if 0 < p < 100]) >= 3
+    for s in seen:
+        assert abs(s["percent"] - 100 * s["rows_read"] / 3_500) < 1  # not a block ahead of the rows
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\n"])

@@ -11,7 +11,8 @@ A stream holds one gunicorn thread for as long as it is open, so a process serve
 of them (fewer than WEB_THREADS: uploads and queries always have threads left); beyond that it answers
 503 `too_many_streams` and the page polls instead. A stream closes after SSE_MAX_SECONDS (EventSource
 reconnects by itself), and a comment every SSE_KEEPALIVE_SECONDS keeps proxies from closing a quiet one and
-lets the server notice a closed tab: the write fails and the thread is freed.
+lets the server notice a closed tab: a write fails (the second after the tab closed; the first still lands
+in the socket's buffer) and the thread is freed.
 """
 from __future__ import annotations
 
