@@ -48,7 +48,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, _, task = self.request("GET", f"/api/v1/process/{task_id}")
-            if task["status"] in ("completed", "failed"):
+            if task["status"] in ("completed", "failed", "cancelled"):
                 return task
             time.sleep(0.2)
         raise AssertionError(f"task {task_id} did not finish: {task}")

@@ -6,8 +6,10 @@ tests reach is saved as a screenshot under test-output/browser/ (git-ignored).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = REPO / "test-output" / "browser"
 TIMEOUT_MS = 30_000
+EXPECT_MS = 15_000  # for what waits on the worker or on the server's movie cache (5 s by default)
 PHONE = {"width": 375, "height": 740}
 
 
@@ -54,7 +57,18 @@ def browser():
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    running = Service(tmp_path_factory.mktemp("web"), SSE_POLL_MS="100", BATCH_SIZE="500", MAX_UPLOAD_MB="4")
+    # Small blocks and batches: the worker reports progress often enough for the page to show steps.
+    # A short CACHE_TTL: a movie page cached empty by one test is gone by the next.
+    running = Service(tmp_path_factory.mktemp("web"), SSE_POLL_MS="100", BLOCK_SIZE=str(64 * 1024),
+                      BATCH_SIZE="100", MAX_UPLOAD_MB="4", CACHE_TTL="1")
+    yield running.start()
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def streamless_service(tmp_path_factory):
+    """A service that refuses every progress stream (503), with the default 5 s movie cache."""
+    running = Service(tmp_path_factory.mktemp("web-streamless"), SSE_MAX_STREAMS="0", CACHE_TTL="5")
     yield running.start()
     running.stop()
 
@@ -77,9 +91,10 @@ def movies_loaded(service, movie_file):
     return expected
 
 
-def open_page(browser, service, request, viewport=None, init_script=None):
+def open_page(browser, service, request, viewport=None, init_script=None, before=None):
+    """A new page on the service; `before(page)` runs before it loads (to route requests, say)."""
     context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_timeout(TIMEOUT_MS)  # Playwright's actions; `expect` has its own timeout (EXPECT_MS)
     if init_script:
         context.add_init_script(init_script)
     page = context.new_page()
@@ -87,6 +102,8 @@ def open_page(browser, service, request, viewport=None, init_script=None):
     page.on("pageerror", lambda e: errors.append(str(e)))
     request.addfinalizer(context.close)
     request.addfinalizer(lambda: _no_script_errors(errors))
+    if before:
+        before(page)
     page.goto(service.url + "/")
     return page
 
@@ -105,18 +122,33 @@ def shot(page, name: str) -> None:
 
 
 def record_progress(page) -> None:
-    """Keep every (status, bar value) the job panel shows, to check the bar after the fact."""
+    """Keep every state the job panel shows, [status, bar value, rows/s, time left], to check after the fact."""
     page.evaluate("""() => {
         window.trail = [];
         const job = document.getElementById('job'), bar = document.getElementById('job-bar');
-        new MutationObserver(() => window.trail.push([job.dataset.status, bar.value]))
-            .observe(job, {attributes: true, subtree: true, attributeFilter: ['data-status', 'value']});
+        const text = id => document.getElementById(id).textContent;
+        new MutationObserver(() => window.trail.push([job.dataset.status, bar.value, text('job-rate'),
+                                                      text('job-eta')]))
+            .observe(job, {attributes: true, subtree: true, childList: true, characterData: true,
+                           attributeFilter: ['data-status', 'value']});
     }""")
 
 
 def upload(page, path) -> None:
     page.set_input_files("#upload-file", str(path))
     page.click("#upload-button")
+
+
+def upload_named(page, name: str, data: bytes) -> None:
+    """Upload `data` under a file name no file system may allow."""
+    page.set_input_files("#upload-file", {"name": name, "mimeType": "text/csv", "buffer": data})
+    page.click("#upload-button")
+
+
+def isolated_text(locator) -> str:
+    """The text of an element whose bidi is isolated from what is around it (a <bdi>, say)."""
+    assert locator.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+    return locator.text_content()
 
 
 def drop(page, path) -> None:
@@ -161,13 +193,17 @@ def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movi
     shot(page, "02-movies-completed")
 
     trail = page.evaluate("window.trail")
-    statuses = [status for status, _ in trail]
+    statuses = [status for status, *_ in trail]
     assert statuses[0] == "sending" and statuses[-1] == "completed", statuses
-    sent = [value for status, value in trail if status == "sending"]
-    worked = [value for status, value in trail if status in ("pending", "processing", "completed")]
+    sent = [value for status, value, *_ in trail if status == "sending"]
+    worked = [value for status, value, *_ in trail if status in ("pending", "processing", "completed")]
     assert max(sent) == 100 and worked[-1] == 100, trail
-    processing = [value for status, value in trail if status == "processing"]
+    processing = [value for status, value, *_ in trail if status == "processing"]
     assert processing == sorted(processing), trail  # the bar never goes back while the worker runs
+    # The worker's progress part way, with its rate and a time left that fits a job of about a second.
+    midway = [(rate, eta) for status, value, rate, eta in trail if status == "processing" and 0 < value < 100]
+    assert any(int(rate.replace(",", "")) > 0 and re.fullmatch(r"about \d+(\.\d)? s", eta)
+               for rate, eta in midway if rate != "–"), trail
     assert page.get_attribute("#job", "data-transport") == "events"
     assert page.eval_on_selector("#job-bar", "bar => bar.value") == 100
     assert page.inner_text("#job-percent") == "100.0 %"
@@ -261,7 +297,7 @@ def test_a_dropped_file_uploads_and_without_event_source_the_page_polls(browser,
     expect(page.locator("#job-result-link")).to_be_visible()
 
 
-def test_refused_files_are_explained_next_to_the_file(page, tmp_path):
+def test_refused_files_are_explained_next_to_the_file(page, tmp_path, movie_file):
     notes = tmp_path / "notes.txt"
     notes.write_text("just some notes\n")
     upload(page, notes)
@@ -269,6 +305,17 @@ def test_refused_files_are_explained_next_to_the_file(page, tmp_path):
     expect(error).to_have_text("notes.txt was not accepted: Only .csv files are accepted, got 'notes.txt'.")
     expect(page.locator("#job")).to_be_hidden()
     shot(page, "07-not-a-csv")
+
+    # A file refused while another job runs leaves that job in the panel, still watched to its end.
+    upload(page, movie_file[0])
+    page.wait_for_selector('#job[data-status="pending"], #job[data-status="processing"]')
+    task_id = page.get_attribute("#job", "data-task-id")
+    upload(page, notes)
+    expect(error).to_contain_text("notes.txt was not accepted")
+    expect(page.locator("#job")).to_be_visible()
+    assert page.get_attribute("#job", "data-task-id") == task_id
+    assert wait_until_finished(page) == "completed"
+    expect(page.locator("#job-phase")).to_contain_text("Completed: movies.csv")
 
     bad = tmp_path / "bad.csv"
     bad.write_text("budget,overview\n1,x\n")
@@ -311,9 +358,16 @@ def test_keyboard_alone_reaches_the_file_input_and_runs_the_movie_filters(page, 
     expect(page.locator("#movies-body tr").first.locator("td").first).to_have_text(ascending[0]["title"])
 
     tab_to("#movies-next")
-    page.keyboard.press("Enter")
-    expect(page.locator("#movies-page")).to_contain_text("Page 2 of")
+    pages = math.ceil(len(docs) / 10)
+    for number in range(2, pages + 1):
+        page.keyboard.press("Enter")
+        expect(page.locator("#movies-page")).to_have_text(f"Page {number} of {pages}")
     shot(page, "08-keyboard")
+    # Next is disabled on the last page: the focus goes to Previous rather than back to the page's start.
+    expect(page.locator("#movies-next")).to_be_disabled()
+    assert page.evaluate("document.activeElement.id") == "movies-prev"
+    page.keyboard.press("Enter")
+    expect(page.locator("#movies-page")).to_have_text(f"Page {pages - 1} of {pages}")
 
 
 def test_phone_width_layout_has_no_sideways_scroll(browser, service, request, movie_file, movies_loaded):
@@ -321,7 +375,136 @@ def test_phone_width_layout_has_no_sideways_scroll(browser, service, request, mo
     upload(page, movie_file[0])  # the widest state: figures, rejects, tasks and movies all filled
     assert wait_until_finished(page) == "completed"
     expect(page.locator("#job-rejects")).to_be_visible()
-    expect(page.locator("#movies-body tr").first).to_be_visible()
+    expect(page.locator("#movies-body tr").first).to_be_visible(timeout=EXPECT_MS)
     widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
     assert max(widths[:2]) <= PHONE["width"] == widths[2], widths
     shot(page, "09-phone")
+
+
+def test_pager_keeps_to_the_applied_filters(browser, service, request, movies_loaded):
+    held = []  # the page's first movie request, held back to see what the page says meanwhile
+    page = open_page(browser, service, request, before=lambda page: page.route(
+        "**/api/v1/movies?*", lambda route: held.append(route) if not held else route.continue_()))
+    expect(page.locator("#movies-page")).to_have_text("Loading…")
+    expect(page.locator("#movies-next")).to_be_disabled()
+    while not held:
+        page.wait_for_timeout(50)
+    held[0].continue_()
+
+    pages = service.request("GET", "/api/v1/movies?limit=10")[2]["total_pages"]
+    expect(page.locator("#movies-page")).to_have_text(f"Page 1 of {pages:,}")
+    page.fill("#movie-year", "1800")  # typed, not applied: Next pages through what the table shows
+    page.click("#movies-next")
+    expect(page.locator("#movies-page")).to_have_text(f"Page 2 of {pages:,}")
+    expect(page.locator("#movies-body tr")).to_have_count(10)
+
+    page.click("#movie-filters button[type=submit]")
+    expect(page.locator("#movies-message")).to_have_text("No movies match these filters.")
+    expect(page.locator("#movies-page")).to_have_text("Page 1 of 1")
+    expect(page.locator("#movies-prev")).to_be_disabled()
+    expect(page.locator("#movies-next")).to_be_disabled()
+
+
+# A plays file whose name and rejected row carry markup and a right-to-left override.
+MARKUP = "<img src=x onerror=window.pwned=1>"
+TRICKY_NAME = f"{MARKUP}sales\u202eq3.csv"
+TRICKY_PLAYS = f"Song,Date,Number of Plays\nA,{MARKUP},3\nB,2020-01-01,4\n".encode()
+
+
+def test_names_and_reasons_show_as_isolated_text(page, service):
+    upload_named(page, TRICKY_NAME, TRICKY_PLAYS)
+    assert isolated_text(page.locator("#upload-chosen bdi")) == TRICKY_NAME
+    assert wait_until_finished(page) == "completed"
+    task_id = page.get_attribute("#job", "data-task-id")
+    task = service.request("GET", f"/api/v1/process/{task_id}")[2]
+    assert MARKUP in task["rejects"][0]["reason"]
+    shot(page, "10-markup-and-bidi")
+
+    phase = page.locator("#job-phase")
+    expect(phase).to_contain_text(f"Completed: {TRICKY_NAME}, 2 rows in ")
+    assert isolated_text(phase.locator("bdi")) == TRICKY_NAME  # the override stops at the name's end
+    assert isolated_text(page.locator("#job-rejects-body td bdi")) == task["rejects"][0]["reason"]
+    file_cell = page.locator(f'#tasks-body tr[data-task-id="{task_id}"] td.file bdi')
+    expect(file_cell).to_have_count(1)
+    assert isolated_text(file_cell) == TRICKY_NAME
+    assert isolated_text(page.locator("#job-result-link bdi")) == TRICKY_NAME
+    assert page.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+
+def test_a_failed_task_says_why_and_a_listed_task_can_be_shown_again(page, tmp_path):
+    upload(page, EXAMPLE)
+    assert wait_until_finished(page) == "completed"
+    example_id = page.get_attribute("#job", "data-task-id")
+
+    overflow = tmp_path / "overflow.csv"  # the totals overflow: the worker fails the task
+    overflow.write_text(f"Song,Date,Number of Plays\nA,2020-01-01,{2**62}\nA,2020-01-01,{2**62}\n")
+    upload(page, overflow)
+    assert wait_until_finished(page) == "failed"
+    phase = page.locator("#job-phase")
+    expect(phase).to_have_text(re.compile(r"^Failed: overflow\.csv: .*exceeds 9223372036854775807.*\.$"))
+    expect(phase).to_have_class(re.compile(r"\berror\b"))
+    failed_id = page.get_attribute("#job", "data-task-id")
+    reason = page.locator(f'#tasks-body tr[data-task-id="{failed_id}"] td.status .reason')
+    expect(reason).to_be_visible()
+    expect(reason).to_contain_text("exceeds 9223372036854775807")
+    shot(page, "11-failed")
+
+    page.click(f'#tasks-body tr[data-task-id="{example_id}"] button')
+    expect(page.locator("#job")).to_have_attribute("data-task-id", example_id)
+    expect(phase).to_contain_text("Completed: plays_example_input.csv")
+    expect(page.locator("#job-result-link")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "job-phase"
+
+
+def test_refused_streams_fall_back_to_polling(browser, streamless_service, request, tmp_path):
+    page = open_page(browser, streamless_service, request)
+    # The empty catalogue, now in the server's cache for 5 s: after the upload the page must not call it empty.
+    expect(page.locator("#movies-message")).to_have_text("No movies yet: upload a movies CSV above.")
+    path = tmp_path / "few.csv"
+    generate_movies(str(path), rows=30, seed=3)
+    upload(page, path)
+    assert wait_until_finished(page) == "completed"
+    assert page.get_attribute("#job", "data-transport") == "polling"
+    expect(page.locator("#movies-message")).to_have_text("Loading the new movies…")
+    expect(page.locator("#movies-body tr").first).to_be_visible(timeout=EXPECT_MS)
+    expect(page.locator("#movies-message")).to_have_text("")
+
+
+def test_a_hung_status_request_is_abandoned_and_polling_recovers(browser, service, request):
+    """Polling: the first status answer says processing, the second never comes, the third says processing
+    again (the line must stop saying it lost touch), then the real service answers."""
+    answers = {"count": 0}
+    hung = []
+
+    def status(route):
+        answers["count"] += 1
+        n = answers["count"]
+        if n == 2:
+            hung.append(route)  # never answered: only the page's own timeout ends it
+            return
+        if n > 3:
+            route.continue_()
+            return
+        task_id = route.request.url.rsplit("/", 1)[1]
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({
+            "task_id": task_id, "status": "processing", "kind": "plays", "filename": EXAMPLE.name,
+            "percent": 10 * n, "rows_read": n, "rows_rejected": 0, "rejects": [], "rows_per_sec": 100,
+            "bytes_read": 20 * n, "bytes_total": 202}))
+
+    def before(page):
+        page.clock.install()  # timers still run, but the 10 s timeout can be skipped over
+        page.route(re.compile(r".*/api/v1/process/[^/?]+$"), status)
+
+    page = open_page(browser, service, request, init_script="delete window.EventSource;", before=before)
+    upload(page, EXAMPLE)
+    phase = page.locator("#job-phase")
+    expect(phase).to_have_text(f"Processing {EXAMPLE.name}…")
+    while not hung:
+        page.wait_for_timeout(50)
+    page.clock.fast_forward(10_000)
+    expect(phase).to_have_text("Lost touch with the task (The server did not answer within 10 s.); retrying…")
+    expect(page.locator("#job-bar")).to_have_js_property("value", 30)
+    expect(phase).to_have_text(f"Processing {EXAMPLE.name}…")
+    assert wait_until_finished(page) == "completed"
+    expect(phase).to_contain_text(f"Completed: {EXAMPLE.name}")
