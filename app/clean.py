@@ -75,7 +75,7 @@ def parse_int(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 def _others(values: pa.Array, plain: np.ndarray) -> list[tuple[int, str]]:
     """The non-empty values `_plain_numbers` left, with their rows: few, so read one by one."""
-    rows = np.flatnonzero(~plain & strings.valid(values) & (strings.layout(values)[2] > 0))
+    rows = np.flatnonzero(~plain & strings.non_empty(values))
     return list(zip(rows.tolist(), values.take(pa.array(rows)).to_pylist())) if len(rows) else []
 
 
@@ -112,8 +112,7 @@ def _plain_numbers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     not plain (spaces, a `+`, words) is read one value at a time, in Python.
     """
     n = len(values)
-    lengths = strings.layout(values)[2]
-    plain = strings.valid(values) & (lengths > 0) & ~strings.rows_with(values, ~_NUMBER_BYTES)
+    plain = strings.non_empty(values) & ~strings.rows_with(values, ~_NUMBER_BYTES)
     number = np.zeros(n, dtype=np.float64)
     if plain.any():
         try:
@@ -251,7 +250,7 @@ def parse_languages(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     empty = pc.fill_null(pc.equal(values, EMPTY_LIST_TEXT), False).to_numpy(zero_copy_only=False)
     parsed = pc.if_else(pa.array(empty), _NO_LANGUAGES, keep(pa.array(simple), items))
     bad = np.zeros(len(values), dtype=bool)
-    others = np.flatnonzero(~simple & ~empty & strings.valid(values) & (strings.layout(values)[2] > 0))
+    others = np.flatnonzero(~simple & ~empty & strings.non_empty(values))
     if len(others):
         slow: list = [None] * len(values)
         for i, text in zip(others.tolist(), values.take(pa.array(others)).to_pylist()):

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app import strings
+
 DOUBLE, STRING, ARRAY, DATETIME, NULL, INT32, INT64 = 0x01, 0x02, 0x04, 0x09, 0x0A, 0x10, 0x12
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _NUL = pa.scalar(b"\x00", pa.binary())
@@ -51,7 +53,7 @@ def _field(row: _Row, key: bytes, values: pa.Array) -> None:
     if b"\x00" in key:
         raise ValueError(f"field name {key!r} holds a NUL byte, which BSON cannot store")
     kind = values.type
-    valid = _valid(values)
+    valid = strings.valid(values)
     if pa.types.is_string(kind) or pa.types.is_binary(kind):
         _string(row, key, values, valid)
     elif pa.types.is_integer(kind):
@@ -108,7 +110,7 @@ def _array(row: _Row, key: bytes, values: pa.Array, valid: np.ndarray) -> None:
     ends = np.cumsum(counts)
     items = values.flatten()  # minds slicing, and skips what null lists may hide
     index = pa.array(np.arange(len(items), dtype=np.int64) - np.repeat(ends - counts, counts))  # place in its list
-    item_valid = _valid(items)
+    item_valid = strings.valid(items)
     lengths = _lengths(items)
     longest = int(counts.max(initial=0))
     labels = [str(i).encode() + b"\x00" for i in range(longest)]
@@ -130,12 +132,6 @@ def _array(row: _Row, key: bytes, values: pa.Array, valid: np.ndarray) -> None:
 
 
 # -- pieces ----------------------------------------------------------------------------------------------
-
-def _valid(values: pa.Array) -> np.ndarray:
-    if values.null_count == 0:
-        return np.ones(len(values), dtype=bool)
-    return values.is_valid().to_numpy(zero_copy_only=False)
-
 
 def _lengths(values: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.binary_length(values), 0).to_numpy().astype(np.int64)

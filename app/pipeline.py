@@ -29,6 +29,7 @@ T = TypeVar("T")
 class HelperDied(RuntimeError):
     """The helper process ended without finishing (killed, out of memory): worth another attempt."""
 
+
 _ITEM, _ERROR, _END = "item", "error", "end"
 _ROOT = Path(__file__).resolve().parents[1]  # where `app` can be imported from
 

@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from app import csvstream, movies
+from app import csvstream, movies, strings
 from app.csvstream import Reject
 from app.encode import encode
 from app.pipeline import in_thread
@@ -89,8 +89,7 @@ def _encoded(block: movies.CleanBlock) -> tuple[list[str], bytes, list[int]]:
     if not len(block):
         return [], b"", [0]
     encoded = encode(block.columns)
-    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int32)[encoded.offset:encoded.offset + len(encoded) + 1]
-    return block.columns["_id"].to_pylist(), encoded.buffers()[2].to_pybytes(), offsets.tolist()
+    return block.columns["_id"].to_pylist(), encoded.buffers()[2].to_pybytes(), strings.offsets(encoded).tolist()
 
 
 def _count_before(rejects: list[Reject], line: int) -> int:

@@ -11,10 +11,21 @@ import pyarrow as pa
 
 def layout(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A string array's bytes, and each value's start in them and length (minding slices)."""
-    _, offsets, data = values.buffers()
-    offsets = np.frombuffer(offsets, dtype=np.int32)[values.offset:values.offset + len(values) + 1].astype(np.int64)
+    data = values.buffers()[2]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
-    return data, offsets[:-1], np.diff(offsets)
+    bounds = offsets(values)
+    return data, bounds[:-1], np.diff(bounds)
+
+
+def offsets(values: pa.Array) -> np.ndarray:
+    """Where each value of a string or binary array starts in its data, and where the last one ends."""
+    return np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1].astype(
+        np.int64)
+
+
+def non_empty(values: pa.Array) -> np.ndarray:
+    """Which values are present and not the empty string."""
+    return valid(values) & (layout(values)[2] > 0)
 
 
 def byte_set(chars: bytes) -> np.ndarray:
