@@ -1,25 +1,36 @@
-"""Shared fixtures: an app wired to in-process MongoDB (mongomock) and Redis (fakeredis) stand-ins."""
+"""Shared fixtures: an app wired to in-process MongoDB (mongomock) and Redis (fakeredis) stand-ins, and a
+real MongoDB-compatible server (FerretDB) for the tests that need one.
+"""
 from __future__ import annotations
 
-import socket
+import os
+import uuid
 from pathlib import Path
 
 import fakeredis
+import pymongo
 import pytest
 
 from app import create_app, mongo
 from app.config import load_config
 from app.worker import Worker
+from tests.support import ferretdb as ferretdb_support
+from tests.support.ferretdb import FerretDB, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / "tests" / "data"  # copies of ../shared/data, so a clone tests anywhere
 SAMPLE_MOVIES = SHARED_DATA / "movies_data_assignment.head10.csv"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require(what: str, why: str) -> None:
+    """A service a test needs is missing: under CI that fails the test, elsewhere it skips with `why`."""
+    if under_ci():
+        pytest.fail(f"CI requires {what}: {why}")
+    pytest.skip(why)
 
 
 class RecordingProducer:
@@ -78,6 +89,35 @@ def worker(config, db):
 @pytest.fixture
 def upload_dir(config) -> Path:
     return Path(config.UPLOAD_FOLDER)
+
+
+@pytest.fixture(scope="session")
+def ferretdb(tmp_path_factory) -> FerretDB:
+    """One FerretDB server (SQLite backend, a temporary data folder, a free port) for the whole session."""
+    why = ferretdb_support.available()
+    if why:
+        require("FerretDB", why)
+    server = FerretDB(tmp_path_factory.mktemp("ferretdb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ferret_db(ferretdb):
+    """A database of its own on the session's FerretDB, dropped afterwards."""
+    client = pymongo.MongoClient(ferretdb.uri, serverSelectionTimeoutMS=10_000)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture(params=["mongomock", "ferretdb"])
+def store(request):
+    """The same test against both stores: the embedded stand-in and a real server."""
+    if request.param == "mongomock":
+        return mongo.embedded_client()[f"t_{uuid.uuid4().hex[:12]}"]
+    return request.getfixturevalue("ferret_db")
 
 
 def pytest_configure(config):
