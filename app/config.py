@@ -69,6 +69,8 @@ class Config:
     RECOVERY_SECONDS: int = defaults.RECOVERY_SECONDS
     LEASE_SECONDS: int = defaults.LEASE_SECONDS
     MAX_ATTEMPTS: int = defaults.MAX_ATTEMPTS
+    MONGO_WRITE_OPS: int = defaults.MONGO_WRITE_OPS
+    MONGO_SOCKET_TIMEOUT_SECONDS: int = defaults.MONGO_SOCKET_TIMEOUT_SECONDS
     MONGO_RETRIES: int = defaults.MONGO_RETRIES
     MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
     RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
@@ -125,6 +127,8 @@ _CHECKS = {
     "RECOVERY_SECONDS": lambda n, v: _int(n, v, 1, 86400),
     "LEASE_SECONDS": lambda n, v: _int(n, v, 2, 86400),
     "MAX_ATTEMPTS": lambda n, v: _int(n, v, 1, 100),
+    "MONGO_WRITE_OPS": lambda n, v: _int(n, v, 0, 100_000),
+    "MONGO_SOCKET_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "MONGO_RETRIES": lambda n, v: _int(n, v, 0, 100),
     "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
     "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),

@@ -34,7 +34,8 @@ def _new_client(config: Config):
     if config.embedded_mongo:
         log.warning("MONGO_URI is not set: using an embedded MongoDB stand-in (in-memory, not persisted)")
         return embedded_client()
-    return pymongo.MongoClient(config.MONGO_URI, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
+    return pymongo.MongoClient(config.MONGO_URI, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+                               socketTimeoutMS=config.MONGO_SOCKET_TIMEOUT_SECONDS * 1000)
 
 
 def embedded_client():

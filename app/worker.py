@@ -219,7 +219,7 @@ class Worker:
                 task["path"], self.db.movies, block_size=self.config.BLOCK_SIZE, batch_size=self.config.BATCH_SIZE,
                 max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
                 checkpoint=task.get("checkpoint"), retry=retry,
-                in_process_from=self.config.INGEST_HELPER_MIN_MB * 1_000_000,
+                in_process_from=self.config.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=self.config.MONGO_WRITE_OPS,
             )
         if task["kind"] == "plays":  # totals live in memory until the end: a retake starts over
             result_path = os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))

@@ -228,3 +228,60 @@ def test_lines_of_separators_quotes_or_spaces_count_as_the_reference_says(db, wo
         {"line": 3, "reason": "expected 15 fields, found 3"}, {"line": 4, "reason": "expected 15 fields, found 1"}]
     assert task["rows_read"] == expected["rows_read"] == 4
     assert stored(db) == expected["documents"]
+
+
+# -- how a batch reaches the server ------------------------------------------------------------------------
+
+class CountingMovies:
+    """`movies` that records the size of every bulk_write command; `lose_races` commands of more than one
+    upsert fail as pymongo fails on FerretDB's reply without counts (after the server applied them)."""
+
+    def __init__(self, collection, lose_races: int = 0, missing: str = "nModified"):
+        self.collection, self.lose_races, self.missing = collection, lose_races, missing
+        self.commands: list[int] = []
+
+    def bulk_write(self, requests, ordered=True):
+        self.commands.append(len(requests))
+        result = self.collection.bulk_write(requests, ordered=ordered)
+        if self.lose_races and len(requests) > 1:
+            self.lose_races -= 1
+            raise KeyError(self.missing)
+        return result
+
+
+def movie_requests(n: int, offset: int = 0):
+    from bson.raw_bson import RawBSONDocument
+    import bson
+    from pymongo import ReplaceOne
+
+    docs = [{"_id": f"2000-01-01/M{i}", "title": f"M{i}"} for i in range(offset, offset + n)]
+    return [ReplaceOne({"_id": d["_id"]}, RawBSONDocument(bson.encode(d)), upsert=True) for d in docs]
+
+
+def test_a_batch_goes_to_the_server_in_chunks_of_mongo_write_ops(db):
+    from app.ingest import write_movies
+
+    movies = CountingMovies(db.movies)
+    assert write_movies(movies, movie_requests(1000), chunk=25) == (1000, 0)
+    assert movies.commands == [25] * 40
+    assert write_movies(movies, movie_requests(10, offset=995), chunk=0) == (5, 5)  # 0: the batch in one command
+    assert movies.commands[-1] == 10 and db.movies.count_documents({}) == 1005
+
+
+def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
+    """FerretDB 1.24 answers an upsert that lost a duplicate-key race without `n`/`nModified`."""
+    from app.ingest import write_movies
+
+    movies = CountingMovies(db.movies, lose_races=1)
+    inserted, updated = write_movies(movies, movie_requests(30), chunk=10)
+    assert (inserted, updated) == (20, 10)  # the lost command's 10 inserts come back as updates
+    assert movies.commands == [10] + [1] * 10 + [10, 10]
+    assert sorted(d["_id"] for d in db.movies.find()) == sorted(f"2000-01-01/M{i}" for i in range(30))
+    assert "had no 'nModified' count; writing its 10 upserts one by one" in caplog.text
+
+
+def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
+    from app.ingest import write_movies
+
+    with pytest.raises(KeyError, match="upserted"):
+        write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_requests(5))
