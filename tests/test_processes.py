@@ -1,8 +1,8 @@
 """Real processes, as production runs them: the API (`python run.py`: gunicorn + the ZeroMQ broker it
 spawns) and `python worker.py` workers, over real ZeroMQ TCP sockets, all sharing one MongoDB.
 
-The MongoDB is tests/mongo_server.py (mongomock behind the wire protocol), started in this test process;
-every process gets `MONGO_URI=<its uri>` and a database of its own per test. Workers are killed with
+The MongoDB is a real server, the session's FerretDB (tests/support/ferretdb.py); every process gets
+`MONGO_URI=<its uri>` and a database of its own per test. Workers are killed with
 SIGKILL mid-file (the next worker takes over when the lease runs out and resumes at the checkpoint) or
 stopped with SIGTERM (the task is handed back, pending, with its checkpoint).
 
@@ -29,7 +29,8 @@ import pytest
 
 from app.tools.generate import generate_movies
 from tests.conftest import REPO, free_port
-from tests.mongo_server import MongoServer
+from tests.support import ferretdb as ferretdb_support
+from tests.support.ferretdb import FerretDB
 from tests.reference import clean_row, load
 from tests.service import Server
 
@@ -84,7 +85,7 @@ class Proc:
 class Cluster:
     """The API and any number of workers on one database, with the helpers the tests drive them by."""
 
-    def __init__(self, mongo_server: MongoServer, tmp_path: Path, **settings: str):
+    def __init__(self, server: FerretDB, tmp_path: Path, **settings: str):
         self.tmp_path = tmp_path
         self.upload_dir = tmp_path / "uploads"
         self.log_dir = tmp_path / "logs"
@@ -93,14 +94,14 @@ class Cluster:
         self.db_name = f"procs_{uuid.uuid4().hex[:12]}"
         self.env = {
             **os.environ,
-            "MONGO_URI": mongo_server.uri, "MONGO_DB": self.db_name, "REDIS_URL": "",  # whatever a .env says
+            "MONGO_URI": server.uri, "MONGO_DB": self.db_name, "REDIS_URL": "",  # whatever a .env says
             "HOST": "127.0.0.1", "PORT": str(self.port), "ZMQ_HOST": "127.0.0.1",
             "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
             "UPLOAD_FOLDER": str(self.upload_dir), "RESULT_FOLDER": str(tmp_path / "results"),
             "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-            **FAST, **settings,
+            **ferretdb_support.SERVICE_SETTINGS, **FAST, **settings,
         }
-        self.client = pymongo.MongoClient(mongo_server.uri, serverSelectionTimeoutMS=10_000)
+        self.client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)
         self.db = self.client[self.db_name]
         self.http = Server(self.port)
         self.procs: list[Proc] = []
@@ -200,19 +201,12 @@ class Cluster:
         return stored
 
 
-@pytest.fixture(scope="module")
-def mongo_server():
-    server = MongoServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def start_cluster(mongo_server, tmp_path):
+def start_cluster(ferretdb, tmp_path):
     made: list[Cluster] = []
 
     def start(**settings: str) -> Cluster:
-        cluster = Cluster(mongo_server, tmp_path / f"cluster{len(made)}", **settings)
+        cluster = Cluster(ferretdb, tmp_path / f"cluster{len(made)}", **settings)
         made.append(cluster)
         return cluster
 
@@ -255,8 +249,10 @@ def started_lines(proc: Proc, task_id: str) -> list[str]:
 
 # -- the tests --------------------------------------------------------------------------------------------
 
-ROWS = 12_000
-BATCH = 250
+# FerretDB 1.24 finds an upsert's movie by scanning the collection (its `_id` index goes unused), so
+# writes slow down as the collection grows: files here are small enough to stay in seconds.
+ROWS = 1_200
+BATCH = 50
 
 
 def test_worker_killed_mid_file_another_finishes_from_the_checkpoint(start_cluster, tmp_path):
@@ -352,9 +348,9 @@ def test_sigterm_hands_the_task_back_and_exits_zero(start_cluster, tmp_path):
 
 # -- the soak ---------------------------------------------------------------------------------------------
 
-SOAK_SECONDS = 55  # the whole test, start-up included, stays under a minute
+SOAK_SECONDS = 100  # the whole test, start-up included, is bounded
 SOAK_UPLOADS, SOAK_CLIENTS = 20, 4
-SOAK_MASTER_ROWS, SOAK_FILE_ROWS = 5_000, 1_500
+SOAK_MASTER_ROWS, SOAK_FILE_ROWS = 1_000, 200
 CHAOS_SECONDS = 15  # workers come and go this long at most; then the survivors finish the work
 MAX_WORKERS = 3
 
@@ -423,7 +419,7 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
     total_rows = sum(ref["valid"] for ref in references.values())
     assert len(expected) < total_rows  # the files overlap
 
-    cluster = start_cluster(BATCH_SIZE="200", MAX_ATTEMPTS="20")
+    cluster = start_cluster(BATCH_SIZE="50", MAX_ATTEMPTS="20")
     api = cluster.start_api()
     cluster.start_worker()
     cluster.start_worker()
@@ -525,4 +521,4 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
         assert task is not None and int(task["worker"].rsplit(".", 2)[1]) in killed, (leftover, task)
     print(f"soak: {len(expected)} movies from {total_rows} valid rows in {SOAK_UPLOADS} files; "
           f"kills {kills}; {retaken} tasks retaken; {time.monotonic() - began:.1f} s")
-    assert time.monotonic() - began < 60
+    assert time.monotonic() - began < SOAK_SECONDS + 5

@@ -166,18 +166,17 @@ def test_worker_command_refuses_the_embedded_database():
     assert "worker.py needs MONGO_URI" in result.stderr
 
 
-def test_run_py_stops_when_its_broker_cannot_start():
+def test_run_py_stops_when_its_broker_cannot_start(ferretdb):
     """A taken ZMQ_PORT would leave the API up with every wake-up lost; it must refuse to start instead."""
     import os
     import socket
 
     from tests.conftest import free_port
-    from tests.mongo_server import MongoServer
 
-    with MongoServer() as server, socket.socket() as taken:
+    with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        env = {**os.environ, "MONGO_URI": server.uri, "ZMQ_PORT": str(taken.getsockname()[1]),
+        env = {**os.environ, "MONGO_URI": ferretdb.uri, "ZMQ_PORT": str(taken.getsockname()[1]),
                "ZMQ_INTAKE_PORT": str(free_port()), "PORT": str(free_port())}
         result = subprocess.run([sys.executable, "run.py"], cwd=REPO, env=env, capture_output=True, text=True,
                                 timeout=60)

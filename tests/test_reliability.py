@@ -19,8 +19,8 @@ from app import create_app, tasks
 from app.tools.generate import generate_movies
 from app.worker import Worker
 from tests.reference import load
+from tests.support import ferretdb as ferretdb_support
 from tests.test_api_plays import EXAMPLE
-from tests.mongo_server import MongoServer
 from tests.test_ingest import queue_file, stored
 
 ROWS = 4_000
@@ -240,32 +240,47 @@ def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, prod
 
 # -- two uploads of one file at once --------------------------------------------------------------------
 
-def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(config, redis_client, producer, movie_file):
-    """Two clients, two workers, one database (mongomock is not thread-safe: the wire server serialises)."""
-    path, expected = movie_file
+def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(config, redis_client, producer, tmp_path,
+                                                                     ferretdb, ferret_db, caplog):
+    """Two clients, two workers, each with its own connection to one real server (mongomock is not thread-safe).
+
+    FerretDB differs from MongoDB here: MongoDB retries an upsert that loses a duplicate-key race on `_id`
+    itself; FerretDB 1.24 reports the error, in a reply without counts (pymongo cannot read it), so the
+    worker writes that chunk again one upsert at a time, and what the lost command had inserted is then
+    counted as updated. The documents are exact either way; only the inserted/updated split is not.
+    """
+    path = tmp_path / "movies.csv"
+    generate_movies(str(path), rows=600, seed=11)  # FerretDB's upserts scan the collection: keep it small
+    expected = load(path)
     data = path.read_bytes()
     answers = []
-    with MongoServer() as server:
-        def db():
-            return MongoClient(server.uri)["two_uploads"]
 
-        app = create_app(config, db=db(), redis_client=redis_client, producer=producer)
+    def db():
+        return MongoClient(ferretdb.uri)[ferret_db.name]
 
-        def upload():
-            answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
+    app = create_app(config, db=db(), redis_client=redis_client, producer=producer)
 
-        run_together([upload, upload])
-        assert [a.status_code for a in answers] == [202, 202]
+    def upload():
+        answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
 
-        config = config.with_overrides(BATCH_SIZE=300)
-        run_together([Worker(config, db=db(), name=f"w{i}").work for i in range(2)])
-        done = [tasks.get(db(), a.get_json()["task_id"]) for a in answers]
-        assert [t["status"] for t in done] == ["completed", "completed"]
-        assert {t["worker"] for t in done} == {"w0", "w1"}
-        assert stored(db()) == expected["documents"]
-        writes = expected["rows_read"] - len(expected["rejects"])
-        assert [t["rows_inserted"] + t["rows_updated"] for t in done] == [writes, writes]
-        assert sum(t["rows_inserted"] for t in done) == len(expected["documents"])  # each movie inserted once
+    run_together([upload, upload])
+    assert [a.status_code for a in answers] == [202, 202]
+
+    write_ops = int(ferretdb_support.SERVICE_SETTINGS["MONGO_WRITE_OPS"])
+    config = config.with_overrides(BATCH_SIZE=100, MONGO_WRITE_OPS=write_ops)
+    run_together([Worker(config, db=db(), name=f"w{i}").work for i in range(2)])
+    done = [tasks.get(db(), a.get_json()["task_id"]) for a in answers]
+    assert [t["status"] for t in done] == ["completed", "completed"]
+    assert {t["worker"] for t in done} == {"w0", "w1"}
+    assert stored(db()) == expected["documents"]
+    writes = expected["rows_read"] - len(expected["rejects"])
+    assert [t["rows_inserted"] + t["rows_updated"] for t in done] == [writes, writes]
+    # Each movie inserted once, exactly, unless a reply without counts made a worker write a chunk again.
+    inserted = sum(t["rows_inserted"] for t in done)
+    if "writing its" in caplog.text:
+        assert 0 < inserted <= len(expected["documents"])
+    else:
+        assert inserted == len(expected["documents"])
 
 
 def run_together(functions) -> None:
@@ -318,22 +333,22 @@ def test_sigterm_after_a_plays_file_is_read_lets_the_result_be_written(client, d
     assert tasks.get(db, task_id)["status"] == "completed"
 
 
-def test_workers_racing_for_tasks_each_claim_a_task_exactly_once(config):
-    """Four workers, each with its own connection, claim 40 tasks as fast as they can: no task twice."""
-    with MongoServer() as server:
-        db = MongoClient(server.uri)["race"]
-        for n in range(40):
-            tasks.create(db, task_id=f"t{n:02}", kind="movies", filename="m.csv", path=f"/nowhere/{n}", size=1)
-        claimed: dict[str, list[str]] = {}
+def test_workers_racing_for_tasks_each_claim_a_task_exactly_once(ferretdb, ferret_db):
+    """Four workers, each with its own connection to a real server, claim 40 tasks as fast as they can:
+    no task twice."""
+    db = ferret_db
+    for n in range(40):
+        tasks.create(db, task_id=f"t{n:02}", kind="movies", filename="m.csv", path=f"/nowhere/{n}", size=1)
+    claimed: dict[str, list[str]] = {}
 
-        def claim_all(name):
-            mine = claimed.setdefault(name, [])
-            own = MongoClient(server.uri)["race"]
-            while (task := tasks.claim(own, name, 60, 3)) is not None:
-                mine.append(task["task_id"])
+    def claim_all(name):
+        mine = claimed.setdefault(name, [])
+        own = MongoClient(ferretdb.uri)[db.name]
+        while (task := tasks.claim(own, name, 60, 3)) is not None:
+            mine.append(task["task_id"])
 
-        run_together([lambda n=n: claim_all(f"w{n}") for n in range(4)])
-        every = sorted(t for ids in claimed.values() for t in ids)
-        assert every == [f"t{n:02}" for n in range(40)]  # each once, none missing
-        assert sum(1 for ids in claimed.values() if ids) > 1  # they really raced
-        assert {d["worker"] for d in db.processes.find()} == {w for w, ids in claimed.items() if ids}
+    run_together([lambda n=n: claim_all(f"w{n}") for n in range(4)])
+    every = sorted(t for ids in claimed.values() for t in ids)
+    assert every == [f"t{n:02}" for n in range(40)]  # each once, none missing
+    assert sum(1 for ids in claimed.values() if ids) > 1  # they really raced
+    assert {d["worker"] for d in db.processes.find()} == {w for w, ids in claimed.items() if ids}
