@@ -1,9 +1,10 @@
-# make run: a complete working system on a bare machine.  make test: the test suite.
+# make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
+# make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean
+.PHONY: run run-ferretdb services test clean
 
 $(VENV)/.run: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.run
 run: $(VENV)/.run
 	$(PY) run.py
 
-test: $(VENV)/.dev
+run-ferretdb: $(VENV)/.run
+	PY=$(PY) bash scripts/run-ferretdb.sh
+
+services:  # Redis, FerretDB and Chromium, installed, built or started as needed (one line each)
+	bash scripts/test-services.sh
+
+test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

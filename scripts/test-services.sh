@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The services the tests talk to, made ready on this machine: Redis, FerretDB, Chromium.
 #
-#   bash scripts/test-services.sh      (make test and .ci/run call it)
+#   bash scripts/test-services.sh             (make test and .ci/run call it)
+#   bash scripts/test-services.sh ferretdb    (only FerretDB: make run-ferretdb calls it)
 #
 # Prints one line per service: ready, or what is missing and the command that brings it. Installs what
 # Debian packages (redis-server, chromium) when it can, starts Redis on 127.0.0.1:6379 when nothing
@@ -16,6 +17,8 @@ FERRETDB_BIN=.services/bin/ferretdb
 REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
 
+wanted="${*:-redis ferretdb chromium}"
+want() { case " $wanted " in *" $1 "*) return 0;; *) return 1;; esac; }
 missing=0
 ready() { printf '%-9s ready: %s\n' "$1" "$2"; }
 lacking() { printf '%-9s MISSING: %s; bring it with: %s\n' "$1" "$2" "$3"; missing=1; }
@@ -30,10 +33,12 @@ apt_install() {  # apt_install PACKAGE: Debian's package, quietly; returns apt-g
 redis_answers() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 
 # -- Redis ----------------------------------------------------------------------------------------
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+if ! want redis; then :
+elif ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   apt_install redis-server
 fi
-if ! command -v redis-server >/dev/null; then
+if ! want redis; then :
+elif ! command -v redis-server >/dev/null; then
   lacking redis "redis-server is not installed" "apt-get install redis-server"
 elif redis_answers; then
   ready redis "redis://$REDIS_HOST:$REDIS_PORT (already running)"
@@ -67,7 +72,8 @@ build_ferretdb() {
   (cd "$work" && go build -o "$OLDPWD/$FERRETDB_BIN" ./cmd/ferretdb) >>.services/ferretdb-build.log 2>&1
 }
 
-if [ "$(ferretdb_version)" != "$FERRETDB_VERSION" ]; then
+if ! want ferretdb; then :
+elif [ "$(ferretdb_version)" != "$FERRETDB_VERSION" ]; then
   if command -v go >/dev/null; then
     mkdir -p .services/bin
     : > .services/ferretdb-build.log
@@ -75,7 +81,8 @@ if [ "$(ferretdb_version)" != "$FERRETDB_VERSION" ]; then
     build_ferretdb
   fi
 fi
-if [ "$(ferretdb_version)" = "$FERRETDB_VERSION" ]; then
+if ! want ferretdb; then :
+elif [ "$(ferretdb_version)" = "$FERRETDB_VERSION" ]; then
   ready ferretdb "$FERRETDB_BIN $FERRETDB_VERSION (the tests start it: SQLite backend, a temporary folder, a free port)"
 elif command -v go >/dev/null; then
   lacking ferretdb "the build of $FERRETDB_VERSION failed (see .services/ferretdb-build.log)" "bash scripts/test-services.sh"
@@ -84,10 +91,11 @@ else
 fi
 
 # -- Chromium (the browser tests; Playwright never downloads a browser) ----------------------------
-if [ ! -x /usr/bin/chromium ]; then
+if want chromium && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
-if [ -x /usr/bin/chromium ]; then
+if ! want chromium; then :
+elif [ -x /usr/bin/chromium ]; then
   ready chromium "/usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
 else
   lacking chromium "/usr/bin/chromium is not installed" "apt-get install chromium"
