@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from app.serialize import to_json
 
@@ -30,7 +31,7 @@ PROGRESS_FIELDS = (
 )
 SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
 KINDS = ("movies", "plays")
-HIDDEN_FIELDS = ("path", "result_path", "checkpoint")  # server-side details a client has no use for
+HIDDEN_FIELDS = ("path", "result_path", "checkpoint", "claims")  # server-side details a client has no use for
 
 
 class LostTask(Exception):
@@ -70,6 +71,9 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
     """Atomically take one task: the named one, else the oldest pending or abandoned one.
 
     Progress and checkpoint are left as the last attempt recorded them: a movies task goes on from there.
+    A claim is won by inserting `<task_id>/<claim number>` into `claims`: an insert of an existing `_id`
+    fails on every server, where a conditional update is not always atomic (FerretDB applies two racing
+    `find_one_and_update`s to the same task). The `claims` counter on the task only grows.
     """
     t = now()
     claimable = {"$or": [
@@ -78,15 +82,30 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
     ], "attempts": {"$lt": max_attempts}, "cancel_requested": {"$ne": True}}
     if task_id is not None:
         claimable["task_id"] = task_id
-    return db.processes.find_one_and_update(
-        claimable,
-        {"$set": {
-            "status": PROCESSING, "worker": worker_id, "lease_expires_at": t + timedelta(seconds=lease_seconds),
-            "started_at": t, "updated_at": t,
-        }, "$inc": {"attempts": 1}},
-        sort=[("created_at", ASCENDING)],
-        return_document=ReturnDocument.AFTER,
-    )
+    lost: list[str] = []  # tasks another worker claimed under our eyes
+    while True:
+        query = {**claimable, "task_id": {"$nin": lost}} if lost and task_id is None else claimable
+        found = db.processes.find_one(query, {"task_id": 1, "claims": 1}, sort=[("created_at", ASCENDING)])
+        if found is None:
+            return None
+        number = found.get("claims", 0) + 1
+        try:
+            db.claims.insert_one({"_id": f"{found['task_id']}/{number}", "worker": worker_id, "at": t})
+            task = db.processes.find_one_and_update(
+                {**claimable, "_id": found["_id"], "claims": found.get("claims")},
+                {"$set": {
+                    "status": PROCESSING, "worker": worker_id, "lease_expires_at": t + timedelta(seconds=lease_seconds),
+                    "started_at": t, "updated_at": t, "claims": number,
+                }, "$inc": {"attempts": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            task = None
+        if task is not None:
+            return task
+        if task_id is not None:
+            return None
+        lost.append(found["task_id"])
 
 
 def settle_abandoned(db: Database, max_attempts: int) -> list[dict]:
