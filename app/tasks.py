@@ -89,8 +89,9 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
         if found is None:
             return None
         number = found.get("claims", 0) + 1
+        claim_id = f"{found['task_id']}/{number}"
         try:
-            db.claims.insert_one({"_id": f"{found['task_id']}/{number}", "worker": worker_id, "at": t})
+            db.claims.insert_one({"_id": claim_id, "worker": worker_id, "at": t})
             task = db.processes.find_one_and_update(
                 {**claimable, "_id": found["_id"], "claims": found.get("claims")},
                 {"$set": {
@@ -100,6 +101,11 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
                 return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
+            # Lost to another worker, or to one that died between its insert and its update: that one's
+            # claim would keep the task from everyone, so it goes once a lease has passed; then try again.
+            stale = {"_id": claim_id, "at": {"$lt": t - timedelta(seconds=lease_seconds)}}
+            if db.claims.delete_one(stale).deleted_count:
+                continue
             task = None
         if task is not None:
             return task

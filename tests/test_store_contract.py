@@ -227,6 +227,18 @@ def test_claim_the_named_one_then_the_oldest_then_nothing(store):
     assert tasks.get(store, "new")["worker"] == "w1"
 
 
+def test_a_claimer_that_died_between_its_claim_and_its_update_blocks_the_task_for_one_lease_only(store):
+    """Its `claims` record alone would keep the task from every worker for good."""
+    mongo.ensure_indexes(store)
+    new_task(store, "t")
+    store.claims.insert_one({"_id": "t/1", "worker": "dead", "at": tasks.now()})
+    assert tasks.claim(store, "w1", LEASE, 3) is None  # within a lease of the dead one's claim: not yet
+    store.claims.update_one({"_id": "t/1"}, {"$set": {"at": tasks.now() - timedelta(seconds=LEASE + 1)}})
+    claimed = tasks.claim(store, "w1", LEASE, 3)
+    assert (claimed["task_id"], claimed["worker"], claimed["attempts"], claimed["claims"]) == ("t", "w1", 1, 1)
+    assert store.claims.find_one({"_id": "t/1"})["worker"] == "w1"
+
+
 def test_update_records_progress_and_renews_the_lease(store):
     new_task(store, "t")
     claimed = tasks.claim(store, "w1", 5, 3)
