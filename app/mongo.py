@@ -71,6 +71,25 @@ def ensure_indexes(db: Database) -> None:
     db.workers.create_index("beat_at")
 
 
+FERRETDB_WRITE_OPS = 25  # what FerretDB 1.24 takes with a few workers writing at once (docs/stores.md)
+
+
+def warn_about_server(db: Database, write_ops: int) -> str | None:
+    """The warning a worker logs when its server needs settings MongoDB does not; None if none does."""
+    try:
+        info = db.client.server_info()
+    except Exception as e:  # the worker's own retries deal with an unreachable server
+        log.debug("buildInfo failed: %s", e)
+        return None
+    ferretdb = info.get("ferretdbVersion")  # FerretDB's buildInfo says who it is; MongoDB's has no such key
+    if ferretdb is None or 0 < write_ops <= FERRETDB_WRITE_OPS:
+        return None
+    message = (f"MONGO_URI is FerretDB {ferretdb}: set MONGO_WRITE_OPS={FERRETDB_WRITE_OPS} "
+               f"(it is {write_ops}); FerretDB never answers bulk writes that re-write 100 or more stored movies")
+    log.warning(message)
+    return message
+
+
 def ping(db: Database) -> bool:
     try:
         db.command("ping")

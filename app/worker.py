@@ -49,6 +49,8 @@ class Worker:
     def run(self, consumer: Consumer | None = None) -> None:
         consumer = consumer or Consumer(self.config)
         log.info("worker %s: listening on %s", self.id, consumer.endpoint)
+        if not self.config.embedded_mongo:
+            mongo.warn_about_server(self.db, self.config.MONGO_WRITE_OPS)
         next_sweep = 0.0  # sweep at once: tasks may have arrived while no worker ran
         try:
             while not self.stop_event.is_set():

@@ -120,8 +120,50 @@ def store(request):
     return request.getfixturevalue("ferret_db")
 
 
+def _store_of(item) -> str | None:
+    """Which MongoDB a test talks to: "ferretdb" (a real server), "mongomock" (the stand-in), or None."""
+    param = getattr(item, "callspec", None) and item.callspec.params.get("store")
+    if param:
+        return param
+    names = set(getattr(item, "fixturenames", ()))
+    if names & {"ferretdb", "ferret_db"}:
+        return "ferretdb"
+    if "db" in names:
+        return "mongomock"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        store = _store_of(item)
+        if store:
+            item.add_marker(store)
+
+
+_ran: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        for store in ("ferretdb", "mongomock"):
+            if store in report.keywords:
+                _ran[store] = _ran.get(store, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _ran:
+        version = ferretdb_support.version() if ferretdb_support.available() is None else "not built"
+        terminalreporter.write_line(
+            f"stores: {_ran.get('ferretdb', 0)} passed tests ran on FerretDB {version} (SQLite), "
+            f"{_ran.get('mongomock', 0)} on mongomock (the rest need no database, or run the service embedded)")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "soak: a bounded (< 60 s) soak test with real processes; part of the default run, as CI runs it")
+    config.addinivalue_line(
+        "markers", "ferretdb: talks to a real MongoDB-compatible server, FerretDB (set from the fixtures it uses)")
+    config.addinivalue_line(
+        "markers", "mongomock: talks to the in-memory stand-in, mongomock (set from the fixtures it uses)")
     config.addinivalue_line(
         "markers", "browser: drives the web page in headless Chromium (tests/test_browser.py); -m 'not browser' skips")

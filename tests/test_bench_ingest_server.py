@@ -5,8 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, require
 from tests.support import ferretdb as ferretdb_support
+
+pytestmark = pytest.mark.ferretdb
 
 
 def test_ingest_server_benchmark_small_run_stores_every_movie():

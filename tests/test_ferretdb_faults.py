@@ -29,6 +29,8 @@ from tests.support import ferretdb as ferretdb_support
 from tests.support.ferretdb import FerretDB
 from tests.test_processes import FINISHED, Cluster, assert_same_documents, mid_file, started_lines
 
+pytestmark = pytest.mark.ferretdb
+
 ROWS = 1_200
 # Not 250: FerretDB 1.24.2 (SQLite) holds one of its 100 SQLite connections for every statement of an update
 # command that matches an existing document until the command ends (a `defer` in a loop, msg_update.go), so a

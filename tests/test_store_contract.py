@@ -574,3 +574,12 @@ def test_unreachable_server_answers_503_and_the_health_says_so(config):
         assert web.get("/api/v1/ping").get_json() == {"ok": True}
     finally:
         client.close()
+
+
+def test_a_worker_on_ferretdb_is_told_to_chunk_its_writes(ferret_db):
+    """FerretDB says who it is in buildInfo; MongoDB (and the stand-in) get no such warning."""
+    warning = mongo.warn_about_server(ferret_db, write_ops=0)
+    assert warning is not None and "set MONGO_WRITE_OPS=25 (it is 0)" in warning and "FerretDB v1.24.2" in warning
+    assert mongo.warn_about_server(ferret_db, write_ops=25) is None
+    assert "set MONGO_WRITE_OPS=25 (it is 1000)" in mongo.warn_about_server(ferret_db, write_ops=1000)
+    assert mongo.warn_about_server(mongo.embedded_client()["x"], write_ops=0) is None
