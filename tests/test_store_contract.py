@@ -583,3 +583,21 @@ def test_a_worker_on_ferretdb_is_told_to_chunk_its_writes(ferret_db):
     assert mongo.warn_about_server(ferret_db, write_ops=25) is None
     assert "set MONGO_WRITE_OPS=25 (it is 1000)" in mongo.warn_about_server(ferret_db, write_ops=1000)
     assert mongo.warn_about_server(mongo.embedded_client()["x"], write_ops=0) is None
+
+
+def test_ferretdb_differs_an_update_command_rewriting_100_stored_documents_never_answers(ferretdb, tmp_path):
+    """Why MONGO_WRITE_OPS exists: FerretDB 1.24 holds one of its 100 pooled backend connections per upsert
+    that matches a stored document until the command ends. 99 answer; 100 never do (MongoDB takes 100,000).
+    On a server of its own, since the hang outlives the command."""
+    from tests.support.ferretdb import FerretDB
+
+    with FerretDB(tmp_path / "own") as server:
+        client = pymongo.MongoClient(server.uri, socketTimeoutMS=3000)
+        coll = client["t"]["m"]
+        coll.insert_many([{"_id": i, "x": 0} for i in range(100)])
+        rewrite = [ReplaceOne({"_id": i}, {"_id": i, "x": 1}, upsert=True) for i in range(100)]
+        assert coll.bulk_write(rewrite[:99], ordered=False).matched_count == 99
+        with pytest.raises(pymongo.errors.NetworkTimeout):
+            coll.bulk_write(rewrite, ordered=False)
+        client.close()
+        server.kill()
