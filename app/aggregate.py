@@ -23,7 +23,12 @@ PROGRESS_SECONDS = 0.5  # aggregation is fast: report at most this often, and at
 DAY_OFFSET = 719_162  # date32 counts days from 1970; 0001-01-01 is -719162: keys keep days non-negative
 _LIMIT = 2**63  # totals must stay below this to be exact int64
 _NEEDS_QUOTES = r'[",\r\n]'
-_QUOTE, _EMPTY, _COMMA = (pa.scalar(s) for s in ('"', "", ","))
+_QUOTE, _EMPTY, _COMMA, _APOSTROPHE = (pa.scalar(s) for s in ('"', "", ",", "'"))
+# OWASP CSV injection: a cell starting with one of these is read as a formula by spreadsheets.
+FORMULA_STARTS = "=+-@\t\r"
+_FORMULA_REGEX = r"^[=+\-@\t\r]"  # the same, for the rare array _formula_led cannot read directly
+_FORMULA_BYTE = np.zeros(256, dtype=bool)
+_FORMULA_BYTE[[ord(c) for c in FORMULA_STARTS]] = True
 TOO_LARGE = "a total number of plays exceeds 9223372036854775807, the largest 64-bit integer"
 KEYED = pa.schema([("key", pa.int64()), ("plays", pa.int64())])
 
@@ -128,17 +133,19 @@ def _sum_wide(rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([summed.column("key"), pc.cast(summed.column("plays_sum"), pa.int64())], schema=KEYED)
 
 
-def write_result(totals: Totals, path: str, still_mine: Callable[[], None] = lambda: None) -> int:
+def write_result(totals: Totals, path: str, still_mine: Callable[[], None] = lambda: None, *,
+                 formula_guard: bool = True) -> int:
     """Write the totals sorted by song then day as CSV (quoted only where needed); returns the byte count.
 
-    `still_mine` is called every RENEW_ROWS rows: a long write keeps its task's lease.
+    `still_mine` is called every RENEW_ROWS rows: a long write keeps its task's lease. With `formula_guard`
+    a song that a spreadsheet would run as a formula is written with a leading `'` (see _csv_lines).
     """
     partial = f"{path}.{uuid.uuid4().hex[:8]}.part"  # a worker that lost the task writes beside, not over
     try:
         with open(partial, "wb") as out:
             out.write((",".join(plays.RESULT_COLUMNS) + "\n").encode())
             for n, rows in enumerate(totals.ordered(WRITE_ROWS), 1):
-                out.write(_csv_lines(rows))
+                out.write(_csv_lines(rows, formula_guard))
                 if n % (RENEW_ROWS // WRITE_ROWS) == 0:
                     still_mine()
             size = out.tell()
@@ -150,9 +157,18 @@ def write_result(totals: Totals, path: str, still_mine: Callable[[], None] = lam
     return size
 
 
-def _csv_lines(rows: pa.Table) -> memoryview:
-    """The rows as CSV text, built column-wise: no Python object per row."""
+def _csv_lines(rows: pa.Table, formula_guard: bool = True) -> memoryview:
+    """The rows as CSV text, built column-wise: no Python object per row.
+
+    With `formula_guard`, a song starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a
+    leading `'` (OWASP's advice against CSV injection) before it is quoted, if it needs quotes. The song is
+    the only text from the file: dates and totals are written by us and never start with one of those.
+    """
     song = rows.column("song").combine_chunks()
+    if formula_guard:
+        risky = _formula_led(song)
+        if risky.any():
+            song = pc.if_else(pa.array(risky), pc.binary_join_element_wise(_APOSTROPHE, song, _EMPTY), song)
     quoted = pc.binary_join_element_wise(_QUOTE, pc.replace_substring(song, '"', '""'), _QUOTE, _EMPTY)
     song = pc.if_else(pc.match_substring_regex(song, _NEEDS_QUOTES), quoted, song)
     day = pc.cast(rows.column("day").combine_chunks(), pa.string())
@@ -160,6 +176,21 @@ def _csv_lines(rows: pa.Table) -> memoryview:
     lines = pc.binary_join_element_wise(song, day, total, _EMPTY, _COMMA)  # "song,day,total,"
     lines = pc.binary_replace_slice(lines, -1, 2**31 - 1, "\n")  # that last comma becomes the line end
     return memoryview(lines.buffers()[2])[: _end(lines)]
+
+
+def _formula_led(strings: pa.Array) -> np.ndarray:
+    """Which strings start with a FORMULA_STARTS character, as a NumPy mask.
+
+    All those characters are ASCII, so the first byte of each string decides: read from Arrow's buffers,
+    that is one NumPy lookup per block instead of a regular expression per string.
+    """
+    if strings.type != pa.string() or strings.null_count or strings.buffers()[2] is None:
+        return pc.fill_null(pc.match_substring_regex(strings, _FORMULA_REGEX), False).to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
+    data = np.frombuffer(strings.buffers()[2], dtype=np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(len(starts), dtype=np.uint8)
+    return _FORMULA_BYTE[first] & (ends > starts)  # an empty string starts with nothing
 
 
 def _end(strings: pa.Array) -> int:
@@ -175,6 +206,7 @@ def aggregate_plays(
     block_size: int,
     max_rejects: int,
     on_progress: Callable[[dict], None] = lambda fields: None,  # totals live in memory: there is no checkpoint
+    formula_guard: bool = True,  # CSV_FORMULA_GUARD: neutralise songs a spreadsheet would run as formulas
 ) -> dict:
     """Total the plays of `path` per (song, day) into the CSV `result_path`; returns the final fields."""
     progress = Progress(bytes_total=os.path.getsize(path))
@@ -196,5 +228,5 @@ def aggregate_plays(
     progress.bytes_read = progress.bytes_total
     fields = progress.fields()
     on_progress(fields)
-    size = write_result(totals, result_path, still_mine=lambda: on_progress(fields))
+    size = write_result(totals, result_path, still_mine=lambda: on_progress(fields), formula_guard=formula_guard)
     return {**fields, "groups": groups, "result_size": size}

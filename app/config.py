@@ -74,6 +74,7 @@ class Config:
     MONGO_RETRIES: int = defaults.MONGO_RETRIES
     MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
     RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
+    CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
     LOG_LEVEL: str = defaults.LOG_LEVEL
 
     @property
@@ -132,6 +133,7 @@ _CHECKS = {
     "MONGO_RETRIES": lambda n, v: _int(n, v, 0, 100),
     "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
     "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
+    "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
 }
 
 

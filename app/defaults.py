@@ -45,5 +45,6 @@ MONGO_SOCKET_TIMEOUT_SECONDS = 60  # a MongoDB call with no answer this long fai
 MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before the attempt gives up
 MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s, 1 s, 2 s, 4 s, 8 s)
 RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
+CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a leading ' (OWASP CSV injection)
 
 LOG_LEVEL = "INFO"

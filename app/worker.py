@@ -228,6 +228,7 @@ class Worker:
             fields = aggregate_plays(
                 task["path"], result_path, block_size=self.config.BLOCK_SIZE,
                 max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
+                formula_guard=self.config.CSV_FORMULA_GUARD,
             )
             return {**fields, "result_path": result_path}
         raise ValueError(f"unknown task kind {task['kind']!r}")
