@@ -43,8 +43,27 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
+    app.after_request(security_headers)
     from app.routes import events, health, legacy, movies, tasks, uploads, web
 
     for module in (uploads, tasks, events, movies, health, legacy, web):
         app.register_blueprint(module.bp)
     return app
+
+
+def security_headers(response):
+    """Headers every answer carries, set here once rather than route by route.
+
+    `nosniff` keeps a browser from reading a JSON or CSV answer as HTML or script; `no-referrer` keeps task
+    ids in URLs out of other sites' logs. Nothing but the page's static files may be stored by a browser
+    or a proxy: task records, results, errors and movie pages alike are `no-store` (a movie page changes
+    with every upload, and the server already caches it in Redis for CACHE_TTL). Static files keep Flask's
+    `no-cache` with an ETag: a browser keeps them and revalidates, and a 304 costs next to nothing.
+    """
+    from flask import request
+
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if request.endpoint != "static" or response.status_code >= 400:
+        response.headers["Cache-Control"] = "no-store"
+    return response

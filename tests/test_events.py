@@ -95,7 +95,7 @@ def test_stream_follows_a_task_to_its_end(make_client, db):
     response = client.get(f"/api/v1/process/{task_id}/events", buffered=False)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache" and response.headers["X-Accel-Buffering"] == "no"
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["X-Accel-Buffering"] == "no"
     text = b"".join(response.response).decode()  # returns once the server closed the stream
     response.close()
     worker.join()

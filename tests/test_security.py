@@ -1,4 +1,5 @@
-"""Security of what the service sends: result CSVs that cannot attack a spreadsheet (OWASP CSV injection)."""
+"""Security of what the service sends: result CSVs that cannot attack a spreadsheet (OWASP CSV injection),
+and the headers every answer carries (nosniff, Referrer-Policy, Cache-Control), on the real server."""
 from __future__ import annotations
 
 import io
@@ -149,3 +150,69 @@ def test_the_guard_setting():
     assert load_config({"CSV_FORMULA_GUARD": "false"}).CSV_FORMULA_GUARD is False
     with pytest.raises(ConfigError, match=r"^CSV_FORMULA_GUARD\b"):
         load_config({"CSV_FORMULA_GUARD": "sometimes"})
+
+
+# -- response headers -------------------------------------------------------------------------------------
+
+def assert_secured(headers, cache_control="no-store"):
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == cache_control
+
+
+def test_an_upload_202_is_not_stored(hostile_task):
+    assert_secured(hostile_task["upload_headers"])
+
+
+def test_a_task_status_and_its_result_are_not_stored(server, hostile_task):
+    status, headers, _ = server.request("GET", f"/api/v1/process/{hostile_task['id']}")
+    assert status == 200
+    assert_secured(headers)
+    status, headers, _ = server.request("GET", "/api/v1/processes?limit=1")
+    assert status == 200
+    assert_secured(headers)
+    status, headers, _ = server.request("GET", hostile_task["task"]["result_url"], raw=True)
+    assert status == 200
+    assert_secured(headers)
+    status, headers, data = server.request("GET", f"/api/v1/process/{hostile_task['id']}/events", raw=True)
+    assert status == 200 and b"event: end" in data
+    assert_secured(headers)
+
+
+def test_a_movies_page_is_not_stored(server):
+    for _ in range(2):  # a miss, then the same bytes from the cache
+        status, headers, body = server.request("GET", "/api/v1/movies?limit=1")
+        assert status == 200 and "movies" in body
+        assert_secured(headers)
+    assert headers["X-Cache"] == "hit"
+
+
+def test_errors_are_not_stored(server):
+    status, headers, body = server.request("GET", "/api/v1/no-such-route")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert_secured(headers)
+    status, headers, body = server.request("DELETE", "/api/v1/movies")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed" and "GET" in headers["Allow"]
+    assert_secured(headers)
+    status, headers, body = server.request("GET", "/api/v1/process/nope")
+    assert status == 404
+    assert_secured(headers)
+    status, headers, _ = server.request("GET", "/static/no-such-file.js", raw=True)
+    assert status == 404
+    assert_secured(headers)
+
+
+def test_the_page_is_not_stored_and_keeps_its_csp(server):
+    status, headers, data = server.request("GET", "/", raw=True)
+    assert status == 200 and b"<html" in data.lower()
+    assert_secured(headers)
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_static_files_may_be_cached_and_revalidated(server):
+    status, headers, data = server.request("GET", "/static/app.js", raw=True)
+    assert status == 200 and data
+    assert_secured(headers, cache_control="no-cache")  # kept, and checked again with its ETag
+    status, again, data = server.request("GET", "/static/app.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
+    assert status == 304 and data == b""
+    assert_secured(again, cache_control="no-cache")

@@ -94,6 +94,5 @@ def task_events(task_id: str):
 
     response = Response(progress(svc.db, task_id, svc.config), mimetype="text/event-stream")
     response.call_on_close(release)
-    response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back in its buffer
     return response
