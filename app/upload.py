@@ -10,17 +10,21 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
 
 from flask import Request
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
 from app.errors import APIError
 from app.files import remove
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
@@ -110,14 +114,15 @@ def receive(request: Request, folder: str, max_bytes: int) -> Upload:
     task_id = str(uuid.uuid4())
     final = os.path.join(folder, f"{task_id}.csv")
     partial = final + ".part"
+    body = _Body(request.stream, request.content_length)
     try:
         if content_type == "multipart/form-data":
-            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes)
+            filename, fields, sink = _receive_multipart(body, options, partial, max_bytes)
         elif content_type in RAW_TYPES:
             filename = request.args.get("filename") or "upload.csv"
             _check_name(filename)
             sink = _Sink(partial, max_bytes)
-            _copy(request.stream, sink)
+            _copy(body, sink)
             fields = dict(request.args)
         else:
             raise APIError(415, "unsupported_media_type",
@@ -126,13 +131,44 @@ def receive(request: Request, folder: str, max_bytes: int) -> Upload:
         os.replace(partial, final)
     except APIError as e:
         remove(partial)
-        if e.status != 413:  # read what the client is still sending, so it gets our answer, not a reset
+        if e.code == "incomplete_body":
+            log.warning("upload refused: %s", e.message)  # our own words only, no client text
+        elif e.status != 413:  # read what the client is still sending, so it gets our answer, not a reset
             _drain(request.stream)
         raise
     except BaseException:
         remove(partial)
         raise
     return Upload(task_id, filename, final, sink.size, header, fields)
+
+
+class _Body:
+    """The request body, read so that a cut-off one is an error, never a shorter file.
+
+    gunicorn marks its input as terminated, so werkzeug does not hold it to its Content-Length: a client
+    that stops early just reads as end of body. Here fewer bytes than announced, or a read that fails
+    (gunicorn's NoMoreData for a chunked body cut before its last chunk, a reset connection, which
+    werkzeug turns into ClientDisconnected), raise `incomplete_body`.
+    """
+
+    def __init__(self, stream, expected: int | None):
+        self.stream, self.expected, self.received = stream, expected, 0
+
+    def read(self, size: int) -> bytes:
+        try:
+            data = self.stream.read(size)
+        except (OSError, ClientDisconnected) as e:  # werkzeug's ClientDisconnected wraps the OSError, for chunked
+            raise self._incomplete(f"the connection ended or failed mid-body ({type(e).__name__})") from None
+        if data:
+            self.received += len(data)
+        elif self.expected is not None and self.received < self.expected:
+            raise self._incomplete(f"the connection ended after {self.received} of the {self.expected} bytes "
+                                   "its Content-Length announced")
+        return data
+
+    def _incomplete(self, why: str) -> APIError:
+        return APIError(400, "incomplete_body", f"The upload was cut off: {why}; nothing was stored. "
+                        "Send the whole file again.")
 
 
 def _drain(stream) -> None:
@@ -158,7 +194,7 @@ def _check_name(filename: str) -> None:
         raise APIError(415, "not_csv", f"Only .csv files are accepted, got {secure_filename(filename) or filename!r}.")
 
 
-def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int):
+def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
@@ -167,7 +203,7 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
     fields: dict[str, str] = {}
     sink = filename = None
     current = None  # the part being read: ("file",), ("field", name, bytearray) or ("skip",)
-    stream = request.stream
+    ended = False  # the closing boundary was read
     try:
         while True:
             chunk = stream.read(CHUNK)
@@ -195,8 +231,13 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
                         if not event.more_data:
                             fields[current[1]] = current[2].decode("utf-8", "replace")
                 event = decoder.next_event()
-            if isinstance(event, Epilogue) or not chunk:
+            if isinstance(event, Epilogue):
+                ended = True
                 break
+            if not chunk:
+                break
+        if not ended:
+            raise APIError(400, "bad_multipart", "The multipart body ends before its closing boundary.")
     except ValueError as e:  # werkzeug's decoder on a malformed body
         if sink:
             sink.discard()
