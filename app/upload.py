@@ -12,6 +12,8 @@ import csv
 import io
 import logging
 import os
+import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 
@@ -31,6 +33,9 @@ UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this 
 HEAD_LIMIT = 64 * 1024  # the header line must fit here
 FIELD_LIMIT = 64 * 1024  # a form field other than the file
 RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
+NAME_BYTES = 255  # a filename is kept to this many bytes of UTF-8
+# C0, DEL, C1, and the bidi embeddings, overrides and isolates: removed from client filenames
+UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass
@@ -119,8 +124,7 @@ def receive(request: Request, folder: str, max_bytes: int) -> Upload:
         if content_type == "multipart/form-data":
             filename, fields, sink = _receive_multipart(body, options, partial, max_bytes)
         elif content_type in RAW_TYPES:
-            filename = request.args.get("filename") or "upload.csv"
-            _check_name(filename)
+            filename = _check_name(request.args.get("filename") or "upload.csv")
             sink = _Sink(partial, max_bytes)
             _copy(body, sink)
             fields = dict(request.args)
@@ -171,6 +175,28 @@ class _Body:
                         "Send the whole file again.")
 
 
+def clean_filename(name: str, limit: int = NAME_BYTES) -> str:
+    """`name` without control or bidi characters, cut to `limit` bytes of UTF-8 keeping its extension."""
+    name = UNSAFE_NAME_CHARS.sub("", name).strip()
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, ext = os.path.splitext(name)
+    if len(ext.encode("utf-8")) > 16:  # not an extension worth keeping
+        stem, ext = name, ""
+    room = limit - len(ext.encode("utf-8"))
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + ext  # "ignore" drops a cut character
+
+
+def ascii_filename(name: str) -> str:
+    """A plain-ASCII stand-in for `name`, fit for a quoted-string: accents dropped, other characters `_`."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", clean_filename(name)):
+        if unicodedata.combining(ch):
+            continue
+        out.append(ch if " " <= ch <= "~" and ch not in '"\\' else "_")
+    return "".join(out)
+
+
 def _drain(stream) -> None:
     try:
         while stream.read(CHUNK):
@@ -187,11 +213,14 @@ def _copy(stream, sink: _Sink) -> None:
         sink.write(chunk)
 
 
-def _check_name(filename: str) -> None:
+def _check_name(filename: str) -> str:
+    """The client's filename cleaned and bounded (see clean_filename); refused if empty or not .csv."""
+    filename = clean_filename(filename)
     if not filename:
         raise APIError(400, "empty_filename", "The file part has an empty filename; choose a file to upload.")
     if not filename.lower().endswith(".csv"):
         raise APIError(415, "not_csv", f"Only .csv files are accepted, got {secure_filename(filename) or filename!r}.")
+    return filename
 
 
 def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int):
@@ -213,8 +242,7 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
                 if isinstance(event, File) and event.name == "file":
                     if sink is not None:
                         raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
-                    filename = event.filename or ""
-                    _check_name(filename)
+                    filename = _check_name(event.filename or "")
                     sink = _Sink(partial, max_bytes)
                     current = ("file",)
                 elif isinstance(event, Field):

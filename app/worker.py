@@ -153,7 +153,7 @@ class Worker:
         self._current = task_id
         self.heartbeat(force=True)
         checkpoint = task.get("checkpoint")
-        log.info("task %s: started %s (%s, %d bytes, attempt %d%s)", task_id, task["kind"], task.get("filename"),
+        log.info("task %s: started %s (%r, %d bytes, attempt %d%s)", task_id, task["kind"], task.get("filename"),
                  task.get("size", 0), task["attempts"], f", resuming at line {checkpoint['line']}" if checkpoint else "")
         try:
             fields = self._execute(task)

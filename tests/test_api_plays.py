@@ -45,7 +45,8 @@ def test_the_example_file_end_to_end(client, db, producer, worker):
     download = client.get(task["result_url"])
     assert download.status_code == 200
     assert download.mimetype == "text/csv"
-    assert download.headers["Content-Disposition"] == "attachment; filename=plays_example_input-totals.csv"
+    assert download.headers["Content-Disposition"] == ("attachment; filename=\"plays_example_input-totals.csv\"; "
+        "filename*=UTF-8''plays_example_input-totals.csv")
     assert download.get_data() == EXAMPLE_RESULT
 
 

@@ -84,7 +84,8 @@ def test_plays_example_through_both_routes(server):
     assert task["status"] == "completed" and task["groups"] == 4
     status, headers, data = server.request("GET", task["result_url"], raw=True)
     assert status == 200 and headers["Content-Type"].startswith("text/csv") and data == EXAMPLE_RESULT
-    assert headers["Content-Disposition"] == "attachment; filename=plays_example_input-totals.csv"
+    assert headers["Content-Disposition"] == ("attachment; filename=\"plays_example_input-totals.csv\"; "
+        "filename*=UTF-8''plays_example_input-totals.csv")
 
     status, _, body = server.upload(EXAMPLE, "plays.csv", url="/upload")
     assert status == 202 and set(body) == {"task_id"}

@@ -1,6 +1,8 @@
 """Hostile uploads against the real server (`python run.py`, gunicorn gthread, embedded mode), over sockets.
 
-A cut-off body (raw or multipart, Content-Length or chunked) leaves no task, no file and one log line.
+A cut-off body (raw or multipart, Content-Length or chunked) leaves no task, no file and one log line;
+client filenames are cleaned and bounded, downloads carry an RFC 6266 Content-Disposition, and no
+client text can start a line of the server's log.
 """
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import re
 import socket
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 
 from tests.service import Service
 
+PLAYS = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\nIn The End,2020-01-02,500\n"
 CUT_LOG = "upload refused: The upload was cut off"
 
 
@@ -191,3 +195,114 @@ def test_whole_body_still_accepted(service, server, kind):
     assert task["status"] == "completed" and task["size"] == len(data), task
     assert task["rows_read"] == data.count(b"\n") - 1
     assert log_count(service, CUT_LOG) == cut_before
+
+
+# -- 2. filenames are bounded and safe ------------------------------------------------------------------
+
+FORGED = "2026-01-01 00:00:00,000 ERROR app.forged [1] FORGED"
+
+
+def multipart(filename_param: str, data: bytes = PLAYS):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; {filename_param}\r\n"
+            "Content-Type: text/csv\r\n\r\n").encode("utf-8") + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def upload_named(server, via: str, name: str, route: str = "/api/v1/upload"):
+    if via == "query":
+        return server.request("POST", f"{route}?filename={quote(name, safe='')}", PLAYS, {"Content-Type": "text/csv"})
+    if via == "multipart*":  # RFC 2231/5987 form: any character, percent-encoded
+        body, headers = multipart(f"filename*=UTF-8''{quote(name, safe='')}")
+    else:  # a plain quoted filename, its bytes as UTF-8
+        body, headers = multipart(f'filename="{name}"')
+    return server.request("POST", route, body, headers)
+
+
+def expected_disposition(ascii_name: str, name: str) -> str:
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+NAMES = [
+    # (id, how it is sent, the name sent, the name stored, the download's ASCII fallback)
+    ("crlf-query", "query", f"a\r\n{FORGED}.csv", f"a{FORGED}.csv", None),
+    ("crlf-multipart", "multipart*", f"b\r\n{FORGED}.csv", f"b{FORGED}.csv", None),
+    ("nul-query", "query", "nu\x00l.csv", "nul.csv", None),
+    ("nul-multipart", "multipart*", "nu\x00l.csv", "nul.csv", None),
+    ("nul-multipart-raw", "multipart", "nu\x00l.csv", "nul.csv", None),
+    ("c1-del", "query", "c\x85\x9b\x7fone.csv", "cone.csv", None),
+    ("bidi", "multipart", "invoice\u202egpj.csv", "invoicegpj.csv", None),
+    ("bidi-isolates", "query", "\u2066x\u2069\u202a\u202b\u202c\u202dy\u2067\u2068.csv", "xy.csv", None),
+    ("non-ascii", "multipart", "Amélie – 日本.csv", "Amélie – 日本.csv", "Amelie _ __"),
+    ("non-ascii-query", "query", "Amélie – 日本.csv", "Amélie – 日本.csv", "Amelie _ __"),
+    ("quote-backslash", "multipart*", 'q"u\\o.csv', 'q"u\\o.csv', "q_u_o"),
+]
+
+
+@pytest.mark.parametrize("via,sent,stored,fallback", [n[1:] for n in NAMES], ids=[n[0] for n in NAMES])
+def test_filename_is_cleaned_stored_and_downloads(service, server, via, sent, stored, fallback):
+    status, _, body = upload_named(server, via, sent)
+    assert status == 202, body
+    task = server.wait_for(body["task_id"])
+    assert task["status"] == "completed", task
+    assert task["filename"] == stored
+    download = stored[:-4] + "-totals.csv"
+    want = expected_disposition((fallback + "-totals.csv") if fallback else download, download)
+    for path in (task["result_url"], f"/result/{body['task_id']}"):
+        status, headers, data = server.request("GET", path, raw=True)
+        assert status == 200, data
+        assert headers["Content-Disposition"] == want
+        assert data.startswith(b"Song,Date,Total Number of Plays for Date")
+    assert_log_unforged(service)
+
+
+def assert_log_unforged(service):
+    lines = service.log().splitlines()
+    assert not [ln for ln in lines if ln.startswith(FORGED[:10]) or "FORGED" in ln.split(" ", 1)[0]], lines[-20:]
+    assert not [ln for ln in lines if ln.startswith("2026-01-01")]
+    # the names appear escaped, as Python literals
+    for ln in lines:
+        assert "\x00" not in ln and "\u202e" not in ln and "\x85" not in ln
+
+
+@pytest.mark.parametrize("via", ["multipart", "multipart*"])
+def test_500000_character_name_is_cut_to_255_bytes(service, server, via):
+    name = "n" * 499_996 + ".csv"
+    status, _, body = upload_named(server, via, name)
+    assert status == 202, str(body)[:500]
+    task = server.wait_for(body["task_id"])
+    assert task["filename"] == "n" * 251 + ".csv"
+    assert len(task["filename"].encode()) == 255
+    status, headers, _ = server.request("GET", task["result_url"], raw=True)
+    assert status == 200
+    # the download name is bounded the same way, keeping "-totals.csv"
+    download = "n" * 244 + "-totals.csv"
+    assert headers["Content-Disposition"] == expected_disposition(download, download)
+    assert max(len(ln) for ln in service.log().splitlines()) < 2000
+
+
+def test_long_multibyte_name_is_cut_on_a_character(server):
+    status, _, body = upload_named(server, "multipart", "日" * 100_000 + ".csv")  # 300 KB of part header
+    assert status == 202, str(body)[:500]
+    task = server.wait_for(body["task_id"])
+    assert task["filename"] == "日" * 83 + ".csv"  # 249 + 4 bytes: an 84th character would pass 255
+
+
+def test_part_header_beyond_the_multipart_buffer_is_413(service, server):
+    """500,000 three-byte characters (1.5 MB of header) do not fit the multipart reader's buffer: refused whole."""
+    before = task_ids(server)
+    status, _, body = upload_named(server, "multipart", "日" * 499_996 + ".csv")
+    assert status == 413 and body["error"]["code"] == "request_entity_too_large", body
+    assert task_ids(server) == before
+    assert sorted(p.name for p in service.uploads.iterdir()) == []
+
+
+def test_long_non_csv_name_is_refused_without_echoing_it(server):
+    status, _, body = upload_named(server, "multipart", "x" * 500_000 + ".txt")
+    assert status == 415 and body["error"]["code"] == "not_csv"
+    assert len(body["error"]["message"]) < 400
+
+
+def test_name_of_control_characters_only_is_empty(server):
+    status, _, body = upload_named(server, "query", "\r\n\x00")
+    assert status == 400 and body["error"]["code"] == "empty_filename"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import quote
 
 from flask import Blueprint, jsonify, request, send_file
 
@@ -10,9 +11,11 @@ from app import params, tasks
 from app.errors import APIError
 from app.files import remove
 from app.services import services
+from app.upload import NAME_BYTES, ascii_filename, clean_filename
 
 log = logging.getLogger(__name__)
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
+RESULT_SUFFIX = "-totals.csv"  # a result downloads as <upload's name without .csv>-totals.csv
 
 
 def find(task_id: str) -> dict:
@@ -40,12 +43,20 @@ def result_file(task: dict):
     path = task.get("result_path")
     if not path or task.get("result_removed_at"):
         raise gone
-    stem = os.path.splitext(task.get("filename") or "plays.csv")[0]
+    stem = os.path.splitext(clean_filename(task.get("filename") or "") or "plays.csv")[0]
+    stem = stem.encode("utf-8")[:NAME_BYTES - len(RESULT_SUFFIX)].decode("utf-8", "ignore")  # the whole name fits
     try:
-        return send_file(os.path.abspath(path), mimetype="text/csv", as_attachment=True,
-                         download_name=f"{stem}-totals.csv", max_age=0)
+        response = send_file(os.path.abspath(path), mimetype="text/csv", max_age=0)
     except FileNotFoundError:  # removed by the expiry sweep, or lost with its disk
         raise gone from None
+    response.headers["Content-Disposition"] = content_disposition(stem + RESULT_SUFFIX)
+    return response
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266 `attachment` for any name: an ASCII `filename` fallback and the exact one in `filename*`."""
+    name = clean_filename(name) or "download.csv"
+    return f"attachment; filename=\"{ascii_filename(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @bp.get("/process/<task_id>")

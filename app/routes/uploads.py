@@ -72,7 +72,7 @@ def accept() -> tuple[Upload, str]:
     except BaseException:
         os.remove(received.path)
         raise
-    log.info("task %s: received %s %s (%d bytes)", received.task_id, kind, received.filename, received.size)
+    log.info("task %s: received %s %r (%d bytes)", received.task_id, kind, received.filename, received.size)
     svc.producer.send(received.task_id, kind)
     return received, kind
 
