@@ -156,14 +156,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"stores: {_ran.get('ferretdb', 0)} passed tests ran on FerretDB {version} (SQLite), "
             f"{_ran.get('mongomock', 0)} on mongomock (the rest need no database, or run the service embedded)")
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "soak: a bounded (< 60 s) soak test with real processes; part of the default run, as CI runs it")
-    config.addinivalue_line(
-        "markers", "ferretdb: talks to a real MongoDB-compatible server, FerretDB (set from the fixtures it uses)")
-    config.addinivalue_line(
-        "markers", "mongomock: talks to the in-memory stand-in, mongomock (set from the fixtures it uses)")
-    config.addinivalue_line(
-        "markers", "browser: drives the web page in headless Chromium (tests/test_browser.py); -m 'not browser' skips")
