@@ -52,6 +52,7 @@ class Config:
     UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
     RESULT_FOLDER: str = defaults.RESULT_FOLDER
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
+    MAX_COLUMNS: int = defaults.MAX_COLUMNS
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
@@ -111,6 +112,7 @@ _CHECKS = {
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
+    "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),

@@ -15,6 +15,7 @@ REDIS_URL = ""  # empty: embedded in-memory stand-in (fakeredis), not persisted
 UPLOAD_FOLDER = "uploads"
 RESULT_FOLDER = "results"  # result files of plays jobs
 MAX_UPLOAD_MB = 4096
+MAX_COLUMNS = 500  # columns a header may have (a movies file has 15)
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)

@@ -24,7 +24,7 @@ from app.files import remove
 
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
-HEAD_LIMIT = 64 * 1024  # the header line must fit here
+HEAD_LIMIT = 64 * 1024  # bytes of the header line, its line ending (LF, CRLF or CR) not counted; a BOM counts
 FIELD_LIMIT = 64 * 1024  # a form field other than the file
 RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
 
@@ -42,12 +42,13 @@ class Upload:
 class _Sink:
     """Writes one file part to disk while checking it: UTF-8 throughout, a header line, a data row."""
 
-    def __init__(self, path: str, max_bytes: int):
-        self.path, self.max_bytes = path, max_bytes
+    def __init__(self, path: str, max_bytes: int, max_columns: int):
+        self.path, self.max_bytes, self.max_columns = path, max_bytes, max_columns
         self.file = open(path, "wb")
         self.size = 0
         self.head = bytearray()
         self.header_done = False
+        self.header: list[str] | None = None
         self.has_data = False
         self.decoder = codecs.getincrementaldecoder("utf-8")()
 
@@ -73,13 +74,15 @@ class _Sink:
             self.head += data
             ends = [i for i in (self.head.find(b"\n"), self.head.find(b"\r")) if i >= 0]  # LF, CRLF or CR
             end = min(ends) if ends else -1
+            if (end if end >= 0 else len(self.head)) > HEAD_LIMIT:  # the line so far, or the whole line
+                raise APIError(422, "bad_header", f"The header line is longer than the limit of HEAD_LIMIT = "
+                               f"{HEAD_LIMIT} bytes (its line ending not counted).", limit=HEAD_LIMIT)
             if end < 0:
-                if len(self.head) > HEAD_LIMIT:
-                    raise APIError(422, "bad_header", "The first line is too long to be a CSV header.")
                 return
             self.header_done = True
             data = bytes(self.head[end + 1:])
             self.head = self.head[: end + 1]
+            self.header = self._parse_header()
         if data.strip(b"\r\n\t ,"):
             self.has_data = True
 
@@ -91,12 +94,20 @@ class _Sink:
         self.file.close()
         if self.size == 0:
             raise APIError(422, "empty_file", "The file is empty.")
+        header = self.header if self.header is not None else self._parse_header()
+        if not self.has_data:
+            raise APIError(422, "no_rows", "The file has a header but no data rows.")
+        return header
+
+    def _parse_header(self) -> list[str]:
+        """The header's column names, checked as soon as its line ends: a refused header stops the upload there."""
         try:
             header = next(csv.reader(io.StringIO(self.head.decode("utf-8-sig"), newline=""), strict=True), [])
         except csv.Error as e:
             raise APIError(422, "bad_header", f"The header line is not valid CSV: {e}.") from None
-        if not self.has_data:
-            raise APIError(422, "no_rows", "The file has a header but no data rows.")
+        if len(header) > self.max_columns:
+            raise APIError(422, "too_many_columns", f"The header has {len(header)} columns, more than the limit of "
+                           f"MAX_COLUMNS = {self.max_columns}.", limit=self.max_columns)
         return [name.strip() for name in header]
 
     def discard(self) -> None:
@@ -104,7 +115,7 @@ class _Sink:
         remove(self.path)
 
 
-def receive(request: Request, folder: str, max_bytes: int) -> Upload:
+def receive(request: Request, folder: str, max_bytes: int, max_columns: int) -> Upload:
     """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received."""
     content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
     task_id = str(uuid.uuid4())
@@ -112,11 +123,11 @@ def receive(request: Request, folder: str, max_bytes: int) -> Upload:
     partial = final + ".part"
     try:
         if content_type == "multipart/form-data":
-            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes)
+            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes, max_columns)
         elif content_type in RAW_TYPES:
             filename = request.args.get("filename") or "upload.csv"
             _check_name(filename)
-            sink = _Sink(partial, max_bytes)
+            sink = _Sink(partial, max_bytes, max_columns)
             _copy(request.stream, sink)
             fields = dict(request.args)
         else:
@@ -158,7 +169,7 @@ def _check_name(filename: str) -> None:
         raise APIError(415, "not_csv", f"Only .csv files are accepted, got {secure_filename(filename) or filename!r}.")
 
 
-def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int):
+def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int, max_columns: int):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
@@ -179,7 +190,7 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
                         raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
                     filename = event.filename or ""
                     _check_name(filename)
-                    sink = _Sink(partial, max_bytes)
+                    sink = _Sink(partial, max_bytes, max_columns)
                     current = ("file",)
                 elif isinstance(event, Field):
                     current = ("field", event.name, bytearray())

@@ -417,3 +417,13 @@ def test_two_file_parts_are_refused(client, db, producer, upload_dir):
                            content_type="multipart/form-data")
     assert_error(response, 400, "multiple_files")
     assert_nothing_left(upload_dir, db, producer)
+
+
+MB = 1 << 20
+
+
+def test_too_many_columns_is_refused_as_soon_as_the_header_line_ends(client, db, producer, upload_dir):
+    error = assert_error(post_file(client, b"title" + b",c" * 500 + b"\n" + b"x" * (2 * MB)), 422,
+                         "too_many_columns")
+    assert error["limit"] == 500
+    assert_nothing_left(upload_dir, db, producer)

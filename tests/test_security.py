@@ -216,3 +216,88 @@ def test_static_files_may_be_cached_and_revalidated(server):
     status, again, data = server.request("GET", "/static/app.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
     assert status == 304 and data == b""
     assert_secured(again, cache_control="no-cache")
+
+
+# -- upload limits: header size and width (on the real server) -----------------------------------
+
+HEAD_LIMIT = 64 * 1024  # app.upload.HEAD_LIMIT: bytes of the header line, its line ending not counted
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A server of its own, default limits (MAX_COLUMNS=500), so that its upload folder can be watched."""
+    workdir = tmp_path_factory.mktemp("limits")
+    service = Service(workdir, EMBEDDED_WORKERS="0")  # tasks stay pending: their files stay put, countable
+    server = service.start()
+    yield server, workdir / "uploads"
+    service.stop()
+
+
+def post_raw(server, data: bytes, chunked: bool = False):
+    headers = {"Content-Type": "text/csv"}
+    if chunked:  # no Content-Length: the body comes in chunks of unknown total
+        headers["Transfer-Encoding"] = "chunked"
+        data = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    return server.request("POST", "/api/v1/upload?filename=limits.csv", data, headers)
+
+
+def task_count(server) -> int:
+    return server.request("GET", "/api/v1/processes?limit=1")[2]["total_docs"]
+
+
+def assert_refused(server, uploads, data, status, code, **expected):
+    """The request is refused with the project's error shape, and leaves neither a file nor a task."""
+    files, tasks = sorted(p.name for p in uploads.iterdir()), task_count(server)
+    got, headers, body = post_raw(server, data, chunked=expected.pop("chunked", False))
+    assert (got, body["error"]["code"]) == (status, code), body
+    assert headers["Content-Type"] == "application/json"
+    assert set(body) == {"error"} and body["error"]["message"]
+    for key, value in expected.items():
+        assert body["error"][key] == value, body
+    assert sorted(p.name for p in uploads.iterdir()) == files and task_count(server) == tasks
+    return body["error"]
+
+
+def header_of(columns: int) -> bytes:
+    return ",".join(["title"] + [f"c{n}" for n in range(1, columns)]).encode()
+
+
+def test_a_header_of_max_columns_is_accepted(limited):
+    server, _ = limited
+    status, _, body = post_raw(server, header_of(500) + b"\nToy Story" + b",1" * 499 + b"\n")
+    assert status == 202 and body["kind"] == "movies", body
+
+
+def test_a_header_of_one_column_more_is_refused(limited):
+    server, uploads = limited
+    error = assert_refused(server, uploads, header_of(501) + b"\nToy Story" + b",1" * 500 + b"\n",
+                           422, "too_many_columns", limit=500)
+    assert "MAX_COLUMNS" in error["message"] and "501" in error["message"]
+
+
+def long_header(size: int) -> bytes:
+    """A movies header line of exactly `size` bytes: title and one very long column name."""
+    return b"title," + b"x" * (size - len(b"title,"))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_a_header_of_exactly_head_limit_bytes_is_accepted(limited, newline):
+    server, _ = limited
+    head = long_header(HEAD_LIMIT)
+    assert len(head) == HEAD_LIMIT
+    status, _, body = post_raw(server, head + newline + b"Toy Story,1" + newline)
+    assert status == 202, body
+
+
+@pytest.mark.parametrize("rows", [b"\nToy Story,1\n", b""])  # the line ended, or still going when refused
+def test_a_header_one_byte_over_head_limit_is_refused(limited, rows):
+    """Before, the check only ran while no line end had been read: a long header inside one read passed."""
+    server, uploads = limited
+    error = assert_refused(server, uploads, long_header(HEAD_LIMIT + 1) + rows, 422, "bad_header",
+                           limit=HEAD_LIMIT)
+    assert str(HEAD_LIMIT) in error["message"]
+
+
+def test_a_header_of_four_times_head_limit_is_refused(limited):
+    server, uploads = limited
+    assert_refused(server, uploads, long_header(4 * HEAD_LIMIT) + b"\nToy Story,1\n", 422, "bad_header")
