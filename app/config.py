@@ -53,6 +53,7 @@ class Config:
     RESULT_FOLDER: str = defaults.RESULT_FOLDER
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
     MAX_COLUMNS: int = defaults.MAX_COLUMNS
+    MIN_FREE_MB: int = defaults.MIN_FREE_MB
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
@@ -91,6 +92,10 @@ class Config:
         return self.MAX_UPLOAD_MB * 1024 * 1024
 
     @property
+    def min_free_bytes(self) -> int:
+        return self.MIN_FREE_MB * 1024 * 1024
+
+    @property
     def queue_endpoint(self) -> str:
         """Where workers PULL from the broker."""
         return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_PORT}"
@@ -113,6 +118,7 @@ _CHECKS = {
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
     "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
+    "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),

@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 
@@ -42,8 +43,8 @@ class Upload:
 class _Sink:
     """Writes one file part to disk while checking it: UTF-8 throughout, a header line, a data row."""
 
-    def __init__(self, path: str, max_bytes: int, max_columns: int):
-        self.path, self.max_bytes, self.max_columns = path, max_bytes, max_columns
+    def __init__(self, path: str, max_bytes: int, max_columns: int, min_free: int = 0):
+        self.path, self.max_bytes, self.max_columns, self.min_free = path, max_bytes, max_columns, min_free
         self.file = open(path, "wb")
         self.size = 0
         self.head = bytearray()
@@ -68,6 +69,8 @@ class _Sink:
         if not self.has_data:
             self._watch_head(data)
         self.file.write(data)
+        if self.min_free:  # stop as soon as the disk has filled below the floor (another writer, a lying length)
+            check_free(os.path.dirname(self.path), self.min_free)
 
     def _watch_head(self, data: bytes) -> None:
         if not self.header_done:
@@ -115,19 +118,38 @@ class _Sink:
         remove(self.path)
 
 
-def receive(request: Request, folder: str, max_bytes: int, max_columns: int) -> Upload:
-    """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received."""
+def free_bytes(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def check_free(folder: str, min_free: int, incoming: int = 0) -> None:
+    """507 if storing `incoming` more bytes would leave less than `min_free` free in `folder`'s filesystem."""
+    free = free_bytes(folder)
+    if free - incoming < min_free:
+        raise APIError(507, "insufficient_storage",
+                       f"Not enough free disk space to store this upload: the server keeps MIN_FREE_MB = "
+                       f"{min_free >> 20} MB free and has {free >> 20} MB.", min_free_mb=min_free >> 20)
+
+
+def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min_free: int = 0) -> Upload:
+    """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received.
+
+    With `min_free`, the upload is refused (507) if its Content-Length would leave less than that free in
+    `folder`'s filesystem, and stopped as soon as free space falls below it while it streams in.
+    """
     content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
     task_id = str(uuid.uuid4())
     final = os.path.join(folder, f"{task_id}.csv")
     partial = final + ".part"
     try:
+        if min_free:
+            check_free(folder, min_free, request.content_length or 0)
         if content_type == "multipart/form-data":
-            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes, max_columns)
+            filename, fields, sink = _receive_multipart(request, options, partial, max_bytes, max_columns, min_free)
         elif content_type in RAW_TYPES:
             filename = request.args.get("filename") or "upload.csv"
             _check_name(filename)
-            sink = _Sink(partial, max_bytes, max_columns)
+            sink = _Sink(partial, max_bytes, max_columns, min_free)
             _copy(request.stream, sink)
             fields = dict(request.args)
         else:
@@ -169,7 +191,8 @@ def _check_name(filename: str) -> None:
         raise APIError(415, "not_csv", f"Only .csv files are accepted, got {secure_filename(filename) or filename!r}.")
 
 
-def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int, max_columns: int):
+def _receive_multipart(request: Request, options: dict, partial: str, max_bytes: int, max_columns: int,
+                       min_free: int):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
@@ -190,7 +213,7 @@ def _receive_multipart(request: Request, options: dict, partial: str, max_bytes:
                         raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
                     filename = event.filename or ""
                     _check_name(filename)
-                    sink = _Sink(partial, max_bytes, max_columns)
+                    sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)
                 elif isinstance(event, Field):
                     current = ("field", event.name, bytearray())

@@ -11,6 +11,7 @@ import pytest
 from app.aggregate import Totals, _csv_lines, _formula_led, write_result
 from app.config import ConfigError, load_config
 from app.worker import Worker
+from tests.conftest import SAMPLE_MOVIES
 from tests.service import Service
 
 HOSTILE = (
@@ -218,7 +219,7 @@ def test_static_files_may_be_cached_and_revalidated(server):
     assert_secured(again, cache_control="no-cache")
 
 
-# -- upload limits: header size and width (on the real server) -----------------------------------
+# -- upload limits: header size and width, disk space (on the real server) -----------------------------------
 
 HEAD_LIMIT = 64 * 1024  # app.upload.HEAD_LIMIT: bytes of the header line, its line ending not counted
 
@@ -301,3 +302,52 @@ def test_a_header_one_byte_over_head_limit_is_refused(limited, rows):
 def test_a_header_of_four_times_head_limit_is_refused(limited):
     server, uploads = limited
     assert_refused(server, uploads, long_header(4 * HEAD_LIMIT) + b"\nToy Story,1\n", 422, "bad_header")
+
+
+@pytest.fixture(scope="module")
+def full_disk(tmp_path_factory):
+    """A server whose MIN_FREE_MB is above the free space of its upload folder's filesystem: a disk "full"."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("full-disk")
+    free_mb = shutil.disk_usage(workdir).free >> 20
+    floor = free_mb + 10_000
+    if floor > 1 << 20:
+        pytest.skip(f"{free_mb} MB free: above MIN_FREE_MB's upper bound")
+    service = Service(workdir, MIN_FREE_MB=str(floor))
+    server = service.start()
+    (workdir / "uploads").mkdir(exist_ok=True)
+    yield server, workdir / "uploads", free_mb
+    service.stop()
+
+
+def test_health_reports_a_low_disk_as_degraded_with_the_free_mb(full_disk):
+    server, _, free_mb = full_disk
+    status, _, body = server.request("GET", "/api/v1/health")
+    assert status == 200
+    assert body["status"] == "degraded" and body["disk"] == "low", body
+    assert body["mongo"] == body["redis"] == body["worker"] == "ok"
+    assert abs(body["disk_free_mb"] - free_mb) < 1000, (body, free_mb)
+
+
+def test_health_reports_the_disk_ok_on_a_server_with_room(limited):
+    server, _ = limited
+    body = server.request("GET", "/api/v1/health")[2]
+    assert body["disk"] == "ok" and isinstance(body["disk_free_mb"], int) and body["disk_free_mb"] > 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_that_would_leave_less_than_min_free_mb_gets_507(full_disk, chunked):
+    server, uploads, _ = full_disk
+    error = assert_refused(server, uploads, SAMPLE_MOVIES.read_bytes(), 507, "insufficient_storage",
+                           chunked=chunked)
+    assert "MIN_FREE_MB" in error["message"]
+
+
+def test_a_multipart_upload_on_a_full_disk_gets_507(full_disk, tmp_path):
+    server, uploads, _ = full_disk
+    path = tmp_path / "movies.csv"
+    path.write_bytes(SAMPLE_MOVIES.read_bytes())
+    status, _, body = server.upload(path, "movies.csv")
+    assert status == 507 and body["error"]["code"] == "insufficient_storage", body
+    assert list(uploads.iterdir()) == [] and task_count(server) == 0
