@@ -75,7 +75,7 @@ def _start_broker() -> subprocess.Popen | None:
 
 
 def main() -> int:
-    config = logs.start_command()
+    config = logs.start_command(listen=True)
     broker = None
     if not config.embedded_mongo:
         broker = _start_broker()

@@ -5,7 +5,9 @@ with a message naming the variable.
 """
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from dataclasses import dataclass, fields, replace
 
 from dotenv import load_dotenv
@@ -52,6 +54,8 @@ class Config:
     UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
     RESULT_FOLDER: str = defaults.RESULT_FOLDER
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
+    MAX_COLUMNS: int = defaults.MAX_COLUMNS
+    MIN_FREE_MB: int = defaults.MIN_FREE_MB
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
@@ -90,6 +94,10 @@ class Config:
         return self.MAX_UPLOAD_MB * 1024 * 1024
 
     @property
+    def min_free_bytes(self) -> int:
+        return self.MIN_FREE_MB * 1024 * 1024
+
+    @property
     def queue_endpoint(self) -> str:
         """Where workers PULL from the broker."""
         return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_PORT}"
@@ -110,7 +118,11 @@ _CHECKS = {
     "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
-    "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
+    # 1 TiB: far beyond any CSV this service is meant for, and small enough that a typo (an extra zero or
+    # three) is caught at start instead of turning the size check off.
+    "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1, 1 << 20),
+    "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
+    "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
@@ -149,6 +161,34 @@ def _check_redis_url(value: str) -> str:
     return value
 
 
+def check_folders(config: Config) -> None:
+    """At start: UPLOAD_FOLDER and RESULT_FOLDER exist (created if need be) and a file can be written in each."""
+    for name in ("UPLOAD_FOLDER", "RESULT_FOLDER"):
+        path = getattr(config, name)
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, f".write-test-{os.getpid()}")
+            with open(probe, "wb"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise ConfigError(f"{name} {path!r} is not a writable folder: {e.strerror or e}") from None
+
+
+def check_listen(config: Config) -> None:
+    """At start of the API: PORT, ZMQ_PORT and ZMQ_INTAKE_PORT can be listened on (none already taken)."""
+    for name, host in (("PORT", config.HOST), ("ZMQ_PORT", config.ZMQ_HOST), ("ZMQ_INTAKE_PORT", config.ZMQ_HOST)):
+        port = getattr(config, name)
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn and ZeroMQ bind
+                probe.bind((host, port))
+        except OSError as e:
+            why = "already in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+            raise ConfigError(f"{name} {port} on {host} cannot be listened on: {why}") from None
+
+
 def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
     """Build the Config from `env` (default: os.environ, after loading `.env` without overriding)."""
     if env is None:
@@ -163,6 +203,9 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
         check = _CHECKS.get(field.name)
         values[field.name] = check(field.name, raw) if check else raw.strip()
     config = Config(**values)
+    for name in ("UPLOAD_FOLDER", "RESULT_FOLDER"):
+        if not getattr(config, name):
+            raise ConfigError(f"{name} must not be empty")
     _check_mongo_uri(config.MONGO_URI)
     _check_redis_url(config.REDIS_URL)
     if config.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

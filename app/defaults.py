@@ -14,7 +14,9 @@ REDIS_URL = ""  # empty: embedded in-memory stand-in (fakeredis), not persisted
 
 UPLOAD_FOLDER = "uploads"
 RESULT_FOLDER = "results"  # result files of plays jobs
-MAX_UPLOAD_MB = 4096
+MAX_UPLOAD_MB = 4096  # at most 1048576 (1 TiB)
+MAX_COLUMNS = 500  # columns a header may have (a movies file has 15)
+MIN_FREE_MB = 512  # an upload that would leave less free in UPLOAD_FOLDER's filesystem is refused (507)
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)

@@ -2,7 +2,7 @@
 import logging
 import sys
 
-from app.config import Config, ConfigError, load_config
+from app.config import Config, ConfigError, check_folders, check_listen, load_config
 
 
 def configure(level: str = "INFO") -> None:
@@ -12,10 +12,16 @@ def configure(level: str = "INFO") -> None:
     )
 
 
-def start_command() -> Config:
-    """Load the settings and set up logging; a bad setting ends the command with a clear message, exit 2."""
+def start_command(listen: bool = False) -> Config:
+    """Load the settings and set up logging; a bad setting ends the command with a clear message, exit 2.
+
+    Checked too: the folders are writable, and with `listen` (the API) its ports are free to listen on.
+    """
     try:
         config = load_config()
+        check_folders(config)
+        if listen:
+            check_listen(config)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
-HEAD_LIMIT = 64 * 1024  # the header line must fit here
+HEAD_LIMIT = 64 * 1024  # bytes of the header line, its line ending (LF, CRLF or CR) not counted; a BOM counts
 FIELD_LIMIT = 64 * 1024  # a form field other than the file
 RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
 NAME_BYTES = 255  # a filename is kept to this many bytes of UTF-8
@@ -51,12 +52,13 @@ class Upload:
 class _Sink:
     """Writes one file part to disk while checking it: UTF-8 throughout, a header line, a data row."""
 
-    def __init__(self, path: str, max_bytes: int):
-        self.path, self.max_bytes = path, max_bytes
+    def __init__(self, path: str, max_bytes: int, max_columns: int, min_free: int = 0):
+        self.path, self.max_bytes, self.max_columns, self.min_free = path, max_bytes, max_columns, min_free
         self.file = open(path, "wb")
         self.size = 0
         self.head = bytearray()
         self.header_done = False
+        self.header: list[str] | None = None
         self.has_data = False
         self.decoder = codecs.getincrementaldecoder("utf-8")()
 
@@ -76,19 +78,23 @@ class _Sink:
         if not self.has_data:
             self._watch_head(data)
         self.file.write(data)
+        if self.min_free:  # stop as soon as the disk has filled below the floor (another writer, a lying length)
+            check_free(os.path.dirname(self.path), self.min_free)
 
     def _watch_head(self, data: bytes) -> None:
         if not self.header_done:
             self.head += data
             ends = [i for i in (self.head.find(b"\n"), self.head.find(b"\r")) if i >= 0]  # LF, CRLF or CR
             end = min(ends) if ends else -1
+            if (end if end >= 0 else len(self.head)) > HEAD_LIMIT:  # the line so far, or the whole line
+                raise APIError(422, "bad_header", f"The header line is longer than the limit of HEAD_LIMIT = "
+                               f"{HEAD_LIMIT} bytes (its line ending not counted).", limit=HEAD_LIMIT)
             if end < 0:
-                if len(self.head) > HEAD_LIMIT:
-                    raise APIError(422, "bad_header", "The first line is too long to be a CSV header.")
                 return
             self.header_done = True
             data = bytes(self.head[end + 1:])
             self.head = self.head[: end + 1]
+            self.header = self._parse_header()
         if data.strip(b"\r\n\t ,"):
             self.has_data = True
 
@@ -100,12 +106,20 @@ class _Sink:
         self.file.close()
         if self.size == 0:
             raise APIError(422, "empty_file", "The file is empty.")
+        header = self.header if self.header is not None else self._parse_header()
+        if not self.has_data:
+            raise APIError(422, "no_rows", "The file has a header but no data rows.")
+        return header
+
+    def _parse_header(self) -> list[str]:
+        """The header's column names, checked as soon as its line ends: a refused header stops the upload there."""
         try:
             header = next(csv.reader(io.StringIO(self.head.decode("utf-8-sig"), newline=""), strict=True), [])
         except csv.Error as e:
             raise APIError(422, "bad_header", f"The header line is not valid CSV: {e}.") from None
-        if not self.has_data:
-            raise APIError(422, "no_rows", "The file has a header but no data rows.")
+        if len(header) > self.max_columns:
+            raise APIError(422, "too_many_columns", f"The header has {len(header)} columns, more than the limit of "
+                           f"MAX_COLUMNS = {self.max_columns}.", limit=self.max_columns)
         return [name.strip() for name in header]
 
     def discard(self) -> None:
@@ -113,19 +127,38 @@ class _Sink:
         remove(self.path)
 
 
-def receive(request: Request, folder: str, max_bytes: int) -> Upload:
-    """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received."""
+def free_bytes(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def check_free(folder: str, min_free: int, incoming: int = 0) -> None:
+    """507 if storing `incoming` more bytes would leave less than `min_free` free in `folder`'s filesystem."""
+    free = free_bytes(folder)
+    if free - incoming < min_free:
+        raise APIError(507, "insufficient_storage",
+                       f"Not enough free disk space to store this upload: the server keeps MIN_FREE_MB = "
+                       f"{min_free >> 20} MB free and has {free >> 20} MB.", min_free_mb=min_free >> 20)
+
+
+def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min_free: int = 0) -> Upload:
+    """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received.
+
+    With `min_free`, the upload is refused (507) if its Content-Length would leave less than that free in
+    `folder`'s filesystem, and stopped as soon as free space falls below it while it streams in.
+    """
     content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
     task_id = str(uuid.uuid4())
     final = os.path.join(folder, f"{task_id}.csv")
     partial = final + ".part"
     body = _Body(request.stream, request.content_length)
     try:
+        if min_free:
+            check_free(folder, min_free, request.content_length or 0)
         if content_type == "multipart/form-data":
-            filename, fields, sink = _receive_multipart(body, options, partial, max_bytes)
+            filename, fields, sink = _receive_multipart(body, options, partial, max_bytes, max_columns, min_free)
         elif content_type in RAW_TYPES:
             filename = _check_name(request.args.get("filename") or "upload.csv")
-            sink = _Sink(partial, max_bytes)
+            sink = _Sink(partial, max_bytes, max_columns, min_free)
             _copy(body, sink)
             fields = dict(request.args)
         else:
@@ -223,7 +256,8 @@ def _check_name(filename: str) -> str:
     return filename
 
 
-def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int):
+def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int,
+                       min_free: int):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
@@ -243,7 +277,7 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
                     if sink is not None:
                         raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
                     filename = _check_name(event.filename or "")
-                    sink = _Sink(partial, max_bytes)
+                    sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)
                 elif isinstance(event, Field):
                     current = ("field", event.name, bytearray())

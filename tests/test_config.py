@@ -151,3 +151,69 @@ def test_the_mongodb_client_gives_up_on_a_silent_server_after_mongo_socket_timeo
         assert client.options.pool_options.socket_timeout == 7
     finally:
         client.close()
+
+
+# -- checked at start, by the real commands: one line on stderr naming the variable, exit 2 ----------------
+
+def start(command: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    from tests.conftest import free_port
+
+    env = {**os.environ, "MONGO_URI": "", "REDIS_URL": "", "PORT": str(free_port()),
+           "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
+           "UPLOAD_FOLDER": str(tmp_path / "uploads"), "RESULT_FOLDER": str(tmp_path / "results"), **settings}
+    return subprocess.run([sys.executable, command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def assert_refused_at_start(done: subprocess.CompletedProcess, name: str) -> str:
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"configuration error: {name}"), lines
+    return lines[0]
+
+
+def a_file(tmp_path: Path) -> str:
+    (tmp_path / "a-file").write_text("not a folder")
+    return str(tmp_path / "a-file")
+
+
+BAD_AT_START = {
+    "empty UPLOAD_FOLDER": lambda tmp: ({"UPLOAD_FOLDER": ""}, "UPLOAD_FOLDER"),
+    "empty RESULT_FOLDER": lambda tmp: ({"RESULT_FOLDER": " "}, "RESULT_FOLDER"),
+    "UPLOAD_FOLDER under a file": lambda tmp: ({"UPLOAD_FOLDER": a_file(tmp) + "/uploads"}, "UPLOAD_FOLDER"),
+    "UPLOAD_FOLDER is a file": lambda tmp: ({"UPLOAD_FOLDER": a_file(tmp)}, "UPLOAD_FOLDER"),
+    "RESULT_FOLDER under /proc": lambda tmp: ({"RESULT_FOLDER": "/proc/results"}, "RESULT_FOLDER"),
+    "PORT out of range": lambda tmp: ({"PORT": "65536"}, "PORT"),
+    "ZMQ_PORT out of range": lambda tmp: ({"ZMQ_PORT": "0"}, "ZMQ_PORT"),
+    "MAX_UPLOAD_MB above its bound": lambda tmp: ({"MAX_UPLOAD_MB": "1048577"}, "MAX_UPLOAD_MB"),
+    "MAX_COLUMNS above its bound": lambda tmp: ({"MAX_COLUMNS": "10001"}, "MAX_COLUMNS"),
+    "MIN_FREE_MB above its bound": lambda tmp: ({"MIN_FREE_MB": "1048577"}, "MIN_FREE_MB"),
+}
+
+
+@pytest.mark.parametrize("command", ["run.py", "worker.py"])
+@pytest.mark.parametrize("case", list(BAD_AT_START))
+def test_a_bad_path_port_or_size_stops_the_command_with_one_line_and_exit_2(command, case, tmp_path):
+    settings, name = BAD_AT_START[case](tmp_path)
+    assert_refused_at_start(start(command, tmp_path, **settings), name)
+
+
+@pytest.mark.parametrize("name", ["PORT", "ZMQ_PORT", "ZMQ_INTAKE_PORT"])
+def test_run_py_refuses_a_port_already_in_use(name, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = assert_refused_at_start(start("run.py", tmp_path, **{name: str(port)}), name)
+    assert line == f"configuration error: {name} {port} on 127.0.0.1 cannot be listened on: already in use"
+
+
+def test_size_settings_have_upper_bounds():
+    assert load_config({"MAX_UPLOAD_MB": "1048576"}).max_upload_bytes == 1 << 40  # 1 TiB
+    assert load_config({"MAX_COLUMNS": "10000", "MIN_FREE_MB": "0"}).MIN_FREE_MB == 0
+    assert (Config().MAX_COLUMNS, Config().MIN_FREE_MB) == (500, 512)
+    with pytest.raises(ConfigError, match=r"^MAX_UPLOAD_MB must be between 1 and 1048576, got 1048577$"):
+        load_config({"MAX_UPLOAD_MB": "1048577"})

@@ -11,6 +11,7 @@ import pytest
 from app.aggregate import Totals, _csv_lines, _formula_led, write_result
 from app.config import ConfigError, load_config
 from app.worker import Worker
+from tests.conftest import SAMPLE_MOVIES
 from tests.service import Service
 
 HOSTILE = (
@@ -216,3 +217,137 @@ def test_static_files_may_be_cached_and_revalidated(server):
     status, again, data = server.request("GET", "/static/app.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
     assert status == 304 and data == b""
     assert_secured(again, cache_control="no-cache")
+
+
+# -- upload limits: header size and width, disk space (on the real server) -----------------------------------
+
+HEAD_LIMIT = 64 * 1024  # app.upload.HEAD_LIMIT: bytes of the header line, its line ending not counted
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A server of its own, default limits (MAX_COLUMNS=500), so that its upload folder can be watched."""
+    workdir = tmp_path_factory.mktemp("limits")
+    service = Service(workdir, EMBEDDED_WORKERS="0")  # tasks stay pending: their files stay put, countable
+    server = service.start()
+    yield server, workdir / "uploads"
+    service.stop()
+
+
+def post_raw(server, data: bytes, chunked: bool = False):
+    headers = {"Content-Type": "text/csv"}
+    if chunked:  # no Content-Length: the body comes in chunks of unknown total
+        headers["Transfer-Encoding"] = "chunked"
+        data = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    return server.request("POST", "/api/v1/upload?filename=limits.csv", data, headers)
+
+
+def task_count(server) -> int:
+    return server.request("GET", "/api/v1/processes?limit=1")[2]["total_docs"]
+
+
+def assert_refused(server, uploads, data, status, code, **expected):
+    """The request is refused with the project's error shape, and leaves neither a file nor a task."""
+    files, tasks = sorted(p.name for p in uploads.iterdir()), task_count(server)
+    got, headers, body = post_raw(server, data, chunked=expected.pop("chunked", False))
+    assert (got, body["error"]["code"]) == (status, code), body
+    assert headers["Content-Type"] == "application/json"
+    assert set(body) == {"error"} and body["error"]["message"]
+    for key, value in expected.items():
+        assert body["error"][key] == value, body
+    assert sorted(p.name for p in uploads.iterdir()) == files and task_count(server) == tasks
+    return body["error"]
+
+
+def header_of(columns: int) -> bytes:
+    return ",".join(["title"] + [f"c{n}" for n in range(1, columns)]).encode()
+
+
+def test_a_header_of_max_columns_is_accepted(limited):
+    server, _ = limited
+    status, _, body = post_raw(server, header_of(500) + b"\nToy Story" + b",1" * 499 + b"\n")
+    assert status == 202 and body["kind"] == "movies", body
+
+
+def test_a_header_of_one_column_more_is_refused(limited):
+    server, uploads = limited
+    error = assert_refused(server, uploads, header_of(501) + b"\nToy Story" + b",1" * 500 + b"\n",
+                           422, "too_many_columns", limit=500)
+    assert "MAX_COLUMNS" in error["message"] and "501" in error["message"]
+
+
+def long_header(size: int) -> bytes:
+    """A movies header line of exactly `size` bytes: title and one very long column name."""
+    return b"title," + b"x" * (size - len(b"title,"))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_a_header_of_exactly_head_limit_bytes_is_accepted(limited, newline):
+    server, _ = limited
+    head = long_header(HEAD_LIMIT)
+    assert len(head) == HEAD_LIMIT
+    status, _, body = post_raw(server, head + newline + b"Toy Story,1" + newline)
+    assert status == 202, body
+
+
+@pytest.mark.parametrize("rows", [b"\nToy Story,1\n", b""])  # the line ended, or still going when refused
+def test_a_header_one_byte_over_head_limit_is_refused(limited, rows):
+    """Before, the check only ran while no line end had been read: a long header inside one read passed."""
+    server, uploads = limited
+    error = assert_refused(server, uploads, long_header(HEAD_LIMIT + 1) + rows, 422, "bad_header",
+                           limit=HEAD_LIMIT)
+    assert str(HEAD_LIMIT) in error["message"]
+
+
+def test_a_header_of_four_times_head_limit_is_refused(limited):
+    server, uploads = limited
+    assert_refused(server, uploads, long_header(4 * HEAD_LIMIT) + b"\nToy Story,1\n", 422, "bad_header")
+
+
+@pytest.fixture(scope="module")
+def full_disk(tmp_path_factory):
+    """A server whose MIN_FREE_MB is above the free space of its upload folder's filesystem: a disk "full"."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("full-disk")
+    free_mb = shutil.disk_usage(workdir).free >> 20
+    floor = free_mb + 10_000
+    if floor > 1 << 20:
+        pytest.skip(f"{free_mb} MB free: above MIN_FREE_MB's upper bound")
+    service = Service(workdir, MIN_FREE_MB=str(floor))
+    server = service.start()
+    (workdir / "uploads").mkdir(exist_ok=True)
+    yield server, workdir / "uploads", free_mb
+    service.stop()
+
+
+def test_health_reports_a_low_disk_as_degraded_with_the_free_mb(full_disk):
+    server, _, free_mb = full_disk
+    status, _, body = server.request("GET", "/api/v1/health")
+    assert status == 200
+    assert body["status"] == "degraded" and body["disk"] == "low", body
+    assert body["mongo"] == body["redis"] == body["worker"] == "ok"
+    assert abs(body["disk_free_mb"] - free_mb) < 1000, (body, free_mb)
+
+
+def test_health_reports_the_disk_ok_on_a_server_with_room(limited):
+    server, _ = limited
+    body = server.request("GET", "/api/v1/health")[2]
+    assert body["disk"] == "ok" and isinstance(body["disk_free_mb"], int) and body["disk_free_mb"] > 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_that_would_leave_less_than_min_free_mb_gets_507(full_disk, chunked):
+    server, uploads, _ = full_disk
+    error = assert_refused(server, uploads, SAMPLE_MOVIES.read_bytes(), 507, "insufficient_storage",
+                           chunked=chunked)
+    assert "MIN_FREE_MB" in error["message"]
+
+
+def test_a_multipart_upload_on_a_full_disk_gets_507(full_disk, tmp_path):
+    server, uploads, _ = full_disk
+    path = tmp_path / "movies.csv"
+    path.write_bytes(SAMPLE_MOVIES.read_bytes())
+    status, _, body = server.upload(path, "movies.csv")
+    assert status == 507 and body["error"]["code"] == "insufficient_storage", body
+    assert list(uploads.iterdir()) == [] and task_count(server) == 0

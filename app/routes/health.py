@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify
 
 from app import mongo
 from app.services import services
+from app.upload import free_bytes
 from app.worker import alive_workers
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
@@ -16,13 +17,21 @@ def health():
     mongo_ok = mongo.ping(svc.db)
     redis_ok = svc.cache.ping()
     workers = alive_workers(svc.db, svc.config.WORKER_TIMEOUT) if mongo_ok else 0
-    ok = mongo_ok and redis_ok and workers > 0
+    try:
+        free_mb = free_bytes(svc.config.UPLOAD_FOLDER) >> 20
+    except OSError:
+        free_mb = None
+    disk_ok = free_mb is not None and free_mb >= svc.config.MIN_FREE_MB
+    ok = mongo_ok and redis_ok and workers > 0 and disk_ok
     return jsonify({
         "status": "ok" if ok else "degraded",
         "mongo": "ok" if mongo_ok else "unreachable",
         "redis": "ok" if redis_ok else "unreachable",
         "worker": "ok" if workers else "none alive",
         "workers_alive": workers,
+        # uploads are refused (507) while UPLOAD_FOLDER's filesystem has less than MIN_FREE_MB free
+        "disk": "ok" if disk_ok else "unknown" if free_mb is None else "low",
+        "disk_free_mb": free_mb,
     }), 200
 
 

@@ -61,7 +61,8 @@ def check_movie_header(header: list[str]) -> None:
 def accept() -> tuple[Upload, str]:
     """Receive the request's file and queue it; returns the upload and its job kind."""
     svc = services()
-    received = receive(request, svc.config.UPLOAD_FOLDER, svc.config.max_upload_bytes)
+    c = svc.config
+    received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes)
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
         extra = {"columns_missing": [c for c in movies.COLUMNS if c not in received.header]} if kind == "movies" else {}
