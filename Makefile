@@ -1,10 +1,10 @@
 # make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
-# make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
+# make lint: ruff.  make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run run-ferretdb services test clean
+.PHONY: run run-ferretdb services test lint clean
 
 $(VENV)/.run: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ services:  # Redis, FerretDB and Chromium, installed, built or started as needed
 
 test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev  # ruff, configured in pyproject.toml
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -107,7 +107,7 @@ class Config:
         """Where API processes PUSH to the broker."""
         return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_INTAKE_PORT}"
 
-    def with_overrides(self, **overrides) -> "Config":
+    def with_overrides(self, **overrides) -> Config:
         return replace(self, **overrides)
 
 

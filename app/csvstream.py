@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import itertools
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from app import strings
-
 
 _EMPTY = pa.scalar("")  # made once: converting a Python literal per call is surprisingly slow
 _NEWLINE = strings.byte_set(b"\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne

@@ -5,8 +5,8 @@ needs PyArrow and NumPy only, no driver, and what it yields is plain data that p
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +59,8 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) ->
             rows_done += rows + n_invalid
             # Bytes read so far, spread over the chunk's batches by rows: progress moves batch by batch,
             # not in jumps of a chunk (a file smaller than one block would go from 0 to 100 %).
-            bytes_read = bytes_before + (chunk.bytes_read - bytes_before) * min(rows_done, rows_in_chunk) // rows_in_chunk
+            share = min(rows_done, rows_in_chunk)
+            bytes_read = bytes_before + (chunk.bytes_read - bytes_before) * share // rows_in_chunk
             batches.append(Batch(
                 ids=ids[start:end], documents=documents, bounds=bounds[start:end + 1], end_line=end_line,
                 bytes_read=bytes_read, rows_read=rows + n_invalid,

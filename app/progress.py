@@ -22,7 +22,7 @@ class Progress:
     rows_at_start: int = 0  # rows done by an earlier attempt: not part of this attempt's rate
 
     @classmethod
-    def resume(cls, bytes_total: int, checkpoint: dict | None) -> "Progress":
+    def resume(cls, bytes_total: int, checkpoint: dict | None) -> Progress:
         """Counters as they stood at `checkpoint` (see `checkpoint()`), or fresh ones."""
         if not checkpoint:
             return cls(bytes_total)

@@ -49,7 +49,7 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._control = f"inproc://broker-control-{id(self)}"
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         intake = self.context.socket(zmq.PULL)
         intake.bind(self.config.intake_endpoint)  # ZMQ_HOST=0.0.0.0 listens on every interface
         queue = self.context.socket(zmq.PUSH)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pymongo.errors import ConnectionFailure
 
@@ -27,7 +28,8 @@ class Backoff:
             except ConnectionFailure as e:
                 if attempt == self.attempts:
                     raise
-                log.warning("%s failed (attempt %d of %d), retrying in %.1fs: %s", what, attempt, self.attempts, delay, e)
+                log.warning("%s failed (attempt %d of %d), retrying in %.1fs: %s",
+                            what, attempt, self.attempts, delay, e)
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
         raise AssertionError("unreachable")

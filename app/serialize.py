@@ -1,14 +1,14 @@
 """MongoDB values to JSON: ObjectIds as strings, dates as ISO-8601 in UTC."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bson import ObjectId
 
 
 def iso(value: datetime) -> str:
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds") + "Z"
 
 

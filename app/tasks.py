@@ -14,7 +14,7 @@ retake goes on from there instead of from the start. Plays tasks keep their tota
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
@@ -48,7 +48,7 @@ class Cancelled(Exception):
 
 def now() -> datetime:
     """UTC, millisecond precision: what BSON stores, so values read back compare equal."""
-    t = datetime.now(timezone.utc).replace(tzinfo=None)
+    t = datetime.now(UTC).replace(tzinfo=None)
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 

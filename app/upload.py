@@ -67,14 +67,16 @@ class _Sink:
             return
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise APIError(413, "file_too_large", f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB.")
+            raise APIError(413, "file_too_large",
+                           f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB.")
         view = memoryview(data)
         for start in range(0, len(data), UTF8_SLICE):
             try:
                 self.decoder.decode(view[start:start + UTF8_SLICE])
             except UnicodeDecodeError as e:
                 offset = self.size - len(data) + start + e.start
-                raise APIError(422, "not_utf8", f"The file is not valid UTF-8 text (bad byte at offset {offset}).") from None
+                raise APIError(422, "not_utf8",
+                               f"The file is not valid UTF-8 text (bad byte at offset {offset}).") from None
         if not self.has_data:
             self._watch_head(data)
         self.file.write(data)
@@ -275,7 +277,8 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
             while not isinstance(event, (NeedData, Epilogue)):
                 if isinstance(event, File) and event.name == "file":
                     if sink is not None:
-                        raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
+                        raise APIError(400, "multiple_files",
+                                       "Send one file per upload; this form has several 'file' parts.")
                     filename = _check_name(event.filename or "")
                     sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)

@@ -18,9 +18,9 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import mongo, tasks
+from app.aggregate import TotalTooLarge, aggregate_plays
 from app.config import Config
 from app.files import remove
-from app.aggregate import TotalTooLarge, aggregate_plays
 from app.ingest import ingest_movies
 from app.pipeline import HelperDied
 from app.queue import Consumer
@@ -104,7 +104,8 @@ class Worker:
         except OSError:
             return
         if stored:
-            finished = self.db.processes.find({"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}},
+            finished = self.db.processes.find(
+                {"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}},
                                               {"task_id": 1})
             for task in finished:
                 remove(os.path.join(folder, stored[task["task_id"]]))
@@ -154,7 +155,8 @@ class Worker:
         self.heartbeat(force=True)
         checkpoint = task.get("checkpoint")
         log.info("task %s: started %s (%r, %d bytes, attempt %d%s)", task_id, task["kind"], task.get("filename"),
-                 task.get("size", 0), task["attempts"], f", resuming at line {checkpoint['line']}" if checkpoint else "")
+                 task.get("size", 0), task["attempts"],
+                 f", resuming at line {checkpoint['line']}" if checkpoint else "")
         try:
             fields = self._execute(task)
             tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)

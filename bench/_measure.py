@@ -33,7 +33,7 @@ class ChildPeaks:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "ChildPeaks":
+    def __enter__(self) -> ChildPeaks:
         self._thread.start()
         return self
 

@@ -132,7 +132,7 @@ class Watch:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         self.before = self.peak = tree_rss(self.pid)
         self.cpu_seconds = -tree_cpu(self.pid)
         self._thread.start()

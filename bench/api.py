@@ -11,7 +11,8 @@ in-process copy of the service that ingested the same file. Then, for --duration
 --rounds alternating rounds, concurrent keep-alive clients load (a) a few movie URLs and (b) GET
 /api/v1/ping, which answers a constant, with the same client shape: with wrk, one wrk per URL (three
 of the bare one too), --connections and --threads split evenly between them; their requests add up, and
-the latencies shown are the worst instance's and round's (the Python client's are exact). Pages are cached for --cache-ttl seconds (default: longer than the run), so the movie
+the latencies shown are the worst instance's and round's (the Python client's are exact). Pages are cached for
+--cache-ttl seconds (default: longer than the run), so the movie
 figures are the cache-hit path; the hit rate is counted from X-Cache by the Python client, or from
 Redis's keyspace hits and misses during the run with wrk (server-wide: other clients of that Redis blur
 it; unknown with --fakeredis). Client and server share this machine's cores.
@@ -237,7 +238,8 @@ def _client_process(port: int, paths: list[str], connections: int, first: int, d
         t.start()
     for t in threads:
         t.join()
-    return _Tally([x for t in tallies for x in t.latencies], sum(t.errors for t in tallies), sum(t.hits for t in tallies))
+    latencies = [x for t in tallies for x in t.latencies]
+    return _Tally(latencies, sum(t.errors for t in tallies), sum(t.hits for t in tallies))
 
 
 def python_load(port: int, paths: list[str], duration: float, connections: int, threads: int) -> Load:
@@ -302,7 +304,8 @@ def measure(server: Server, args, redis_url: str | None) -> tuple[Load, Load, fl
             hits, misses = hits + after[0] - before[0], misses + after[1] - before[1]
         bare_runs.append(run(server.port, bare, each, args.connections, args.threads))
     movie_load = combine(movie_runs, side_by_side=False)
-    return movie_load, combine(bare_runs, side_by_side=False), hit_rate(movie_load, (hits, misses) if redis_url else None)
+    rate = hit_rate(movie_load, (hits, misses) if redis_url else None)
+    return movie_load, combine(bare_runs, side_by_side=False), rate
 
 
 def client_name(name: str) -> str:
@@ -321,9 +324,11 @@ def report(args, task: dict, movie_load: Load, bare_load: Load, cache_hit_rate: 
           f"{os.cpu_count()} cores")
     print(f"checked: {len(MOVIE_PATHS)} movie URLs answer cache hits equal to MongoDB's page, byte for byte")
     print(f"{'endpoint':44} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
-    rows = [(f"GET /api/v1/movies ({len(MOVIE_PATHS)} URLs, cached)", movie_load), (f"GET {BARE_PATH} (constant)", bare_load)]
+    rows = [(f"GET /api/v1/movies ({len(MOVIE_PATHS)} URLs, cached)", movie_load),
+            (f"GET {BARE_PATH} (constant)", bare_load)]
     for label, load in rows:
-        print(f"{label:44} {load.requests:>9,} {load.rps:>8.0f} {load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {load.errors:>6}")
+        print(f"{label:44} {load.requests:>9,} {load.rps:>8.0f} "
+              f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {load.errors:>6}")
     ratio = movie_load.rps / bare_load.rps
     rate = "unknown (--fakeredis with wrk)" if cache_hit_rate is None else f"{cache_hit_rate:.2%}"
     print(f"movies / bare: {ratio:.2f} (target >= {RATIO_TARGET}: {'met' if ratio >= RATIO_TARGET else 'NOT met'}); "

@@ -95,7 +95,7 @@ class PostgresCluster:
         self.user = "postgres" if os.geteuid() == 0 else getpass.getuser()
         self.pid: int | None = None
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
         run = lambda *c: subprocess.run(_as_postgres(list(c)), check=True, capture_output=True, text=True)  # noqa: E731
@@ -142,7 +142,7 @@ class PssPeak:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "PssPeak":
+    def __enter__(self) -> PssPeak:
         self._thread.start()
         return self
 

@@ -68,7 +68,8 @@ def test_rejected_rows_are_kept_on_the_task(client, worker):
 
 
 def test_raw_body_with_kind_in_the_query(client, worker):
-    response = client.post("/api/v1/upload?filename=p.csv&kind=plays", data=EXAMPLE.read_bytes(), content_type="text/csv")
+    response = client.post("/api/v1/upload?filename=p.csv&kind=plays", data=EXAMPLE.read_bytes(),
+                           content_type="text/csv")
     assert response.status_code == 202 and response.get_json()["kind"] == "plays"
     worker.work(response.get_json()["task_id"])
     assert result_of(client, response.get_json()["task_id"]).get_data() == EXAMPLE_RESULT
@@ -98,14 +99,16 @@ def test_unknown_kind_is_a_clear_400(client, db, producer, upload_dir):
     assert_nothing_left(upload_dir, db, producer)
 
 
-@pytest.mark.parametrize("header", [b"Song,Date\n", b"Song,Date,Number of Plays,Extra\n", b"song,date,number of plays\n"])
+@pytest.mark.parametrize("header", [
+    b"Song,Date\n", b"Song,Date,Number of Plays,Extra\n", b"song,date,number of plays\n"])
 def test_a_header_near_the_plays_one_fits_no_kind(client, db, producer, upload_dir, header):
     error = assert_error(upload(client, header + b"A,2020-01-01,1\n"), 422, "unrecognised_header")
     assert error["expected"]["plays"] == ["Song", "Date", "Number of Plays"]
     assert_nothing_left(upload_dir, db, producer)
 
 
-@pytest.mark.parametrize("data, code", [(b"", "empty_file"), (PLAYS_HEADER, "no_rows"), (b"\xef\xbb\xbf" + PLAYS_HEADER, "no_rows")])
+@pytest.mark.parametrize("data, code", [
+    (b"", "empty_file"), (PLAYS_HEADER, "no_rows"), (b"\xef\xbb\xbf" + PLAYS_HEADER, "no_rows")])
 def test_empty_and_header_only_plays_files_are_refused(client, db, producer, upload_dir, data, code):
     assert_error(upload(client, data), 422, code)
     assert_nothing_left(upload_dir, db, producer)

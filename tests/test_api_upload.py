@@ -413,7 +413,8 @@ def test_old_mac_line_endings_are_accepted(client, db, worker):
 
 
 def test_two_file_parts_are_refused(client, db, producer, upload_dir):
-    response = client.post(UPLOAD, data={"file": [(io.BytesIO(b"title\nA\n"), "a.csv"), (io.BytesIO(b"title\nB\n"), "b.csv")]},
+    two = [(io.BytesIO(b"title\nA\n"), "a.csv"), (io.BytesIO(b"title\nB\n"), "b.csv")]
+    response = client.post(UPLOAD, data={"file": two},
                            content_type="multipart/form-data")
     assert_error(response, 400, "multiple_files")
     assert_nothing_left(upload_dir, db, producer)

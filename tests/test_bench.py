@@ -44,7 +44,8 @@ def test_combine_side_by_side_and_in_turn():
     a = Load(100, 2.0, 1.0, 5.0, errors=1)
     b = Load(300, 2.0, 2.0, 4.0, errors=0)
     side = combine([a, b], side_by_side=True)
-    assert (side.requests, side.seconds, side.rps, side.p50_ms, side.p99_ms, side.errors) == (400, 2.0, 200.0, 2.0, 5.0, 1)
+    figures = (side.requests, side.seconds, side.rps, side.p50_ms, side.p99_ms, side.errors)
+    assert figures == (400, 2.0, 200.0, 2.0, 5.0, 1)
     assert side.hits is None
     in_turn = combine([a, b], side_by_side=False)
     assert (in_turn.seconds, in_turn.rps) == (4.0, 100.0)

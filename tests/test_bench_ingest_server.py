@@ -18,7 +18,8 @@ def test_ingest_server_benchmark_small_run_stores_every_movie():
     if why:
         require("FerretDB", why)
     # 0.1 MB: FerretDB's upserts cost in proportion to what is stored, so this stays a few seconds.
-    out = subprocess.run([sys.executable, "bench/ingest_server.py", "--size-mb", "0.1", "--stores", "embedded,ferretdb"],
+    command = [sys.executable, "bench/ingest_server.py", "--size-mb", "0.1", "--stores", "embedded,ferretdb"]
+    out = subprocess.run(command,
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     figures = json.loads(out.stdout.splitlines()[-1])

@@ -216,7 +216,8 @@ def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movi
     assert task["rows_rejected"] == len(expected["rejects"]) > 0
     rows = page.locator("#job-rejects-body tr")
     expect(rows).to_have_count(len(task["rejects"]))
-    assert rows.first.locator("td").all_inner_texts() == [f"{task['rejects'][0]['line']:,}", task["rejects"][0]["reason"]]
+    first = task["rejects"][0]
+    assert rows.first.locator("td").all_inner_texts() == [f"{first['line']:,}", first["reason"]]
     expect(page.locator("#job-rejects-heading")).to_contain_text(f"Rejected rows: {task['rows_rejected']:,}")
 
     # The task list shows the finished task.

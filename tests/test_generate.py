@@ -2,10 +2,10 @@
 
 import ast
 import csv
-import io
-import re
 import datetime as dt
 import functools
+import io
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # lets the file run without a conftest that sets the path
     sys.path.insert(0, str(ROOT))
 
-from app.tools.generate import MIB, PLAYS_BLOCK, generate_movies, generate_plays, main  # noqa: E402
+from app.tools.generate import MIB, PLAYS_BLOCK, generate_movies, generate_plays, main
 
 HEADER = ("budget,homepage,original_language,original_title,overview,release_date,revenue,runtime,status,"
           "title,vote_average,vote_count,production_company_id,genre_id,languages")
@@ -185,7 +185,7 @@ PLAYS_HEADER = b"Song,Date,Number of Plays"
 PLAYS_ROWS, PLAYS_BAD_RATE = 40_000, 0.005
 
 
-@functools.lru_cache(maxsize=None)  # a file repeats a few hundred dates; strptime is slow
+@functools.cache  # a file repeats a few hundred dates; strptime is slow
 def play_date(text, first=dt.date(2020, 1, 1), days=365):
     """The day a good row's date names, or None; both YYYY-MM-DD and YYYYMMDD count."""
     for pattern, fmt in ((ISO, "%Y-%m-%d"), (COMPACT, "%Y%m%d")):

@@ -217,7 +217,8 @@ def test_lines_of_separators_quotes_or_spaces_count_as_the_reference_says(db, wo
     header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
     row = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[1]
     blank_row = "," * header.count(",")
-    path.write_text("\n".join([header, row, ",,", '""', "   ", blank_row, "", row.replace("Toy Story", "Toy Story 2"), ""]),
+    lines = [header, row, ",,", '""', "   ", blank_row, "", row.replace("Toy Story", "Toy Story 2"), ""]
+    path.write_text("\n".join(lines),
                     encoding="utf-8")
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
@@ -250,8 +251,8 @@ class CountingMovies:
 
 
 def movie_requests(n: int, offset: int = 0):
-    from bson.raw_bson import RawBSONDocument
     import bson
+    from bson.raw_bson import RawBSONDocument
     from pymongo import ReplaceOne
 
     docs = [{"_id": f"2000-01-01/M{i}", "title": f"M{i}"} for i in range(offset, offset + n)]

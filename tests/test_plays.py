@@ -141,7 +141,8 @@ def test_a_header_only_file_gives_a_header_only_result(tmp_path, text):
 
 
 def test_running_totals_fold_as_they_grow_and_match_one_pass():
-    songs, days = ["b", "a", "b", "Ä"] * 50, [date(2020, 1, 1), date(1, 1, 1), date(2020, 1, 1), date(9999, 12, 31)] * 50
+    songs = ["b", "a", "b", "Ä"] * 50
+    days = [date(2020, 1, 1), date(1, 1, 1), date(2020, 1, 1), date(9999, 12, 31)] * 50
     totals = Totals(merge_rows=16)
     for start in range(0, 200, 10):
         totals.add(pa.array(songs[start:start + 10]), pa.array(days[start:start + 10], pa.date32()),

@@ -229,7 +229,8 @@ def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
 def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, producer, worker, caplog):
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     client = create_app(config, db=db, redis_client=dead, producer=producer).test_client()
-    upload = client.post("/api/v1/upload", data={"file": (io.BytesIO(b"title,release_date\nHeat,1995-12-15\n"), "m.csv")})
+    heat = io.BytesIO(b"title,release_date\nHeat,1995-12-15\n")
+    upload = client.post("/api/v1/upload", data={"file": (heat, "m.csv")})
     assert upload.status_code == 202
     worker.work(upload.get_json()["task_id"])
     assert client.get(f"/api/v1/process/{upload.get_json()['task_id']}").get_json()["status"] == "completed"

@@ -219,7 +219,8 @@ def test_claim_the_named_one_then_the_oldest_then_nothing(store):
     store.processes.update_one({"task_id": "old"}, {"$set": {"created_at": datetime(2019, 1, 1)}})
     named = tasks.claim(store, "w1", LEASE, 3, task_id="new")
     assert (named["task_id"], named["status"], named["worker"], named["attempts"]) == ("new", "processing", "w1", 1)
-    assert named["lease_expires_at"] == named["started_at"] + timedelta(seconds=LEASE) == named["updated_at"] + timedelta(seconds=LEASE)
+    lease = timedelta(seconds=LEASE)
+    assert named["lease_expires_at"] == named["started_at"] + lease == named["updated_at"] + lease
     assert tasks.claim(store, "w2", LEASE, 3, task_id="new") is None  # taken, lease running
     assert tasks.claim(store, "w2", LEASE, 3)["task_id"] == "old"
     assert tasks.claim(store, "w2", LEASE, 3)["task_id"] == "mid"
@@ -550,7 +551,8 @@ def test_mongomock_differs_documents_over_16_mb_are_refused_only_on_insert(store
     else:
         store.movies.insert_one(doc)
         store.movies.delete_one({"_id": "huge"})
-    assert write_movies(store.movies, [ReplaceOne({"_id": "huge"}, RawBSONDocument(bson.encode(doc)), upsert=True)]) == (1, 0)
+    huge = ReplaceOne({"_id": "huge"}, RawBSONDocument(bson.encode(doc)), upsert=True)
+    assert write_movies(store.movies, [huge]) == (1, 0)
     assert len(store.movies.find_one({"_id": "huge"})["overview"]) == 17 * 1024 * 1024
 
 

@@ -45,7 +45,8 @@ def test_upload_is_ingested_end_to_end(server, tmp_path):
     assert task["rows_rejected"] == len(expected["rejects"])
     assert task["percent"] == 100.0 and task["bytes_read"] == path.stat().st_size
 
-    first = min(expected["documents"].values(), key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]))
+    first = min(expected["documents"].values(),
+                key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]))
     status, headers, page = server.request("GET", "/api/v1/movies?sort_by=rating&order=1&limit=1")
     assert status == 200 and page["movies"][0]["_id"] == first["_id"]
     assert page["total_docs"] >= len(expected["documents"])

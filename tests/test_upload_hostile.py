@@ -205,7 +205,7 @@ FORGED = "2026-01-01 00:00:00,000 ERROR app.forged [1] FORGED"
 def multipart(filename_param: str, data: bytes = PLAYS):
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; {filename_param}\r\n"
-            "Content-Type: text/csv\r\n\r\n").encode("utf-8") + data + f"\r\n--{boundary}--\r\n".encode()
+            "Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 

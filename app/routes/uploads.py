@@ -37,7 +37,8 @@ def choose_kind(header: list[str], requested: str | None) -> str:
 def check_plays_header(header: list[str]) -> None:
     if not plays.fits(header):
         raise APIError(
-            422, "bad_columns", f"A plays file has exactly the columns {','.join(plays.COLUMNS)}; got {','.join(header)}.",
+            422, "bad_columns",
+            f"A plays file has exactly the columns {','.join(plays.COLUMNS)}; got {','.join(header)}.",
             expected=EXPECTED["plays"],
         )
 

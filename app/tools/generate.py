@@ -16,7 +16,8 @@ import math
 import random
 import sys
 import time
-from typing import IO, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import IO
 
 import numpy as np
 import pyarrow as pa

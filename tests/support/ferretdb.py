@@ -76,7 +76,7 @@ class FerretDB:
             f"--state-dir={self.state_dir}", "--telemetry=disable", "--log-level=warn",
         ]
 
-    def start(self, timeout: float = 30) -> "FerretDB":
+    def start(self, timeout: float = 30) -> FerretDB:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -131,7 +131,7 @@ class FerretDB:
         except OSError:
             return ""
 
-    def __enter__(self) -> "FerretDB":
+    def __enter__(self) -> FerretDB:
         return self.start()
 
     def __exit__(self, *exc) -> None:
