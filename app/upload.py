@@ -172,8 +172,8 @@ def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min
         remove(partial)
         if e.code == "incomplete_body":
             log.warning("upload refused: %s", e.message)  # our own words only, no client text
-        elif e.status != 413:  # read what the client is still sending, so it gets our answer, not a reset
-            _drain(request.stream)
+        elif e.status not in (413, 507):  # read what the client still sends, so it gets our answer, not a
+            _drain(request.stream)           # reset; but not a body too big for the limit or the disk
         raise
     except BaseException:
         remove(partial)
