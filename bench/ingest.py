@@ -15,7 +15,7 @@ process of its own (wall time of the work alone, peak RSS of the process and of 
             recording collection encodes them with `bson.encode`, the work the driver would do.
 
 Then, untimed, every document the pipeline produces is compared, byte for byte, with `bson.encode` of
-what the plain-Python reference cleaning (tests/reference.py) makes of the same row. The script exits
+what the plain-Python reference cleaning (tests/support/reference.py) makes of the same row. The script exits
 1 if any differs. Targets: the pipeline at least 3x the original (stretch 5x), at most 300 MB peak RSS
 (writer and helper together). MB is 10^6 bytes; RSS is in MiB. The last line is JSON.
 """
@@ -182,7 +182,7 @@ def check(path: Path) -> tuple[int, str | None]:
 
     from app import defaults
     from app.prepare import prepare
-    from tests import reference
+    from tests.support import reference
 
     def produced():
         for block in prepare(str(path), defaults.BLOCK_SIZE, defaults.BATCH_SIZE):

@@ -14,10 +14,10 @@ import pytest
 from app import create_app, mongo
 from app.config import load_config
 from app.worker import Worker
+from tests.support import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
-from tests.support.ferretdb import FerretDB, free_port
+from tests.support.ferretdb import FerretDB
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / "tests" / "data"  # copies of ../shared/data, so a clone tests anywhere
 SAMPLE_MOVIES = SHARED_DATA / "movies_data_assignment.head10.csv"
 

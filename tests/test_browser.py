@@ -16,8 +16,8 @@ import pytest
 
 from app.tools.generate import generate_movies
 from tests.conftest import REPO
-from tests.reference import load
-from tests.service import Service
+from tests.support.reference import load
+from tests.support.service import Service
 from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
 
 try:

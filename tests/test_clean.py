@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from app import clean, movies
 from app.csvstream import Reject
 from app.encode import encode
-from tests import reference
+from tests.support import reference
 
 
 def run(parser, values):
@@ -334,7 +334,7 @@ def test_clean_block_title_only_file():
 
 # --- the fast paths agree with the plain-Python rules --------------------------------------------------------
 # Each parser reads most values in one vectorised pass and the odd ones value by value; any mix of the two
-# must give what tests/reference.py gives, value for value, and count as bad exactly the unreadable ones.
+# must give what tests/support/reference.py gives, value for value, and count as bad exactly the unreadable ones.
 
 
 number_text = st.text(alphabet="0123456789.eE-+ x", max_size=12) | st.integers(-(2**60), 2**60).map(str) \

@@ -19,7 +19,7 @@ from app.config import ConfigError, load_config
 from app.routes import events
 from app.tools.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
-from tests.service import Service
+from tests.support.service import Service
 
 RANK = {"pending": 0, "processing": 1, "completed": 2}
 

@@ -24,9 +24,9 @@ import pytest
 from app.serialize import to_json
 from app.tools.generate import generate_movies
 from tests.conftest import require
-from tests.reference import load
 from tests.support import ferretdb as ferretdb_support
 from tests.support.ferretdb import FerretDB
+from tests.support.reference import load
 from tests.test_processes import FINISHED, Cluster, assert_same_documents, mid_file, started_lines
 
 pytestmark = pytest.mark.ferretdb

@@ -1,4 +1,4 @@
-"""The worker's ingest, file to MongoDB, checked document by document against tests/reference.py."""
+"""The worker's ingest, file to MongoDB, checked document by document against tests/support/reference.py."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,7 @@ from app.ingest import ingest_movies
 from app.tools.generate import generate_movies
 from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
-from tests.reference import load
+from tests.support.reference import load
 
 
 def stored(db) -> dict:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from app import aggregate, plays
 from app.aggregate import Totals, TotalTooLarge, aggregate_plays
 from app.tools.generate import generate_plays
-from tests import reference
 from tests.conftest import SHARED_DATA
+from tests.support import reference
 
 EXAMPLE = SHARED_DATA / "plays_example_input.csv"
 EXAMPLE_RESULT = (

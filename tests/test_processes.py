@@ -29,10 +29,10 @@ import pytest
 
 from app.tools.generate import generate_movies
 from tests.conftest import REPO, free_port
-from tests.reference import clean_row, load
-from tests.service import Server
 from tests.support import ferretdb as ferretdb_support
 from tests.support.ferretdb import FerretDB
+from tests.support.reference import clean_row, load
+from tests.support.service import Server
 
 LOG_TAIL = 3000  # characters of each process's log shown with a failure
 FINISHED = ("completed", "failed", "cancelled")

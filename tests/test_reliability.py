@@ -18,8 +18,8 @@ from pymongo.errors import AutoReconnect
 from app import create_app, tasks
 from app.tools.generate import generate_movies
 from app.worker import Worker
-from tests.reference import load
 from tests.support import ferretdb as ferretdb_support
+from tests.support.reference import load
 from tests.test_api_plays import EXAMPLE
 from tests.test_ingest import queue_file, stored
 

@@ -12,7 +12,7 @@ from app.aggregate import Totals, _csv_lines, _formula_led, write_result
 from app.config import ConfigError, load_config
 from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
-from tests.service import Service
+from tests.support.service import Service
 
 HOSTILE = (
     b"Song,Date,Number of Plays\n"

@@ -24,8 +24,8 @@ from app.ingest import ingest_movies, write_movies
 from app.routes.movies import find_movies
 from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
-from tests.reference import load
-from tests.support.ferretdb import free_port
+from tests.support import free_port
+from tests.support.reference import load
 
 LEASE = 60
 BLOCK = 64 * 1024

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.service import Service
+from tests.support.service import Service
 
 PLAYS = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\nIn The End,2020-01-02,500\n"
 CUT_LOG = "upload refused: The upload was cut off"

@@ -210,7 +210,7 @@ def dies_after_one_block(path, block_size, batch_size, start_line=2):
 
 def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, config, upload_dir, monkeypatch):
     from app.tools.generate import generate_movies
-    from tests.reference import load
+    from tests.support.reference import load
 
     upload_dir.mkdir(parents=True, exist_ok=True)
     path = upload_dir / "big.csv"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,18 +17,13 @@ from pathlib import Path
 import pymongo
 from pymongo.errors import PyMongoError
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO, free_port
+
 BINARY = Path(os.environ.get("FERRETDB_BIN", REPO / ".services" / "bin" / "ferretdb"))
 BUILD_HINT = "bash scripts/test-services.sh"
 # What the service needs to run on FerretDB 1.24: its update handler holds one of 100 pooled backend
 # connections per matched upsert until the command ends, so big bulk writes of existing movies hang it.
 SERVICE_SETTINGS = {"MONGO_WRITE_OPS": "25"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:

@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.conftest import REPO, free_port
+from tests.support import REPO, free_port
 
 
 class Server:
