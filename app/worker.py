@@ -17,7 +17,7 @@ import pyarrow as pa
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import mongo, tasks
+from app import heartbeats, mongo, tasks
 from app.aggregate import TotalTooLarge, aggregate_plays
 from app.config import Config
 from app.files import remove
@@ -68,10 +68,7 @@ class Worker:
                 next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
         finally:
             consumer.close()
-            try:
-                self.db.workers.delete_one({"_id": self.id})
-            except PyMongoError as e:  # its heartbeat simply goes stale
-                log.warning("worker %s: could not remove its heartbeat: %s", self.id, e)
+            heartbeats.forget(self.db, self.id)
             log.info("worker %s: stopped", self.id)
 
     def stop(self) -> None:
@@ -241,15 +238,7 @@ class Worker:
         if not force and now - self._last_beat < self.config.HEARTBEAT_SECONDS:
             return
         self._last_beat = now
-        try:
-            self.db.workers.update_one(
-                {"_id": self.id},
-                {"$set": {"host": socket.gethostname(), "pid": os.getpid(), "beat_at": tasks.now(),
-                          "task_id": self._current}},
-                upsert=True,
-            )
-        except PyMongoError as e:
-            log.warning("worker %s: heartbeat failed: %s", self.id, e)
+        heartbeats.beat(self.db, self.id, self._current)
 
 
 def _explain(error: Exception) -> str:
@@ -267,8 +256,3 @@ def _explain(error: Exception) -> str:
         return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"
 
-
-def alive_workers(db: Database, timeout: int) -> int:
-    from datetime import timedelta
-
-    return db.workers.count_documents({"beat_at": {"$gt": tasks.now() - timedelta(seconds=timeout)}})

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 from app import tasks
+from app.heartbeats import alive_workers
 from app.queue import Broker, Producer
-from app.worker import Worker, alive_workers
+from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app import mongo
+from app.heartbeats import alive_workers
 from app.services import services
 from app.upload import free_bytes
-from app.worker import alive_workers
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 
