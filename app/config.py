@@ -45,6 +45,8 @@ class Config:
     PORT: int = defaults.PORT
     WEB_CONCURRENCY: int = defaults.WEB_CONCURRENCY
     WEB_THREADS: int = defaults.WEB_THREADS
+    HEADER_TIMEOUT_SECONDS: int = defaults.HEADER_TIMEOUT_SECONDS
+    BODY_TIMEOUT_SECONDS: int = defaults.BODY_TIMEOUT_SECONDS
     EMBEDDED_WORKERS: int = defaults.EMBEDDED_WORKERS
     MONGO_URI: str = defaults.MONGO_URI
     MONGO_DB: str = defaults.MONGO_DB
@@ -109,6 +111,8 @@ _CHECKS = {
     "PORT": lambda n, v: _int(n, v, *_PORT),
     "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
+    "HEADER_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
+    "BODY_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1),
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
