@@ -30,11 +30,17 @@ from functools import partial
 
 from gunicorn.workers.gthread import _DEFER, ThreadWorker, TConn
 
-from app.errors import BodyTimeout
-
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
 HEAD_LIMIT = 1 << 20  # headers longer than this are handed over as they are: gunicorn's parser refuses them
 RECV = 64 * 1024
+
+
+def _body_timeout() -> Exception:
+    # Imported when needed: gunicorn's arbiter imports this module, and Flask and pymongo (app.errors) would
+    # add some 13 MB to it for nothing.
+    from app.errors import BodyTimeout
+
+    return BodyTimeout()
 
 
 def _response_408(message: str) -> bytes:
@@ -79,7 +85,7 @@ class BodyClock:
         remaining = self.window_start + self.timeout - time.monotonic()
         if remaining <= 0:
             self.expired = True
-            raise BodyTimeout()
+            raise _body_timeout()
         prior = self.sock.gettimeout()  # gunicorn's keep-alive drain bounds reads with its own timeout
         self.sock.settimeout(remaining if prior is None else min(prior, remaining))
         try:
@@ -88,7 +94,7 @@ class BodyClock:
             if prior is not None and prior < remaining:
                 raise
             self.expired = True
-            raise BodyTimeout() from None
+            raise _body_timeout() from None
         finally:
             self.sock.settimeout(prior)
         self.window_bytes += len(data)
@@ -261,6 +267,8 @@ class GuardedThreadWorker(ThreadWorker):
         clock = getattr(clock, "sock", None)
         if isinstance(clock, BodyClock) and clock.expired:
             return False  # cut for a slow body: the rest of it is not waited for
+        from app.errors import BodyTimeout
+
         try:
             return super()._keepalive_after(conn, keepalive)
         except BodyTimeout:
