@@ -1,6 +1,7 @@
 """`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded mode) a worker.
 
-gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk.
+gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk; its
+event loop reads each request's headers first (app/serving.py), so slow clients hold no thread.
 With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers with `python worker.py`.
 With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
 hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
@@ -29,10 +30,15 @@ class Server(BaseApplication):
 
     def load_config(self):
         c = self.config
+        from app.serving import GuardedThreadWorker
+
+        GuardedThreadWorker.header_timeout = c.HEADER_TIMEOUT_SECONDS  # inherited by the forked workers
+        GuardedThreadWorker.body_timeout = c.BODY_TIMEOUT_SECONDS
         settings = {
             "bind": f"{c.HOST}:{c.PORT}",
             "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,
-            "worker_class": "gthread",
+            # gthread, with headers and a body's first 64 KiB read by the event loop: slow clients hold no thread
+            "worker_class": "app.serving.GuardedThreadWorker",
             "threads": c.WEB_THREADS,
             "timeout": 120,
             "graceful_timeout": 10,

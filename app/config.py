@@ -47,6 +47,8 @@ class Config:
     PORT: int = defaults.PORT
     WEB_CONCURRENCY: int = defaults.WEB_CONCURRENCY
     WEB_THREADS: int = defaults.WEB_THREADS
+    HEADER_TIMEOUT_SECONDS: int = defaults.HEADER_TIMEOUT_SECONDS
+    BODY_TIMEOUT_SECONDS: int = defaults.BODY_TIMEOUT_SECONDS
     EMBEDDED_WORKERS: int = defaults.EMBEDDED_WORKERS
     MONGO_URI: str = defaults.MONGO_URI
     MONGO_DB: str = defaults.MONGO_DB
@@ -117,6 +119,8 @@ _CHECKS = {
     "PORT": lambda n, v: _int(n, v, *_PORT),
     "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
+    "HEADER_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
+    "BODY_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
     # 1 TiB: far beyond any CSV this service is meant for, and small enough that a typo (an extra zero or
     # three) is caught at start instead of turning the size check off.

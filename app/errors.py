@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask, jsonify
 from pymongo.errors import PyMongoError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +16,12 @@ class APIError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+class BodyTimeout(RequestTimeout):
+    """A request body arrived too slowly (BODY_TIMEOUT_SECONDS, app/serving.py): 408, and the connection closes."""
+
+    description = "The request body did not arrive fast enough; the connection is closed."
 
 
 def error_response(status: int, code: str, message: str, **extra):

@@ -1,0 +1,224 @@
+"""Slow clients against the real service (`python run.py`): do ping and a cached movie page keep answering?
+
+    python bench/slow_clients.py                      # 200 connections, 60 s
+    python bench/slow_clients.py --seconds 20 --connections 50
+
+N connections (default 200) each send one byte per second for --seconds (default 60): most send a request's
+headers byte by byte (they never finish them in that time); a share (--body-share, default 0.25) send
+complete upload headers at once, then their text/csv body byte by byte. Meanwhile two probes ask
+`GET /api/v1/ping` and `GET /api/v1/movies` (its cache warmed first) every 100 ms on fresh connections,
+each with a 5 s timeout. A slow connection that receives an answer stops sending; it counts as cut with
+408 (and after how long) or as closed without an answer. Everything talks to 127.0.0.1 and stops by itself.
+
+The last line is JSON: connections, seconds, p50/p99 of ping and of movies (in ms; an attempt that timed
+out or was refused counts with the time it took), their errors, and how the slow connections ended.
+Target: both p99 under 1000 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._server import serve, server_env  # noqa: E402
+
+PROBE_TIMEOUT = 5.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+class Probe(threading.Thread):
+    """GET `path` every `interval` s until `stop` is set; latencies in ms, errors counted."""
+
+    def __init__(self, port: int, path: str, interval: float, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.path, self.interval, self.stop = port, path, interval, stop
+        self.latencies: list[float] = []
+        self.errors = {"timeout": 0, "refused": 0, "other": 0, "status": 0}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PROBE_TIMEOUT)
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.errors["status"] += 1
+            except (TimeoutError, socket.timeout):
+                self.errors["timeout"] += 1
+            except ConnectionRefusedError:
+                self.errors["refused"] += 1
+            except (OSError, http.client.HTTPException):
+                self.errors["other"] += 1
+            finally:
+                conn.close()
+            elapsed = time.monotonic() - started
+            self.latencies.append(elapsed * 1000)
+            self.stop.wait(max(0.0, self.interval - elapsed))
+
+    def summary(self) -> dict:
+        return {"n": len(self.latencies), "p50_ms": percentile(self.latencies, 0.5),
+                "p99_ms": percentile(self.latencies, 0.99), "max_ms": percentile(self.latencies, 1.0),
+                "errors": sum(self.errors.values()), "error_kinds": self.errors}
+
+
+class SlowConnection:
+    def __init__(self, port: int, payload: bytes, prefix: bytes):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setblocking(False)
+        self.opened = time.monotonic()
+        self.payload, self.sent = payload, 0
+        self.answer = b""
+        self.ended: float | None = None
+        self.how = None  # "408", "answered <status>", "closed", "reset"
+        if prefix:
+            self._send_all(prefix)
+
+    def _send_all(self, data: bytes) -> None:
+        self.sock.setblocking(True)
+        self.sock.sendall(data)
+        self.sock.setblocking(False)
+
+    def poll(self) -> None:
+        """Read whatever the server sent; note how the connection ended."""
+        if self.ended is not None:
+            return
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    self._end("closed" if not self.answer else self._status())
+                    return
+                self.answer += data
+                if b"\r\n\r\n" in self.answer:
+                    self._end(self._status())
+                    return
+        except BlockingIOError:
+            return
+        except OSError:
+            self._end("reset" if not self.answer else self._status())
+
+    def _status(self) -> str:
+        line = self.answer.split(b"\r\n", 1)[0].split()
+        code = line[1].decode() if len(line) > 1 else "?"
+        return "408" if code == "408" else f"answered {code}"
+
+    def _end(self, how: str) -> None:
+        self.ended, self.how = time.monotonic(), how
+        self.sock.close()
+
+    def send_byte(self) -> None:
+        if self.ended is not None or self.sent >= len(self.payload):
+            return
+        try:
+            self.sock.send(self.payload[self.sent:self.sent + 1])
+            self.sent += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.poll()
+            if self.ended is None:
+                self._end("reset")
+
+
+def slow_payloads(n: int, seconds: float, body_share: float) -> list[tuple[bytes, bytes]]:
+    """(sent at once, sent a byte a second) per connection; neither finishes its request within `seconds`."""
+    pad = b"a" * (int(seconds) + 30)
+    out = []
+    bodies = round(n * body_share)
+    for i in range(n):
+        if i < bodies:
+            body = b"title,year\n" + b"x" * (int(seconds) + 30 + 64 * 1024)
+            head = (b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: text/csv\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            out.append((head, body))
+        else:
+            out.append((b"", b"GET /api/v1/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + pad + b"\r\n\r\n"))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=200, help="slow connections (default 200)")
+    parser.add_argument("--seconds", type=float, default=60, help="how long they send (default 60)")
+    parser.add_argument("--body-share", type=float, default=0.25,
+                        help="share of them that send a slow upload body rather than slow headers (default 0.25)")
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between probes (default 0.1)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the server, e.g. --env HEADER_TIMEOUT=10 (repeatable)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="slow-bench-") as tmp:
+        workdir = Path(tmp)
+        overrides = dict(item.split("=", 1) for item in args.env)
+        env = server_env(workdir, EMBEDDED_WORKERS="0", **overrides)
+        with serve("run.py", env, workdir / "server.log") as server:
+            for _ in range(3):  # warm the movie page's cache
+                server.request("GET", "/api/v1/movies")
+            conns = []
+            refused = 0
+            for head, body in slow_payloads(args.connections, args.seconds, args.body_share):
+                try:
+                    conns.append(SlowConnection(server.port, body, head))
+                except OSError:
+                    refused += 1
+            stop = threading.Event()
+            probes = [Probe(server.port, path, args.interval, stop) for path in ("/api/v1/ping", "/api/v1/movies")]
+            for probe in probes:
+                probe.start()
+            started = time.monotonic()
+            next_byte = started
+            while time.monotonic() - started < args.seconds:
+                now = time.monotonic()
+                if now >= next_byte:
+                    for conn in conns:
+                        conn.send_byte()
+                    next_byte += 1
+                for conn in conns:
+                    conn.poll()
+                time.sleep(0.05)
+            stop.set()
+            for probe in probes:
+                probe.join(PROBE_TIMEOUT + 1)
+            for conn in conns:
+                conn.poll()
+            cut = [c.ended - c.opened for c in conns if c.how == "408"]
+            ends: dict[str, int] = {}
+            for conn in conns:
+                ends[conn.how or "open at end"] = ends.get(conn.how or "open at end", 0) + 1
+                if conn.ended is None:
+                    conn.sock.close()
+    ping, movies = (p.summary() for p in probes)
+    result = {
+        "connections": args.connections, "seconds": args.seconds, "body_share": args.body_share,
+        "settings": overrides,
+        "ping_p50_ms": ping["p50_ms"], "ping_p99_ms": ping["p99_ms"],
+        "movies_p50_ms": movies["p50_ms"], "movies_p99_ms": movies["p99_ms"],
+        "ping": ping, "movies": movies, "errors": ping["errors"] + movies["errors"], "refused_slow": refused,
+        "cut_408": len(cut),
+        "cut_408_after_s": {"min": round(min(cut), 1), "median": round(statistics.median(cut), 1),
+                            "max": round(max(cut), 1)} if cut else None,
+        "slow_ends": ends,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
