@@ -28,7 +28,7 @@ import socket
 import time
 from functools import partial
 
-from gunicorn.workers.gthread import _DEFER, ThreadWorker, TConn
+from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
 HEAD_LIMIT = 1 << 20  # headers longer than this are handed over as they are: gunicorn's parser refuses them
@@ -90,7 +90,7 @@ class BodyClock:
         self.sock.settimeout(remaining if prior is None else min(prior, remaining))
         try:
             data = self.sock.recv(size)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             if prior is not None and prior < remaining:
                 raise
             self.expired = True

@@ -60,7 +60,7 @@ class Probe(threading.Thread):
                 response.read()
                 if response.status != 200:
                     self.errors["status"] += 1
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 self.errors["timeout"] += 1
             except ConnectionRefusedError:
                 self.errors["refused"] += 1

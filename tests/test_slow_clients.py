@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service import Service
+from tests.support.service import Service
 
 HEADER_TIMEOUT = 2
 BODY_TIMEOUT = 2
