@@ -173,8 +173,11 @@ class GuardedThreadWorker(ThreadWorker):
             return
         except OSError:
             data = b""
-        if not data:  # the client left
-            self._drop(conn)
+        if not data:  # the client stopped sending (closed, or shut its side)
+            if conn.ahead_head_end >= 0:
+                self._hand_over(conn)  # a request with part of its body: the app refuses it, logs it, keeps nothing
+            else:
+                self._drop(conn)
             return
         conn.ahead += data
         self._advance(conn)
