@@ -304,3 +304,24 @@ def test_indexes_for_filters_and_sorts(app, db, sort_field):
     for prefix in ([], ["year"], ["original_language"], ["year", "original_language"]):
         wanted = prefix + [sort_field]
         assert any(k[:len(wanted)] == wanted for k in keys), (wanted, keys)
+
+
+def test_the_same_parameters_in_any_order_share_one_cached_page(client, redis_client):
+    """Cache.key's promise: a query string's order does not split the cache."""
+    first = client.get("/api/v1/movies?year=1995&sort_by=title&order=1&limit=5")
+    again = client.get("/api/v1/movies?limit=5&order=1&sort_by=title&year=1995")
+    assert first.status_code == again.status_code == 200
+    assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "hit")
+    assert again.get_data() == first.get_data()
+    assert len(redis_client.keys("*")) == 1
+
+
+def test_cache_key_is_the_same_for_the_same_parameters_in_any_order(redis_client):
+    from app.cache import Cache
+
+    cache = Cache(redis_client, ttl=5, prefix="p:")
+    forward = cache.key("movies", {"year": 1995, "sort_by": "title", "order": 1, "limit": 5})
+    backward = cache.key("movies", {"limit": 5, "order": 1, "sort_by": "title", "year": 1995})
+    assert forward == backward
+    assert forward != cache.key("movies", {"year": 1995, "sort_by": "title", "order": 1, "limit": 6})
+    assert forward != cache.key("tasks", {"year": 1995, "sort_by": "title", "order": 1, "limit": 5})

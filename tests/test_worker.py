@@ -255,3 +255,37 @@ def test_sweep_removes_half_written_results_of_writers_that_died(db, config, wor
     worker.sweep()
     # Kept: the result itself, and the file a live writer is writing.
     assert sorted(p.name for p in results.iterdir()) == ["done.csv", "live.csv.5e6f7a8b.part"]
+
+
+class IdleConsumer:
+    """A queue that never has a message: each receive waits its timeout and returns nothing."""
+
+    endpoint = "tcp://idle"
+
+    def receive(self, timeout):
+        time.sleep(min(timeout, 0.2))
+        return None
+
+    def pause(self):
+        pass
+
+    def resume(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_an_idle_worker_sweeps_again_every_recovery_seconds(config, db):
+    """A lost wake-up is found by the sweep: once at start, then again and again while nothing arrives."""
+    worker = Worker(config.with_overrides(RECOVERY_SECONDS=1), db=db, name="idle")
+    sweeps = []
+    worker.sweep = lambda: sweeps.append(time.monotonic())
+    thread = threading.Thread(target=worker.run, args=(IdleConsumer(),))
+    thread.start()
+    time.sleep(3.5)
+    worker.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert len(sweeps) >= 3, sweeps  # at start, then after each RECOVERY_SECONDS of silence
+    assert all(b - a >= 0.9 for a, b in zip(sweeps, sweeps[1:])), sweeps  # not on every empty receive
