@@ -17,13 +17,14 @@ from pathlib import Path
 import pymongo
 from pymongo.errors import PyMongoError
 
+from app.mongo import FERRETDB_WRITE_OPS
 from tests.support import REPO, free_port
 
 BINARY = Path(os.environ.get("FERRETDB_BIN", REPO / ".services" / "bin" / "ferretdb"))
 BUILD_HINT = "bash scripts/test-services.sh"
 # What the service needs to run on FerretDB 1.24: its update handler holds one of 100 pooled backend
 # connections per matched upsert until the command ends, so big bulk writes of existing movies hang it.
-SERVICE_SETTINGS = {"MONGO_WRITE_OPS": "25"}
+SERVICE_SETTINGS = {"MONGO_WRITE_OPS": str(FERRETDB_WRITE_OPS)}
 
 
 def _die_with_parent() -> None:
