@@ -17,7 +17,7 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
-from app import create_app, logs
+from app import auth, create_app, logs
 from app.config import Config
 
 log = logging.getLogger("app.run")
@@ -52,7 +52,33 @@ class Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.config)
+        app = create_app(self.config)
+        if self.config.AUTH:
+            first_key(self.config, app.extensions["movie_service"].db)
+        return app
+
+
+def first_key(config: Config, db) -> None:
+    """With no key yet, nobody could sign in: embedded, make one admin key and print where to sign in.
+
+    Printed to the terminal, not logged: log collectors must never hold a secret. The secret rides in the
+    URL's fragment, which a browser never sends, so it reaches no access log either (as notebook servers do).
+    """
+    from app import keys
+
+    if keys.any_key(db):
+        return
+    if not config.embedded_mongo:
+        log.warning("no API key exists yet, so nobody can sign in: create one with "
+                    "`python -m app.tools.keys create --name admin --role admin`")
+        return
+    doc, secret = keys.create(db, "embedded admin", "admin")
+    host = "127.0.0.1" if config.HOST in ("0.0.0.0", "::") else config.HOST
+    sys.stderr.write(
+        f"\n  Sign in to the page:  http://{host}:{config.PORT}/#key={secret}\n"
+        f"  or use the API with:  Authorization: Bearer {secret}\n"
+        f"  (admin key {doc['_id']}, in memory: a new one at every start; more keys at /api/v1/keys)\n\n")
+    sys.stderr.flush()
 
 
 def _start_embedded_worker(config: Config) -> None:
@@ -89,6 +115,7 @@ def main() -> int:
             log.error("the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its "
                       "error above", config.ZMQ_PORT, config.ZMQ_INTAKE_PORT)
             return 1
+    auth.warn_if_off(config)
     log.info("serving on http://%s:%d (%s)", config.HOST, config.PORT,
              "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB)
     try:

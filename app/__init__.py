@@ -18,7 +18,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
     from flask import Flask
 
-    from app import cache, errors, mongo
+    from app import auth, cache, errors, mongo
     from app.config import load_config
     from app.queue import Producer
     from app.services import Services
@@ -43,10 +43,12 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
+    auth.install(app)
     app.after_request(security_headers)
-    from app.routes import events, health, legacy, movies, tasks, uploads, web
+    from app.routes import auth as auth_routes
+    from app.routes import events, health, keys, legacy, movies, tasks, uploads, web
 
-    for module in (uploads, tasks, events, movies, health, legacy, web):
+    for module in (uploads, tasks, events, movies, keys, auth_routes, health, legacy, web):
         app.register_blueprint(module.bp)
     return app
 

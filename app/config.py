@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from dotenv import load_dotenv
 
@@ -81,6 +81,9 @@ class Config:
     MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
     RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
     CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
+    AUTH: bool = defaults.AUTH
+    SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
+    TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
     LOG_LEVEL: str = defaults.LOG_LEVEL
 
     @property
@@ -150,7 +153,10 @@ _CHECKS = {
     "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
     "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
     "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
+    "AUTH": lambda n, v: _bool(n, v),
+    "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
 }
+SECRET_KEY_CHARS = 32  # at least: a shorter signing key could be guessed from one token
 
 
 def _check_mongo_uri(value: str) -> str:
@@ -193,6 +199,13 @@ def check_listen(config: Config) -> None:
             raise ConfigError(f"{name} {port} on {host} cannot be listened on: {why}") from None
 
 
+def check_secret_key(config: Config) -> None:
+    """At start of the API: tokens need one signing key shared by every API process, unless embedded."""
+    if config.AUTH and not config.SECRET_KEY and not config.embedded_mongo:
+        raise ConfigError("SECRET_KEY must be set when MONGO_URI is set (every API process signs the page's "
+                          "tokens with it); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
+
 def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
     """Build the Config from `env` (default: os.environ, after loading `.env` without overriding)."""
     if env is None:
@@ -200,18 +213,20 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
             load_dotenv(override=False)
         env = dict(os.environ)
     values = {}
-    for field in fields(Config):
-        raw = env.get(field.name)
+    for setting in fields(Config):
+        raw = env.get(setting.name)
         if raw is None:
             continue
-        check = _CHECKS.get(field.name)
-        values[field.name] = check(field.name, raw) if check else raw.strip()
+        check = _CHECKS.get(setting.name)
+        values[setting.name] = check(setting.name, raw) if check else raw.strip()
     config = Config(**values)
     for name in ("UPLOAD_FOLDER", "RESULT_FOLDER"):
         if not getattr(config, name):
             raise ConfigError(f"{name} must not be empty")
     _check_mongo_uri(config.MONGO_URI)
     _check_redis_url(config.REDIS_URL)
+    if config.SECRET_KEY and len(config.SECRET_KEY) < SECRET_KEY_CHARS:
+        raise ConfigError(f"SECRET_KEY must be at least {SECRET_KEY_CHARS} characters, got {len(config.SECRET_KEY)}")
     if config.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {config.LOG_LEVEL!r}")
     if os.path.abspath(config.RESULT_FOLDER) == os.path.abspath(config.UPLOAD_FOLDER):

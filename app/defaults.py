@@ -55,4 +55,12 @@ MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s,
 RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
 CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a leading ' (OWASP CSV injection)
 
+# Authentication: every route needs an API key or a token of the right role (docs: README, Security).
+# false: anyone who reaches the port may do anything; the service warns at every start.
+AUTH = True
+# Signs the page's tokens (JWT, HS256). Empty: a random one per start, allowed only when MONGO_URI is empty
+# (one API process); with MONGO_URI set it must be set, at least 32 characters, the same in every API process.
+SECRET_KEY = ""
+TOKEN_TTL_SECONDS = 3600  # how long a token from POST /api/v1/auth/token lasts
+
 LOG_LEVEL = "INFO"

@@ -13,9 +13,10 @@ log = logging.getLogger(__name__)
 class APIError(Exception):
     """An error a client can act on; raised anywhere, rendered by the handler below."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict | None = None, **extra):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = headers or {}
 
 
 class BodyTimeout(RequestTimeout):
@@ -32,7 +33,9 @@ def error_response(status: int, code: str, message: str, **extra):
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(e: APIError):
-        return error_response(e.status, e.code, e.message, **e.extra)
+        response, status = error_response(e.status, e.code, e.message, **e.extra)
+        response.headers.update(e.headers)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):

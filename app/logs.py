@@ -2,7 +2,7 @@
 import logging
 import sys
 
-from app.config import Config, ConfigError, check_folders, check_listen, load_config
+from app.config import Config, ConfigError, check_folders, check_listen, check_secret_key, load_config
 
 
 def configure(level: str = "INFO") -> None:
@@ -22,6 +22,7 @@ def start_command(listen: bool = False) -> Config:
         check_folders(config)
         if listen:
             check_listen(config)
+            check_secret_key(config)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,14 +13,11 @@ retake goes on from there instead of from the start. Plays tasks keep their tota
 """
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
-
-from app.serialize import to_json
 
 PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = "pending", "processing", "completed", "failed", "cancelled"
 STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)
@@ -31,7 +28,6 @@ PROGRESS_FIELDS = (
 )
 SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
 KINDS = ("movies", "plays")
-HIDDEN_FIELDS = ("path", "result_path", "checkpoint", "claims")  # server-side details a client has no use for
 
 
 class LostTask(Exception):
@@ -52,10 +48,12 @@ def now() -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
-def create(db: Database, *, task_id: str, kind: str, filename: str, path: str, size: int, **extra) -> dict:
+def create(db: Database, *, task_id: str, kind: str, filename: str, path: str, size: int, owner: dict | None = None,
+           **extra) -> dict:
+    """A pending task; `owner` ({key_id, name} of the API key that uploaded it) decides who may see it."""
     t = now()
     doc = {
-        "task_id": task_id, "kind": kind, "status": PENDING, "filename": filename, "path": path,
+        "task_id": task_id, "kind": kind, "status": PENDING, "owner": owner, "filename": filename, "path": path,
         "size": size, "bytes_total": size, "created_at": t, "updated_at": t, "attempts": 0,
         **{name: 0 for name in PROGRESS_FIELDS}, "warnings": {}, "rejects": [], **extra,
     }
@@ -199,22 +197,12 @@ def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) ->
         raise LostTask(task_id)
 
 
-def page(db: Database, status: str | None, page_number: int, limit: int) -> dict:
-    query = {"status": status} if status else {}
+def page(db: Database, query: dict, page_number: int, limit: int) -> tuple[list[dict], int]:
+    """One page of the tasks matching `query`, newest first, and how many match in all."""
     total = db.processes.count_documents(query)
     cursor = (db.processes.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
               .skip((page_number - 1) * limit).limit(limit))
-    return {
-        "limit": limit, "page": page_number, "processes": [public(doc) for doc in cursor],
-        "total_docs": total, "total_pages": math.ceil(total / limit) if total else 0,
-    }
-
-
-def public(doc: dict) -> dict:
-    shown = {k: v for k, v in doc.items() if k not in HIDDEN_FIELDS}
-    if doc.get("kind") == "plays" and doc.get("status") == COMPLETED and not doc.get("result_removed_at"):
-        shown["result_url"] = f"/api/v1/process/{doc['task_id']}/result"
-    return to_json(shown)
+    return list(cursor), total
 
 
 def release(db: Database, task_id: str, worker_id: str) -> None:

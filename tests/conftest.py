@@ -16,6 +16,7 @@ from app.config import load_config
 from app.worker import Worker
 from tests.support import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
+from tests.support.auth import signed_in
 from tests.support.ferretdb import FerretDB
 
 SHARED_DATA = REPO / "tests" / "data"  # copies of ../shared/data, so a clone tests anywhere
@@ -78,6 +79,13 @@ def app(config, db, redis_client, producer):
 
 @pytest.fixture
 def client(app):
+    """A test client that sends an admin key with every request (tests of access control use `anonymous`)."""
+    return signed_in(app)
+
+
+@pytest.fixture
+def anonymous(app):
+    """A test client that sends no credentials."""
     return app.test_client()
 
 

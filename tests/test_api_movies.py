@@ -13,6 +13,7 @@ from redis.retry import Retry
 
 from app import create_app
 from tests.conftest import SAMPLE_MOVIES, free_port
+from tests.support.auth import signed_in
 
 KEYS = {"limit", "movies", "page", "total_docs", "total_pages"}
 
@@ -279,7 +280,7 @@ def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
                        retry=Retry(NoBackoff(), 0))
     app = create_app(config, db=db, redis_client=dead, producer=producer)
-    client = app.test_client()
+    client = signed_in(app)
     db.movies.insert_many([movie("Heat", "1995-12-15"), movie("Toy Story", "1995-10-30")])
 
     with caplog.at_level(logging.WARNING, logger="app.cache"):

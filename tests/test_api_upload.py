@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request
 
 from app import create_app
 from tests.conftest import SAMPLE_MOVIES
+from tests.support.auth import signed_in
 
 UPLOAD = "/api/v1/upload"
 MESSAGE = "File uploaded successfully and queued for processing"
@@ -264,7 +265,7 @@ def small_app(config, db, redis_client, producer):
 
 def test_file_over_the_limit_multipart(small_app, db, producer, upload_dir):
     big = b"title\n" + b"x" * (2 << 20) + b"\n"  # 2 MB, limit 1 MB
-    response = post_file(small_app.test_client(), big)
+    response = post_file(signed_in(small_app), big)
     # Either the body-size guard or the file-size check may answer; both must be a 413 in the JSON shape.
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] in ("file_too_large", "request_entity_too_large")
@@ -274,13 +275,13 @@ def test_file_over_the_limit_multipart(small_app, db, producer, upload_dir):
 
 def test_file_just_over_the_limit_multipart(small_app, db, producer, upload_dir):
     big = b"title\n" + b"x" * (1 << 20) + b"\n"  # within the envelope allowance, over the file limit
-    assert_error(post_file(small_app.test_client(), big), 413, "file_too_large")
+    assert_error(post_file(signed_in(small_app), big), 413, "file_too_large")
     assert_nothing_left(upload_dir, db, producer)
 
 
 def test_file_over_the_limit_raw(small_app, db, producer, upload_dir):
     big = b"title\n" + b"x" * (2 << 20) + b"\n"
-    response = small_app.test_client().post(f"{UPLOAD}?filename=m.csv", data=big, content_type="text/csv")
+    response = signed_in(small_app).post(f"{UPLOAD}?filename=m.csv", data=big, content_type="text/csv")
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] in ("file_too_large", "request_entity_too_large")
     assert_nothing_left(upload_dir, db, producer)
@@ -289,7 +290,7 @@ def test_file_over_the_limit_raw(small_app, db, producer, upload_dir):
 def test_file_at_the_limit_is_accepted(small_app, db, producer, upload_dir):
     body = b"title\n" + b"x" * ((1 << 20) - 7) + b"\n"
     assert len(body) == 1 << 20
-    response = small_app.test_client().post(f"{UPLOAD}?filename=m.csv", data=body, content_type="text/csv")
+    response = signed_in(small_app).post(f"{UPLOAD}?filename=m.csv", data=body, content_type="text/csv")
     assert response.status_code == 202
     assert db.processes.find_one({"task_id": response.get_json()["task_id"]})["size"] == 1 << 20
 
@@ -457,7 +458,7 @@ def test_min_free_mb_zero_turns_the_check_off(config, db, redis_client, producer
 
     monkeypatch.setattr(upload, "free_bytes", lambda folder: 0)
     app = create_app(config.with_overrides(MIN_FREE_MB=0), db=db, redis_client=redis_client, producer=producer)
-    assert post_file(app.test_client(), SAMPLE_MOVIES.read_bytes()).status_code == 202
+    assert post_file(signed_in(app), SAMPLE_MOVIES.read_bytes()).status_code == 202
 
 
 def test_too_many_columns_is_refused_as_soon_as_the_header_line_ends(client, db, producer, upload_dir):

@@ -19,6 +19,7 @@ from app.config import ConfigError, load_config
 from app.routes import events
 from app.tools.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
+from tests.support.auth import signed_in
 from tests.support.service import Service
 
 RANK = {"pending": 0, "processing": 1, "completed": 2}
@@ -63,8 +64,8 @@ def assert_follows_to_the_end(messages, task_id):
 def make_client(config, db, redis_client, producer):
     def make(**settings):
         settings = {"SSE_POLL_MS": 20, **settings}
-        return create_app(config.with_overrides(**settings), db=db, redis_client=redis_client,
-                          producer=producer).test_client()
+        return signed_in(create_app(config.with_overrides(**settings), db=db, redis_client=redis_client,
+                                    producer=producer))
     return make
 
 
@@ -182,9 +183,10 @@ def test_streams_must_leave_threads_for_other_requests():
 class Stream:
     """An event stream read over a socket of its own, as a browser holds one."""
 
-    def __init__(self, port: int, task_id: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.conn.request("GET", f"/api/v1/process/{task_id}/events", headers={"Accept": "text/event-stream"})
+    def __init__(self, server, task_id: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.conn.request("GET", f"/api/v1/process/{task_id}/events",
+                          headers={"Accept": "text/event-stream", "Authorization": f"Bearer {server.key}"})
         self.response = self.conn.getresponse()
         self.status = self.response.status
 
@@ -223,7 +225,7 @@ def test_real_server_streams_an_ingest_to_its_end(live, tmp_path):
     generate_movies(str(path), rows=6_000, seed=5)
     status, _, body = live.upload(path, "movies.csv")
     assert status == 202
-    stream = Stream(live.port, body["task_id"])
+    stream = Stream(live, body["task_id"])
     assert stream.status == 200
     assert stream.response.getheader("Content-Type").startswith("text/event-stream")
     text = stream.response.read().decode()  # to the end: the server closes the stream once the task is done
@@ -238,7 +240,7 @@ def test_streams_at_the_cap_leave_threads_for_other_requests(capped):
     status, _, body = capped.upload(SAMPLE_MOVIES, "movies.csv")
     assert status == 202
     task_id = body["task_id"]
-    held = [Stream(capped.port, task_id) for _ in range(2)]
+    held = [Stream(capped, task_id) for _ in range(2)]
     try:
         for stream in held:  # both open and flushing: gunicorn does not buffer them
             assert stream.status == 200
@@ -250,7 +252,7 @@ def test_streams_at_the_cap_leave_threads_for_other_requests(capped):
             status, _, _ = capped.request("GET", path, raw=True)
             assert status == 200 and time.monotonic() - started < 2.0, path
 
-        extra = Stream(capped.port, task_id)
+        extra = Stream(capped, task_id)
         assert extra.status == 503
         assert json.loads(extra.response.read())["error"]["code"] == "too_many_streams"
         extra.close()
@@ -259,7 +261,7 @@ def test_streams_at_the_cap_leave_threads_for_other_requests(capped):
         held.pop().close()
         deadline = time.monotonic() + 15
         while True:
-            again = Stream(capped.port, task_id)
+            again = Stream(capped, task_id)
             if again.status == 200:
                 held.append(again)
                 break

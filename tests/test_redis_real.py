@@ -14,6 +14,7 @@ import redis
 
 from app import create_app
 from app.cache import Cache
+from tests.support.auth import signed_in
 
 URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 
@@ -40,7 +41,7 @@ def real_client(config, db, producer, real_redis):
     app = create_app(config.with_overrides(CACHE_TTL=1), db=db, redis_client=client, producer=producer)
     app.extensions["movie_service"].cache.prefix = prefix  # keep this test's keys apart
     db.movies.insert_many([{"_id": f"2000-01-0{i}/M{i}", "title": f"M{i}", "year": 2000} for i in range(1, 4)])
-    return app.test_client(), client, prefix
+    return signed_in(app), client, prefix
 
 
 def test_hit_within_ttl_and_miss_after(real_client):
@@ -88,9 +89,9 @@ def test_outage_falls_back_to_mongodb_and_warns(config, db, producer, caplog):
     app = create_app(config, db=db, redis_client=dead, producer=producer)
     db.movies.insert_one({"_id": "2000-01-01/M", "title": "M", "year": 2000})
     with caplog.at_level(logging.WARNING, logger="app.cache"):
-        response = app.test_client().get("/api/v1/movies")
+        response = signed_in(app).get("/api/v1/movies")
     assert response.status_code == 200 and response.json["total_docs"] == 1
     assert response.headers["X-Cache"] == "miss"
     assert any("Redis unavailable" in r.getMessage() for r in caplog.records)
-    health = app.test_client().get("/api/v1/health").json
+    health = signed_in(app).get("/api/v1/health").json
     assert health["redis"] == "unreachable" and health["status"] == "degraded"

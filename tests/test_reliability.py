@@ -19,6 +19,7 @@ from app import create_app, tasks
 from app.tools.generate import generate_movies
 from app.worker import Worker
 from tests.support import ferretdb as ferretdb_support
+from tests.support.auth import signed_in
 from tests.support.reference import load
 from tests.test_api_plays import EXAMPLE
 from tests.test_ingest import queue_file, stored
@@ -228,7 +229,7 @@ def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
 
 def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, producer, worker, caplog):
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
-    client = create_app(config, db=db, redis_client=dead, producer=producer).test_client()
+    client = signed_in(create_app(config, db=db, redis_client=dead, producer=producer))
     heat = io.BytesIO(b"title,release_date\nHeat,1995-12-15\n")
     upload = client.post("/api/v1/upload", data={"file": (heat, "m.csv")})
     assert upload.status_code == 202
@@ -262,7 +263,7 @@ def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(config, redi
     app = create_app(config, db=db(), redis_client=redis_client, producer=producer)
 
     def upload():
-        answers.append(app.test_client().post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
+        answers.append(signed_in(app).post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
 
     run_together([upload, upload])
     assert [a.status_code for a in answers] == [202, 202]

@@ -101,6 +101,7 @@ def test_a_slow_upload_body_is_cut_and_leaves_no_task_and_no_file(service, sent_
     """From the start: cut by the event loop; after 200 KB (streamed to a partial file by a thread): cut there."""
     rows = b"title,release_date\n" + b"Slow Movie,2000-01-01\n" * 50_000
     head = (b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+            b"Authorization: Bearer " + service.server.key.encode() + b"\r\n"
             b"Content-Length: " + str(len(rows)).encode() + b"\r\n\r\n")
     with connect(service.port) as sock:
         sock.sendall(head + rows[:sent_first])

@@ -25,6 +25,7 @@ from app.routes.movies import find_movies
 from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
 from tests.support import free_port
+from tests.support.auth import signed_in
 from tests.support.reference import load
 
 LEASE = 60
@@ -171,7 +172,7 @@ def test_every_filter_and_sort_pages_to_the_full_sorted_list(store, catalogue):
 
 def test_the_api_answers_pages_from_the_store(store, catalogue, config):
     app = create_app(config, db=store, redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
-    client = app.test_client()
+    client = signed_in(app)
     en = [d for d in catalogue if d["original_language"] == "en"]
     expected = mongo_order(en, "vote_average", -1)
     r = client.get("/api/v1/movies?language=en&sort_by=rating&order=-1&limit=7&page=2")
@@ -562,7 +563,7 @@ def test_unreachable_server_answers_503_and_the_health_says_so(config):
                                  connectTimeoutMS=200)
     try:
         app = create_app(config, db=client["dead"], redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
-        web = app.test_client()
+        web = signed_in(app)
         unavailable = {"error": {"code": "database_unavailable",
                                  "message": "The database is unreachable; try again shortly."}}
         for url in ("/api/v1/movies", "/api/v1/movies?year=1995&sort_by=title", "/api/v1/process/x",

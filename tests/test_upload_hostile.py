@@ -43,7 +43,9 @@ def movies_body(size: int) -> bytes:
     return head + rows
 
 
-def request_head(path: str, headers: dict) -> bytes:
+def request_head(key: str, path: str, headers: dict) -> bytes:
+    """A POST's head, sending `key` as an uploader would."""
+    headers = {"Authorization": f"Bearer {key}", **headers}
     lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
     return "\r\n".join(lines).encode()
 
@@ -115,7 +117,7 @@ def clean(service):
 
 @pytest.mark.parametrize("how", ["shutdown", "close"])
 def test_raw_body_shorter_than_content_length(service, server, clean, how):
-    head = request_head("/api/v1/upload?filename=cut.csv",
+    head = request_head(server.key, "/api/v1/upload?filename=cut.csv",
                         {"Content-Type": "text/csv", "Content-Length": "1000000"})
     answer = send_cut(server, head, movies_body(5000)[:5000], how)
     if how == "shutdown":
@@ -129,7 +131,7 @@ def test_multipart_body_shorter_than_content_length(service, server, clean, how)
     boundary = uuid.uuid4().hex
     start = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n"
              "Content-Type: text/csv\r\n\r\n").encode()
-    head = request_head("/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
+    head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
                                            "Content-Length": "1000000"})
     answer = send_cut(server, head, start + movies_body(5000)[:5000], how)
     if how == "shutdown":
@@ -148,7 +150,7 @@ def test_chunked_body_cut_before_last_chunk(service, server, clean, how, where):
     body = chunk(data[:2500]) + chunk(data[2500:])
     if where == "mid_chunk":
         body += b"1000\r\n" + data[:100]  # announces 4096 bytes, sends 100
-    head = request_head("/api/v1/upload?filename=cut.csv",
+    head = request_head(server.key, "/api/v1/upload?filename=cut.csv",
                         {"Content-Type": "text/csv", "Transfer-Encoding": "chunked"})
     answer = send_cut(server, head, body, how)
     if how == "shutdown":
@@ -160,7 +162,7 @@ def test_multipart_chunked_cut(service, server, clean):
     boundary = uuid.uuid4().hex
     start = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n"
              "Content-Type: text/csv\r\n\r\n").encode()
-    head = request_head("/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
+    head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
                                            "Transfer-Encoding": "chunked"})
     answer = send_cut(server, head, chunk(start + movies_body(5000)[:5000]), "shutdown")
     assert_incomplete_answer(answer)
@@ -172,18 +174,18 @@ def test_whole_body_still_accepted(service, server, kind):
     """A body exactly as announced, over the same raw socket: 202 and the task completes."""
     data = movies_body(5000)
     if kind == "raw":
-        head = request_head("/api/v1/upload?filename=whole.csv",
+        head = request_head(server.key, "/api/v1/upload?filename=whole.csv",
                             {"Content-Type": "text/csv", "Content-Length": str(len(data))})
         body = data
     elif kind == "multipart":
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"whole.csv\"\r\n"
                 "Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        head = request_head("/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
+        head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
                                                "Content-Length": str(len(body))})
     else:
         body = chunk(data[:3000]) + chunk(data[3000:]) + b"0\r\n\r\n"
-        head = request_head("/api/v1/upload?filename=whole.csv",
+        head = request_head(server.key, "/api/v1/upload?filename=whole.csv",
                             {"Content-Type": "text/csv", "Transfer-Encoding": "chunked", "Connection": "close"})
     if kind != "chunked":
         head = head[:-2] + b"Connection: close\r\n\r\n"

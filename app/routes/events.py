@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app
 from pymongo.errors import PyMongoError
 
-from app import tasks
+from app import auth, tasks, views
+from app.auth import requires
 from app.config import Config
 from app.errors import APIError
 from app.routes.tasks import find
@@ -48,8 +49,9 @@ def message(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), sort_keys=True)}\n\n"
 
 
-def progress(db, task_id: str, config: Config, clock=time.monotonic, sleep=time.sleep) -> Iterator[str]:
-    """The stream's text: a progress event per change of the task, `end` once it is finished."""
+def progress(db, task_id: str, config: Config, admin: bool = False, clock=time.monotonic,
+             sleep=time.sleep) -> Iterator[str]:
+    """The stream's text: a progress event per change of the task (as `admin` may see it), `end` at its end."""
     yield f"retry: {RETRY_MS}\n\n"
     started = last_write = clock()
     last = None
@@ -61,7 +63,7 @@ def progress(db, task_id: str, config: Config, clock=time.monotonic, sleep=time.
             return
         if task is None:  # removed while we watched it
             return
-        record = tasks.public(task)
+        record = views.task(task, admin)
         if record != last:
             yield message("progress", record)
             last, last_write = record, clock()
@@ -77,6 +79,7 @@ def progress(db, task_id: str, config: Config, clock=time.monotonic, sleep=time.
 
 
 @bp.get("/process/<task_id>/events")
+@requires("uploader")
 def task_events(task_id: str):
     svc = services()
     find(task_id)  # 404 for an unknown task, before taking a slot
@@ -92,7 +95,7 @@ def task_events(task_id: str):
         if released.acquire(blocking=False):
             slots.release()
 
-    response = Response(progress(svc.db, task_id, svc.config), mimetype="text/event-stream")
+    response = Response(progress(svc.db, task_id, svc.config, auth.current().admin), mimetype="text/event-stream")
     response.call_on_close(release)
     response.headers["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back in its buffer
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app import mongo
+from app.auth import ANYONE, requires
 from app.heartbeats import alive_workers
 from app.services import services
 from app.upload import free_bytes
@@ -12,6 +13,7 @@ bp = Blueprint("health", __name__, url_prefix="/api/v1")
 
 
 @bp.get("/health")
+@requires(ANYONE)  # load balancers and monitors ask without a key; it tells no data, only what is up
 def health():
     svc = services()
     mongo_ok = mongo.ping(svc.db)
@@ -36,6 +38,7 @@ def health():
 
 
 @bp.get("/ping")
+@requires(ANYONE)
 def ping():
     """Liveness: touches nothing beyond this process, so a MongoDB or Redis outage does not fail it."""
     return jsonify({"ok": True})

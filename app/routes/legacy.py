@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from app import tasks
+from app import auth, tasks
+from app.auth import requires
 from app.errors import APIError
 from app.routes.tasks import result_file
 from app.routes.uploads import accept
@@ -13,15 +14,17 @@ bp = Blueprint("legacy", __name__)
 
 
 @bp.post("/upload")
+@requires("uploader")
 def upload():
     received, _ = accept()
     return jsonify({"task_id": received.task_id}), 202
 
 
 @bp.get("/result/<task_id>")
+@requires("uploader")
 def result(task_id: str):
     task = tasks.get(services().db, task_id)
-    if task is not None and task["status"] == tasks.COMPLETED:
+    if task is not None and auth.may_see(task) and task["status"] == tasks.COMPLETED:
         try:
             return result_file(task)
         except APIError:

@@ -1,11 +1,10 @@
 """GET /api/v1/movies: the catalogue, paginated, filtered and sorted, through a short Redis cache."""
 from __future__ import annotations
 
-import math
-
 from flask import Blueprint, Response, current_app, request
 
-from app import movies, params
+from app import movies, params, views
+from app.auth import requires
 from app.serialize import to_json
 from app.services import services
 
@@ -32,10 +31,7 @@ def find_movies(db, q: dict) -> dict:
     total = db.movies.count_documents(query) if query else db.movies.estimated_document_count()
     cursor = (db.movies.find(query).sort(movies.sort_spec(q["sort_by"], q["order"]))
               .skip((q["page"] - 1) * q["limit"]).limit(q["limit"]))
-    return {
-        "limit": q["limit"], "movies": [to_json(doc) for doc in cursor], "page": q["page"],
-        "total_docs": total, "total_pages": math.ceil(total / q["limit"]) if total else 0,
-    }
+    return views.page("movies", [to_json(doc) for doc in cursor], q["page"], q["limit"], total)
 
 
 def render(page: dict) -> bytes:
@@ -44,6 +40,7 @@ def render(page: dict) -> bytes:
 
 
 @bp.get("/movies")
+@requires("reader")
 def list_movies():
     svc = services()
     q = parse_query(request.args)

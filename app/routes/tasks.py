@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, jsonify, request, send_file
 
-from app import params, tasks
+from app import auth, params, tasks, views
+from app.auth import requires
 from app.errors import APIError
 from app.files import remove
 from app.services import services
@@ -19,10 +20,15 @@ RESULT_SUFFIX = "-totals.csv"  # a result downloads as <upload's name without .c
 
 
 def find(task_id: str) -> dict:
+    """The task, if the caller may see it; else 404, the same answer as for no task at all."""
     task = tasks.get(services().db, task_id)
-    if task is None:
-        raise APIError(404, "task_not_found", f"No task with id {task_id!r}.")
+    if task is None or not auth.may_see(task):
+        raise APIError(404, "task_not_found", f"No task with id {task_id[:64]!r}.")
     return task
+
+
+def show(task: dict) -> dict:
+    return views.task(task, admin=auth.current().admin)
 
 
 def result_file(task: dict):
@@ -60,14 +66,17 @@ def content_disposition(name: str) -> str:
 
 
 @bp.get("/process/<task_id>")
+@requires("uploader")
 def get_task(task_id: str):
-    return jsonify(tasks.public(find(task_id)))
+    return jsonify(show(find(task_id)))
 
 
 @bp.delete("/process/<task_id>")
+@requires("uploader")
 def cancel_task(task_id: str):
     """Cancel a pending task at once (200), or a processing one at its next batch (202)."""
     db = services().db
+    find(task_id)  # someone else's task is not found, and not cancelled
     task = tasks.request_cancel(db, task_id)
     if task is None:
         status = find(task_id)["status"]
@@ -76,21 +85,26 @@ def cancel_task(task_id: str):
     if task["status"] == tasks.CANCELLED:
         remove(task["path"])
         log.info("task %s: cancelled before it started", task_id)
-        return jsonify(tasks.public(task)), 200
+        return jsonify(show(task)), 200
     log.info("task %s: cancel requested; its worker stops at the next batch", task_id)
-    return jsonify(tasks.public(task)), 202
+    return jsonify(show(task)), 202
 
 
 @bp.get("/process/<task_id>/result")
+@requires("uploader")
 def get_result(task_id: str):
     return result_file(find(task_id))
 
 
 @bp.get("/processes")
+@requires("uploader")
 def list_tasks():
+    """The caller's tasks, newest first (an admin's: everyone's)."""
     args = request.args
     params.reject_unknown(args, ("page", "limit", "status"))
     page = params.integer(args, "page", 1, 1, 1_000_000)
     limit = params.integer(args, "limit", 10, 1, 100)
     status = params.choice(args, "status", None, tasks.STATUSES)
-    return jsonify(tasks.page(services().db, status, page, limit))
+    query = {**auth.owner_filter(), **({"status": status} if status else {})}
+    docs, total = tasks.page(services().db, query, page, limit)
+    return jsonify(views.page("processes", [show(doc) for doc in docs], page, limit, total))

@@ -6,7 +6,8 @@ import os
 
 from flask import Blueprint, jsonify, request
 
-from app import movies, plays, tasks
+from app import auth, movies, plays, tasks
+from app.auth import requires
 from app.errors import APIError
 from app.services import services
 from app.upload import Upload, receive
@@ -69,7 +70,7 @@ def accept() -> tuple[Upload, str]:
         extra = {"columns_missing": [c for c in movies.COLUMNS if c not in received.header]} if kind == "movies" else {}
         tasks.create(
             svc.db, task_id=received.task_id, kind=kind, filename=received.filename, path=received.path,
-            size=received.size, **extra,
+            size=received.size, owner=auth.current().owner(), **extra,
         )
     except BaseException:
         os.remove(received.path)
@@ -80,6 +81,7 @@ def accept() -> tuple[Upload, str]:
 
 
 @bp.post("/upload")
+@requires("uploader")
 def upload():
     received, kind = accept()
     return jsonify({

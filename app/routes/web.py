@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, make_response, render_template
 
+from app.auth import ANYONE, requires
 from app.services import services
 
 bp = Blueprint("web", __name__)
@@ -17,6 +18,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'n
 
 
 @bp.get("/")
+@requires(ANYONE)  # the page holds no data: it signs in, then asks the API with a token
 def index():
     config = services().config
     response = make_response(render_template("index.html", max_upload_mb=config.MAX_UPLOAD_MB,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,18 +18,32 @@ from pathlib import Path
 
 from tests.support import REPO, free_port
 
+SIGN_IN = re.compile(r"/#key=(mcat_[A-Za-z0-9_-]+)")  # the admin key an embedded start prints
+AS_KEY = object()  # request(): send the server's key
+
+
+def printed_key(log: str) -> str | None:
+    found = SIGN_IN.search(log)
+    return found.group(1) if found else None
+
 
 class Server:
-    """HTTP to a running service, one connection per request."""
+    """HTTP to a running service, one connection per request; `key` (a secret) is sent unless told otherwise."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, key: str | None = None):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.key = key
 
-    def request(self, method, path, body=None, headers=None, raw=False):
+    def request(self, method, path, body=None, headers=None, raw=False, key=AS_KEY):
+        """`key`: a secret or token to send instead of the server's, or None to send none."""
+        key = self.key if key is AS_KEY else key
+        headers = dict(headers or {})
+        if key and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {key}"
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
             if raw:
@@ -37,17 +52,17 @@ class Server:
         finally:
             conn.close()
 
-    def upload(self, path, filename, url="/api/v1/upload"):
+    def upload(self, path, filename, url="/api/v1/upload", key=AS_KEY):
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
         return self.request("POST", url, body,
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"}, key=key)
 
-    def wait_for(self, task_id, timeout=60):
+    def wait_for(self, task_id, timeout=60, key=AS_KEY):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status, _, task = self.request("GET", f"/api/v1/process/{task_id}")
+            status, _, task = self.request("GET", f"/api/v1/process/{task_id}", key=key)
             if task["status"] in ("completed", "failed", "cancelled"):
                 return task
             time.sleep(0.2)
@@ -81,6 +96,7 @@ class Service:
             try:
                 status, _, body = server.request("GET", "/api/v1/health")
                 if status == 200 and (body["worker"] == "ok" or not need_worker):
+                    server.key = printed_key(self.log())
                     return server
             except (OSError, http.client.HTTPException, ValueError):
                 pass
