@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,11 +29,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SIGN_IN = re.compile(r"/#key=(mcat_[A-Za-z0-9_-]+)")  # the admin key an embedded start prints
+
+
 @dataclass
 class Server:
     proc: subprocess.Popen
     port: int
     log_path: Path
+    key: str | None = None  # sent as `Authorization: Bearer` with every request
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     @property
     def base_url(self) -> str:
@@ -46,7 +55,7 @@ class Server:
         """One request on a fresh connection: (status, headers, body)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            conn.request(method, path, body, headers or {})
+            conn.request(method, path, body, {**self.auth_header, **(headers or {})})
             response = conn.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:
@@ -72,6 +81,8 @@ def serve(script: str, env: dict[str, str], log_path: Path, timeout: float = 60)
     server = Server(proc, port, log_path)
     try:
         wait_until_serving(server, timeout)
+        found = SIGN_IN.search(log_path.read_text(errors="replace"))
+        server.key = found.group(1) if found else env.get("BENCH_KEY")
         yield server
     finally:
         proc.terminate()

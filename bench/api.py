@@ -21,6 +21,7 @@ Target: cached movie pages at >= 50% of the bare endpoint's requests/s. The last
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -103,13 +104,14 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
     """Each path's body as MongoDB answers it (a cache miss) in an in-process service fed the same file."""
     import fakeredis
 
-    from app import create_app, mongo
+    from app import create_app, keys, mongo
     from app.worker import Worker
 
     config = load_config({"UPLOAD_FOLDER": str(workdir / "reference-uploads"),
                           "RESULT_FOLDER": str(workdir / "reference-results")})
     db = mongo.embedded_client()["reference"]
     client = create_app(config, db=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + keys.create(db, "bench reference", "admin")[1]
     response = client.post("/api/v1/upload?filename=movies.csv", data=csv_path.read_bytes(), content_type="text/csv")
     if response.status_code != 202:
         raise RuntimeError(f"the reference upload was refused: {response.get_data(as_text=True)}")
@@ -190,12 +192,14 @@ def parse_wrk(output: str) -> Load:
                 p99_ms=_ms(_search(r"\s99%\s+(\S+)", output)[1]), errors=errors)
 
 
-def wrk_load(port: int, paths: list[str], duration: float, connections: int, threads: int) -> Load:
+def wrk_load(port: int, paths: list[str], duration: float, connections: int, threads: int,
+             headers: dict | None = None) -> Load:
     """One wrk per path, all at once, connections and threads split evenly; totals and the worst latencies."""
     each_threads = max(1, threads // len(paths))
     each_connections = max(each_threads, connections // len(paths))
+    header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     procs = [subprocess.Popen(["wrk", f"-t{each_threads}", f"-c{each_connections}", f"-d{max(1, round(duration))}s",
-                               "--latency", f"http://127.0.0.1:{port}{path}"],
+                               "--latency", *header_args, f"http://127.0.0.1:{port}{path}"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for path in paths]
     return combine([parse_wrk(proc.communicate()[0]) for proc in procs], side_by_side=True)
 
@@ -209,14 +213,14 @@ class _Tally:
     hits: int = 0
 
 
-def _client_thread(port: int, paths: list[str], first: int, deadline: float, tally: _Tally) -> None:
+def _client_thread(port: int, paths: list[str], first: int, deadline: float, tally: _Tally, headers: dict) -> None:
     """One keep-alive connection, requesting the paths in turn until the deadline."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     n = first
     while (start := time.perf_counter()) < deadline:
         path, n = paths[n % len(paths)], n + 1
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
@@ -229,10 +233,11 @@ def _client_thread(port: int, paths: list[str], first: int, deadline: float, tal
     conn.close()
 
 
-def _client_process(port: int, paths: list[str], connections: int, first: int, duration: float) -> _Tally:
+def _client_process(port: int, paths: list[str], connections: int, first: int, duration: float,
+                    headers: dict) -> _Tally:
     deadline = time.perf_counter() + duration
     tallies = [_Tally() for _ in range(connections)]
-    threads = [threading.Thread(target=_client_thread, args=(port, paths, first + i, deadline, tally))
+    threads = [threading.Thread(target=_client_thread, args=(port, paths, first + i, deadline, tally, headers))
                for i, tally in enumerate(tallies)]
     for t in threads:
         t.start()
@@ -242,13 +247,15 @@ def _client_process(port: int, paths: list[str], connections: int, first: int, d
     return _Tally(latencies, sum(t.errors for t in tallies), sum(t.hits for t in tallies))
 
 
-def python_load(port: int, paths: list[str], duration: float, connections: int, threads: int) -> Load:
+def python_load(port: int, paths: list[str], duration: float, connections: int, threads: int,
+                headers: dict | None = None) -> Load:
     """`connections` client threads, one keep-alive connection each, spread over `threads` processes."""
     processes = max(1, min(threads, connections))
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
         tallies = list(pool.map(_client_process, [port] * processes, [paths] * processes, shares,
-                                [sum(shares[:i]) for i in range(processes)], [duration] * processes))
+                                [sum(shares[:i]) for i in range(processes)], [duration] * processes,
+                                [headers or {}] * processes))
     latencies = [x for t in tallies for x in t.latencies]
     if not latencies:
         raise RuntimeError("the Python client completed no request")
@@ -290,7 +297,7 @@ def empty_cache(url: str) -> None:
 
 def measure(server: Server, args, redis_url: str | None) -> tuple[Load, Load, float | None]:
     """Movies and bare in alternating rounds, so a machine busy with something else weighs on both alike."""
-    run = CLIENTS[args.client]
+    run = functools.partial(CLIENTS[args.client], headers=server.auth_header)
     movies, bare = list(MOVIE_PATHS), [BARE_PATH] * len(MOVIE_PATHS)  # the same client shape for both
     for paths in (movies, bare):  # warm-up: connections, the server's thread pool
         run(server.port, paths, 1, args.connections, args.threads)

@@ -44,9 +44,10 @@ def percentile(values: list[float], q: float) -> float | None:
 class Probe(threading.Thread):
     """GET `path` every `interval` s until `stop` is set; latencies in ms, errors counted."""
 
-    def __init__(self, port: int, path: str, interval: float, stop: threading.Event):
+    def __init__(self, port: int, path: str, interval: float, stop: threading.Event, headers: dict | None = None):
         super().__init__(daemon=True)
         self.port, self.path, self.interval, self.stop = port, path, interval, stop
+        self.headers = headers or {}
         self.latencies: list[float] = []
         self.errors = {"timeout": 0, "refused": 0, "other": 0, "status": 0}
 
@@ -55,7 +56,7 @@ class Probe(threading.Thread):
             started = time.monotonic()
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PROBE_TIMEOUT)
             try:
-                conn.request("GET", self.path)
+                conn.request("GET", self.path, headers=self.headers)
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:
@@ -137,8 +138,12 @@ class SlowConnection:
                 self._end("reset")
 
 
-def slow_payloads(n: int, seconds: float, body_share: float) -> list[tuple[bytes, bytes]]:
-    """(sent at once, sent a byte a second) per connection; neither finishes its request within `seconds`."""
+def slow_payloads(n: int, seconds: float, body_share: float, key: str) -> list[tuple[bytes, bytes]]:
+    """(sent at once, sent a byte a second) per connection; neither finishes its request within `seconds`.
+
+    The uploads carry a valid key: an attacker with one is the harder case (a request without one is
+    answered 401 before its body is read).
+    """
     pad = b"a" * (int(seconds) + 30)
     out = []
     bodies = round(n * body_share)
@@ -146,6 +151,7 @@ def slow_payloads(n: int, seconds: float, body_share: float) -> list[tuple[bytes
         if i < bodies:
             body = b"title,year\n" + b"x" * (int(seconds) + 30 + 64 * 1024)
             head = (b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Authorization: Bearer " + key.encode() + b"\r\n"
                     b"Content-Type: text/csv\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
             out.append((head, body))
         else:
@@ -173,13 +179,14 @@ def main() -> int:
                 server.request("GET", "/api/v1/movies")
             conns = []
             refused = 0
-            for head, body in slow_payloads(args.connections, args.seconds, args.body_share):
+            for head, body in slow_payloads(args.connections, args.seconds, args.body_share, server.key):
                 try:
                     conns.append(SlowConnection(server.port, body, head))
                 except OSError:
                     refused += 1
             stop = threading.Event()
-            probes = [Probe(server.port, path, args.interval, stop) for path in ("/api/v1/ping", "/api/v1/movies")]
+            probes = [Probe(server.port, path, args.interval, stop, server.auth_header)
+                      for path in ("/api/v1/ping", "/api/v1/movies")]
             for probe in probes:
                 probe.start()
             started = time.monotonic()

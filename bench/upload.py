@@ -93,8 +93,9 @@ def upload(server: Server, command: list[str], size: int, expect: str) -> dict:
 def uploads(service: Server, baseline: Server, path: Path, size: int) -> dict[str, tuple[Server, list[str], str]]:
     """Each kind of upload: (server, curl arguments, a string its answer holds)."""
     url = f"{service.base_url}/api/v1/upload"
-    raw = ["-X", "POST", "-H", "Content-Type: text/csv", f"{url}?filename=movies.csv"]
-    kinds = {"multipart": (service, ["-F", f"file=@{path}", url], '"task_id"'),
+    auth = ["-H", f"Authorization: Bearer {service.key}"]
+    raw = [*auth, "-X", "POST", "-H", "Content-Type: text/csv", f"{url}?filename=movies.csv"]
+    kinds = {"multipart": (service, [*auth, "-F", f"file=@{path}", url], '"task_id"'),
              "raw": (service, ["-T", str(path), *raw], '"task_id"')}
     if size < CURL_DATA_LIMIT:
         kinds["raw_data_binary"] = (service, ["--data-binary", f"@{path}", *raw], '"task_id"')

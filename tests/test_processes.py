@@ -16,6 +16,7 @@ import http.client
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
+from app import keys
 from app.tools.generate import generate_movies
 from tests.conftest import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
@@ -99,11 +101,13 @@ class Cluster:
             "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
             "UPLOAD_FOLDER": str(self.upload_dir), "RESULT_FOLDER": str(tmp_path / "results"),
             "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": secrets.token_urlsafe(32),
             **ferretdb_support.SERVICE_SETTINGS, **FAST, **settings,
         }
         self.client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)
         self.db = self.client[self.db_name]
-        self.http = Server(self.port)
+        _, secret = keys.create(self.db, "cluster tests", "admin")  # as `python -m app.tools.keys create` would
+        self.http = Server(self.port, key=secret)
         self.procs: list[Proc] = []
         self._lock = threading.Lock()  # the soak's chaos thread starts processes too
         self._workers = 0
