@@ -1,10 +1,11 @@
 # make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
-# make lint: ruff.  make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
+# make lint: ruff.  make docs: docs/configuration.md, from app/config.py, app/defaults.py and .env.example.
+# make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run run-ferretdb services test lint clean
+.PHONY: run run-ferretdb services test lint docs clean
 
 $(VENV)/.run: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ test: $(VENV)/.dev services
 
 lint: $(VENV)/.dev  # ruff, configured in pyproject.toml
 	$(PY) -m ruff check .
+
+docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
+	$(PY) -m app.tools.configdoc
 
 clean:
 	rm -rf $(VENV) .pytest_cache
