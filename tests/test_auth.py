@@ -160,7 +160,8 @@ def test_the_workers_host_and_pid_are_shown_to_admins_only(uploader, client, wor
 def test_the_owner_downloads_the_result_through_the_first_systems_route(uploader, other, worker):
     task_id = upload(uploader, url="/upload").json["task_id"]
     worker.work()
-    assert uploader.get(f"/result/{task_id}").data == b"Song,Date,Total Number of Plays for Date\nUmbrella,2020-01-01,100\n"
+    expected = b"Song,Date,Total Number of Plays for Date\nUmbrella,2020-01-01,100\n"
+    assert uploader.get(f"/result/{task_id}").data == expected
     assert other.get(f"/result/{task_id}").json == {"status": "Processing or not found"}
 
 

@@ -197,8 +197,9 @@ def documented(page: Path, command: str) -> dict:
     raise AssertionError(f"{page.relative_to(REPO)} shows no complete output for {command!r}")
 
 
-UPLOAD = r"\$ curl -s -F file=@\S+ http://127\.0\.0\.1:5000/api/v1/upload"
-RECORD = r"\$ curl -s http://127\.0\.0\.1:5000/api/v1/process/[0-9a-f-]{36}"
+AS_ADMIN = r'\$ curl -s -H "Authorization: Bearer \$KEY" '
+UPLOAD = AS_ADMIN + r"-F file=@\S+ http://127\.0\.0\.1:5000/api/v1/upload"
+RECORD = AS_ADMIN + r"http://127\.0\.0\.1:5000/api/v1/process/[0-9a-f-]{36}"
 
 
 def test_the_documented_upload_answer_and_task_record_are_the_real_ones(tmp_path):
