@@ -15,6 +15,7 @@ import uuid
 import jwt
 import pytest
 
+from tests.conftest import SHARED_DATA
 from tests.support.service import Service
 
 SECRET_KEY = secrets.token_urlsafe(32)  # the server's, so the test can forge tokens an attacker could not
@@ -188,3 +189,16 @@ def test_secrets_and_tokens_never_reach_the_log(service, world):
     printed = [line for line in log.splitlines() if server.key in line]
     assert len(printed) == 2 and "#key=" in printed[0] and "Authorization: Bearer" in printed[1], printed
     assert "Authorization" not in log.replace(printed[1], "")
+
+
+def test_auth_off_must_be_asked_for_and_warns_at_start(tmp_path):
+    service = Service(tmp_path, AUTH="false")
+    server = service.start()
+    try:
+        status, _, body = server.upload(SHARED_DATA / "plays_example_input.csv", "plays.csv", key=None)
+        assert status == 202, body
+        assert server.request("GET", "/api/v1/processes", key=None)[0] == 200
+    finally:
+        log = service.stop()
+    assert "AUTH=false: authentication is off; anyone who can reach port" in log
+    assert "Sign in to the page" not in log

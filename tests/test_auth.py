@@ -349,3 +349,28 @@ def test_the_sample_upload_works_as_before_for_an_uploader(uploader, worker):
     response = uploader.post("/api/v1/upload", data={"file": (io.BytesIO(SAMPLE_MOVIES.read_bytes()), "m.csv")})
     worker.work()
     assert uploader.get(f"/api/v1/process/{response.json['task_id']}").json["rows_inserted"] == 10
+
+
+# -- the first key ----------------------------------------------------------------------------------
+
+def test_an_embedded_start_with_no_key_makes_an_admin_key_and_prints_it_never_logs_it(config, db, capsys, caplog):
+    import run
+
+    with caplog.at_level(logging.DEBUG):
+        run.first_key(config, db)
+    printed = capsys.readouterr().err
+    secret = printed.split("#key=", 1)[1].split()[0]
+    assert f"Sign in to the page:  http://127.0.0.1:{config.PORT}/#key={secret}\n" in printed
+    assert keys.by_secret(db, secret)["role"] == "admin"
+    assert secret not in caplog.text
+    run.first_key(config, db)  # a key exists now: nothing more is made or printed
+    assert capsys.readouterr().err == "" and db.api_keys.count_documents({}) == 1
+
+
+def test_a_start_on_a_real_database_with_no_key_says_how_to_make_one(config, db, capsys, caplog):
+    import run
+
+    with caplog.at_level(logging.WARNING, logger="app.run"):
+        run.first_key(config.with_overrides(MONGO_URI="mongodb://db:27017"), db)
+    assert "python -m app.tools.keys create --name admin --role admin" in caplog.text
+    assert capsys.readouterr().err == "" and db.api_keys.count_documents({}) == 0
