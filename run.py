@@ -75,7 +75,7 @@ def first_key(config: Config, db) -> None:
     doc, secret = keys.create(db, "embedded admin", "admin")
     host = "127.0.0.1" if config.HOST in ("0.0.0.0", "::") else config.HOST
     sys.stderr.write(
-        f"\n  Sign in to the page:  http://{host}:{config.PORT}/#key={secret}\n"
+        f"\n  Sign in to the page:  {keys.sign_in_url(f'http://{host}:{config.PORT}', secret)}\n"
         f"  or use the API with:  Authorization: Bearer {secret}\n"
         f"  (admin key {doc['_id']}, in memory: a new one at every start; more keys at /api/v1/keys)\n\n")
     sys.stderr.flush()

@@ -25,6 +25,8 @@ SECRET_PREFIX = "mcat_"
 SHOWN_CHARS = 12  # of a secret kept in clear: the prefix and 7 random characters
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 TOUCH_SECONDS = 60  # last_used_at is written at most this often per key, not on every request
+# The page's sign-in URL carries a secret in its fragment (run.py prints one); scripts find it with this.
+SIGN_IN = re.compile(r"/#key=(" + SECRET_PREFIX + r"[A-Za-z0-9_-]+)")
 
 
 class BadKey(ValueError):
@@ -33,6 +35,16 @@ class BadKey(ValueError):
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def sign_in_url(base_url: str, secret: str) -> str:
+    return f"{base_url}/#key={secret}"
+
+
+def printed_secret(text: str) -> str | None:
+    """The secret of the first sign-in URL in `text` (a log, a terminal's output), or None."""
+    found = SIGN_IN.search(text)
+    return found.group(1) if found else None
 
 
 def looks_like_secret(value: str) -> bool:

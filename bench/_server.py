@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from app import keys
+
 REPO = Path(__file__).resolve().parents[1]
 MB = 1e6  # rates and sizes are in 10^6 bytes, as in the other benchmarks
 
@@ -27,9 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-SIGN_IN = re.compile(r"/#key=(mcat_[A-Za-z0-9_-]+)")  # the admin key an embedded start prints
 
 
 @dataclass
@@ -81,8 +79,7 @@ def serve(script: str, env: dict[str, str], log_path: Path, timeout: float = 60)
     server = Server(proc, port, log_path)
     try:
         wait_until_serving(server, timeout)
-        found = SIGN_IN.search(log_path.read_text(errors="replace"))
-        server.key = found.group(1) if found else env.get("BENCH_KEY")
+        server.key = keys.printed_secret(log_path.read_text(errors="replace"))  # an embedded start prints one
         yield server
     finally:
         proc.terminate()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,15 +15,10 @@ import time
 import uuid
 from pathlib import Path
 
+from app import keys
 from tests.support import REPO, free_port
 
-SIGN_IN = re.compile(r"/#key=(mcat_[A-Za-z0-9_-]+)")  # the admin key an embedded start prints
 AS_KEY = object()  # request(): send the server's key
-
-
-def printed_key(log: str) -> str | None:
-    found = SIGN_IN.search(log)
-    return found.group(1) if found else None
 
 
 class Server:
@@ -96,7 +90,7 @@ class Service:
             try:
                 status, _, body = server.request("GET", "/api/v1/health")
                 if status == 200 and (body["worker"] == "ok" or not need_worker):
-                    server.key = printed_key(self.log())
+                    server.key = keys.printed_secret(self.log())  # the admin key an embedded start prints
                     return server
             except (OSError, http.client.HTTPException, ValueError):
                 pass
