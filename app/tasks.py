@@ -30,7 +30,6 @@ PROGRESS_FIELDS = (
     "rows_read", "rows_inserted", "rows_updated", "rows_rejected", "bytes_read", "percent", "rows_per_sec",
 )
 SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
-KINDS = ("movies", "plays")
 HIDDEN_FIELDS = ("path", "result_path", "checkpoint", "claims")  # server-side details a client has no use for
 
 
