@@ -31,10 +31,10 @@ def connect(config: Config) -> redis.Redis:
 
 def _new_client(config: Config) -> redis.Redis:
     if config.embedded_redis:
-        import fakeredis
+        from app.embedded import redis_client
 
         log.warning("REDIS_URL is not set: using an embedded Redis stand-in (in-memory, not persisted)")
-        return fakeredis.FakeRedis()
+        return redis_client()
     # Short timeouts: a cache that hangs is worse than no cache.
     return redis.Redis.from_url(config.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 

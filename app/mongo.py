@@ -1,7 +1,7 @@
 """MongoDB: the client, the collections, and their indexes.
 
-With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock), shared by everything in
-this process and lost when it exits.
+With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock, app/embedded.py), shared by
+everything in this process and lost when it exits.
 """
 from __future__ import annotations
 
@@ -32,34 +32,12 @@ def connect(config: Config) -> Database:
 
 def _new_client(config: Config):
     if config.embedded_mongo:
+        from app.embedded import embedded_client
+
         log.warning("MONGO_URI is not set: using an embedded MongoDB stand-in (in-memory, not persisted)")
         return embedded_client()
     return pymongo.MongoClient(config.MONGO_URI, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
                                socketTimeoutMS=config.MONGO_SOCKET_TIMEOUT_SECONDS * 1000)
-
-
-def embedded_client():
-    """A mongomock client whose lookups by `_id` are dictionary look-ups.
-
-    mongomock scans every document for every query, so upserting n movies one `_id` at a time costs
-    O(n²): hours for the real 45 000-row file. Its store is already keyed by `_id`; this only lets an
-    exact `{"_id": value}` filter use that. Query semantics are unchanged.
-    """
-    import mongomock_ng
-    from mongomock_ng.collection import Collection
-
-    if not getattr(Collection, "_id_fast_path", False):
-        scan = Collection._iter_documents
-
-        def _iter_documents(self, filter):
-            if isinstance(filter, dict) and len(filter) == 1 and isinstance(filter.get("_id"), (str, int)):
-                key = filter["_id"]
-                return iter([self._store[key]] if key in self._store else [])
-            return scan(self, filter)
-
-        Collection._iter_documents = _iter_documents
-        Collection._id_fast_path = True
-    return mongomock_ng.MongoClient()
 
 
 def ensure_indexes(db: Database) -> None:

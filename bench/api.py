@@ -103,12 +103,13 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
     """Each path's body as MongoDB answers it (a cache miss) in an in-process service fed the same file."""
     import fakeredis
 
-    from app import create_app, mongo
+    from app import create_app
+    from app.embedded import embedded_client
     from app.worker import Worker
 
     config = load_config({"UPLOAD_FOLDER": str(workdir / "reference-uploads"),
                           "RESULT_FOLDER": str(workdir / "reference-results")})
-    db = mongo.embedded_client()["reference"]
+    db = embedded_client()["reference"]
     client = create_app(config, db=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
     response = client.post("/api/v1/upload?filename=movies.csv", data=csv_path.read_bytes(), content_type="text/csv")
     if response.status_code != 202:

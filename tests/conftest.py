@@ -11,7 +11,8 @@ import fakeredis
 import pymongo
 import pytest
 
-from app import create_app, mongo
+from app import create_app
+from app import embedded as mongo  # mongo.embedded_client(): the in-memory MongoDB
 from app.config import load_config
 from app.worker import Worker
 from tests.support import REPO, free_port
