@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import redis
 
+from app import clients
 from app.config import Config
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_clients: dict[str, redis.Redis] = {}
-
 
 def connect(config: Config) -> redis.Redis:
-    key = config.REDIS_URL or "embedded"
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _new_client(config)
-    return client
+    """The cache's Redis client; one per process and URL."""
+    return clients.shared("redis", config.REDIS_URL or "embedded", lambda: _new_client(config))
 
 
 def _new_client(config: Config) -> redis.Redis:

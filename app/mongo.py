@@ -6,28 +6,19 @@ everything in this process and lost when it exits.
 from __future__ import annotations
 
 import logging
-import threading
 
 import pymongo
 from pymongo.database import Database
 
-from app import movies
+from app import clients, movies
 from app.config import Config
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_clients: dict[str, object] = {}
-
 
 def connect(config: Config) -> Database:
     """The service's database; one client per process and URI, as pymongo recommends."""
-    key = config.MONGO_URI or "embedded"
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _new_client(config)
-    return client[config.MONGO_DB]
+    return clients.shared("mongo", config.MONGO_URI or "embedded", lambda: _new_client(config))[config.MONGO_DB]
 
 
 def _new_client(config: Config):
