@@ -88,7 +88,7 @@ class PostgresCluster:
     """A throwaway PostgreSQL cluster: initdb into a temporary folder, trust auth, a free port on 127.0.0.1."""
 
     def __init__(self):
-        from tests.support.ferretdb import free_port
+        from tests.support import free_port
 
         self.root = Path(tempfile.mkdtemp(prefix="ingest-pg-"))  # not under the repo: `postgres` must reach it
         self.data = self.root / "data"
