@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from flask import Blueprint, jsonify, request
 
 from app import jobs, tasks
 from app.errors import APIError
+from app.files import remove
 from app.services import services
 from app.upload import Upload, receive
 
@@ -35,7 +35,7 @@ def accept() -> tuple[Upload, str]:
             size=received.size, **kind.task_fields(received.header),
         )
     except BaseException:
-        os.remove(received.path)
+        remove(received.path)
         raise
     log.info("task %s: received %s %r (%d bytes)", received.task_id, kind.name, received.filename, received.size)
     svc.producer.send(received.task_id, kind.name)
