@@ -22,8 +22,8 @@ from app.aggregate import TotalTooLarge
 from app.config import Config
 from app.files import remove
 from app.pipeline import HelperDied
-from app.queue import Consumer
 from app.retry import Backoff
+from app.taskqueue import Consumer
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 
 from app import tasks
 from app.heartbeats import alive_workers
-from app.queue import Broker, Producer
+from app.taskqueue import Broker, Producer
 from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 
