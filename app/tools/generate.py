@@ -41,7 +41,7 @@ CHUNK_ROWS = 4000
 # Shared helpers (also meant for other generators, e.g. `plays`)
 # ---------------------------------------------------------------------------------------------------------
 
-class Progress:
+class ProgressBar:
     """A self-updating progress line on stderr; does nothing when disabled."""
 
     def __init__(self, label: str, total: float, enabled: bool, stream: IO[str] | None = None,
@@ -127,7 +127,7 @@ def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str 
     if size_mb is not None and size_mb < 0:
         raise ValueError("size_mb must be >= 0")
     target_bytes = int(size_mb * MIB) if size_mb is not None else 0
-    bar = Progress(label, rows if rows is not None else target_bytes, progress)
+    bar = ProgressBar(label, rows if rows is not None else target_bytes, progress)
 
     buf = io.StringIO()
     writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator=newline)
