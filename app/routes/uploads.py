@@ -8,8 +8,8 @@ from flask import Blueprint, jsonify, request
 from app import jobs, tasks
 from app.errors import APIError
 from app.files import remove
+from app.intake import Upload, receive
 from app.services import services
-from app.upload import Upload, receive
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")

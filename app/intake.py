@@ -27,7 +27,7 @@ from werkzeug.utils import secure_filename
 from app.errors import APIError
 from app.files import remove
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.upload")  # the name its log lines have always had (README, tests)
 
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
