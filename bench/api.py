@@ -39,9 +39,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import load_config  # noqa: E402
-from app.tools.generate import generate_movies  # noqa: E402
-from bench._server import Server, serve, server_env  # noqa: E402
+from app.config import load_config
+from app.tools.generate import generate_movies
+from bench._server import Server, serve, server_env
 
 MOVIE_PATHS = (
     "/api/v1/movies",
