@@ -83,7 +83,7 @@ def first_key(config: Config, db) -> None:
 
 def _start_embedded_worker(config: Config) -> None:
     """Embedded mode: broker and ingest worker live in the single API process, beside the app."""
-    from app.queue import Broker
+    from app.taskqueue import Broker
     from app.worker import Worker
 
     Broker(config).start()

@@ -20,8 +20,8 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
 
     from app import auth, cache, errors, mongo
     from app.config import load_config
-    from app.queue import Producer
     from app.services import Services
+    from app.taskqueue import Producer
 
     config = config or load_config()
     app = Flask(__name__)

@@ -8,7 +8,7 @@ import sys
 import threading
 
 from app import logs
-from app.queue import Broker
+from app.taskqueue import Broker
 
 log = logging.getLogger("app.broker")
 

@@ -6,35 +6,28 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import redis
 
+from app import clients
 from app.config import Config
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_clients: dict[str, redis.Redis] = {}
-
 
 def connect(config: Config) -> redis.Redis:
-    key = config.REDIS_URL or "embedded"
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _new_client(config)
-    return client
+    """The cache's Redis client; one per process and URL."""
+    return clients.shared("redis", config.REDIS_URL or "embedded", lambda: _new_client(config))
 
 
 def _new_client(config: Config) -> redis.Redis:
     if config.embedded_redis:
-        import fakeredis
+        from app.embedded import redis_client
 
         log.warning("REDIS_URL is not set: using an embedded Redis stand-in (in-memory, not persisted)")
-        return fakeredis.FakeRedis()
+        return redis_client()
     # Short timeouts: a cache that hangs is worse than no cache.
     return redis.Redis.from_url(config.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 

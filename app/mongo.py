@@ -1,65 +1,34 @@
 """MongoDB: the client, the collections, and their indexes.
 
-With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock), shared by everything in
-this process and lost when it exits.
+With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock, app/embedded.py), shared by
+everything in this process and lost when it exits.
 """
 from __future__ import annotations
 
 import logging
-import threading
 
 import pymongo
 from pymongo.database import Database
 
-from app import movies
+from app import clients, movies
 from app.config import Config
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_clients: dict[str, object] = {}
-
 
 def connect(config: Config) -> Database:
     """The service's database; one client per process and URI, as pymongo recommends."""
-    key = config.MONGO_URI or "embedded"
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _new_client(config)
-    return client[config.MONGO_DB]
+    return clients.shared("mongo", config.MONGO_URI or "embedded", lambda: _new_client(config))[config.MONGO_DB]
 
 
 def _new_client(config: Config):
     if config.embedded_mongo:
+        from app.embedded import embedded_client
+
         log.warning("MONGO_URI is not set: using an embedded MongoDB stand-in (in-memory, not persisted)")
         return embedded_client()
     return pymongo.MongoClient(config.MONGO_URI, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
                                socketTimeoutMS=config.MONGO_SOCKET_TIMEOUT_SECONDS * 1000)
-
-
-def embedded_client():
-    """A mongomock client whose lookups by `_id` are dictionary look-ups.
-
-    mongomock scans every document for every query, so upserting n movies one `_id` at a time costs
-    O(n²): hours for the real 45 000-row file. Its store is already keyed by `_id`; this only lets an
-    exact `{"_id": value}` filter use that. Query semantics are unchanged.
-    """
-    import mongomock_ng
-    from mongomock_ng.collection import Collection
-
-    if not getattr(Collection, "_id_fast_path", False):
-        scan = Collection._iter_documents
-
-        def _iter_documents(self, filter):
-            if isinstance(filter, dict) and len(filter) == 1 and isinstance(filter.get("_id"), (str, int)):
-                key = filter["_id"]
-                return iter([self._store[key]] if key in self._store else [])
-            return scan(self, filter)
-
-        Collection._iter_documents = _iter_documents
-        Collection._id_fast_path = True
-    return mongomock_ng.MongoClient()
 
 
 def ensure_indexes(db: Database) -> None:

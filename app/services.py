@@ -8,7 +8,7 @@ from pymongo.database import Database
 
 from app.cache import Cache
 from app.config import Config
-from app.queue import Producer
+from app.taskqueue import Producer
 
 
 @dataclass

@@ -27,7 +27,6 @@ PROGRESS_FIELDS = (
     "rows_read", "rows_inserted", "rows_updated", "rows_rejected", "bytes_read", "percent", "rows_per_sec",
 )
 SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
-KINDS = ("movies", "plays")
 
 
 class LostTask(Exception):

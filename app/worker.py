@@ -17,14 +17,13 @@ import pyarrow as pa
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app import heartbeats, mongo, tasks
-from app.aggregate import TotalTooLarge, aggregate_plays
+from app import heartbeats, jobs, mongo, tasks
+from app.aggregate import TotalTooLarge
 from app.config import Config
 from app.files import remove
-from app.ingest import ingest_movies
 from app.pipeline import HelperDied
-from app.queue import Consumer
 from app.retry import Backoff
+from app.taskqueue import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -215,22 +214,12 @@ class Worker:
             if self.stop_event.is_set() and (checkpoint is not None or fields["percent"] < 100):
                 raise Stopping()
 
-        if task["kind"] == "movies":
-            return ingest_movies(
-                task["path"], self.db.movies, block_size=self.config.BLOCK_SIZE, batch_size=self.config.BATCH_SIZE,
-                max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
-                checkpoint=task.get("checkpoint"), retry=retry,
-                in_process_from=self.config.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=self.config.MONGO_WRITE_OPS,
-            )
-        if task["kind"] == "plays":  # totals live in memory until the end: a retake starts over
-            result_path = os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
-            fields = aggregate_plays(
-                task["path"], result_path, block_size=self.config.BLOCK_SIZE,
-                max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
-                formula_guard=self.config.CSV_FORMULA_GUARD,
-            )
-            return {**fields, "result_path": result_path}
-        raise ValueError(f"unknown task kind {task['kind']!r}")
+        kind = jobs.get(task["kind"])
+        result_path = (os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
+                       if kind.leaves_result else None)
+        fields = kind.run(jobs.Job(task=task, config=self.config, db=self.db, on_progress=on_progress, retry=retry,
+                                   result_path=result_path))
+        return {**fields, "result_path": result_path} if kind.leaves_result else fields
 
     # -- liveness ---------------------------------------------------------------------------------
     def heartbeat(self, force: bool = False) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,15 +18,10 @@ from pathlib import Path
 import psutil
 
 from app import keys
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1e6  # rates and sizes are in 10^6 bytes, as in the other benchmarks
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

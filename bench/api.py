@@ -40,9 +40,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import load_config  # noqa: E402
-from app.tools.generate import generate_movies  # noqa: E402
-from bench._server import Server, serve, server_env  # noqa: E402
+from app.config import load_config
+from app.tools.generate import generate_movies
+from bench._server import Server, serve, server_env
 
 MOVIE_PATHS = (
     "/api/v1/movies",
@@ -104,12 +104,13 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
     """Each path's body as MongoDB answers it (a cache miss) in an in-process service fed the same file."""
     import fakeredis
 
-    from app import create_app, keys, mongo
+    from app import create_app, keys
+    from app.embedded import embedded_client
     from app.worker import Worker
 
     config = load_config({"UPLOAD_FOLDER": str(workdir / "reference-uploads"),
                           "RESULT_FOLDER": str(workdir / "reference-results")})
-    db = mongo.embedded_client()["reference"]
+    db = embedded_client()["reference"]
     client = create_app(config, db=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + keys.create(db, "bench reference", "admin")[1]
     response = client.post("/api/v1/upload?filename=movies.csv", data=csv_path.read_bytes(), content_type="text/csv")

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _measure import ChildPeaks, rss_mb, run_child, warm  # noqa: E402
+from _measure import ChildPeaks, rss_mb, run_child, warm
 
 OUT = REPO / "bench" / "out"  # git-ignored
 TARGET, STRETCH, MEMORY_TARGET = 3.0, 5.0, 300.0

@@ -8,7 +8,7 @@ Generates a movie file (or takes one), warms the page cache, then, for each stor
 through pymongo into a `movies` collection that has the service's indexes (`app.mongo.ensure_indexes`,
 as `create_app` makes them; created before the clock starts):
 
-  embedded             `app.mongo.embedded_client()`, the in-memory store of MONGO_URI-less runs (it lives
+  embedded             `app.embedded.embedded_client()`, the in-memory store of MONGO_URI-less runs (it lives
                        in the worker process, so its documents are in the worker's RSS).
   ferretdb             FerretDB (tests/support/ferretdb.py: SQLite backend), a fresh server and data folder.
   ferretdb-postgresql  the same FerretDB on PostgreSQL: a throwaway cluster (initdb into a temporary
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _measure import ChildPeaks, rss_mb, run_child, warm  # noqa: E402
+from _measure import ChildPeaks, rss_mb, run_child, warm
 
 OUT = REPO / "bench" / "out"  # git-ignored
 STORES = ("embedded", "ferretdb", "ferretdb-postgresql")
@@ -56,9 +56,10 @@ def run_one(store: str, path: str, uri: str) -> dict:
     import pymongo
 
     from app import defaults, mongo
+    from app.embedded import embedded_client
     from app.ingest import ingest_movies
 
-    client = mongo.embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
+    client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
     db = client[DB_NAME]
     # The service's indexes, as create_app makes them.
     mongo.ensure_indexes(db)
@@ -87,7 +88,7 @@ class PostgresCluster:
     """A throwaway PostgreSQL cluster: initdb into a temporary folder, trust auth, a free port on 127.0.0.1."""
 
     def __init__(self):
-        from tests.support.ferretdb import free_port
+        from tests.support import free_port
 
         self.root = Path(tempfile.mkdtemp(prefix="ingest-pg-"))  # not under the repo: `postgres` must reach it
         self.data = self.root / "data"

@@ -18,8 +18,8 @@ from flask import Flask, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import run  # noqa: E402
-from app import logs  # noqa: E402
+import run
+from app import logs
 
 
 def create_app(folder: str) -> Flask:

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _measure import rss_mb, run_child, warm  # noqa: E402
+from _measure import rss_mb, run_child, warm
 
 # No app import up here: the baseline's child must not pay for PyArrow. The service's child and the
 # generator import what they need when they need it.

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._server import serve, server_env  # noqa: E402
+from bench._server import serve, server_env
 
 PROBE_TIMEOUT = 5.0
 

@@ -37,9 +37,9 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.config import load_config  # noqa: E402
-from app.tools.generate import generate_movies  # noqa: E402
-from bench._server import MB, Server, Watch, serve, server_env  # noqa: E402
+from app.config import load_config
+from app.tools.generate import generate_movies
+from bench._server import MB, Server, Watch, serve, server_env
 
 GROWTH_TARGET_MB = 50
 CURL_DATA_LIMIT = 1 << 30  # curl (7.88) refuses to read a larger file into memory for --data-binary @file

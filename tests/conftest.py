@@ -11,7 +11,7 @@ import fakeredis
 import pymongo
 import pytest
 
-from app import create_app, mongo
+from app import create_app, embedded
 from app.config import load_config
 from app.worker import Worker
 from tests.support import REPO, free_port
@@ -59,7 +59,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def db():
-    return mongo.embedded_client()["test"]
+    return embedded.embedded_client()["test"]
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def ferret_db(ferretdb):
 def store(request):
     """The same test against both stores: the embedded stand-in and a real server."""
     if request.param == "mongomock":
-        return mongo.embedded_client()[f"t_{uuid.uuid4().hex[:12]}"]
+        return embedded.embedded_client()[f"t_{uuid.uuid4().hex[:12]}"]
     return request.getfixturevalue("ferret_db")
 
 

@@ -428,10 +428,10 @@ MB = 1 << 20
 
 def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_before_it_is_read(
         client, db, producer, upload_dir, monkeypatch):
-    from app import upload
+    from app import intake
 
     body = b"title\n" + b"A Movie\n" * (MB // 8)  # 1 MiB: enough to take the last MiB above the floor
-    monkeypatch.setattr(upload, "free_bytes", lambda folder: 512 * MB + len(body) // 2)
+    monkeypatch.setattr(intake, "free_bytes", lambda folder: 512 * MB + len(body) // 2)
     response = client.post(UPLOAD + "?filename=m.csv", data=body, content_type="text/csv")
     error = assert_error(response, 507, "insufficient_storage")
     assert error["min_free_mb"] == 512 and "MIN_FREE_MB" in error["message"]
@@ -441,11 +441,11 @@ def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_befor
 def test_an_upload_is_stopped_when_free_space_falls_below_min_free_mb_while_it_streams(
         client, db, producer, upload_dir, monkeypatch):
     """Content-Length said it fits, but the disk filled (another writer, or a lying length) as it came in."""
-    from app import upload
+    from app import intake
 
     free = iter([600 * MB, 600 * MB, 100 * MB])  # before: room; after the first write: room; then: full
-    monkeypatch.setattr(upload, "free_bytes", lambda folder: next(free, 100 * MB))
-    monkeypatch.setattr(upload, "CHUNK", 64 * 1024)
+    monkeypatch.setattr(intake, "free_bytes", lambda folder: next(free, 100 * MB))
+    monkeypatch.setattr(intake, "CHUNK", 64 * 1024)
     body = b"title\n" + b"A Movie\n" * (MB // 8)
     response = client.post(UPLOAD + "?filename=m.csv", data=body, content_type="text/csv")
     assert_error(response, 507, "insufficient_storage")
@@ -454,9 +454,9 @@ def test_an_upload_is_stopped_when_free_space_falls_below_min_free_mb_while_it_s
 
 
 def test_min_free_mb_zero_turns_the_check_off(config, db, redis_client, producer, upload_dir, monkeypatch):
-    from app import upload
+    from app import intake
 
-    monkeypatch.setattr(upload, "free_bytes", lambda folder: 0)
+    monkeypatch.setattr(intake, "free_bytes", lambda folder: 0)
     app = create_app(config.with_overrides(MIN_FREE_MB=0), db=db, redis_client=redis_client, producer=producer)
     assert post_file(signed_in(app), SAMPLE_MOVIES.read_bytes()).status_code == 202
 

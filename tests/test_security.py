@@ -221,7 +221,7 @@ def test_static_files_may_be_cached_and_revalidated(server):
 
 # -- upload limits: header size and width, disk space (on the real server) -----------------------------------
 
-HEAD_LIMIT = 64 * 1024  # app.upload.HEAD_LIMIT: bytes of the header line, its line ending not counted
+HEAD_LIMIT = 64 * 1024  # app.intake.HEAD_LIMIT: bytes of the header line, its line ending not counted
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 
 from app import create_app, mongo, movies, tasks
+from app.embedded import embedded_client
 from app.ingest import ingest_movies, write_movies
 from app.routes.movies import find_movies
 from app.tools.generate import generate_movies
@@ -587,7 +588,7 @@ def test_a_worker_on_ferretdb_is_told_to_chunk_its_writes(ferret_db):
     assert warning is not None and "set MONGO_WRITE_OPS=25 (it is 0)" in warning and "FerretDB v1.24.2" in warning
     assert mongo.warn_about_server(ferret_db, write_ops=25) is None
     assert "set MONGO_WRITE_OPS=25 (it is 1000)" in mongo.warn_about_server(ferret_db, write_ops=1000)
-    assert mongo.warn_about_server(mongo.embedded_client()["x"], write_ops=0) is None
+    assert mongo.warn_about_server(embedded_client()["x"], write_ops=0) is None
 
 
 def test_ferretdb_differs_an_update_command_rewriting_100_stored_documents_never_answers(ferretdb, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from app import tasks
 from app.heartbeats import alive_workers
-from app.queue import Broker, Producer
+from app.taskqueue import Broker, Producer
 from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 
@@ -166,7 +166,7 @@ def test_write_the_server_refuses_fails_at_once(db, worker, upload_dir, monkeypa
         raise BulkWriteError({"writeErrors": [{"index": 0, "code": 52, "errmsg": "The dollar ($) prefixed field"}],
                               "nInserted": 0, "nUpserted": 0, "nMatched": 0})
 
-    monkeypatch.setattr("app.worker.ingest_movies", refuse)
+    monkeypatch.setattr("app.jobs.movies.ingest_movies", refuse)
     worker.work()
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "failed" and "BulkWriteError" in task["error"] and task["attempts"] == 1
@@ -181,7 +181,7 @@ def test_mongodb_outage_mid_task_leaves_it_for_a_retry(db, worker, upload_dir, m
     def outage(*args, **kwargs):
         raise AutoReconnect("connection reset")
 
-    monkeypatch.setattr("app.worker.ingest_movies", outage)
+    monkeypatch.setattr("app.jobs.movies.ingest_movies", outage)
     worker.work()
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "processing" and "error" not in task  # the lease will bring it back

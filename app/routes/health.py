@@ -6,8 +6,8 @@ from flask import Blueprint, jsonify
 from app import mongo
 from app.auth import ANYONE, requires
 from app.heartbeats import alive_workers
+from app.intake import free_bytes
 from app.services import services
-from app.upload import free_bytes
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 

@@ -11,8 +11,8 @@ from app import auth, params, tasks, views
 from app.auth import requires
 from app.errors import APIError
 from app.files import remove
+from app.intake import NAME_BYTES, ascii_filename, clean_filename
 from app.services import services
-from app.upload import NAME_BYTES, ascii_filename, clean_filename
 
 log = logging.getLogger(__name__)
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")

@@ -23,27 +23,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.movies import COLUMNS as MOVIE_HEADER  # the upload formats, as the service reads them
+from app.plays import COLUMNS as PLAYS_HEADER
+
 log = logging.getLogger("app.tools.generate")
 
-MOVIE_HEADER = [
-    "budget", "homepage", "original_language", "original_title", "overview", "release_date", "revenue",
-    "runtime", "status", "title", "vote_average", "vote_count", "production_company_id", "genre_id",
-    "languages",
-]
 NEWLINES = {"crlf": "\r\n", "lf": "\n"}
 MIB = 1024 * 1024
 CHUNK_ROWS = 4000
 
-# Column positions, named so the special cases below read clearly.
+# Column positions in MOVIE_HEADER, named so the special cases below read clearly.
 (BUDGET, HOMEPAGE, ORIG_LANG, ORIG_TITLE, OVERVIEW, RELEASE_DATE, REVENUE, RUNTIME, STATUS, TITLE,
- VOTE_AVERAGE, VOTE_COUNT, COMPANY_ID, GENRE_ID, LANGUAGES) = range(15)
+ VOTE_AVERAGE, VOTE_COUNT, COMPANY_ID, GENRE_ID, LANGUAGES) = range(len(MOVIE_HEADER))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared helpers (also meant for other generators, e.g. `plays`)
 # ---------------------------------------------------------------------------------------------------------
 
-class Progress:
+class ProgressBar:
     """A self-updating progress line on stderr; does nothing when disabled."""
 
     def __init__(self, label: str, total: float, enabled: bool, stream: IO[str] | None = None,
@@ -129,7 +127,7 @@ def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str 
     if size_mb is not None and size_mb < 0:
         raise ValueError("size_mb must be >= 0")
     target_bytes = int(size_mb * MIB) if size_mb is not None else 0
-    bar = Progress(label, rows if rows is not None else target_bytes, progress)
+    bar = ProgressBar(label, rows if rows is not None else target_bytes, progress)
 
     buf = io.StringIO()
     writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator=newline)
@@ -485,7 +483,6 @@ def generate_movies(path: str, rows: int | None = None, size_mb: float | None = 
 # with Arrow compute (take from prebuilt cell arrays, one element-wise join), not in a Python loop.
 # ---------------------------------------------------------------------------------------------------------
 
-PLAYS_HEADER = ["Song", "Date", "Number of Plays"]
 SONG_FORMS = ("{a} {n}", "The {a} {n}", "{n} of {m}", "{x}'s {n}", "{n} in the {m}", "{a} {n} Blues",
               "Take Me to the {n}", "Don't Stop the {n}", "Love Me Like a {n}", "{a} {n} ({v})",
               "Dancing in the {n}", "{a} Little {n}", "Goodbye {a} {n}", "{x} and the {n}",

@@ -1,4 +1,4 @@
-"""ZeroMQ: the broker, the API's producer and the worker's consumer, and the message format.
+"""The task queue over ZeroMQ: the broker, the API's producer and the worker's consumer, and the message format.
 
     API processes ──PUSH──► [ broker: PULL :ZMQ_INTAKE_PORT → PUSH :ZMQ_PORT ] ──► PULL── workers
 

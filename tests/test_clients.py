@@ -1,0 +1,37 @@
+"""One client per process and server (app/clients.py), as app/mongo.py and app/cache.py use it."""
+from __future__ import annotations
+
+import threading
+
+from app import cache, clients, mongo
+from app.config import load_config
+
+
+def test_a_client_is_made_once_per_store_and_address_even_when_asked_for_at_once():
+    made = []
+    barrier = threading.Barrier(8)
+
+    def make():
+        made.append(object())
+        return made[-1]
+
+    def ask(got):
+        barrier.wait()
+        got.append(clients.shared("test-store", "here", make))
+
+    got: list = []
+    threads = [threading.Thread(target=ask, args=(got,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and all(client is made[0] for client in got)
+    assert clients.shared("test-store", "there", object) is not made[0]
+    assert clients.shared("other-store", "here", object) is not made[0]
+
+
+def test_the_embedded_stores_are_one_client_each_per_process():
+    config = load_config({"MONGO_URI": "", "REDIS_URL": ""})
+    assert mongo.connect(config).client is mongo.connect(config).client
+    assert cache.connect(config) is cache.connect(config)
+    assert cache.connect(config) is not mongo.connect(config).client
