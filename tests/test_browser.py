@@ -3,6 +3,8 @@
 Never `playwright install`: the browser is /usr/bin/chromium (`apt-get install chromium`; .ci/run does it).
 Without it these tests skip with a message, except under CI (CI=true), where they fail. Each state the
 tests reach is saved as a screenshot under test-output/browser/ (git-ignored).
+
+Each page signs in as a person would: with the sign-in address the service printed (…/#key=<admin key>).
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ SHOTS = REPO / "test-output" / "browser"
 TIMEOUT_MS = 30_000
 EXPECT_MS = 15_000  # for what waits on the worker or on the server's movie cache (5 s by default)
 PHONE = {"width": 375, "height": 740}
+NO_STREAMS = "delete window.ReadableStream;"  # a browser that cannot read a response as it arrives: it polls
+STORED = "movie-ingest.session"  # the page's sessionStorage item
+EXPIRED = "Your session has expired; sign in again."
 
 
 def unavailable(why: str):
@@ -91,8 +96,11 @@ def movies_loaded(service, movie_file):
     return expected
 
 
-def open_page(browser, service, request, viewport=None, init_script=None, before=None):
-    """A new page on the service; `before(page)` runs before it loads (to route requests, say)."""
+def open_page(browser, service, request, viewport=None, init_script=None, before=None, key=None, role="admin"):
+    """A new page on the service, signed in with its sign-in address as `role`; `before(page)` runs before it
+    loads (to route requests, say). `key`: sign in with this key, not the service's admin key ("": do not);
+    `role`: None, do not wait for the sign-in to succeed."""
+    key = service.key if key is None else key
     context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)  # Playwright's actions; `expect` has its own timeout (EXPECT_MS)
     if init_script:
@@ -104,8 +112,38 @@ def open_page(browser, service, request, viewport=None, init_script=None, before
     request.addfinalizer(lambda: _no_script_errors(errors))
     if before:
         before(page)
-    page.goto(service.url + "/")
+    page.goto(service.url + "/" + (f"#key={key}" if key else ""))
+    if key and role:
+        signed_in(page, role)
     return page
+
+
+def signed_in(page, role: str = "admin") -> None:
+    expect(page.locator("body")).to_have_attribute("data-session", role)
+
+
+def api_calls(page) -> list[dict]:
+    """Every API request the page makes from now on: {method, url, authorization}."""
+    calls: list[dict] = []
+
+    def seen(req):
+        if "/api/" in req.url:
+            calls.append({"method": req.method, "url": req.url,
+                          "authorization": req.headers.get("authorization")})
+    page.on("request", seen)
+    return calls
+
+
+def stored_session(page) -> dict | None:
+    return page.evaluate(f"JSON.parse(sessionStorage.getItem('{STORED}'))")
+
+
+def new_key(service, role: str, name: str) -> tuple[str, str]:
+    """A new API key made with the admin key: (id, secret)."""
+    status, _, body = service.request("POST", "/api/v1/keys", json.dumps({"name": name, "role": role}),
+                                      {"Content-Type": "application/json"})
+    assert status == 201, body
+    return body["key"]["id"], body["secret"]
 
 
 def _no_script_errors(errors):
@@ -186,6 +224,7 @@ def busiest(expected: dict) -> tuple[int, str, list[dict]]:
 def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movie_file):
     path, expected = movie_file
     shot(page, "01-page")
+    calls = api_calls(page)
     record_progress(page)
     upload(page, path)
     assert wait_until_finished(page) == "completed"
@@ -205,6 +244,14 @@ def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movi
     assert any(int(rate.replace(",", "")) > 0 and re.fullmatch(r"about \d+(\.\d)? s", eta)
                for rate, eta in midway if rate != "–"), trail
     assert page.get_attribute("#job", "data-transport") == "events"
+    # The progress came by the event stream, read by fetch() with the token in its header (not in its URL),
+    # and not by polling the task's status.
+    task_id = page.get_attribute("#job", "data-task-id")
+    streams = [c for c in calls if c["url"].endswith(f"/api/v1/process/{task_id}/events")]
+    token = stored_session(page)["token"]
+    assert streams and all(c["authorization"] == f"Bearer {token}" for c in streams), calls
+    assert not [c for c in calls if c["url"].endswith(f"/api/v1/process/{task_id}")], calls
+    assert all(token not in c["url"] and service.key not in c["url"] for c in calls), calls
     assert page.eval_on_selector("#job-bar", "bar => bar.value") == 100
     assert page.inner_text("#job-percent") == "100.0 %"
     assert page.inner_text("#job-rows").startswith(f"{expected['rows_read']:,}")
@@ -273,7 +320,8 @@ def test_movie_table_empty_and_error_states(page, movies_loaded):
     shot(page, "05-movies-error")
 
 
-def test_plays_upload_offers_its_result_for_download(page, tmp_path):
+def test_plays_upload_offers_its_result_for_download(page, service, tmp_path):
+    calls = api_calls(page)
     upload(page, EXAMPLE)
     assert wait_until_finished(page) == "completed"
     link = page.locator("#job-result-link")
@@ -286,10 +334,25 @@ def test_plays_upload_offers_its_result_for_download(page, tmp_path):
     saved = tmp_path / "totals.csv"
     download.save_as(saved)
     assert saved.read_bytes() == EXAMPLE_RESULT
+    # Fetched with the token in its header, saved from a blob: URL; the token is in no URL.
+    token = stored_session(page)["token"]
+    fetched = [c for c in calls if c["url"].endswith("/result")]
+    assert len(fetched) == 1 and fetched[0]["authorization"] == f"Bearer {token}", calls
+    assert download.url.startswith("blob:") and token not in download.url
+    assert all(token not in c["url"] and service.key not in c["url"] for c in calls), calls
 
 
-def test_a_dropped_file_uploads_and_without_event_source_the_page_polls(browser, service, request):
-    page = open_page(browser, service, request, init_script="delete window.EventSource;")
+def test_a_result_downloads_under_its_exact_unicode_name(page):
+    """The name comes from Content-Disposition's filename*; its ASCII fallback would be 'donnees ete-totals.csv'."""
+    upload_named(page, "données été.csv", EXAMPLE.read_bytes())
+    assert wait_until_finished(page) == "completed"
+    with page.expect_download() as info:
+        page.click("#job-result-link")
+    assert info.value.suggested_filename == "données été-totals.csv"
+
+
+def test_a_dropped_file_uploads_and_without_streams_the_page_polls(browser, service, request):
+    page = open_page(browser, service, request, init_script=NO_STREAMS)
     drop(page, EXAMPLE)
     expect(page.locator("#upload-chosen")).to_have_text("plays_example_input.csv, 202 B")
     page.click("#upload-button")
@@ -498,7 +561,7 @@ def test_a_hung_status_request_is_abandoned_and_polling_recovers(browser, servic
         page.clock.install()  # timers still run, but the 10 s timeout can be skipped over
         page.route(re.compile(r".*/api/v1/process/[^/?]+$"), status)
 
-    page = open_page(browser, service, request, init_script="delete window.EventSource;", before=before)
+    page = open_page(browser, service, request, init_script=NO_STREAMS, before=before)
     upload(page, EXAMPLE)
     phase = page.locator("#job-phase")
     expect(phase).to_have_text(f"Processing {EXAMPLE.name}…")
@@ -510,3 +573,244 @@ def test_a_hung_status_request_is_abandoned_and_polling_recovers(browser, servic
     expect(phase).to_have_text(f"Processing {EXAMPLE.name}…")
     assert wait_until_finished(page) == "completed"
     expect(phase).to_contain_text(f"Completed: {EXAMPLE.name}")
+
+
+# -- signing in -----------------------------------------------------------------------------------------
+
+def test_the_sign_in_address_signs_in_and_leaves_the_key_nowhere(browser, service, request):
+    seen = {}
+    page = open_page(browser, service, request, before=lambda page: seen.update(calls=api_calls(page)))
+    calls = seen["calls"]
+    expect(page.locator("#session-who")).to_have_text("Signed in as embedded admin (admin)")
+    expect(page.locator("#sign-in")).to_be_hidden()
+    expect(page.locator("#upload")).to_be_visible()
+    expect(page.locator("#sign-out")).to_be_visible()
+    shot(page, "12-signed-in")
+
+    # The key left the address bar at once.
+    assert page.url == service.url + "/"
+    assert page.evaluate("location.hash") == ""
+    # This tab's sessionStorage holds a token, and nothing else holds anything: no key, no cookie.
+    assert page.evaluate("Object.keys(sessionStorage)") == [STORED]
+    stored = stored_session(page)
+    token = stored["token"]
+    assert token.count(".") == 2 and token != service.key and stored["role"] == "admin"
+    assert service.key not in page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+    assert page.evaluate("[localStorage.length, document.cookie]") == [0, ""]
+    assert service.request("GET", "/api/v1/processes?limit=1", key=token)[0] == 200
+    # The key went only to the token exchange, in its header; every other call carried the token.
+    assert [c["url"] for c in calls if c["authorization"] == f"Bearer {service.key}"] == \
+        [service.url + "/api/v1/auth/token"]
+    assert all(c["authorization"] == f"Bearer {token}" for c in calls if not c["url"].endswith("/auth/token"))
+    assert all(token not in c["url"] and service.key not in c["url"] for c in calls), calls
+
+    # A reload keeps the session (the tab still holds its token): no sign-in form, no new exchange.
+    mark = len(calls)
+    page.reload()
+    expect(page.locator("#session-who")).to_have_text("Signed in as embedded admin (admin)")
+    expect(page.locator("#movies-total")).not_to_have_text("")
+    assert not [c for c in calls[mark:] if c["url"].endswith("/auth/token")]
+
+    # The keyed address was replaced in this tab's history, not kept behind the page: Back leaves the page.
+    page.go_back()
+    assert page.url == "about:blank"
+
+
+def test_sign_out_forgets_the_token_and_sends_it_no_more(page, service):
+    calls = api_calls(page)
+    old = stored_session(page)["token"]
+    expect(page.locator("#movies-total")).not_to_have_text("")
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#sign-in-notice")).to_have_text("You have signed out.")
+    for section in ("#upload", "#tasks", "#movies", "#session"):
+        expect(page.locator(section)).to_be_hidden()
+    expect(page.locator("#tasks-body tr")).to_have_count(0)
+    assert page.evaluate("sessionStorage.length") == 0
+    assert page.evaluate("document.activeElement.id") == "sign-in-key"
+    shot(page, "13-signed-out")
+
+    mark = len(calls)
+    page.wait_for_timeout(3_500)  # longer than the task list's refresh: nothing is asked, signed out
+    assert calls[mark:] == []
+
+    # Signing in again through the form: new calls carry a new token, never the old one.
+    key = page.locator("#sign-in-key")
+    assert key.get_attribute("type") == "password" and key.get_attribute("autocomplete") == "off"
+    key.fill(service.key)
+    key.press("Enter")
+    signed_in(page)
+    expect(key).to_have_value("")  # the key is not kept, not even in the form
+    new = stored_session(page)["token"]
+    assert new != old
+    expect(page.locator("#tasks-body tr").first).to_be_visible()
+    after = calls[mark:]
+    assert after and all(c["authorization"] != f"Bearer {old}" for c in after), after
+    assert page.evaluate("document.activeElement.id") == "upload-file"
+
+
+def test_a_wrong_key_shows_the_apis_message(browser, service, request):
+    wrong = "mcat_" + "x" * 43
+    page = open_page(browser, service, request, key=wrong, role=None)
+    error = page.locator("#sign-in-error")
+    expect(error).to_have_text("Could not sign in: This API key is unknown or revoked.")
+    assert page.url == service.url + "/"  # a wrong key leaves the address bar too
+    expect(page.locator("#upload")).to_be_hidden()
+    expect(page.locator("#movies")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    shot(page, "14-wrong-key")
+
+    page.click("#sign-in-button")
+    expect(error).to_have_text("Paste an API key first.")
+    page.fill("#sign-in-key", "eyJhbGciOiJub25lIn0.e30.")  # not a key: what the API says of it is shown
+    page.click("#sign-in-button")
+    expect(error).to_have_text("Could not sign in: The token is not valid.")
+    page.fill("#sign-in-key", service.key)
+    page.click("#sign-in-button")
+    signed_in(page)
+    expect(error).to_be_hidden()
+
+
+def test_a_tampered_token_ends_the_session(page):
+    page.evaluate(f"""() => {{
+        const s = JSON.parse(sessionStorage.getItem('{STORED}'));
+        const [head, claims] = s.token.split('.');
+        s.token = [head, claims, 'A'.repeat(43)].join('.');  // a signature that is not the server's
+        sessionStorage.setItem('{STORED}', JSON.stringify(s));
+    }}""")
+    page.reload()
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#sign-in-notice")).to_have_text(f"{EXPIRED} The server said: The token is not valid.")
+    expect(page.locator("#movies")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_a_revoked_key_ends_the_session_and_keeps_what_was_typed(browser, service, request, movies_loaded):
+    key_id, secret = new_key(service, "uploader", "revoked uploader")
+    page = open_page(browser, service, request, key=secret, role="uploader")
+    expect(page.locator("#session-who")).to_have_text("Signed in as revoked uploader (uploader)")
+    page.fill("#movie-year", "1999")  # typed, not applied
+    page.set_input_files("#upload-file", str(EXAMPLE))
+    calls = api_calls(page)
+
+    status, _, body = service.request("DELETE", f"/api/v1/keys/{key_id}")
+    assert status == 200 and body["key"]["revoked_at"]
+    # The task list's next refresh is answered 401: the page signs out and says why.
+    notice = page.locator("#sign-in-notice")
+    expect(notice).to_have_text(f"{EXPIRED} The server said: The key this token was issued for has been revoked.",
+                                timeout=EXPECT_MS)
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#upload")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    shot(page, "15-session-expired")
+    mark = len(calls)
+    page.wait_for_timeout(3_500)
+    assert calls[mark:] == []  # nothing more is sent with the dead token
+
+    page.fill("#sign-in-key", service.key)  # someone else signs in: what was typed is still there
+    page.press("#sign-in-key", "Enter")
+    signed_in(page)
+    expect(page.locator("#movie-year")).to_have_value("1999")
+    assert page.eval_on_selector("#upload-file", "input => input.files[0].name") == EXAMPLE.name
+    expect(page.locator("#upload-chosen")).to_have_text("plays_example_input.csv, 202 B")
+
+
+def test_a_reader_sees_the_catalogue_and_no_upload(browser, service, request, movies_loaded):
+    _, secret = new_key(service, "reader", "catalogue reader")
+    answers = []
+    page = open_page(browser, service, request, key=secret, role="reader",
+                     before=lambda page: page.on("response", lambda r: answers.append((r.status, r.url))))
+    expect(page.locator("#session-who")).to_have_text("Signed in as catalogue reader (reader)")
+    expect(page.locator("#movies-body tr").first).to_be_visible()
+    expect(page.locator("#reader-note")).to_be_visible()
+    for hidden in ("#upload", "#tasks", '#sections a[href="#upload"]', '#sections a[href="#tasks"]'):
+        expect(page.locator(hidden)).to_be_hidden()
+    expect(page.locator('#sections a[href="#movies"]')).to_be_visible()
+    page.wait_for_timeout(3_500)  # the task list's refresh would have run by now
+    assert not [url for _, url in answers if "/api/v1/process" in url], answers
+    assert not [a for a in answers if a[0] >= 400], answers
+    shot(page, "16-reader")
+
+
+def test_signed_in_on_a_phone(browser, service, request):
+    page = open_page(browser, service, request, viewport=PHONE)
+    expect(page.locator("#sign-out")).to_be_visible()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
+    assert max(widths[:2]) <= PHONE["width"] == widths[2], widths
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
+    assert max(widths[:2]) <= PHONE["width"] == widths[2], widths
+    shot(page, "17-phone-sign-in")
+
+
+def test_with_auth_off_the_page_needs_no_sign_in(browser, tmp_path_factory, request):
+    running = Service(tmp_path_factory.mktemp("web-open"), AUTH="false", EMBEDDED_WORKERS="0")
+    server = running.start()
+    request.addfinalizer(running.stop)
+    assert server.key is None  # nothing to sign in with, and nothing printed
+    page = open_page(browser, server, request)
+    calls = api_calls(page)
+    expect(page.locator("body")).to_have_attribute("data-session", "admin")
+    expect(page.locator("#sign-in")).to_be_hidden()
+    expect(page.locator("#session")).to_be_hidden()
+    expect(page.locator("#upload")).to_be_visible()
+    expect(page.locator("#movies-message")).to_have_text("No movies yet: upload a movies CSV above.")
+    page.click("#tasks-refresh")
+    expect(page.locator("#tasks-message")).to_have_text("No tasks yet: upload a file above.")
+    assert calls and all(c["authorization"] is None for c in calls), calls
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+# -- the event stream, read by fetch() ----------------------------------------------------------------------
+
+def fake_record(task_id: str, status: str, percent: float) -> dict:
+    return {"task_id": task_id, "status": status, "kind": "plays", "filename": EXAMPLE.name, "percent": percent,
+            "rows_read": 7 if status == "completed" else 3, "rows_rejected": 0, "rejects": [], "rows_per_sec": 100,
+            "bytes_read": 202 if status == "completed" else 80, "bytes_total": 202, "duration_s": 0.2,
+            "result_url": f"/api/v1/process/{task_id}/result"}
+
+
+def test_the_stream_reader_reads_the_format_and_reconnects_as_event_source_does(browser, service, request):
+    """The first stream (served by the test) has CRLF lines, a comment, a retry, an event over several data
+    lines and an unfinished one, then closes: the page opens it again after the retry delay, and the second
+    stream ends the task."""
+    opened = []
+
+    def events(route):
+        opened.append(route.request.headers.get("authorization"))
+        task_id = route.request.url.rsplit("/", 2)[1]
+        if len(opened) == 1:
+            lines = json.dumps(fake_record(task_id, "processing", 40), indent=1).splitlines()
+            body = ("retry: 50\r\n\r\n: keep-alive\r\nevent: progress\r\n" + "".join(f"data: {x}\r\n" for x in lines)
+                    + "\r\nevent: progress\r\ndata: {\"not ended by a blank line\r\n")
+        else:
+            body = (f"event: progress\ndata:{json.dumps(fake_record(task_id, 'completed', 100))}\n\n"
+                    f"event: end\ndata: {{}}\n\n")
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=body)
+
+    page = open_page(browser, service, request, before=lambda page: page.route("**/api/v1/process/*/events", events))
+    calls = api_calls(page)
+    record_progress(page)
+    upload(page, EXAMPLE)
+    assert wait_until_finished(page) == "completed"
+    trail = page.evaluate("window.trail")
+    assert ["processing", 40] in [entry[:2] for entry in trail], trail
+    assert page.get_attribute("#job", "data-transport") == "events"
+    token = stored_session(page)["token"]
+    assert opened == [f"Bearer {token}"] * 2
+    assert not [c for c in calls if re.search(r"/api/v1/process/[^/]+$", c["url"])], calls  # no polling
+
+
+def test_streams_that_keep_failing_give_way_to_polling(browser, service, request):
+    opened = []
+
+    def events(route):  # each stream closes at once, without an event: STREAM_FAILURES of them, then polling
+        opened.append(route.request.url)
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="retry: 20\n\n")
+
+    page = open_page(browser, service, request, before=lambda page: page.route("**/api/v1/process/*/events", events))
+    upload(page, EXAMPLE)
+    assert wait_until_finished(page) == "completed"
+    assert page.get_attribute("#job", "data-transport") == "polling"
+    assert len(opened) == 3  # STREAM_FAILURES in app.js

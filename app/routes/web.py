@@ -1,7 +1,9 @@
 """GET /: the content team's page (upload with live progress, recent tasks, the movie catalogue).
 
 One template, one script, one stylesheet (app/templates, app/static): no CDN and no build step, so it
-works offline. The page only talks to the JSON API; it keeps no state on the server.
+works offline. The page only talks to the JSON API; it keeps no state on the server. It signs in by
+exchanging an API key (typed, or from a sign-in address's #key= fragment) for a token, which it keeps in
+sessionStorage and sends as `Authorization: Bearer` (data-auth="off" in the template: AUTH=false, none).
 """
 from __future__ import annotations
 
@@ -22,6 +24,6 @@ CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'n
 def index():
     config = services().config
     response = make_response(render_template("index.html", max_upload_mb=config.MAX_UPLOAD_MB,
-                                             cache_ttl=config.CACHE_TTL))
+                                             cache_ttl=config.CACHE_TTL, auth=config.AUTH))
     response.headers["Content-Security-Policy"] = CSP
     return response

@@ -1,18 +1,34 @@
-// The content team's page: upload with live progress, recent tasks, the movie catalogue.
+// The content team's page: sign-in, upload with live progress, recent tasks, the movie catalogue.
 // Plain browser JavaScript, no build step. Everything from the server is put in the page with
 // textContent (never innerHTML), so a title or a file name can never become markup.
 (function () {
   'use strict';
+
+  // A sign-in address (…/#key=<API key>) leaves the address bar before anything else happens, so the key is
+  // not left on the screen or in this tab's history. A fragment is never sent to a server, so it reached no
+  // access log either.
+  var addressKey = takeKeyFromAddress();
+
+  function takeKeyFromAddress() {
+    var key = new URLSearchParams(location.hash.slice(1)).get('key');
+    if (key === null) return null;
+    history.replaceState(history.state, '', location.pathname + location.search);
+    return key.trim();
+  }
 
   var POLL_MS = 1000; // a task's status, when event streams are unavailable
   var TASKS_EVERY_MS = 3000; // the recent-tasks table
   var STREAM_FAILURES = 3; // errors in a row before an event stream is given up for polling
   var FETCH_TIMEOUT_MS = 10000; // a request that hangs longer is abandoned, so polling and reloads go on
   var ACTIVE = { pending: true, processing: true };
+  var RANK = { reader: 0, uploader: 1, admin: 2 }; // each role may do what the one before may, and more
+  var STORED = 'movie-ingest.session'; // the sessionStorage item: {token, name, role, expires}
+  var EXPIRED = 'Your session has expired; sign in again.';
 
   var body = document.body;
   var maxUploadMb = Number(body.dataset.maxUploadMb) || 0;
   var cacheTtl = Number(body.dataset.cacheTtl) || 5;
+  var authOn = body.dataset.auth !== 'off'; // AUTH=false: the API asks for no credentials, nor does the page
 
   function $(id) { return document.getElementById(id); }
 
@@ -84,14 +100,68 @@
     return 'The server answered ' + status + ' without an explanation.';
   }
 
+  // -- the session ----------------------------------------------------------------------------------
+  // The page holds a token from POST /api/v1/auth/token, never a key: a key (typed in the sign-in form, or
+  // from a sign-in address) is exchanged at once and forgotten. The token is kept in sessionStorage: this
+  // tab's only, gone when it closes; not localStorage (every tab, for good), not a cookie (a browser would
+  // send that by itself, to any request another site makes it send). It goes in an Authorization header,
+  // never in a URL: URLs reach access logs.
+  var session = null; // {token, name, role, expires (ms since the epoch)}; null: signed out
+  var lastWho = null; // the key whose session expired: signed in with it again, the page carries on
+
+  // The key a session's token was issued for (its `sub` claim), or failing that its name and role.
+  function who(s) {
+    try {
+      var claims = s.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      var sub = JSON.parse(atob(claims)).sub;
+      if (typeof sub === 'string' && sub) return sub;
+    } catch (ignored) { /* not a JWT this page can read */ }
+    return s.name + '\n' + s.role;
+  }
+
+  function may(role) {
+    return !!session && (RANK[session.role] || 0) >= RANK[role];
+  }
+
+  function authorized(headers) {
+    if (session && session.token) headers.Authorization = 'Bearer ' + session.token;
+    return headers;
+  }
+
+  function signedOutError() {
+    var err = new Error('Not signed in.');
+    err.signedOut = true;
+    return err;
+  }
+
+  // fetch() with the token. A 401 ends the session (the token expired, or its key was revoked), unless it
+  // answers a request of an older session. Signed out, nothing is sent. Either way the promise rejects with
+  // an error whose `signedOut` is true: callers leave those to the sign-in form.
+  function send(url, options) {
+    if (authOn && !session) return Promise.reject(signedOutError());
+    var sent = session;
+    options.headers = authorized(options.headers || {});
+    return fetch(url, options).then(function (response) {
+      if (response.status !== 401 || !authOn) return response;
+      return response.text().then(function (text) {
+        expired(sent, errorText(401, text));
+        throw signedOutError();
+      }, function () {
+        expired(sent, '');
+        throw signedOutError();
+      });
+    });
+  }
+
   function getJSON(url) {
     var controller = new AbortController();
     var timer = setTimeout(function () { controller.abort(); }, FETCH_TIMEOUT_MS);
-    function unreachable() {
+    function unreachable(err) {
+      if (err && err.signedOut) throw err;
       throw new Error(controller.signal.aborted ? 'The server did not answer within ' +
         integer.format(FETCH_TIMEOUT_MS / 1000) + ' s.' : 'The server could not be reached.');
     }
-    return fetch(url, { headers: { Accept: 'application/json' }, signal: controller.signal })
+    return send(url, { headers: { Accept: 'application/json' }, signal: controller.signal })
       .then(function (response) {
         return response.text().then(function (text) {
           if (!response.ok) throw new Error(errorText(response.status, text));
@@ -100,6 +170,170 @@
       }, unreachable)
       .finally(function () { clearTimeout(timer); });
   }
+
+  // -- signing in and out -----------------------------------------------------------------------------
+  var signIn = $('sign-in');
+  var signInForm = $('sign-in-form');
+  var keyInput = $('sign-in-key');
+  var signInButton = $('sign-in-button');
+  var signInError = $('sign-in-error');
+  var signInNotice = $('sign-in-notice');
+  var exchanging = 0; // the latest exchange of a key: an older one's answer is dropped
+
+  function store(s) {
+    try {
+      sessionStorage.setItem(STORED, JSON.stringify(s));
+    } catch (ignored) { /* storage off: the session lasts as long as the page */ }
+  }
+
+  function unstore() {
+    try {
+      sessionStorage.removeItem(STORED);
+    } catch (ignored) { /* nothing was stored */ }
+  }
+
+  function restore() {
+    try {
+      var s = JSON.parse(sessionStorage.getItem(STORED));
+      if (s && typeof s.token === 'string' && typeof s.name === 'string' && RANK[s.role] != null) return s;
+    } catch (ignored) { /* none, or not ours */ }
+    return null;
+  }
+
+  // A key for a token. `typed`: from the form (the focus then moves on), not from a sign-in address.
+  function exchange(key, typed) {
+    var ticket = ++exchanging;
+    var controller = new AbortController();
+    var timer = setTimeout(function () { controller.abort(); }, FETCH_TIMEOUT_MS);
+    showSignIn('Signing in…');
+    signInButton.disabled = true;
+    fetch('/api/v1/auth/token', {
+      method: 'POST', cache: 'no-store', signal: controller.signal,
+      headers: { Accept: 'application/json', Authorization: 'Bearer ' + key },
+    }).then(function (response) {
+      return response.text().then(function (text) {
+        if (!response.ok) throw new Error(errorText(response.status, text));
+        return JSON.parse(text);
+      });
+    }).then(function (answer) {
+      if (ticket !== exchanging) return;
+      keyInput.value = '';
+      begin({ token: answer.access_token, name: String(answer.name), role: String(answer.role),
+              expires: Date.now() + answer.expires_in * 1000 }, typed);
+    }, function (err) {
+      if (ticket !== exchanging) return;
+      showSignIn('');
+      var why = controller.signal.aborted ? 'The server did not answer within ' +
+        integer.format(FETCH_TIMEOUT_MS / 1000) + ' s.' :
+        err instanceof TypeError ? 'The server could not be reached.' : err.message;
+      show(signInError, ['Could not sign in: ', theirs(why)]);
+      keyInput.focus();
+    }).finally(function () {
+      clearTimeout(timer);
+      if (ticket === exchanging) signInButton.disabled = false;
+    });
+  }
+
+  function begin(s, typed) {
+    session = s;
+    if (authOn) store(s);
+    signedIn(typed);
+  }
+
+  // The page for who is signed in: a reader sees the catalogue only (uploads and tasks would answer 403).
+  function signedIn(typed) {
+    var same = lastWho !== null && lastWho === who(session);
+    lastWho = null;
+    body.dataset.session = session.role;
+    signIn.hidden = true;
+    show(signInError, '');
+    $('session').hidden = !authOn;
+    say($('session-who'), ['Signed in as ', theirs(session.name), ' (' + session.role + ')']);
+    $('sections').hidden = false;
+    Array.prototype.forEach.call(document.querySelectorAll('[data-needs]'), function (element) {
+      element.hidden = !may(element.dataset.needs);
+    });
+    $('reader-note').hidden = may('uploader');
+    if (!same) forgetTasks();
+    if (may('uploader')) {
+      loadTasks();
+      if (job && job.interrupted) follow(job); // the same person again: the panel's task is watched on
+    }
+    if (applied) loadMovies(); // the filters and page as they were before the session ended
+    else applyFilters();
+    if (typed) (may('uploader') ? input : $('movie-year')).focus();
+  }
+
+  // Signed out: only the sign-in form shows. What was typed or chosen elsewhere stays in its (hidden) field.
+  function showSignIn(notice) {
+    body.dataset.session = 'none';
+    $('session').hidden = true;
+    $('sections').hidden = true;
+    $('reader-note').hidden = true;
+    Array.prototype.forEach.call(document.querySelectorAll('[data-needs]'), function (element) {
+      element.hidden = true;
+    });
+    signIn.hidden = false;
+    say(signInNotice, notice);
+    show(signInError, '');
+  }
+
+  function signOut(notice) {
+    session = null;
+    unstore();
+    if (job && !job.done) job.interrupted = true;
+    stopWatching();
+    showSignIn(notice);
+    keyInput.focus();
+  }
+
+  // A 401 to a request of the current session: it is over. The API's message says why.
+  function expired(sent, message) {
+    if (!sent || sent !== session) return; // an older session's late answer
+    lastWho = who(sent);
+    signOut(message ? EXPIRED + ' The server said: ' + message : EXPIRED);
+  }
+
+  // What belonged to the one who signed out: their tasks, and the task in the panel.
+  function forgetTasks() {
+    stopWatching();
+    job = null;
+    panel.hidden = true;
+    show(uploadError, '');
+    $('tasks-body').textContent = '';
+    tasksMessage.textContent = 'Loading…';
+  }
+
+  $('sign-out').addEventListener('click', function () {
+    lastWho = null;
+    ++exchanging;
+    signOut('You have signed out.');
+    forgetTasks();
+  });
+
+  signInForm.addEventListener('submit', function (event) {
+    event.preventDefault();
+    var key = keyInput.value.trim();
+    if (!key) {
+      showSignIn('');
+      show(signInError, 'Paste an API key first.');
+      keyInput.focus();
+      return;
+    }
+    exchange(key, true);
+  });
+
+  // A sign-in address opened in a tab that already shows the page only changes the fragment.
+  window.addEventListener('hashchange', function () {
+    var key = takeKeyFromAddress();
+    if (key === null) return;
+    if (session) {
+      lastWho = null;
+      signOut('');
+      forgetTasks();
+    }
+    exchange(key, false);
+  });
 
   // -- upload and the job's progress --------------------------------------------------------------
   var form = $('upload-form');
@@ -110,7 +344,9 @@
   var panel = $('job');
   var phase = $('job-phase');
   var bar = $('job-bar');
-  var job = null; // the task being watched: {id, filename, uploaded, transport, source, timer, done, task}
+  // The task being watched: {id, filename, uploaded, transport, source, timer, done, task, run, interrupted}.
+  // `run` counts the times it was (re)started; `interrupted`: its session ended before it did.
+  var job = null;
   var sending = false; // an upload is on its way: the panel shows its bytes, not the watched task
 
   function describeChosen() {
@@ -161,13 +397,16 @@
   function stopWatching() {
     if (!job) return;
     job.done = true;
-    if (job.source) job.source.close();
+    if (job.source) job.source.abort();
+    job.source = null;
     clearTimeout(job.timer);
   }
 
   // The task being watched keeps being watched while another file is sent: only an accepted upload
   // replaces it, and a refused one gives the panel back to it.
   function upload(file, kind) {
+    if (authOn && !session) return;
+    var sent = session;
     show(uploadError, '');
     var data = new FormData();
     if (kind) data.append('kind', kind);
@@ -186,6 +425,7 @@
     var xhr = new XMLHttpRequest();
     xhr.open('POST', '/api/v1/upload');
     xhr.setRequestHeader('Accept', 'application/json');
+    if (sent && sent.token) xhr.setRequestHeader('Authorization', 'Bearer ' + sent.token);
     xhr.upload.addEventListener('progress', function (event) {
       if (!event.lengthComputable) return;
       var percent = event.total ? (event.loaded / event.total) * 100 : 100;
@@ -204,6 +444,11 @@
         return;
       }
       showJob();
+      if (xhr.status === 401 && authOn) {
+        refused(file, 'Your session had expired; sign in, then press Upload again.');
+        expired(sent, errorText(xhr.status, xhr.responseText));
+        return;
+      }
       refused(file, errorText(xhr.status, xhr.responseText));
     });
     xhr.addEventListener('error', function () {
@@ -253,10 +498,29 @@
   // `uploaded`: sent from this page just now (rather than opened from the task list).
   function watch(taskId, filename, uploaded) {
     job = { id: taskId, filename: filename, uploaded: uploaded, transport: '', source: null, timer: null,
-            done: false, task: null, rejectsShown: '', lostTouch: false };
+            done: false, task: null, rejectsShown: '', lostTouch: false, run: 0, interrupted: false };
     showJob();
-    if (window.EventSource) stream(job);
-    else poll(job);
+    follow(job);
+  }
+
+  // A body read as it arrives is what an event stream needs; a browser without it polls.
+  function canStream() {
+    return typeof window.ReadableStream === 'function' && typeof window.TextDecoder === 'function' &&
+      typeof window.Response === 'function' && 'body' in window.Response.prototype;
+  }
+
+  // Watch (or, after a new sign-in, watch again) a task; signed out, it waits for the next sign-in.
+  function follow(watched) {
+    watched.run += 1;
+    watched.done = false;
+    watched.interrupted = false;
+    if (authOn && !session) {
+      watched.done = true;
+      watched.interrupted = true;
+      return;
+    }
+    if (canStream()) stream(watched);
+    else poll(watched);
   }
 
   function setTransport(watched, transport) {
@@ -264,44 +528,128 @@
     if (watched === job && !sending) panel.dataset.transport = transport;
   }
 
-  // Server-Sent Events: one event per change of the task. The server may refuse a stream (503 when it has
-  // too many open); then, or after repeated errors, the page polls instead.
+  // Server-Sent Events (one event per change of the task), read from a fetch() so that the request carries
+  // the token: EventSource cannot send a header, and a token in the URL would reach access logs. It behaves
+  // as EventSource does: a stream the server ends (it closes long ones on purpose), or one cut off, is opened
+  // again after the server's `retry:` delay, and an answer that is no stream (503 when the server has too many
+  // open, say) is given up at once. Then, or after STREAM_FAILURES errors in a row, the page polls instead.
   function stream(watched) {
     setTransport(watched, 'events');
-    var source = new EventSource('/api/v1/process/' + encodeURIComponent(watched.id) + '/events');
+    var run = watched.run;
+    var url = '/api/v1/process/' + encodeURIComponent(watched.id) + '/events';
     var failures = 0;
-    watched.source = source;
-    source.addEventListener('progress', function (event) {
-      failures = 0;
-      update(watched, JSON.parse(event.data));
-    });
-    source.addEventListener('end', function () { source.close(); });
-    source.addEventListener('error', function () {
-      if (watched.done) return;
+    var retryMs = 3000; // until the server says otherwise, as EventSource's default
+    function stale() { return watched.done || watched.run !== run; }
+
+    function failed(fatal) {
+      if (stale()) return;
+      watched.source = null;
       failures += 1;
-      // CONNECTING: EventSource reconnects by itself (the server closes long streams on purpose).
-      if (source.readyState === EventSource.CLOSED || failures >= STREAM_FAILURES) {
-        source.close();
-        watched.source = null;
-        poll(watched);
+      if (fatal || failures >= STREAM_FAILURES) poll(watched);
+      else watched.timer = setTimeout(connect, retryMs);
+    }
+
+    function connect() {
+      if (stale()) return;
+      var controller = new AbortController();
+      var ended = false;
+      // Only the answer's headers must come in time; the stream itself may stay open for minutes.
+      var opening = setTimeout(function () { controller.abort(); }, FETCH_TIMEOUT_MS);
+      watched.source = controller;
+      send(url, { headers: { Accept: 'text/event-stream' }, cache: 'no-store', signal: controller.signal })
+        .then(function (response) {
+          clearTimeout(opening);
+          var type = (response.headers.get('Content-Type') || '').split(';')[0].trim().toLowerCase();
+          if (!response.ok || type !== 'text/event-stream' || !response.body) {
+            controller.abort();
+            failed(true);
+            return;
+          }
+          return readEvents(response.body.getReader(), function (event, data) {
+            if (stale()) return;
+            if (event === 'progress') {
+              failures = 0;
+              update(watched, JSON.parse(data));
+            } else if (event === 'end') {
+              ended = true;
+            }
+          }, function (ms) { retryMs = ms; }).then(function () {
+            if (stale()) return;
+            if (ended) poll(watched); // ended, yet the last progress did not say so: ask once more
+            else failed(false);
+          });
+        })
+        .catch(function () {
+          clearTimeout(opening);
+          controller.abort(); // whatever is left of this stream
+          failed(false); // cut off, unreachable, or signed out (then stale: the next sign-in follows it again)
+        });
+    }
+    connect();
+  }
+
+  // The text/event-stream format: `field: value` lines; a blank line dispatches the event gathered so far.
+  // Lines end in CR, LF or CRLF; one starting with a colon is a comment (the server's keep-alive).
+  function readEvents(reader, dispatch, setRetry) {
+    var decoder = new TextDecoder();
+    var buffer = '';
+    var type = '';
+    var data = [];
+
+    function line(text) {
+      if (text === '') {
+        if (data.length) dispatch(type || 'message', data.join('\n'));
+        type = '';
+        data = [];
+        return;
       }
+      if (text.charAt(0) === ':') return;
+      var colon = text.indexOf(':');
+      var field = colon < 0 ? text : text.slice(0, colon);
+      var value = colon < 0 ? '' : text.slice(colon + 1);
+      if (value.charAt(0) === ' ') value = value.slice(1);
+      if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+      else if (field === 'retry' && /^[0-9]+$/.test(value)) setRetry(Number(value));
+      // `id` and other fields: this server sends none the page needs
+    }
+
+    // Resolves when the stream ends; rejects when it breaks off, or an event cannot be handled.
+    return new Promise(function (resolve, reject) {
+      function pump() {
+        reader.read().then(function (chunk) {
+          if (chunk.done) {
+            resolve(); // an event not ended by a blank line is dropped, as the format says
+            return;
+          }
+          buffer += decoder.decode(chunk.value, { stream: true });
+          var held = buffer.slice(-1) === '\r' ? '\r' : ''; // perhaps the first half of a CRLF
+          var lines = buffer.slice(0, buffer.length - held.length).split(/\r\n|\r|\n/);
+          buffer = lines.pop() + held;
+          lines.forEach(line);
+          pump();
+        }).catch(reject);
+      }
+      pump();
     });
   }
 
   function poll(watched) {
     setTransport(watched, 'polling');
+    var run = watched.run;
+    function stale() { return watched.done || watched.run !== run; }
     function tick() {
-      if (watched.done) return;
+      if (stale()) return;
       getJSON('/api/v1/process/' + encodeURIComponent(watched.id)).then(function (task) {
-        update(watched, task);
+        if (!stale()) update(watched, task);
       }, function (err) {
-        if (watched.done) return;
+        if (stale() || err.signedOut) return;
         watched.lostTouch = true; // the next answer rewrites the line, changed status or not
         if (watched === job && !sending) {
           say(phase, ['Lost touch with the task (', theirs(err.message), '); retrying…']);
         }
       }).then(function () {
-        if (!watched.done) watched.timer = setTimeout(tick, POLL_MS);
+        if (!stale()) watched.timer = setTimeout(tick, POLL_MS);
       });
     }
     tick();
@@ -341,11 +689,64 @@
     var result = status === 'completed' && typeof task.result_url === 'string' &&
       task.result_url.indexOf('/api/') === 0;
     if (result) {
-      var link = $('job-result-link');
-      link.href = task.result_url;
-      say(link, ['Download the totals of ', theirs(watched.filename)]);
+      if (resultLink.dataset.url !== task.result_url) show(resultError, ''); // another task's failed download
+      resultLink.dataset.url = task.result_url;
+      say(resultLink, ['Download the totals of ', theirs(watched.filename)]);
     }
     $('job-result').hidden = !result;
+    if (!result) show(resultError, '');
+  }
+
+  // -- the result download ----------------------------------------------------------------------------
+  // Not a plain link: the request must carry the token, and a token in the URL would reach access logs. The
+  // file is fetched with it, then saved from a Blob's object URL under the name the server gave it.
+  var resultLink = $('job-result-link');
+  var resultError = $('job-result-error');
+
+  resultLink.addEventListener('click', function () {
+    var url = resultLink.dataset.url;
+    if (!url || resultLink.getAttribute('aria-busy') === 'true') return;
+    resultLink.setAttribute('aria-busy', 'true'); // not `disabled`: that would drop the keyboard focus
+    show(resultError, '');
+    send(url, { headers: { Accept: 'text/csv' }, cache: 'no-store' }).then(function (response) {
+      if (!response.ok) {
+        return response.text().then(function (text) { throw new Error(errorText(response.status, text)); });
+      }
+      var name = attachmentName(response.headers.get('Content-Disposition')) || 'totals.csv';
+      return response.blob().then(function (blob) { save(blob, name); });
+    }).catch(function (err) {
+      if (err.signedOut) return;
+      show(resultError, ['The download failed: ', theirs(err instanceof TypeError ?
+        'The server could not be reached.' : err.message)]);
+    }).finally(function () {
+      resultLink.removeAttribute('aria-busy');
+    });
+  });
+
+  // The file name of a Content-Disposition header: RFC 6266's filename*=UTF-8''… first, else filename="…".
+  function attachmentName(header) {
+    if (!header) return '';
+    var extended = /filename\*\s*=\s*utf-8'[^']*'([^;\s]+)/i.exec(header);
+    if (extended) {
+      try {
+        return decodeURIComponent(extended[1]);
+      } catch (ignored) { /* badly encoded: the plain name instead */ }
+    }
+    var plain = /filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/i.exec(header);
+    if (!plain) return '';
+    return plain[1] != null ? plain[1].replace(/\\(.)/g, '$1') : plain[2];
+  }
+
+  function save(blob, name) {
+    var url = URL.createObjectURL(blob);
+    var anchor = document.createElement('a');
+    anchor.href = url;
+    anchor.download = name;
+    anchor.hidden = true;
+    body.appendChild(anchor);
+    anchor.click();
+    anchor.remove();
+    setTimeout(function () { URL.revokeObjectURL(url); }, 60000); // once the browser surely has it
   }
 
   function describe(task, filename) {
@@ -396,6 +797,7 @@
   var tasksLatest = 0; // as for the movies: an older answer arriving late is dropped
 
   function loadTasks() {
+    if (!may('uploader')) return; // a reader would be answered 403; signed out, nothing is asked
     var ticket = ++tasksLatest;
     return getJSON('/api/v1/processes?limit=10').then(function (page) {
       if (ticket !== tasksLatest) return;
@@ -403,7 +805,7 @@
       tasksMessage.classList.remove('error');
       tasksMessage.textContent = page.processes.length ? '' : 'No tasks yet: upload a file above.';
     }, function (err) {
-      if (ticket !== tasksLatest) return;
+      if (ticket !== tasksLatest || err.signedOut) return;
       tasksMessage.classList.add('error');
       say(tasksMessage, ['Could not load the tasks: ', theirs(err.message)]);
     });
@@ -452,7 +854,7 @@
   }
 
   $('tasks-refresh').addEventListener('click', loadTasks);
-  setInterval(function () { if (!document.hidden) loadTasks(); }, TASKS_EVERY_MS);
+  setInterval(function () { if (!document.hidden) loadTasks(); }, TASKS_EVERY_MS); // signed in, as uploader
 
   // -- movies -------------------------------------------------------------------------------------------
   var filters = $('movie-filters');
@@ -499,7 +901,7 @@
       }
       renderMovies(page, params);
     }, function (err) {
-      if (ticket !== latest) return;
+      if (ticket !== latest || err.signedOut) return;
       $('movies-body').textContent = '';
       moviesMessage.textContent = '';
       show(moviesError, ['Could not load movies: ', theirs(err.message)]);
@@ -536,7 +938,8 @@
     });
     moviePages = page.total_pages;
     var filtered = params.has('year') || params.has('language');
-    var empty = filtered ? 'No movies match these filters.' : 'No movies yet: upload a movies CSV above.';
+    var empty = filtered ? 'No movies match these filters.' :
+      may('uploader') ? 'No movies yet: upload a movies CSV above.' : 'No movies yet.';
     moviesMessage.textContent = page.total_docs ? '' : (newMoviesDue ? 'Loading the new movies…' : empty);
     var pages = Math.max(page.total_pages, 1); // no results is still one (empty) page
     $('movies-page').textContent = 'Page ' + count(Math.min(page.page, pages)) + ' of ' + count(pages);
@@ -575,6 +978,21 @@
     if (moviePage < moviePages) { moviePage += 1; loadMovies(); }
   });
 
-  loadTasks();
-  applyFilters();
+  // -- start ----------------------------------------------------------------------------------------------
+  if (!authOn) {
+    begin({ token: null, name: 'anyone (AUTH=false)', role: 'admin', expires: Infinity }, false);
+  } else if (addressKey) {
+    unstore(); // a sign-in address replaces whatever session this tab had
+    exchange(addressKey, false);
+  } else {
+    var kept = restore();
+    if (kept && kept.expires > Date.now()) {
+      session = kept;
+      signedIn(false);
+    } else {
+      unstore();
+      showSignIn(kept ? EXPIRED : '');
+      keyInput.focus();
+    }
+  }
 }());
