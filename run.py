@@ -17,7 +17,7 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
-from app import auth, create_app, logs
+from app import auth, create_app, limits, logs
 from app.config import Config
 
 log = logging.getLogger("app.run")
@@ -116,6 +116,7 @@ def main() -> int:
                       "error above", config.ZMQ_PORT, config.ZMQ_INTAKE_PORT)
             return 1
     auth.warn_if_off(config)
+    limits.warn_if_per_process(config)
     log.info("serving on http://%s:%d (%s)", config.HOST, config.PORT,
              "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB)
     try:

@@ -18,7 +18,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
     from flask import Flask
 
-    from app import auth, cache, errors, mongo
+    from app import auth, cache, errors, limits, mongo
     from app.config import load_config
     from app.services import Services
     from app.taskqueue import Producer
@@ -36,14 +36,16 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         mongo.ensure_indexes(db)
     except Exception as e:  # the API still starts; reads answer 503 until MongoDB is back
         log.error("could not create MongoDB indexes: %s", e)
+    redis_client = redis_client if redis_client is not None else cache.connect(config)
     app.extensions["movie_service"] = Services(
         config=config,
         db=db,
-        cache=cache.Cache(redis_client if redis_client is not None else cache.connect(config), config.CACHE_TTL),
+        cache=cache.Cache(redis_client, config.CACHE_TTL),
         producer=producer or Producer(config),
     )
     errors.register(app)
-    auth.install(app)
+    # who is asking, then the per-key limits count the request, then may they (app/auth.py, app/limits.py)
+    auth.install(app, between=limits.create(app, config, redis_client).install)
     app.after_request(security_headers)
     from app.routes import auth as auth_routes
     from app.routes import events, health, keys, legacy, movies, tasks, uploads, web

@@ -1,4 +1,4 @@
-"""Who is asking, and may they? Every route declares the least role it needs; one hook checks it.
+"""Who is asking, and may they? Every route declares the least role it needs; two hooks check it.
 
 Clients send `Authorization: Bearer <secret>`: an API key (app/keys.py), or a short-lived JWT that
 `POST /api/v1/auth/token` gave for one (HS256, signed with SECRET_KEY; `sub` is the key's id). A token is
@@ -68,30 +68,56 @@ def current() -> Principal | None:
     return g.get("principal")
 
 
-def install(app: Flask) -> None:
+def install(app: Flask, between=None) -> None:
+    """The two hooks: who is asking (authenticate), then may they (authorize). `between(app)` registers hooks
+    that run between the two (app/limits.py counts the request against its key there, refused or not)."""
     config = app.extensions["movie_service"].config
     # Embedded (one process), a random key is enough: tokens then last until a restart. Elsewhere the
     # start-up check demands SECRET_KEY, so every API process signs and checks with the same one.
     app.extensions["token_secret"] = config.SECRET_KEY.encode() if config.SECRET_KEY else secrets.token_bytes(32)
     app.before_request(authenticate)
+    if between is not None:
+        between(app)
+    app.before_request(authorize)
 
 
 def authenticate() -> None:
-    """Runs before every view: who is asking (g.principal), and may they call this route."""
+    """Runs before every view: who is asking (g.principal). A bad credential is kept for authorize() to refuse."""
     if request.endpoint is None:  # no route matched: the 404/405 reveals nothing worth guarding
         return
     if not services().config.AUTH:
         g.principal = NO_AUTH
         return
-    view = current_app.view_functions[request.endpoint]
-    required = ANYONE if request.endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
+    required = required_role()
     if required is ANYONE:  # credentials are not even read: a stale token does not fail a health check
         return
     header = request.headers.get("Authorization")
     if header is None:
+        return
+    try:
+        g.principal = identify(header)
+    except APIError as e:
+        g.refused = e
+
+
+def required_role() -> str | None:
+    view = current_app.view_functions[request.endpoint]
+    return ANYONE if request.endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
+
+
+def authorize() -> None:
+    """Runs before every view, after authenticate: may the principal call this route (else 401 or 403)."""
+    if request.endpoint is None or not services().config.AUTH:
+        return
+    required = required_role()
+    if required is ANYONE:
+        return
+    refused = g.pop("refused", None)
+    if refused is not None:
+        raise refused
+    principal = current()
+    if principal is None:
         raise unauthorized("This needs an API key or a token: send 'Authorization: Bearer <secret>'.", error=None)
-    principal = identify(header)
-    g.principal = principal
     if not principal.may(required):
         raise APIError(403, "forbidden", f"A {principal.role} key may not do this; it needs the {required} role.",
                        role=principal.role, required_role=required)

@@ -84,6 +84,9 @@ class Config:
     AUTH: bool = defaults.AUTH
     SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
     TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
+    RATE_LIMIT_PER_MINUTE: int = defaults.RATE_LIMIT_PER_MINUTE
+    MAX_ACTIVE_TASKS: int = defaults.MAX_ACTIVE_TASKS
+    UPLOAD_MB_PER_DAY: int = defaults.UPLOAD_MB_PER_DAY
     LOG_LEVEL: str = defaults.LOG_LEVEL
 
     @property
@@ -155,6 +158,9 @@ _CHECKS = {
     "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
     "AUTH": lambda n, v: _bool(n, v),
     "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
+    "RATE_LIMIT_PER_MINUTE": lambda n, v: _int(n, v, 0, 1_000_000),  # 0: off
+    "MAX_ACTIVE_TASKS": lambda n, v: _int(n, v, 0, 100_000),  # 0: off
+    "UPLOAD_MB_PER_DAY": lambda n, v: _int(n, v, 0, 1 << 30),  # 0: off; at most 1 PiB, a typo beyond
 }
 SECRET_KEY_CHARS = 32  # at least: a shorter signing key could be guessed from one token
 

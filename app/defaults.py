@@ -62,5 +62,10 @@ AUTH = True
 # (one API process); with MONGO_URI set it must be set, at least 32 characters, the same in every API process.
 SECRET_KEY = ""
 TOKEN_TTL_SECONDS = 3600  # how long a token from POST /api/v1/auth/token lasts
+# Per-key limits (docs: README, Security): beyond one, 429 with Retry-After; 0 turns one off. Counted in Redis
+# (REDIS_URL; in this process's memory when it is empty); Redis unreachable: not enforced, and a warning is logged.
+RATE_LIMIT_PER_MINUTE = 600  # requests a key (or, without one, an address) may make a minute; /, ping, health exempt
+MAX_ACTIVE_TASKS = 20  # a key's tasks pending or processing at once, checked before an upload is read; admins exempt
+UPLOAD_MB_PER_DAY = 51200  # MiB a key may upload in a day (50 GiB); admins exempt
 
 LOG_LEVEL = "INFO"

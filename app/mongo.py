@@ -38,6 +38,7 @@ def ensure_indexes(db: Database) -> None:
     db.processes.create_index([("created_at", pymongo.DESCENDING)])
     db.processes.create_index([("status", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)])
     db.processes.create_index([("owner.key_id", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)])
+    db.processes.create_index([("owner.key_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])  # active tasks
     db.workers.create_index("beat_at")
     db.api_keys.create_index("hash", unique=True)
 

@@ -101,7 +101,7 @@ class Cluster:
             "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
             "UPLOAD_FOLDER": str(self.upload_dir), "RESULT_FOLDER": str(tmp_path / "results"),
             "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-            "SECRET_KEY": secrets.token_urlsafe(32),
+            "SECRET_KEY": secrets.token_urlsafe(32), "RATE_LIMIT_PER_MINUTE": "0",  # the soak polls hard
             **ferretdb_support.SERVICE_SETTINGS, **FAST, **settings,
         }
         self.client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)

@@ -5,7 +5,7 @@ import logging
 
 from flask import Blueprint, jsonify, request
 
-from app import auth, jobs, tasks
+from app import auth, jobs, limits, tasks
 from app.auth import requires
 from app.errors import APIError
 from app.files import remove
@@ -28,6 +28,8 @@ def accept() -> tuple[Upload, str]:
     """Receive the request's file and queue it; returns the upload and its job kind."""
     svc = services()
     c = svc.config
+    quota = limits.current()
+    quota.admit_upload()  # 429 before the body is read: too many active tasks, or no upload bytes left today
     received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes)
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
@@ -38,6 +40,7 @@ def accept() -> tuple[Upload, str]:
     except BaseException:
         remove(received.path)
         raise
+    quota.counted_upload(received.size)  # a chunked upload's bytes, now that they are known
     log.info("task %s: received %s %r (%d bytes)", received.task_id, kind.name, received.filename, received.size)
     svc.producer.send(received.task_id, kind.name)
     return received, kind.name
