@@ -154,9 +154,9 @@ def request_cancel(db: Database, task_id: str) -> dict | None:
 
 
 def expire_results(db: Database, ttl_hours: int) -> list[dict]:
-    """Mark the result files of plays tasks finished more than `ttl_hours` ago as removed; returns them."""
+    """Mark result files (of kinds that leave one) finished over `ttl_hours` ago as removed; returns their tasks."""
     t = now()
-    query = {"kind": "plays", "status": COMPLETED, "result_path": {"$exists": True},
+    query = {"status": COMPLETED, "result_path": {"$exists": True},
              "finished_at": {"$lt": t - timedelta(hours=ttl_hours)}, "result_removed_at": {"$exists": False}}
     expired = []
     for task in db.processes.find(query, {"task_id": 1, "result_path": 1}):

@@ -17,7 +17,7 @@ ADMIN_FIELDS = ("worker",)  # host.pid.nonce of the worker that ran it
 def task(doc: dict, admin: bool) -> dict:
     hidden = HIDDEN_FIELDS if admin else HIDDEN_FIELDS + ADMIN_FIELDS
     shown = {k: v for k, v in doc.items() if k not in hidden}
-    if doc.get("kind") == "plays" and doc.get("status") == tasks.COMPLETED and not doc.get("result_removed_at"):
+    if doc.get("result_path") and doc.get("status") == tasks.COMPLETED and not doc.get("result_removed_at"):
         shown["result_url"] = f"/api/v1/process/{doc['task_id']}/result"
     return to_json(shown)
 

@@ -387,7 +387,7 @@ def test_racing_workers_claim_each_task_once(store):
 
 def declared(db) -> dict:
     return {name: {ix["name"]: (dict(ix["key"]), bool(ix.get("unique"))) for ix in getattr(db, name).list_indexes()}
-            for name in ("movies", "processes", "workers")}
+            for name in ("movies", "processes", "workers", "api_keys")}
 
 
 def test_indexes_read_back_as_declared(store):
@@ -399,8 +399,11 @@ def test_indexes_read_back_as_declared(store):
         "movies": {"_id_": ({"_id": 1}, False), **spec_names},
         "processes": {"_id_": ({"_id": 1}, False), "task_id_1": ({"task_id": 1}, True),
                       "created_at_-1": ({"created_at": -1}, False),
-                      "status_1_created_at_-1": ({"status": 1, "created_at": -1}, False)},
+                      "status_1_created_at_-1": ({"status": 1, "created_at": -1}, False),
+                      "owner.key_id_1_created_at_-1": ({"owner.key_id": 1, "created_at": -1}, False),
+                      "owner.key_id_1_status_1": ({"owner.key_id": 1, "status": 1}, False)},
         "workers": {"_id_": ({"_id": 1}, False), "beat_at_1": ({"beat_at": 1}, False)},
+        "api_keys": {"_id_": ({"_id": 1}, False), "hash_1": ({"hash": 1}, True)},
     }
     # key order is part of an index: year before the sort field, _id last
     keys = {ix["name"]: list(ix["key"].items()) for ix in store.movies.list_indexes()}
@@ -414,9 +417,11 @@ def test_mongomock_differs_list_indexes_order(store):
     mongo.ensure_indexes(store)
     names = [ix["name"] for ix in store.processes.list_indexes()]
     if is_real(store):
-        assert names == ["_id_", "created_at_-1", "status_1_created_at_-1", "task_id_1"]
+        assert names == ["_id_", "created_at_-1", "owner.key_id_1_created_at_-1", "owner.key_id_1_status_1",
+                         "status_1_created_at_-1", "task_id_1"]
     else:
-        assert names == ["_id_", "task_id_1", "created_at_-1", "status_1_created_at_-1"]
+        assert names == ["_id_", "task_id_1", "created_at_-1", "status_1_created_at_-1", "owner.key_id_1_created_at_-1",
+                         "owner.key_id_1_status_1"]
 
 
 # -- the database errors the code maps --------------------------------------------------------------------
@@ -564,7 +569,8 @@ def test_unreachable_server_answers_503_and_the_health_says_so(config):
                                  connectTimeoutMS=200)
     try:
         app = create_app(config, db=client["dead"], redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
-        web = signed_in(app)
+        web = app.test_client()  # a key the server cannot look up: that too is 503, not 401
+        web.environ_base["HTTP_AUTHORIZATION"] = "Bearer mcat_" + "k" * 43
         unavailable = {"error": {"code": "database_unavailable",
                                  "message": "The database is unreachable; try again shortly."}}
         for url in ("/api/v1/movies", "/api/v1/movies?year=1995&sort_by=title", "/api/v1/process/x",

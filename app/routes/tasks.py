@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, jsonify, request, send_file
 
-from app import auth, params, tasks, views
+from app import auth, jobs, params, tasks, views
 from app.auth import requires
 from app.errors import APIError
 from app.files import remove
@@ -34,7 +34,7 @@ def show(task: dict) -> dict:
 def result_file(task: dict):
     """The task's result CSV as a streamed download, or the reason there is none (yet)."""
     task_id, status = task["task_id"], task["status"]
-    if task["kind"] != "plays":
+    if not jobs.get(task["kind"]).leaves_result:
         raise APIError(404, "no_result", f"Task {task_id} is a {task['kind']} job; it has no result file.")
     if status in (tasks.PENDING, tasks.PROCESSING):
         raise APIError(409, "not_ready", f"Task {task_id} is {status}; the result is ready when it is completed.",
