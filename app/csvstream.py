@@ -7,7 +7,6 @@ so a rejection can point a person at the exact place in the file, embedded newli
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -56,10 +55,10 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
     """
     header = read_header(path)
     names = [name.strip() for name in header]  # ` title` is `title`, as the upload check reads it
-    pending: list[tuple[int, str]] = []  # (record number, raw text) of rows PyArrow skipped
+    pending: list = []  # the rows PyArrow skipped (pyarrow.csv.InvalidRow), not yet placed
 
     def on_invalid(row) -> str:
-        pending.append((row.number, row.text))
+        pending.append(row)
         return "skip"
 
     source = pa.OSFile(path, "rb")
@@ -85,7 +84,7 @@ def stream(path: str, block_size: int, start_line: int = 2) -> Iterator[Chunk]:
             blocks += 1
             n = batch.num_rows
             mine = []
-            while pending and pending[0][0] <= next_record + n + len(mine):
+            while pending and pending[0].number <= next_record + n + len(mine):
                 mine.append(pending.pop(0))
             lines, invalid, consumed = _place(batch, mine, next_record, next_line, len(header))
             next_record += n + len(mine)
@@ -178,18 +177,14 @@ def _place(batch, invalid_rows, first_record, first_line, n_fields):
     total = len(spans) + len(invalid_rows)
     is_invalid = np.zeros(total, dtype=bool)
     all_spans = np.empty(total, dtype=np.int64)
-    positions = [number - first_record for number, _ in invalid_rows]
+    positions = [row.number - first_record for row in invalid_rows]
     is_invalid[positions] = True
     all_spans[~is_invalid] = spans
-    all_spans[is_invalid] = [text.count("\n") + 1 for _, text in invalid_rows]
+    all_spans[is_invalid] = [row.text.count("\n") + 1 for row in invalid_rows]
     starts = np.concatenate(([0], np.cumsum(all_spans[:-1]))) + first_line
     rejects = []
-    for line, (_, text) in zip(starts[is_invalid], invalid_rows):
-        if text.strip():  # a blank line is no record; it only moves the line count
-            found = _count_fields(text)
-            rejects.append(Reject(int(line), f"expected {n_fields} fields, found {found}"))
+    for line, row in zip(starts[is_invalid], invalid_rows):
+        if row.text.strip():  # a blank line is no record; it only moves the line count
+            # PyArrow's count: Python's csv module refuses a field over 128 KiB, which would fail the file.
+            rejects.append(Reject(int(line), f"expected {n_fields} fields, found {row.actual_columns}"))
     return starts[~is_invalid], rejects, int(all_spans.sum())
-
-
-def _count_fields(text: str) -> int:
-    return len(next(csv.reader(io.StringIO(text, newline="")), []))

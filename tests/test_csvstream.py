@@ -243,3 +243,12 @@ def test_coalesced_chunks_hold_the_same_rows_lines_and_rejects(tmp_path):
     assert np.concatenate([c.lines for c in joined]).tolist() == np.concatenate([c.lines for c in chunks]).tolist()
     assert [r for c in joined for r in c.invalid] == [r for c in chunks for r in c.invalid] != []
     assert (joined[-1].bytes_read, joined[-1].next_line) == (chunks[-1].bytes_read, chunks[-1].next_line)
+
+
+def test_a_row_of_the_wrong_width_with_a_field_over_128_kib_is_rejected_not_fatal(tmp_path):
+    """Its fields are counted as PyArrow counts them: Python's csv module would refuse a field that big."""
+    data = ("title,overview\nA,b\nB,\"" + "x" * 200_000 + "\",extra\nC,d\n").encode()
+    path = tmp_path / "wide-row.csv"
+    path.write_bytes(data)
+    _, rows, lines, rejects, _ = read_all(path)
+    assert (rows, lines, rejects) == ([["A", "b"], ["C", "d"]], [2, 4], [Reject(3, "expected 2 fields, found 3")])
