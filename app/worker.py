@@ -221,13 +221,14 @@ class Worker:
                 max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
                 checkpoint=task.get("checkpoint"), retry=retry,
                 in_process_from=self.config.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=self.config.MONGO_WRITE_OPS,
+                max_row_mb=self.config.MAX_ROW_MB,
             )
         if task["kind"] == "plays":  # totals live in memory until the end: a retake starts over
             result_path = os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
             fields = aggregate_plays(
                 task["path"], result_path, block_size=self.config.BLOCK_SIZE,
                 max_rejects=self.config.MAX_REJECTS_KEPT, on_progress=on_progress,
-                formula_guard=self.config.CSV_FORMULA_GUARD,
+                formula_guard=self.config.CSV_FORMULA_GUARD, max_row_mb=self.config.MAX_ROW_MB,
             )
             return {**fields, "result_path": result_path}
         raise ValueError(f"unknown task kind {task['kind']!r}")
@@ -247,9 +248,6 @@ def _explain(error: Exception) -> str:
         return "the uploaded file is missing on the worker's disk; upload it again"
     if isinstance(error, UnicodeDecodeError):
         return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
-    if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
-        return ("a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: "
-                f"{error}")
     if isinstance(error, TotalTooLarge):
         return str(error)
     if isinstance(error, pa.ArrowInvalid):
