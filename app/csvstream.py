@@ -3,7 +3,8 @@
 Every column is read as a string (cleaning is the job kinds' business), rows whose field count does not
 match the header are set aside rather than failing the file, and each row carries the line it starts on,
 so a rejection can point a person at the exact place in the file, embedded newlines and all. A row too big
-for a block is read alone, up to MAX_ROW_MB (see `_Reading`).
+for a block is read alone, up to MAX_ROW_MB (see `_Reading`), and a quote left open at the end of the file
+is reported, not read as one value holding every line after it.
 """
 from __future__ import annotations
 
@@ -55,9 +56,10 @@ def stream(path: str, block_size: int, start_line: int = 2, max_row_mb: int = de
     """Yield the file's rows as Chunks, one per PyArrow block; memory stays bounded by block_size.
 
     A row larger than a block is read alone, in a chunk of its own, if it is at most `max_row_mb` MiB;
-    a larger one is rejected, and the rest of the file is read as before. With `start_line`, rows that
-    start before that line are parsed (to find where rows begin) but not yielded: how a task resumes from
-    its checkpoint.
+    a larger one is rejected, and the rest of the file is read as before. A file that ends inside a quote
+    has its last row rejected, naming the line the quote opened on (PyArrow would make the rest of the file
+    one value). With `start_line`, rows that start before that line are parsed (to find where rows begin)
+    but not yielded: how a task resumes from its checkpoint.
     """
     header = read_header(path)
     names = [name.strip() for name in header]  # ` title` is `title`, as the upload check reads it
@@ -122,8 +124,8 @@ class _Reading:
         """Chunks read by one PyArrow reader from byte `offset` on (None: the file, header and all).
 
         Returns the line of a row too big for a block, where it had to stop, or None at the end of the file.
-        The chunk with the last record is held back until the reader ends: at the end of the file, the
-        last chunk has read all of it.
+        The chunk with the last record is held back until the reader ends: at the end of the file, that
+        record may hold a quote never closed, and the last chunk has read the whole file.
         """
         pending: list = []  # the rows PyArrow skipped (pyarrow.csv.InvalidRow), not yet placed
         source = pa.OSFile(self.path, "rb")
@@ -141,6 +143,7 @@ class _Reading:
             next_record = 2 if offset is None else 1  # record 1 is the header, when PyArrow reads one
             next_line, blocks, too_big = first_line, 0, False
             held: list[Chunk] = []  # the latest chunk with a record in it, and any empty ones after it
+            last_text: str | None = None  # the raw text of that record, if PyArrow skipped it
             for batch in _batches(reader, pending):
                 if batch is None:
                     too_big = True
@@ -160,6 +163,7 @@ class _Reading:
                 if n or mine:
                     yield from held
                     held = [chunk]
+                    last_text = mine[-1].text if mine and mine[-1].number == next_record - 1 else None
                 else:
                     held.append(chunk)
         finally:
@@ -168,6 +172,7 @@ class _Reading:
             yield from held
             return next_line
         if held:
+            held[0] = self._closed(held[0], last_text)
             # PyArrow parses the last block with the row left over from the one before: it may count as one.
             held[-1] = replace(held[-1], bytes_read=self.size)
         yield from held
@@ -195,7 +200,9 @@ class _Reading:
         next_line = line + record.newlines + 1
         self.lines.move(next_line, record.end)
         batch, lines, invalid = self._empty(), np.empty(0, dtype=np.int64), []
-        if record.data is None:
+        if record.unclosed_quote is not None:
+            invalid = [Reject(line, _unclosed(line + record.unclosed_quote))]
+        elif record.data is None:
             spans = f", lines {line} to {next_line - 1}" if record.newlines else ""
             invalid = [Reject(line, f"the row is larger than MAX_ROW_MB ({self.max_row_mb} MiB): "
                                     f"{record.size:,} bytes{spans}")]
@@ -220,8 +227,39 @@ class _Reading:
         fields = f"expected {len(self.header)} fields, found {row.actual_columns}"
         return self._empty(), np.empty(0, dtype=np.int64), [Reject(line, fields)]
 
+    def _closed(self, chunk: Chunk, last_text: str | None) -> Chunk:
+        """`chunk`, its last row rejected if the file ends inside a quote that row opened: PyArrow then
+        reads the rest of the file into that one field, silently."""
+        if last_text is not None:  # PyArrow skipped the row: its raw text says whether a quote stays open
+            raw = last_text.encode()
+            scanner = csvscan.RecordEnd()
+            if scanner.feed(raw) is not None or not scanner.unclosed:
+                return chunk
+            line = chunk.invalid[-1].line
+            reason = _unclosed(line + raw.count(b"\n", 0, scanner.quote))
+            return replace(chunk, invalid=chunk.invalid[:-1] + [Reject(line, reason)])
+        if not len(chunk.lines):
+            return chunk
+        batch, line = chunk.batch, int(chunk.lines[-1])
+        value = batch.column(batch.num_columns - 1)[batch.num_rows - 1].as_py()
+        # Cheap first: an unclosed last field runs to the end of the file, so the file ends with it as written.
+        written = b'"' + value.encode().replace(b'"', b'""')
+        self.file.seek(max(self.size - len(written), 0))
+        if self.file.read() != written:
+            return chunk
+        record = csvscan.scan_record(self.file, self.lines.find(line), keep=0)  # to be sure: from the row's start
+        if record.unclosed_quote is None:
+            return chunk
+        reject = Reject(line, _unclosed(line + record.unclosed_quote))
+        return replace(chunk, batch=batch.slice(0, batch.num_rows - 1), lines=chunk.lines[:-1],
+                       invalid=chunk.invalid + [reject])
+
     def _empty(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=pa.schema([(name, pa.string()) for name in self.header]))
+
+
+def _unclosed(quote_line: int) -> str:
+    return f"unclosed quote: the quote opened on line {quote_line} is never closed, it runs to the end of the file"
 
 
 def _set_aside(rows: list):

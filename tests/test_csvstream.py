@@ -249,9 +249,10 @@ def test_coalesced_chunks_hold_the_same_rows_lines_and_rejects(tmp_path):
     assert (joined[-1].bytes_read, joined[-1].next_line) == (chunks[-1].bytes_read, chunks[-1].next_line)
 
 
-# -- rows larger than a block --------------------------------------------------------------------------------
+# -- rows larger than a block, and quotes that never close ---------------------------------------------------
 
 BLOCK = 64 * 1024  # the smallest BLOCK_SIZE: big rows are cheap to make
+UNCLOSED = "unclosed quote: the quote opened on line {} is never closed, it runs to the end of the file"
 
 
 @pytest.fixture
@@ -376,6 +377,42 @@ def test_a_row_over_max_row_mb_before_the_checkpoint_is_skipped_without_being_ke
     path.write_bytes(data)
     _, rows, lines, rejects, _ = read_all(path, block_size=BLOCK, max_row_mb=1, start_line=4)
     assert (rows, lines, rejects) == ([["3", "b", "z"]], [4], [])
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_quote_never_closed_rejects_its_row_naming_the_line_and_the_rows_before_load(tmp_path, newline):
+    cases = {
+        # the rest of the file became one field of a row of the right width: PyArrow read it without a word
+        "right width": ("title,overview", "5,\"Heat,1995-12-15", 7),
+        # ... or of the wrong width
+        "wrong width": ("title,overview,year", "5,\"Heat,1995-12-15", 7),
+        # the row starts on line 7, the quote that never closes opens on line 8
+        "later line": ("title,overview,year", "5,\"two\nlines\",\"Heat", 8),
+        # a quote never closed with more than a block after it
+        "a block after": ("title,overview", "5,\"Heat" + newline + "x," * BLOCK, 7),
+    }
+    for name, (header, bad, quote_line) in cases.items():
+        width = header.count(",") + 1
+        good = [",".join([f"M{i}"] + [f"v{i}"] * (width - 1)) for i in range(5)]  # lines 2-6
+        after = [",".join([f"N{i}"] + ["after"] * (width - 1)) for i in range(3)]
+        data = newline.join([header, *good, bad, *after, ""]).encode()
+        path = tmp_path / "unclosed.csv"
+        path.write_bytes(data)
+        _, rows, lines, rejects, progress = read_all(path, block_size=BLOCK)
+        assert rows == [row.split(",") for row in good], name
+        assert lines == [2, 3, 4, 5, 6], name
+        assert rejects == [Reject(7, UNCLOSED.format(quote_line))], name
+        assert progress[-1] == len(data), name
+
+
+@pytest.mark.parametrize("ending", ['"\n"\n', '""""', '"a\n",""', '"x"\n\n', '"",\n'])
+def test_a_file_ending_in_closed_quotes_is_not_taken_for_an_unclosed_one(tmp_path, ending):
+    """Cases where the file's tail looks like an open quote would, but every quote closes."""
+    data = ("a,b\n1,x\n2," + ending).encode()
+    path = tmp_path / "closed.csv"
+    path.write_bytes(data)
+    _, rows, lines, rejects, _ = read_all(path, block_size=BLOCK)
+    assert (rows, lines, rejects) == python_csv(data)[1:]
 
 
 def test_old_mac_line_ends_with_a_big_row(tmp_path, big_fields):

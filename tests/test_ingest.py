@@ -13,6 +13,7 @@ from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 
+UNCLOSED = "unclosed quote: the quote opened on line {} is never closed, it runs to the end of the file"
 
 def stored(db) -> dict:
     return {doc["_id"]: doc for doc in db.movies.find()}
@@ -156,7 +157,7 @@ def test_unterminated_quote_is_rejected_not_fatal(db, worker, upload_dir, tmp_pa
     worker.work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed"
-    assert task["rejects"] == [{"line": 3, "reason": "expected 2 fields, found 1"}]
+    assert task["rejects"] == [{"line": 3, "reason": UNCLOSED.format(3)}]
     assert [m["title"] for m in db.movies.find()] == ["A"]
 
 
@@ -288,7 +289,7 @@ def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
         write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_requests(5))
 
 
-# -- rows larger than a block --------------------------------------------------------------------------------
+# -- rows larger than a block, and quotes that never close ---------------------------------------------------
 
 SMALL_BLOCK = 64 * 1024
 
@@ -413,3 +414,23 @@ def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db
     assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (4, 3, 1)
     assert sorted(stored(db)) == ["2001-02-03/Also small", "2001-02-03/Five", "2001-02-03/Small"]
     assert db.movies.find_one({"title": "Five"})["overview"] == "y" * (5 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("block_size", [SMALL_BLOCK, 1 << 20], ids=["rest-over-a-block", "rest-in-a-block"])
+def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_rows_before_load(db, config, upload_dir, tmp_path,
+                                                                                  block_size):
+    sample = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(sample[:6]) + "\n", encoding="utf-8")  # the header and five movies, lines 2-6
+    # Some 300 kB without a quote (a later quote would close it): more than a 64 KiB block, less than 1 MiB.
+    rest = "".join(movie_row(f"Film {i}", "plain") for i in range(5000))
+    assert '"' not in rest and 64 * 1024 < len(rest) < 1 << 20
+    path = tmp_path / "unclosed.csv"
+    path.write_text("\n".join(sample[:6]) + '\n5,"Heat,1995-12-15,Michael Mann\n' + rest, encoding="utf-8")
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config.with_overrides(BLOCK_SIZE=block_size), db=db, name="w").work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert task["rejects"] == [{"line": 7, "reason": UNCLOSED.format(7)}]
+    assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (6, 5, 1)
+    assert stored(db) == load(good)["documents"]

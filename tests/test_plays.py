@@ -195,7 +195,7 @@ def test_an_overflow_across_merges_is_caught_too():
         totals.add(*one, pa.array([1], pa.int64()))
 
 
-# -- rows larger than a block --------------------------------------------------------------------------------
+# -- rows larger than a block, and quotes that never close ---------------------------------------------------
 
 @pytest.fixture
 def big_fields():
@@ -230,3 +230,13 @@ def test_big_rows_are_totalled_alone_and_one_over_max_row_mb_is_rejected_with_it
         line if line < 12_003 else line + 400_001 for line, _ in expected_rejects]
     assert any(line > 12_003 for line, _ in expected_rejects)
     assert fields["rows_read"] == 20_003 and fields["rows_rejected"] == len(expected_rejects) + 1
+
+
+def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_plays_before_count(tmp_path):
+    path = write(tmp_path, "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nIn The End,2020-01-02,5\n"
+                           '"Heat,2020-01-01,1\nUmbrella,2020-01-01,50\n' + "Umbrella,2020-01-01,1\n" * 20_000)
+    fields, result = run(path, tmp_path, block_size=64 * 1024)
+    assert result == b"Song,Date,Total Number of Plays for Date\nIn The End,2020-01-02,5\nUmbrella,2020-01-01,100\n"
+    assert fields["rejects"] == [{"line": 4, "reason": "unclosed quote: the quote opened on line 4 is never closed, "
+                                                       "it runs to the end of the file"}]
+    assert (fields["rows_read"], fields["rows_rejected"], fields["groups"]) == (3, 1, 2)
