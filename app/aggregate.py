@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app import csvstream, plays
+from app import csvstream, defaults, plays
 from app.progress import Progress
 
 MERGE_ROWS = 1_000_000  # rows buffered (16 MB as keys and counts) before they are merged into the totals
@@ -207,12 +207,13 @@ def aggregate_plays(
     max_rejects: int,
     on_progress: Callable[[dict], None] = lambda fields: None,  # totals live in memory: there is no checkpoint
     formula_guard: bool = True,  # CSV_FORMULA_GUARD: neutralise songs a spreadsheet would run as formulas
+    max_row_mb: int = defaults.MAX_ROW_MB,  # a row bigger than a block is read alone up to this; rejected beyond
 ) -> dict:
     """Total the plays of `path` per (song, day) into the CSV `result_path`; returns the final fields."""
     progress = Progress(bytes_total=os.path.getsize(path))
     totals = Totals()
     last_report = time.monotonic()
-    for chunk in csvstream.stream(path, block_size):
+    for chunk in csvstream.stream(path, block_size, max_row_mb=max_row_mb):
         rejects = chunk.invalid
         if chunk.batch.num_rows:
             cleaned = plays.clean_batch(chunk.batch, chunk.lines)

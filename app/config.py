@@ -67,6 +67,7 @@ class Config:
     SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
     SSE_MAX_SECONDS: int = defaults.SSE_MAX_SECONDS
     BLOCK_SIZE: int = defaults.BLOCK_SIZE
+    MAX_ROW_MB: int = defaults.MAX_ROW_MB
     BATCH_SIZE: int = defaults.BATCH_SIZE
     INGEST_HELPER_MIN_MB: int = defaults.INGEST_HELPER_MIN_MB
     MAX_REJECTS_KEPT: int = defaults.MAX_REJECTS_KEPT
@@ -100,6 +101,10 @@ class Config:
     @property
     def max_upload_bytes(self) -> int:
         return self.MAX_UPLOAD_MB * 1024 * 1024
+
+    @property
+    def max_row_bytes(self) -> int:
+        return self.MAX_ROW_MB * 1024 * 1024
 
     @property
     def min_free_bytes(self) -> int:
@@ -140,8 +145,10 @@ _CHECKS = {
     "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
     "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "SSE_MAX_SECONDS": lambda n, v: _int(n, v, 1, 86400),
-    # A row must fit in a block, and a document in MongoDB's 16 MB: 8 MiB keeps rows well under it.
+    # A block is parsed at once, so it bounds the memory of reading; a bigger row is read alone (MAX_ROW_MB).
     "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
+    # A row is held whole, parsed and cleaned: a few times this much memory. 1 GiB: beyond it, a typo.
+    "MAX_ROW_MB": lambda n, v: _int(n, v, 1, 1024),
     "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
     "INGEST_HELPER_MIN_MB": lambda n, v: _int(n, v, 0, 1_000_000),
     "MAX_REJECTS_KEPT": lambda n, v: _int(n, v, 0, 10_000),
@@ -239,6 +246,9 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
         raise ConfigError("RESULT_FOLDER and UPLOAD_FOLDER must differ: both name files <task_id>.csv")
     if config.ZMQ_PORT == config.ZMQ_INTAKE_PORT:
         raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
+    if config.max_row_bytes < config.BLOCK_SIZE:
+        raise ConfigError(f"MAX_ROW_MB ({config.MAX_ROW_MB} MiB) must be at least BLOCK_SIZE "
+                          f"({config.BLOCK_SIZE} bytes): a row that fits in a block is always read")
     if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:
         raise ConfigError("HEARTBEAT_SECONDS must be smaller than WORKER_TIMEOUT")
     if config.SSE_MAX_STREAMS >= config.WEB_THREADS:  # each stream holds a thread: leave some for everything else

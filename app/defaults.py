@@ -36,6 +36,7 @@ SSE_KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closi
 SSE_MAX_SECONDS = 300  # a stream closes after this long; the browser reconnects
 
 BLOCK_SIZE = 1 << 20  # bytes PyArrow reads per block
+MAX_ROW_MB = 64  # a row bigger than a block is read alone up to this many MiB; a bigger one is rejected
 BATCH_SIZE = 1000  # movies per bulk write
 INGEST_HELPER_MIN_MB = 8  # movie files this big are parsed in a helper process, beside the writer (0: always)
 MAX_REJECTS_KEPT = 100  # rejected rows kept on a task, with line and reason

@@ -11,6 +11,7 @@ from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from app import defaults
 from app.pipeline import ahead
 from app.prepare import Batch, prepare
 from app.progress import Progress
@@ -103,17 +104,20 @@ def ingest_movies(
     retry: Backoff = ONCE,
     in_process_from: int = 0,
     write_chunk: int = 0,
+    max_row_mb: int = defaults.MAX_ROW_MB,
 ) -> dict:
     """Load the file into `collection`, from `checkpoint` on if given; returns the final fields.
 
     After each batch is written, `on_progress(fields, checkpoint)`: a later attempt given that
     checkpoint goes on with the next batch. With at least `in_process_from` bytes to go, blocks are
     prepared in a helper process while this one writes. Each batch goes to the server `write_chunk`
-    upserts per command (0: the whole batch in one).
+    upserts per command (0: the whole batch in one). A row bigger than a block is read alone, up to
+    `max_row_mb` MiB, and rejected beyond (see app/csvstream.py).
     """
     progress = Progress.resume(os.path.getsize(path), checkpoint)
     in_process = progress.bytes_total - progress.bytes_read >= in_process_from
-    with ahead(prepare, path, block_size, batch_size, progress.line, in_process=in_process, env=HELPER_ENV) as blocks:
+    with ahead(prepare, path, block_size, batch_size, progress.line, max_row_mb,
+               in_process=in_process, env=HELPER_ENV) as blocks:
         for block in blocks:
             for batch in block:
                 if batch.ids:

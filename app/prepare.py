@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from app import csvstream, movies, strings
+from app import csvstream, defaults, movies, strings
 from app.csvstream import Reject
 from app.encode import encode
 from app.pipeline import in_thread
@@ -34,9 +34,11 @@ class Batch:
     warnings: dict[str, int] = field(default_factory=dict)
 
 
-def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2) -> Iterator[list[Batch]]:
+def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2,
+            max_row_mb: int = defaults.MAX_ROW_MB) -> Iterator[list[Batch]]:
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
-    blocks = csvstream.coalesce(csvstream.stream(path, block_size, start_line=start_line), CLEAN_ROWS)
+    rows = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
+    blocks = csvstream.coalesce(rows, CLEAN_ROWS)
     bytes_before = 0  # where the current chunk's bytes start
     for chunk in in_thread(blocks, depth=1):
         block = movies.clean_block(chunk.batch, chunk.lines)

@@ -93,6 +93,9 @@ def test_other_stores_accepted():
     ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
     ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE"),
     ({"BLOCK_SIZE": "65535"}, "BLOCK_SIZE"),
+    ({"MAX_ROW_MB": "0"}, "MAX_ROW_MB"),
+    ({"MAX_ROW_MB": "1025"}, "MAX_ROW_MB"),
+    ({"MAX_ROW_MB": "2", "BLOCK_SIZE": str(4 * 1024 * 1024)}, "MAX_ROW_MB"),
     ({"CACHE_TTL": "-1"}, "CACHE_TTL"),
     ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
     ({"DEBUG": "maybe"}, "DEBUG"),
@@ -189,6 +192,7 @@ BAD_AT_START = {
     "MAX_UPLOAD_MB above its bound": lambda tmp: ({"MAX_UPLOAD_MB": "1048577"}, "MAX_UPLOAD_MB"),
     "MAX_COLUMNS above its bound": lambda tmp: ({"MAX_COLUMNS": "10001"}, "MAX_COLUMNS"),
     "MIN_FREE_MB above its bound": lambda tmp: ({"MIN_FREE_MB": "1048577"}, "MIN_FREE_MB"),
+    "MAX_ROW_MB below BLOCK_SIZE": lambda tmp: ({"MAX_ROW_MB": "1", "BLOCK_SIZE": "4194304"}, "MAX_ROW_MB"),
 }
 
 
@@ -217,3 +221,15 @@ def test_size_settings_have_upper_bounds():
     assert (Config().MAX_COLUMNS, Config().MIN_FREE_MB) == (500, 512)
     with pytest.raises(ConfigError, match=r"^MAX_UPLOAD_MB must be between 1 and 1048576, got 1048577$"):
         load_config({"MAX_UPLOAD_MB": "1048577"})
+
+
+def test_max_row_mb_defaults_to_64_and_must_hold_a_block():
+    assert (Config().MAX_ROW_MB, load_config({}).max_row_bytes) == (64, 64 * 1024 * 1024)
+    assert load_config({"MAX_ROW_MB": "1024"}).max_row_bytes == 1 << 30
+    assert load_config({"MAX_ROW_MB": "1", "BLOCK_SIZE": "1048576"}).MAX_ROW_MB == 1  # a row of one block: fine
+    with pytest.raises(ConfigError, match=r"^MAX_ROW_MB must be between 1 and 1024, got 1025$"):
+        load_config({"MAX_ROW_MB": "1025"})
+    with pytest.raises(ConfigError) as info:
+        load_config({"MAX_ROW_MB": "1", "BLOCK_SIZE": "2097152"})
+    assert str(info.value) == ("MAX_ROW_MB (1 MiB) must be at least BLOCK_SIZE (2097152 bytes): "
+                               "a row that fits in a block is always read")

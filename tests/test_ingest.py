@@ -13,6 +13,7 @@ from app.worker import Worker
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 
+UNCLOSED = "unclosed quote: the quote opened on line {} is never closed, it runs to the end of the file"
 
 def stored(db) -> dict:
     return {doc["_id"]: doc for doc in db.movies.find()}
@@ -156,7 +157,7 @@ def test_unterminated_quote_is_rejected_not_fatal(db, worker, upload_dir, tmp_pa
     worker.work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed"
-    assert task["rejects"] == [{"line": 3, "reason": "expected 2 fields, found 1"}]
+    assert task["rejects"] == [{"line": 3, "reason": UNCLOSED.format(3)}]
     assert [m["title"] for m in db.movies.find()] == ["A"]
 
 
@@ -286,3 +287,150 @@ def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
 
     with pytest.raises(KeyError, match="upserted"):
         write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_requests(5))
+
+
+# -- rows larger than a block, and quotes that never close ---------------------------------------------------
+
+SMALL_BLOCK = 64 * 1024
+
+
+@pytest.fixture
+def big_fields():
+    """The reference reads with Python's csv module, which refuses fields over 128 KiB unless told otherwise."""
+    import csv
+
+    limit = csv.field_size_limit(1 << 30)
+    yield
+    csv.field_size_limit(limit)
+
+
+def movie_row(title: str, overview: str, date: str = "2001-02-03") -> str:
+    """One movie as a CSV line of the contract's columns, quoted as a spreadsheet would."""
+    import csv
+    import io
+
+    from app.movies import COLUMNS
+
+    values = {"title": title, "overview": overview, "release_date": date, "budget": "1000", "languages": "['English']"}
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow([values.get(name, "") for name in COLUMNS])
+    return out.getvalue()
+
+
+def movies_around(tmp_path, *middle: str, seed: int = 3, rows: int = 1500):
+    """A generated movie file with `middle` (CSV lines) between its two halves; and the line `middle` starts on."""
+    halves = []
+    for part in range(2):
+        generate_movies(str(tmp_path / f"half{part}.csv"), rows=rows, seed=seed + part)
+        halves.append((tmp_path / f"half{part}.csv").read_bytes().decode("utf-8"))
+    header, first = halves[0].split("\r\n", 1)
+    second = halves[1].split("\r\n", 1)[1]
+    path = tmp_path / "movies.csv"
+    path.write_text(header + "\r\n" + first + "".join(middle) + second, encoding="utf-8", newline="")
+    return path, 2 + first.count("\n")
+
+
+def long_overview(size: int) -> str:
+    words = ["plot", "twist,", 'a "quote"', "new\nline", "café"]
+    return " ".join(words[i % len(words)] for i in range(size // 7))
+
+
+def test_a_movie_row_three_blocks_long_loads_alone_and_every_movie_after_it_too(db, config, upload_dir, tmp_path,
+                                                                               big_fields):
+    big = movie_row("Long Story", long_overview(3 * SMALL_BLOCK))
+    path, big_line = movies_around(tmp_path, big)
+    expected = load(path)
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), db=db, name="w").work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert stored(db) == expected["documents"]
+    assert db.movies.find_one({"_id": "2001-02-03/Long Story"})["overview"] == long_overview(3 * SMALL_BLOCK)
+    assert (task["rows_read"], task["rows_rejected"]) == (expected["rows_read"], len(expected["rejects"]))
+    assert task["rejects"] == expected["rejects"][:100]
+    assert any(r["line"] > big_line for r in task["rejects"])  # rejects after the big row keep their lines
+    assert task["bytes_read"] == task["bytes_total"] == path.stat().st_size
+
+
+def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_loads(db, config, upload_dir, tmp_path):
+    huge = movie_row("Too Long", "0123456789\n" * 150_000)  # 1.65 MB over 150 001 lines; MAX_ROW_MB=1
+    after = movie_row("", "no title") + movie_row("After", "fine")
+    path = tmp_path / "movies.csv"
+    text = movie_row("Before", "fine") + huge + after
+    header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
+    path.write_text(header + "\r\n" + text, encoding="utf-8", newline="")
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK, MAX_ROW_MB=1), db=db, name="w").work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert task["rejects"] == [
+        {"line": 3, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {len(huge.encode()):,} bytes, "
+                              "lines 3 to 150003"},
+        {"line": 150_004, "reason": "missing title"},
+    ]
+    assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (4, 2, 2)
+    (tmp_path / "without.csv").write_text(header + "\r\n" + movie_row("Before", "fine") + after, newline="")
+    assert stored(db) == load(tmp_path / "without.csv")["documents"]
+
+
+def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp_path, big_fields):
+    path, big_line = movies_around(tmp_path, movie_row("Long Story", long_overview(3 * SMALL_BLOCK)), rows=800)
+    whole = ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
+                          in_process_from=1 << 40)
+    expected = stored(db)
+    db.movies.drop()
+
+    class Stop(Exception):
+        pass
+
+    saved = []
+
+    def stop_after_the_big_row(fields, checkpoint):
+        if checkpoint["line"] > big_line + 200:
+            saved.append(checkpoint)
+            raise Stop
+
+    with pytest.raises(Stop):
+        ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
+                      in_process_from=1 << 40, on_progress=stop_after_the_big_row)
+    resumed = ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
+                            in_process_from=1 << 40, checkpoint=saved[0])
+    assert stored(db) == expected
+    counters = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "rejects", "warnings", "bytes_read")
+    assert {k: resumed[k] for k in counters} == {k: whole[k] for k in counters}
+
+
+def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db, config, upload_dir, tmp_path):
+    header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
+    path = tmp_path / "huge.csv"
+    rows = [movie_row("Small", "short"), movie_row("Huge", "x" * (17 * 1024 * 1024)),
+            movie_row("Five", "y" * (5 * 1024 * 1024)), movie_row("Also small", "fine")]
+    path.write_text(header + "\r\n" + "".join(rows), encoding="utf-8", newline="")
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), db=db, name="w").work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert task["rejects"] == [{"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]
+    assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (4, 3, 1)
+    assert sorted(stored(db)) == ["2001-02-03/Also small", "2001-02-03/Five", "2001-02-03/Small"]
+    assert db.movies.find_one({"title": "Five"})["overview"] == "y" * (5 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("block_size", [SMALL_BLOCK, 1 << 20], ids=["rest-over-a-block", "rest-in-a-block"])
+def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_rows_before_load(db, config, upload_dir, tmp_path,
+                                                                                  block_size):
+    sample = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(sample[:6]) + "\n", encoding="utf-8")  # the header and five movies, lines 2-6
+    # Some 300 kB without a quote (a later quote would close it): more than a 64 KiB block, less than 1 MiB.
+    rest = "".join(movie_row(f"Film {i}", "plain") for i in range(5000))
+    assert '"' not in rest and 64 * 1024 < len(rest) < 1 << 20
+    path = tmp_path / "unclosed.csv"
+    path.write_text("\n".join(sample[:6]) + '\n5,"Heat,1995-12-15,Michael Mann\n' + rest, encoding="utf-8")
+    task_id = queue_file(db, path, upload_dir)
+    Worker(config.with_overrides(BLOCK_SIZE=block_size), db=db, name="w").work()
+    task = db.processes.find_one({"task_id": task_id})
+    assert task["status"] == "completed", task.get("error")
+    assert task["rejects"] == [{"line": 7, "reason": UNCLOSED.format(7)}]
+    assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (6, 5, 1)
+    assert stored(db) == load(good)["documents"]

@@ -193,3 +193,50 @@ def test_an_overflow_across_merges_is_caught_too():
     assert [t.to_pylist() for t in totals.ordered(10)] == [[{"song": "A", "day": date(2020, 1, 1), "plays": 2**63 - 1}]]
     with pytest.raises(TotalTooLarge):
         totals.add(*one, pa.array([1], pa.int64()))
+
+
+# -- rows larger than a block, and quotes that never close ---------------------------------------------------
+
+@pytest.fixture
+def big_fields():
+    """The reference reads with Python's csv module, which refuses fields over 128 KiB unless told otherwise."""
+    limit = csv.field_size_limit(1 << 30)
+    yield
+    csv.field_size_limit(limit)
+
+
+def test_big_rows_are_totalled_alone_and_one_over_max_row_mb_is_rejected_with_its_line(tmp_path, big_fields):
+    """A 200 kB song (3 blocks) counts; a 1.2 MB one (MAX_ROW_MB=1) is rejected; lines after both stay exact."""
+    path = tmp_path / "generated.csv"
+    generate_plays(str(path), rows=20_000, seed=3, songs=50, days=10, bad_rate=0.002)
+    lines = path.read_bytes().decode().split("\n")
+    long_song = '"Long, ' + "la " * 70_000 + '\nremix"'
+    too_long = '"Too long ' + "na\n" * 400_000 + '"'
+    lines[5_000:5_000] = [f"{long_song},2020-01-01,3", f"{long_song},20200101,4"]  # lines 5001-5004
+    lines[12_000:12_000] = [f"{too_long},2020-01-01,5"]  # line 12003, over 400 001 lines
+    path.write_bytes("\n".join(lines).encode())
+    (tmp_path / "without.csv").write_bytes("\n".join(lines[:12_000] + lines[12_001:]).encode())
+    expected, expected_rejects = reference.plays_totals(tmp_path / "without.csv")
+
+    fields, result = run(path, tmp_path, block_size=64 * 1024, max_rejects=10_000, max_row_mb=1)
+
+    assert result == expected
+    assert b"Long, la la" in result
+    too_long_size = len(f"{too_long},2020-01-01,5\n".encode())
+    reject = {"line": 12_003, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {too_long_size:,} bytes, "
+                                        "lines 12003 to 412003"}
+    assert reject in fields["rejects"]
+    assert [r["line"] for r in fields["rejects"] if r != reject] == [
+        line if line < 12_003 else line + 400_001 for line, _ in expected_rejects]
+    assert any(line > 12_003 for line, _ in expected_rejects)
+    assert fields["rows_read"] == 20_003 and fields["rows_rejected"] == len(expected_rejects) + 1
+
+
+def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_plays_before_count(tmp_path):
+    path = write(tmp_path, "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nIn The End,2020-01-02,5\n"
+                           '"Heat,2020-01-01,1\nUmbrella,2020-01-01,50\n' + "Umbrella,2020-01-01,1\n" * 20_000)
+    fields, result = run(path, tmp_path, block_size=64 * 1024)
+    assert result == b"Song,Date,Total Number of Plays for Date\nIn The End,2020-01-02,5\nUmbrella,2020-01-01,100\n"
+    assert fields["rejects"] == [{"line": 4, "reason": "unclosed quote: the quote opened on line 4 is never closed, "
+                                                       "it runs to the end of the file"}]
+    assert (fields["rows_read"], fields["rows_rejected"], fields["groups"]) == (3, 1, 2)

@@ -42,6 +42,7 @@ def run(job: Job) -> dict:
         max_rejects=c.MAX_REJECTS_KEPT, on_progress=job.on_progress,
         checkpoint=job.task.get("checkpoint"), retry=job.retry,
         in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=c.MONGO_WRITE_OPS,
+        max_row_mb=c.MAX_ROW_MB,
     )
 
 

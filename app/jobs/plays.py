@@ -22,7 +22,7 @@ def run(job: Job) -> dict:
     c = job.config
     return aggregate_plays(
         job.task["path"], job.result_path, block_size=c.BLOCK_SIZE, max_rejects=c.MAX_REJECTS_KEPT,
-        on_progress=job.on_progress, formula_guard=c.CSV_FORMULA_GUARD,
+        on_progress=job.on_progress, formula_guard=c.CSV_FORMULA_GUARD, max_row_mb=c.MAX_ROW_MB,
     )
 
 
