@@ -1,7 +1,7 @@
 """`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded mode) a worker.
 
 gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk; its
-event loop reads each request's headers first (app/serving.py), so slow clients hold no thread.
+event loop reads each request's headers first (app/api/serving.py), so slow clients hold no thread.
 With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers with `python worker.py`.
 With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
 hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
@@ -17,7 +17,8 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
-from app import auth, create_app, limits, logs
+from app import create_app, logs
+from app.api import auth, limits
 from app.config import Config
 
 log = logging.getLogger("app.run")
@@ -30,7 +31,7 @@ class Server(BaseApplication):
 
     def load_config(self):
         c = self.config
-        from app.serving import GuardedThreadWorker
+        from app.api.serving import GuardedThreadWorker
 
         GuardedThreadWorker.header_timeout = c.HEADER_TIMEOUT_SECONDS  # inherited by the forked workers
         GuardedThreadWorker.body_timeout = c.BODY_TIMEOUT_SECONDS
@@ -38,7 +39,7 @@ class Server(BaseApplication):
             "bind": f"{c.HOST}:{c.PORT}",
             "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,
             # gthread, with headers and a body's first 64 KiB read by the event loop: slow clients hold no thread
-            "worker_class": "app.serving.GuardedThreadWorker",
+            "worker_class": "app.api.serving.GuardedThreadWorker",
             "threads": c.WEB_THREADS,
             "timeout": 120,
             "graceful_timeout": 10,
@@ -64,7 +65,7 @@ def first_key(config: Config, db) -> None:
     Printed to the terminal, not logged: log collectors must never hold a secret. The secret rides in the
     URL's fragment, which a browser never sends, so it reaches no access log either (as notebook servers do).
     """
-    from app import keys
+    from app.api import keys
 
     if keys.any_key(db):
         return
@@ -83,8 +84,8 @@ def first_key(config: Config, db) -> None:
 
 def _start_embedded_worker(config: Config) -> None:
     """Embedded mode: broker and ingest worker live in the single API process, beside the app."""
-    from app.taskqueue import Broker
-    from app.worker import Worker
+    from app.broker.taskqueue import Broker
+    from app.worker.loop import Worker
 
     Broker(config).start()
     for n in range(config.EMBEDDED_WORKERS):

@@ -5,7 +5,7 @@ import signal
 import sys
 
 from app import logs
-from app.worker import Worker
+from app.worker.loop import Worker
 
 
 def main() -> int:

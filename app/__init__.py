@@ -18,10 +18,11 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
     from flask import Flask
 
-    from app import auth, cache, errors, limits, mongo
+    from app.api import auth, errors, limits
+    from app.api.services import Services
+    from app.broker.taskqueue import Producer
     from app.config import load_config
-    from app.services import Services
-    from app.taskqueue import Producer
+    from app.store import cache, mongo
 
     config = config or load_config()
     app = Flask(__name__)
@@ -44,11 +45,11 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
-    # who is asking, then the per-key limits count the request, then may they (app/auth.py, app/limits.py)
+    # who is asking, then the per-key limits count the request, then may they (app/api/auth.py, app/api/limits.py)
     auth.install(app, between=limits.create(app, config, redis_client).install)
     app.after_request(security_headers)
-    from app.routes import auth as auth_routes
-    from app.routes import events, health, keys, legacy, movies, tasks, uploads, web
+    from app.api.routes import auth as auth_routes
+    from app.api.routes import events, health, keys, legacy, movies, tasks, uploads, web
 
     for module in (uploads, tasks, events, movies, keys, auth_routes, health, legacy, web):
         app.register_blueprint(module.bp)

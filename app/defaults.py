@@ -7,7 +7,7 @@ PORT = 5000
 WEB_CONCURRENCY = 2  # API processes (gunicorn workers); forced to 1 in embedded mode
 WEB_THREADS = 16  # threads per API process; an open event stream holds one for as long as it lasts
 # A client's headers must be complete this long after it connects (or after its previous request), else 408;
-# they are read by gunicorn's event loop, so a slow client holds no thread meanwhile (app/serving.py).
+# they are read by gunicorn's event loop, so a slow client holds no thread meanwhile (app/api/serving.py).
 HEADER_TIMEOUT_SECONDS = 10
 # Each 64 KiB of a request body (or its rest) must arrive within this many seconds, else 408 and the upload is
 # dropped: a floor of about 2 kB/s by default. The first 64 KiB are waited for by the event loop, too.

@@ -1,6 +1,6 @@
 """The in-memory stand-ins the service runs on when `MONGO_URI` or `REDIS_URL` is empty: mongomock and fakeredis.
 
-Shared by everything in the process that asks app/mongo.py or app/cache.py for its client, and lost when it
+Shared by everything in the process that asks app/store/mongo.py or app/store/cache.py for its client, and lost when it
 exits. Those modules import this one only when their URI is empty; with real servers nothing here loads.
 """
 from __future__ import annotations

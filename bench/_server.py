@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from app import keys
+from app.api import keys
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]

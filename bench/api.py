@@ -50,7 +50,7 @@ MOVIE_PATHS = (
     "/api/v1/movies?sort_by=title&page=5&limit=50",
 )
 BARE_PATH = "/api/v1/ping"
-CACHE_KEYS = "cache:movies:*"  # app.cache's prefix and the route's namespace
+CACHE_KEYS = "cache:movies:*"  # app.store.cache's prefix and the route's namespace
 RATIO_TARGET = 0.5
 
 
@@ -104,9 +104,10 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
     """Each path's body as MongoDB answers it (a cache miss) in an in-process service fed the same file."""
     import fakeredis
 
-    from app import create_app, keys
+    from app import create_app
+    from app.api import keys
     from app.embedded import embedded_client
-    from app.worker import Worker
+    from app.worker.loop import Worker
 
     config = load_config({"UPLOAD_FOLDER": str(workdir / "reference-uploads"),
                           "RESULT_FOLDER": str(workdir / "reference-results")})

@@ -71,7 +71,7 @@ def floor(path: str) -> dict:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from app import csvstream
+    from app.reader import csvstream
 
     header = csvstream.read_header(path)
     reader = pacsv.open_csv(
@@ -84,7 +84,7 @@ def floor(path: str) -> dict:
 
 def pipeline(path: str) -> dict:
     from app import defaults
-    from app.ingest import ingest_movies
+    from app.jobs.movies.ingest import ingest_movies
 
     collection = RecordingCollection()
     fields = ingest_movies(path, collection, block_size=defaults.BLOCK_SIZE, batch_size=defaults.BATCH_SIZE,
@@ -181,7 +181,7 @@ def check(path: Path) -> tuple[int, str | None]:
     import bson
 
     from app import defaults
-    from app.prepare import prepare
+    from app.jobs.movies.prepare import prepare
     from tests.support import reference
 
     def produced():

@@ -4,8 +4,8 @@
     python bench/ingest_server.py --input movies.csv --stores embedded,ferretdb,ferretdb-postgresql
 
 Generates a movie file (or takes one), warms the page cache, then, for each store, runs the worker's
-`ingest_movies` (app/ingest.py: helper process and all) in a fresh Python process of its own, writing
-through pymongo into a `movies` collection that has the service's indexes (`app.mongo.ensure_indexes`,
+`ingest_movies` (app/jobs/movies/ingest.py: helper process and all) in a fresh Python process of its own, writing
+through pymongo into a `movies` collection that has the service's indexes (`app.store.mongo.ensure_indexes`,
 as `create_app` makes them; created before the clock starts):
 
   embedded             `app.embedded.embedded_client()`, the in-memory store of MONGO_URI-less runs (it lives
@@ -55,9 +55,10 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 def run_one(store: str, path: str, uri: str) -> dict:
     import pymongo
 
-    from app import defaults, mongo
+    from app import defaults
     from app.embedded import embedded_client
-    from app.ingest import ingest_movies
+    from app.jobs.movies.ingest import ingest_movies
+    from app.store import mongo
 
     client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
     db = client[DB_NAME]

@@ -93,7 +93,7 @@ def run_one(which: str, path: str, result_path: str) -> dict:
     """In the child: import what `which` needs, then time it alone. Its figures, for the parent."""
     if which == "service":
         from app import defaults
-        from app.aggregate import aggregate_plays
+        from app.jobs.plays.aggregate import aggregate_plays
 
         def work():
             return aggregate_plays(path, result_path, block_size=defaults.BLOCK_SIZE,

@@ -16,7 +16,7 @@ bash scripts/test-services.sh ferretdb >/dev/null || { bash scripts/test-service
 
 mkdir -p "$DATA/state"
 export MONGO_URI="mongodb://127.0.0.1:$PORT_DB/"
-export MONGO_WRITE_OPS="${MONGO_WRITE_OPS:-25}"  # app/mongo.py FERRETDB_WRITE_OPS: FerretDB 1.24 hangs on bigger bulk writes
+export MONGO_WRITE_OPS="${MONGO_WRITE_OPS:-25}"  # app/store/mongo.py FERRETDB_WRITE_OPS: FerretDB 1.24 hangs on bigger bulk writes
 
 pids=()
 stop() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

@@ -13,7 +13,7 @@ import pytest
 
 from app import create_app, embedded
 from app.config import load_config
-from app.worker import Worker
+from app.worker.loop import Worker
 from tests.support import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in

@@ -283,7 +283,7 @@ def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
     client = signed_in(app)
     db.movies.insert_many([movie("Heat", "1995-12-15"), movie("Toy Story", "1995-10-30")])
 
-    with caplog.at_level(logging.WARNING, logger="app.cache"):
+    with caplog.at_level(logging.WARNING, logger="app.store.cache"):
         for _ in range(2):
             response = client.get("/api/v1/movies")
             assert response.status_code == 200
@@ -293,7 +293,7 @@ def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
         bad = client.get("/api/v1/movies?page=0")
         assert bad.status_code == 400
 
-    warnings = [r for r in caplog.records if r.name == "app.cache" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "app.store.cache" and r.levelno == logging.WARNING]
     assert warnings, [(r.name, r.getMessage()) for r in caplog.records]
 
 
@@ -318,7 +318,7 @@ def test_the_same_parameters_in_any_order_share_one_cached_page(client, redis_cl
 
 
 def test_cache_key_is_the_same_for_the_same_parameters_in_any_order(redis_client):
-    from app.cache import Cache
+    from app.store.cache import Cache
 
     cache = Cache(redis_client, ttl=5, prefix="p:")
     forward = cache.key("movies", {"year": 1995, "sort_by": "title", "order": 1, "limit": 5})

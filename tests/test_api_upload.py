@@ -246,7 +246,7 @@ def test_database_down_while_recording_the_task(client, db, producer, upload_dir
     def down(*args, **kwargs):
         raise ServerSelectionTimeoutError("no servers")
 
-    monkeypatch.setattr("app.routes.uploads.tasks.create", down)
+    monkeypatch.setattr("app.api.routes.uploads.tasks.create", down)
     assert_error(post_file(client, SAMPLE_MOVIES.read_bytes()), 503, "database_unavailable")
     assert_nothing_left(upload_dir, db, producer)  # the stored file is removed, no worker is woken
 
@@ -347,7 +347,7 @@ def test_unexpected_exception_is_json_500_without_traceback(client, monkeypatch)
     def boom(db, task_id):
         raise RuntimeError("secret internals at /srv/app.py line 42")
 
-    monkeypatch.setattr("app.routes.tasks.tasks.get", boom)
+    monkeypatch.setattr("app.api.routes.tasks.tasks.get", boom)
     response = client.get("/api/v1/process/x")
     error = assert_error(response, 500, "internal_error")
     text = response.get_data(as_text=True)
@@ -359,7 +359,7 @@ def test_database_down_is_json_503(client, monkeypatch):
     def down(db, task_id):
         raise ServerSelectionTimeoutError("localhost:27017: [Errno 111] Connection refused")
 
-    monkeypatch.setattr("app.routes.tasks.tasks.get", down)
+    monkeypatch.setattr("app.api.routes.tasks.tasks.get", down)
     response = client.get("/api/v1/process/x")
     error = assert_error(response, 503, "database_unavailable")
     assert "27017" not in error["message"]
@@ -428,7 +428,7 @@ MB = 1 << 20
 
 def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_before_it_is_read(
         client, db, producer, upload_dir, monkeypatch):
-    from app import intake
+    from app.api import intake
 
     body = b"title\n" + b"A Movie\n" * (MB // 8)  # 1 MiB: enough to take the last MiB above the floor
     monkeypatch.setattr(intake, "free_bytes", lambda folder: 512 * MB + len(body) // 2)
@@ -441,7 +441,7 @@ def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_befor
 def test_an_upload_is_stopped_when_free_space_falls_below_min_free_mb_while_it_streams(
         client, db, producer, upload_dir, monkeypatch):
     """Content-Length said it fits, but the disk filled (another writer, or a lying length) as it came in."""
-    from app import intake
+    from app.api import intake
 
     free = iter([600 * MB, 600 * MB, 100 * MB])  # before: room; after the first write: room; then: full
     monkeypatch.setattr(intake, "free_bytes", lambda folder: next(free, 100 * MB))
@@ -454,7 +454,7 @@ def test_an_upload_is_stopped_when_free_space_falls_below_min_free_mb_while_it_s
 
 
 def test_min_free_mb_zero_turns_the_check_off(config, db, redis_client, producer, upload_dir, monkeypatch):
-    from app import intake
+    from app.api import intake
 
     monkeypatch.setattr(intake, "free_bytes", lambda folder: 0)
     app = create_app(config.with_overrides(MIN_FREE_MB=0), db=db, redis_client=redis_client, producer=producer)

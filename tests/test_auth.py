@@ -17,7 +17,8 @@ import time
 import jwt
 import pytest
 
-from app import auth, create_app, keys
+from app import create_app
+from app.api import auth, keys
 from app.config import ConfigError, check_secret_key, load_config
 from tests.conftest import SAMPLE_MOVIES
 from tests.support import REPO
@@ -287,7 +288,7 @@ def test_auth_off_lets_anyone_in_and_warns(config, db, redis_client, producer, c
     app = create_app(config.with_overrides(AUTH=False), db=db, redis_client=redis_client, producer=producer)
     assert upload(app.test_client()).status_code == 202
     assert app.test_client().get("/api/v1/processes").json["total_docs"] == 1
-    with caplog.at_level(logging.WARNING, logger="app.auth"):
+    with caplog.at_level(logging.WARNING, logger="app.api.auth"):
         auth.warn_if_off(config.with_overrides(AUTH=False))
     assert "AUTH=false: authentication is off" in caplog.text
 

@@ -1,4 +1,5 @@
-"""Tests for the cleaning rules (app.clean) and for turning a raw block into movie documents (movies.clean_block)."""
+"""Tests for the cleaning rules (app.reader.clean) and for turning a raw block into movie documents
+(movies.clean_block)."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -10,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import clean, movies
-from app.csvstream import Reject
-from app.encode import encode
+from app.jobs.movies import schema as movies
+from app.jobs.movies.encode import encode
+from app.reader import clean
+from app.reader.csvstream import Reject
 from tests.support import reference
 
 

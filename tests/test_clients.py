@@ -1,10 +1,10 @@
-"""One client per process and server (app/clients.py), as app/mongo.py and app/cache.py use it."""
+"""One client per process and server (app/store/clients.py), as app/store/mongo.py and app/store/cache.py use it."""
 from __future__ import annotations
 
 import threading
 
-from app import cache, clients, mongo
 from app.config import load_config
+from app.store import cache, clients, mongo
 
 
 def test_a_client_is_made_once_per_store_and_address_even_when_asked_for_at_once():

@@ -146,7 +146,7 @@ def test_worker_exits_2_on_bad_setting():
 
 def test_the_mongodb_client_gives_up_on_a_silent_server_after_mongo_socket_timeout_seconds():
     """Without a socket timeout a worker waits forever on a server that stopped answering mid-command."""
-    from app import mongo
+    from app.store import mongo
 
     config = load_config({"MONGO_URI": "mongodb://127.0.0.1:1/", "MONGO_SOCKET_TIMEOUT_SECONDS": "7"})
     client = mongo._new_client(config)

@@ -1,4 +1,4 @@
-"""Tests for reading CSV files block by block with exact physical line numbers (app.csvstream)."""
+"""Tests for reading CSV files block by block with exact physical line numbers (app.reader.csvstream)."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import csvscan, csvstream
-from app.csvstream import Reject
+from app.reader import csvscan, csvstream
+from app.reader.csvstream import Reject
 
 BIG = 1 << 20
 
@@ -466,7 +466,7 @@ def _pyarrow_rows(data: bytes, names: list[str]):
 PEAK_SCRIPT = """
 import re, sys
 import psutil
-from app import csvstream
+from app.reader import csvstream
 base = psutil.Process().memory_info().rss
 rows = sum(chunk.batch.num_rows for chunk in csvstream.stream(sys.argv[1], int(sys.argv[2])))
 peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024

@@ -88,7 +88,7 @@ def named_routes(text: str) -> set[str]:
 
 
 def modules() -> set[str]:
-    """Every module of the app package, as its file's path: app/queue.py, app/routes/__init__.py, …"""
+    """Every module of the app package, as its file's path: app/queue.py, app/api/routes/__init__.py, …"""
     found = {"app/__init__.py"}
     for info in pkgutil.walk_packages(app_package.__path__, "app."):
         path = info.name.replace(".", "/")

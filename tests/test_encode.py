@@ -10,8 +10,8 @@ from bson.raw_bson import RawBSONDocument
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import prepare
-from app.encode import encode
+from app.jobs.movies import prepare
+from app.jobs.movies.encode import encode
 from app.tools.generate import generate_movies
 from tests.support import reference
 

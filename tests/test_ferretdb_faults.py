@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app.serialize import to_json
+from app.store.serialize import to_json
 from app.tools.generate import generate_movies
 from tests.conftest import require
 from tests.support import ferretdb as ferretdb_support
@@ -37,7 +37,7 @@ ROWS = 1_200
 # bulk write replaying more than 100 movies already stored never returns. A batch replayed after an outage is
 # exactly that. Upserting a movie also scans the table (its `_id` is not a string: no pushdown), hence few rows.
 BATCH = 100
-# pymongo waits serverSelectionTimeoutMS (5 s, app/mongo.py) for a server before an operation fails.
+# pymongo waits serverSelectionTimeoutMS (5 s, app/store/mongo.py) for a server before an operation fails.
 SELECTION_SECONDS = 5
 API_ANSWER_SECONDS = SELECTION_SECONDS + 5  # a request during an outage is answered within this
 ALL_SIGNALS = os.environ.get("SIGNALS") == "all"

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from app.movies import COLUMNS
+from app.jobs.movies.schema import COLUMNS
 from tests.support.service import Service
 
 BLOCK = 64 * 1024

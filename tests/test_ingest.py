@@ -7,9 +7,9 @@ from datetime import datetime
 import pytest
 
 from app import tasks
-from app.ingest import ingest_movies
+from app.jobs.movies.ingest import ingest_movies
 from app.tools.generate import generate_movies
-from app.worker import Worker
+from app.worker.loop import Worker
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 
@@ -261,7 +261,7 @@ def movie_requests(n: int, offset: int = 0):
 
 
 def test_a_batch_goes_to_the_server_in_chunks_of_mongo_write_ops(db):
-    from app.ingest import write_movies
+    from app.jobs.movies.ingest import write_movies
 
     movies = CountingMovies(db.movies)
     assert write_movies(movies, movie_requests(1000), chunk=25) == (1000, 0)
@@ -272,7 +272,7 @@ def test_a_batch_goes_to_the_server_in_chunks_of_mongo_write_ops(db):
 
 def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
     """FerretDB 1.24 answers an upsert that lost a duplicate-key race without `n`/`nModified`."""
-    from app.ingest import write_movies
+    from app.jobs.movies.ingest import write_movies
 
     movies = CountingMovies(db.movies, lose_races=1)
     inserted, updated = write_movies(movies, movie_requests(30), chunk=10)
@@ -283,7 +283,7 @@ def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
 
 
 def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
-    from app.ingest import write_movies
+    from app.jobs.movies.ingest import write_movies
 
     with pytest.raises(KeyError, match="upserted"):
         write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_requests(5))
@@ -309,7 +309,7 @@ def movie_row(title: str, overview: str, date: str = "2001-02-03") -> str:
     import csv
     import io
 
-    from app.movies import COLUMNS
+    from app.jobs.movies.schema import COLUMNS
 
     values = {"title": title, "overview": overview, "release_date": date, "budget": "1000", "languages": "['English']"}
     out = io.StringIO()

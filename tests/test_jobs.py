@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app import jobs
-from app.jobs import JobKind, JobRefused
+from app.jobs import registry as jobs
+from app.jobs.registry import JobKind, JobRefused
 from tests.support import REPO
 
 UPLOAD = "/api/v1/upload"
@@ -58,7 +58,8 @@ def test_an_unknown_kind_is_refused_when_asked_for_and_fails_when_run():
 
 
 def test_the_registry_and_the_worker_load_no_flask():
-    code = "import sys, app.jobs, app.worker; print(sorted(m for m in ('flask', 'werkzeug') if m in sys.modules))"
+    code = ("import sys, app.jobs.registry, app.worker.loop; "
+            "print(sorted(m for m in ('flask', 'werkzeug') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

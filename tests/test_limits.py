@@ -1,4 +1,4 @@
-"""Per-key limits (app/limits.py), in process: requests per minute, active tasks, upload bytes per day.
+"""Per-key limits (app/api/limits.py), in process: requests per minute, active tasks, upload bytes per day.
 
 Each limit is hit exactly (N allowed, the next one 429 with its code and a Retry-After), per key, with 0
 turning it off; a refused upload leaves no file and no task; with Redis away, requests are served and one
@@ -16,7 +16,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import create_app, keys
+from app import create_app
+from app.api import keys
 from app.config import ConfigError, load_config
 from tests.conftest import SAMPLE_MOVIES
 from tests.support import free_port
@@ -285,7 +286,7 @@ def test_redis_down_limits_fail_open_with_one_warning(config, db, producer, uplo
     assert time.monotonic() - started < 10  # a refused connection fails fast; no retries per request
     assert len(stored(upload_dir)) == 3 and db.processes.count_documents({}) == 3
 
-    warnings = [r for r in caplog.records if r.name == "app.limits"]
+    warnings = [r for r in caplog.records if r.name == "app.api.limits"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]  # one per outage, not one per request
     assert warnings[0].levelno == logging.WARNING and "not enforced" in warnings[0].getMessage()
     assert not [r for r in caplog.records if r.name == "flask-limiter"]  # its per-request tracebacks are folded in

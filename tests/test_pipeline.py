@@ -12,8 +12,8 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from app import prepare
-from app.pipeline import ahead, in_thread
+from app.jobs.movies import prepare
+from app.jobs.movies.pipeline import ahead, in_thread
 from app.tools.generate import generate_movies
 from tests.conftest import REPO
 
@@ -49,7 +49,7 @@ def forever():
 
 
 def helpers() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if "app.pipeline" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process().children() if "app.jobs.movies.helper" in " ".join(p.cmdline())]
 
 
 def test_items_arrive_in_order_from_the_helper():
@@ -105,13 +105,14 @@ def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
 
 def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
     consumer = subprocess.Popen(
-        [sys.executable, "-c", "from app.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
+        [sys.executable, "-c", "from app.jobs.movies.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
          "with ahead(forever) as items:\n    next(iter(items))\n    print('ready', flush=True)\n"
          "    import time; time.sleep(60)\n"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert consumer.stdout.readline().strip() == "ready"
-        [helper] = [p for p in psutil.Process(consumer.pid).children() if "app.pipeline" in " ".join(p.cmdline())]
+        [helper] = [p for p in psutil.Process(consumer.pid).children()
+                    if "app.jobs.movies.helper" in " ".join(p.cmdline())]
         consumer.kill()  # the consumer only: the helper must notice on its own
         consumer.wait()
         gone, _ = psutil.wait_procs([helper], timeout=10)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from app import keys
+from app.api import keys
 from app.tools.generate import generate_movies
 from tests.conftest import REPO, free_port
 from tests.support import ferretdb as ferretdb_support

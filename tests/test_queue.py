@@ -6,13 +6,13 @@ import subprocess
 import sys
 import time
 
-from app.taskqueue import Broker, Consumer, Producer, decode, encode
+from app.broker.taskqueue import Broker, Consumer, Producer, decode, encode
 from tests.conftest import REPO
 
 CONSUMER = """
 import json, sys
 from app.config import load_config
-from app.taskqueue import Consumer
+from app.broker.taskqueue import Consumer
 c = Consumer(load_config({"ZMQ_PORT": sys.argv[1], "ZMQ_INTAKE_PORT": sys.argv[2]}))
 print("ready", flush=True)
 got = []

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from app import create_app
-from app.cache import Cache
+from app.store.cache import Cache
 from tests.support.auth import signed_in
 
 URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
@@ -88,7 +88,7 @@ def test_outage_falls_back_to_mongodb_and_warns(config, db, producer, caplog):
     dead = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.2, socket_connect_timeout=0.2)
     app = create_app(config, db=db, redis_client=dead, producer=producer)
     db.movies.insert_one({"_id": "2000-01-01/M", "title": "M", "year": 2000})
-    with caplog.at_level(logging.WARNING, logger="app.cache"):
+    with caplog.at_level(logging.WARNING, logger="app.store.cache"):
         response = signed_in(app).get("/api/v1/movies")
     assert response.status_code == 200 and response.json["total_docs"] == 1
     assert response.headers["X-Cache"] == "miss"

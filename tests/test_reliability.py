@@ -17,7 +17,7 @@ from pymongo.errors import AutoReconnect
 
 from app import create_app, tasks
 from app.tools.generate import generate_movies
-from app.worker import Worker
+from app.worker.loop import Worker
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in
 from tests.support.reference import load
@@ -321,7 +321,7 @@ def test_a_cancelled_plays_task_has_no_result(client, db, worker):
 
 
 def test_sigterm_after_a_plays_file_is_read_lets_the_result_be_written(client, db, worker, monkeypatch):
-    from app.aggregate import Totals
+    from app.jobs.plays.aggregate import Totals
 
     task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
     real_fold = Totals.fold

@@ -8,9 +8,9 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
-from app.aggregate import Totals, _csv_lines, _formula_led, write_result
 from app.config import ConfigError, load_config
-from app.worker import Worker
+from app.jobs.plays.aggregate import Totals, _csv_lines, _formula_led, write_result
+from app.worker.loop import Worker
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.service import Service
 
@@ -221,7 +221,7 @@ def test_static_files_may_be_cached_and_revalidated(server):
 
 # -- upload limits: header size and width, disk space (on the real server) -----------------------------------
 
-HEAD_LIMIT = 64 * 1024  # app.intake.HEAD_LIMIT: bytes of the header line, its line ending not counted
+HEAD_LIMIT = 64 * 1024  # app.api.intake.HEAD_LIMIT: bytes of the header line, its line ending not counted
 
 
 @pytest.fixture(scope="module")

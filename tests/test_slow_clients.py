@@ -1,7 +1,7 @@
 """Slow clients on the real server (`python run.py`): they hold no thread, and are cut with a 408.
 
 gunicorn's own gthread worker gave each connection a thread as soon as its first byte arrived, so a few
-clients sending their headers a byte at a time stopped every other request (app/serving.py). Timing is not
+clients sending their headers a byte at a time stopped every other request (app/api/serving.py). Timing is not
 measured here (bench/slow_clients.py does): only that ping answers at all while the slow ones are open, and
 that the timeouts cut them.
 """

@@ -19,10 +19,11 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 
-from app import create_app, mongo, movies, tasks
+from app import create_app, tasks
+from app.api.routes.movies import find_movies
 from app.embedded import embedded_client
-from app.ingest import ingest_movies, write_movies
-from app.routes.movies import find_movies
+from app.jobs.movies.ingest import ingest_movies, write_movies
+from app.store import mongo, movies
 from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
 from tests.support import free_port

@@ -92,7 +92,8 @@ def assert_nothing_left(service, before: tuple[int, set]):
         time.sleep(0.1)
     assert log_count(service, CUT_LOG) == cut_logs_before + 1, service.log()[-3000:]
     line = [ln for ln in service.log().splitlines() if CUT_LOG in ln][-1]
-    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING app\.intake \[\d+\] upload refused: ", line), line
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ "
+                    r"WARNING app\.api\.intake \[\d+\] upload refused: ", line), line
     assert task_ids(service.server) == tasks_before
     assert sorted(p.name for p in service.uploads.iterdir()) == []
 

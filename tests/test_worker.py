@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from app import tasks
-from app.heartbeats import alive_workers
-from app.taskqueue import Broker, Producer
-from app.worker import Worker
+from app.broker.taskqueue import Broker, Producer
+from app.worker.heartbeats import alive_workers
+from app.worker.loop import Worker
 from tests.conftest import SAMPLE_MOVIES
 
 
@@ -166,7 +166,7 @@ def test_write_the_server_refuses_fails_at_once(db, worker, upload_dir, monkeypa
         raise BulkWriteError({"writeErrors": [{"index": 0, "code": 52, "errmsg": "The dollar ($) prefixed field"}],
                               "nInserted": 0, "nUpserted": 0, "nMatched": 0})
 
-    monkeypatch.setattr("app.jobs.movies.ingest_movies", refuse)
+    monkeypatch.setattr("app.jobs.movies.kind.ingest_movies", refuse)
     worker.work()
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "failed" and "BulkWriteError" in task["error"] and task["attempts"] == 1
@@ -181,7 +181,7 @@ def test_mongodb_outage_mid_task_leaves_it_for_a_retry(db, worker, upload_dir, m
     def outage(*args, **kwargs):
         raise AutoReconnect("connection reset")
 
-    monkeypatch.setattr("app.jobs.movies.ingest_movies", outage)
+    monkeypatch.setattr("app.jobs.movies.kind.ingest_movies", outage)
     worker.work()
     task = db.processes.find_one({"task_id": "t1"})
     assert task["status"] == "processing" and "error" not in task  # the lease will bring it back
@@ -201,11 +201,12 @@ def test_row_larger_than_a_block_loads_with_the_rest(db, config, upload_dir):
 
 
 def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=64):
-    """Stands in for app.prepare.prepare in the helper: one block, then the helper is killed (say, by OOM)."""
+    """Stands in for app.jobs.movies.prepare.prepare in the helper: one block, then the helper is killed
+    (say, by OOM)."""
     import itertools
     import os
 
-    from app.prepare import prepare
+    from app.jobs.movies.prepare import prepare
 
     yield from itertools.islice(prepare(path, block_size, batch_size, start_line, max_row_mb), 1)
     os._exit(137)
@@ -221,7 +222,7 @@ def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, 
     expected = load(path)
     tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
     config = config.with_overrides(INGEST_HELPER_MIN_MB=0, BLOCK_SIZE=64 * 1024, LEASE_SECONDS=2)
-    monkeypatch.setattr("app.ingest.prepare", dies_after_one_block)
+    monkeypatch.setattr("app.jobs.movies.ingest.prepare", dies_after_one_block)
     assert Worker(config, db=db, name="first").work() is True
     task = db.processes.find_one({"task_id": "big"})
     # Not failed, and the upload kept: the lease brings it back, as if the worker itself had died.

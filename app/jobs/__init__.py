@@ -1,44 +1,5 @@
-"""The job kinds, by name: what the upload route recognises and checks, and what the worker runs.
+"""The job kinds: registry.py (each kind by name, and which kind a header is), kind.py (what a kind is),
+and a package per kind (movies/, plays/) holding its kind.py and the modules that do its work.
 
-Each kind is one module of this package holding one JobKind (app/jobs/kind.py); a new kind is a module
-like app/jobs/plays.py, added to KINDS below. Headers are tried against the kinds in KINDS' order, the
-narrowest first. Nothing here imports Flask: the worker looks kinds up here too.
+Kept light on purpose: a kind's helper process imports its modules through this package.
 """
-from __future__ import annotations
-
-from app.jobs import movies, plays
-from app.jobs.kind import Job, JobKind, JobRefused
-
-__all__ = ["KINDS", "Job", "JobKind", "JobRefused", "choose", "get", "names"]
-
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (plays.KIND, movies.KIND)}
-
-
-def names() -> list[str]:
-    """The kinds' names, in alphabetical order (as messages list them)."""
-    return sorted(KINDS)
-
-
-def get(name: str) -> JobKind:
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown task kind {name!r}") from None
-
-
-def choose(header: list[str], requested: str | None) -> JobKind:
-    """The job kind: as requested (`kind` form field or query parameter), else recognised from the header.
-
-    Raises JobRefused: an unknown kind asked for (400), a header no kind recognises, or one the kind refuses (422).
-    """
-    if requested is not None and requested not in KINDS:
-        raise JobRefused(400, "bad_kind", f"kind must be one of {', '.join(names())}, got {requested!r}.")
-    kind = KINDS[requested] if requested is not None else next((k for k in KINDS.values() if k.fits(header)), None)
-    if kind is None:
-        raise JobRefused(
-            422, "unrecognised_header",
-            "The header fits no job kind. Expected " + ", or ".join(k.described for k in KINDS.values()) + ".",
-            expected={name: list(KINDS[name].expected) for name in names()},
-        )
-    kind.check(header)
-    return kind

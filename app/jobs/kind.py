@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from app.config import Config
-    from app.retry import Backoff
+    from app.store.retry import Backoff
 
 
 class JobRefused(Exception):

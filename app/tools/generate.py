@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.movies import COLUMNS as MOVIE_HEADER  # the upload formats, as the service reads them
-from app.plays import COLUMNS as PLAYS_HEADER
+from app.jobs.movies.schema import COLUMNS as MOVIE_HEADER  # the upload formats, as the service reads them
+from app.jobs.plays.rules import COLUMNS as PLAYS_HEADER
 
 log = logging.getLogger("app.tools.generate")
 

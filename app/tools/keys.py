@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import keys, mongo
+from app.api import keys
 from app.config import ConfigError, load_config
+from app.store import mongo
 
 COLUMNS = ("id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
 

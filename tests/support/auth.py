@@ -1,7 +1,7 @@
 """API keys for in-process tests: a header, or a Flask test client that sends it with every request."""
 from __future__ import annotations
 
-from app import keys
+from app.api import keys
 
 
 def bearer(db, role: str = "admin", name: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pymongo
 from pymongo.errors import PyMongoError
 
-from app.mongo import FERRETDB_WRITE_OPS
+from app.store.mongo import FERRETDB_WRITE_OPS
 from tests.support import REPO, free_port
 
 BINARY = Path(os.environ.get("FERRETDB_BIN", REPO / ".services" / "bin" / "ferretdb"))

@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from app import keys
+from app.api import keys
 from tests.support import REPO, free_port
 
 AS_KEY = object()  # request(): send the server's key

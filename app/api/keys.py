@@ -1,0 +1,115 @@
+"""API keys: who may call the API, with which role. MongoDB's `api_keys` collection holds them.
+
+A secret is `mcat_` and 43 URL-safe characters (256 random bits): the prefix lets people and secret
+scanners recognise a leaked one. Only its SHA-256 is stored. A slow password hash would add nothing here:
+a secret this random cannot be guessed from its hash, and a fast one keeps every request cheap. The first
+characters are kept in clear (`prefix`) so a person can tell keys apart in a listing.
+
+    {_id: "key_…", name, role, hash, prefix, created_at, last_used_at, revoked_at}
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from app.store.serialize import to_json
+from app.tasks import now
+
+ROLES = ("reader", "uploader", "admin")  # each may do what the one before may, and more
+SECRET_PREFIX = "mcat_"
+SHOWN_CHARS = 12  # of a secret kept in clear: the prefix and 7 random characters
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
+TOUCH_SECONDS = 60  # last_used_at is written at most this often per key, not on every request
+# The page's sign-in URL carries a secret in its fragment (run.py prints one); scripts find it with this.
+SIGN_IN = re.compile(r"/#key=(" + SECRET_PREFIX + r"[A-Za-z0-9_-]+)")
+
+
+class BadKey(ValueError):
+    """A key cannot be created as asked (bad name or role)."""
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def sign_in_url(base_url: str, secret: str) -> str:
+    return f"{base_url}/#key={secret}"
+
+
+def printed_secret(text: str) -> str | None:
+    """The secret of the first sign-in URL in `text` (a log, a terminal's output), or None."""
+    found = SIGN_IN.search(text)
+    return found.group(1) if found else None
+
+
+def looks_like_secret(value: str) -> bool:
+    return value.startswith(SECRET_PREFIX)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise BadKey("name must be 1 to 64 letters, digits, spaces or . _ @ -, starting with a letter or digit")
+    return name
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise BadKey(f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def create(db: Database, name: str, role: str) -> tuple[dict, str]:
+    """A new key; returns its record and its secret, which is shown this once and stored nowhere."""
+    check_name(name)
+    check_role(role)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    doc = {
+        "_id": "key_" + secrets.token_hex(8), "name": name, "role": role, "hash": digest(secret),
+        "prefix": secret[:SHOWN_CHARS], "created_at": now(), "last_used_at": None, "revoked_at": None,
+    }
+    db.api_keys.insert_one(doc)
+    return doc, secret
+
+
+def by_secret(db: Database, secret: str) -> dict | None:
+    """The live (unrevoked) key with this secret, or None."""
+    return db.api_keys.find_one({"hash": digest(secret), "revoked_at": None})
+
+
+def by_id(db: Database, key_id: str) -> dict | None:
+    """The live (unrevoked) key with this id, or None."""
+    return db.api_keys.find_one({"_id": key_id, "revoked_at": None})
+
+
+def touch(db: Database, key: dict) -> None:
+    """Record that the key was used, at most once a minute (a write per request would double the load)."""
+    t = now()
+    last = key.get("last_used_at")
+    if last is None or t - last >= timedelta(seconds=TOUCH_SECONDS):
+        db.api_keys.update_one({"_id": key["_id"]}, {"$set": {"last_used_at": t}})
+
+
+def listing(db: Database) -> list[dict]:
+    return [public(doc) for doc in db.api_keys.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])]
+
+
+def revoke(db: Database, key_id: str) -> dict | None:
+    """Revoke a key (its secret and its tokens stop working at once); None if there is no such key."""
+    db.api_keys.update_one({"_id": key_id, "revoked_at": None}, {"$set": {"revoked_at": now()}})
+    doc = db.api_keys.find_one({"_id": key_id})
+    return public(doc) if doc else None
+
+
+def any_key(db: Database) -> bool:
+    return db.api_keys.find_one({"revoked_at": None}, {"_id": 1}) is not None
+
+
+def public(doc: dict) -> dict:
+    """A key as an admin sees it: everything but the hash."""
+    shown = {k: v for k, v in doc.items() if k not in ("_id", "hash")}
+    return to_json({"id": doc["_id"], **shown})

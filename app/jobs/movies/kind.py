@@ -1,0 +1,52 @@
+"""The movies kind: a file with a `title` column, upserted into the `movies` collection (ingest.py).
+
+A retake goes on from the task's checkpoint. The task record notes the known columns the file lacks.
+"""
+from __future__ import annotations
+
+from app.jobs.kind import Job, JobKind, JobRefused
+from app.jobs.movies import schema
+from app.jobs.movies.ingest import ingest_movies
+
+RESERVED = ("_id", "year")  # fields the service computes itself
+
+
+def fits(header: list[str]) -> bool:
+    return "title" in header
+
+
+def check(header: list[str]) -> None:
+    missing = [name for name in schema.REQUIRED if name not in header]
+    if missing:
+        raise JobRefused(
+            422, "missing_columns", f"The header lacks the required column(s): {', '.join(missing)}.",
+            missing=missing, expected=list(schema.COLUMNS),
+        )
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise JobRefused(422, "duplicate_columns", f"The header repeats column(s): {', '.join(duplicated)}.")
+    # MongoDB refuses field names with NUL and treats a leading $ as an operator.
+    unusable = [name for name in header if name in RESERVED or name == "" or name.startswith("$") or "\0" in name]
+    if unusable:
+        raise JobRefused(422, "bad_columns", f"The header has column names the service cannot store: {unusable}.")
+
+
+def task_fields(header: list[str]) -> dict:
+    return {"columns_missing": [c for c in schema.COLUMNS if c not in header]}
+
+
+def run(job: Job) -> dict:
+    c = job.config
+    return ingest_movies(
+        job.task["path"], job.db.movies, block_size=c.BLOCK_SIZE, batch_size=c.BATCH_SIZE,
+        max_rejects=c.MAX_REJECTS_KEPT, on_progress=job.on_progress,
+        checkpoint=job.task.get("checkpoint"), retry=job.retry,
+        in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=c.MONGO_WRITE_OPS,
+        max_row_mb=c.MAX_ROW_MB,
+    )
+
+
+KIND = JobKind(
+    name="movies", fits=fits, check=check, run=run, expected=schema.COLUMNS,
+    described="movie columns including 'title' (" + ",".join(schema.COLUMNS) + ")", task_fields=task_fields,
+)

@@ -1,0 +1,32 @@
+"""The plays kind: a `Song,Date,Number of Plays` file, totalled per (song, day) into a result file (aggregate.py).
+
+Totals live in memory until the end: a retake starts over.
+"""
+from __future__ import annotations
+
+from app.jobs.kind import Job, JobKind, JobRefused
+from app.jobs.plays import rules
+from app.jobs.plays.aggregate import aggregate_plays
+
+
+def check(header: list[str]) -> None:
+    if not rules.fits(header):
+        raise JobRefused(
+            422, "bad_columns",
+            f"A plays file has exactly the columns {','.join(rules.COLUMNS)}; got {','.join(header)}.",
+            expected=list(rules.COLUMNS),
+        )
+
+
+def run(job: Job) -> dict:
+    c = job.config
+    return aggregate_plays(
+        job.task["path"], job.result_path, block_size=c.BLOCK_SIZE, max_rejects=c.MAX_REJECTS_KEPT,
+        on_progress=job.on_progress, formula_guard=c.CSV_FORMULA_GUARD, max_row_mb=c.MAX_ROW_MB,
+    )
+
+
+KIND = JobKind(
+    name="plays", fits=rules.fits, check=check, run=run, expected=rules.COLUMNS,
+    described=f"'{','.join(rules.COLUMNS)}' for play counts", leaves_result=True,
+)
