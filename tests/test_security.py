@@ -3,6 +3,8 @@ and the headers every answer carries (nosniff, Referrer-Policy, Cache-Control), 
 from __future__ import annotations
 
 import io
+import json
+import socket
 from datetime import date
 
 import pyarrow as pa
@@ -217,6 +219,37 @@ def test_static_files_may_be_cached_and_revalidated(server):
     status, again, data = server.request("GET", "/static/app.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
     assert status == 304 and data == b""
     assert_secured(again, cache_control="no-cache")
+
+
+def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes no HTTP client would, read the answer to the end (the server closes)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes,status,code", [
+    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    (b"GET /api/v1/ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /api/v1/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431,
+     "request_header_fields_too_large"),
+    (b"POST /api/v1/upload?filename=m.csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nAuthorization: Bearer {key}"
+     b"\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\ntitle\r\n0\r\n\r\n", 400, "bad_chunked_body"),
+], ids=["request line", "http version", "long uri", "big header", "bad chunk"])
+def test_requests_gunicorn_cannot_parse_get_json_errors(server, request_bytes, status, code):
+    got, headers, body = raw_exchange(server, request_bytes.replace(b"{key}", server.key.encode()))
+    assert got == status
+    assert headers["Content-Type"] == "application/json"
+    assert_secured(headers)
+    error = json.loads(body)["error"]
+    assert error["code"] == code and 0 < len(error["message"]) <= 200
 
 
 # -- upload limits: header size and width, disk space (on the real server) -----------------------------------

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from flask import Request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
@@ -198,6 +199,8 @@ class _Body:
             data = self.stream.read(size)
         except (OSError, ClientDisconnected) as e:  # werkzeug's ClientDisconnected wraps the OSError, for chunked
             raise self._incomplete(f"the connection ended or failed mid-body ({type(e).__name__})") from None
+        except ParseException:  # gunicorn's, for a chunked body whose framing is wrong (a bad size line)
+            raise APIError(400, "bad_chunked_body", "The chunked body is malformed; nothing was stored.") from None
         if data:
             self.received += len(data)
         elif self.expected is not None and self.received < self.expected:

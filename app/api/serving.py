@@ -28,6 +28,7 @@ import socket
 import time
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
@@ -43,11 +44,26 @@ def _body_timeout() -> Exception:
     return BodyTimeout()
 
 
-def _response_408(message: str) -> bytes:
-    body = json.dumps({"error": {"code": "request_timeout", "message": message}}).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: "
+def _json_error(status: int, reason: str, message: str) -> bytes:
+    """An answer the server writes itself, in the app's error shape and with its security headers."""
+    code = reason.lower().replace(" ", "_")
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\n".encode() + b"Content-Type: application/json\r\nContent-Length: "
             + str(len(body)).encode() + b"\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n"
             b"Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n\r\n" + body)
+
+
+def _response_408(message: str) -> bytes:
+    return _json_error(408, "Request Timeout", message)
+
+
+MESSAGE_CHARS = 200  # of gunicorn's own error text, which may quote the request
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answers to requests it cannot parse (a bad request line, headers too large, a bad chunk):
+    JSON like every other error, instead of its HTML page."""
+    util.write_nonblock(sock, _json_error(status_int, reason, mesg[:MESSAGE_CHARS] or reason))
 
 
 def _body_wanted(head: bytes) -> tuple[int, bool, bool] | None:
@@ -115,6 +131,12 @@ class GuardedThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reading: set[TConn] = set()
+
+    def init_process(self):
+        # gunicorn's handle_error writes its answers through util.write_error; this process is ours alone,
+        # so swapping that one function (rather than copying handle_error's 90 lines) makes them JSON.
+        util.write_error = write_json_error
+        super().init_process()
 
     # --- the loop side ---------------------------------------------------------------------------
 
