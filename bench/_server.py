@@ -19,6 +19,7 @@ import psutil
 
 from app.api import keys
 from tests.support import free_port
+from tests.support.service import Server as HTTP  # the tests' HTTP helper: one copy of it
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1e6  # rates and sizes are in 10^6 bytes, as in the other benchmarks
@@ -44,14 +45,8 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None) -> tuple[int, dict, bytes]:
-        """One request on a fresh connection: (status, headers, body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body, {**self.auth_header, **(headers or {})})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+        """One request on a fresh connection, sending the key: (status, headers, body bytes)."""
+        return HTTP(self.port, self.key, timeout=60).request(method, path, body, headers, raw=True)
 
 
 def server_env(workdir: Path, **overrides: str) -> dict[str, str]:

@@ -100,7 +100,9 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        run = lambda *c: subprocess.run(_as_postgres(list(c)), check=True, capture_output=True, text=True)  # noqa: E731
+        def run(*command: str) -> None:
+            subprocess.run(_as_postgres(list(command)), check=True, capture_output=True, text=True)
+
         run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
             "--locale=C.UTF-8")
         run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-w", "start",

@@ -24,10 +24,11 @@ AS_KEY = object()  # request(): send the server's key
 class Server:
     """HTTP to a running service, one connection per request; `key` (a secret) is sent unless told otherwise."""
 
-    def __init__(self, port: int, key: str | None = None):
+    def __init__(self, port: int, key: str | None = None, timeout: float = 30):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.key = key
+        self.timeout = timeout
 
     def request(self, method, path, body=None, headers=None, raw=False, key=AS_KEY):
         """`key`: a secret or token to send instead of the server's, or None to send none."""
@@ -35,7 +36,7 @@ class Server:
         headers = dict(headers or {})
         if key and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {key}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()

@@ -80,7 +80,7 @@ def in_thread(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 if not _put(ready, stop, (_ITEM, item)):
                     return
             _put(ready, stop, (_END, None))
-        except BaseException as e:  # noqa: BLE001 - raised on the consuming thread
+        except BaseException as e:  # raised on the consuming thread
             _put(ready, stop, (_ERROR, e))
         finally:
             getattr(items, "close", lambda: None)()  # a generator's `finally` (open files) runs here
@@ -130,7 +130,7 @@ def serve(source, sink) -> None:
         generate = getattr(importlib.import_module(module), name)  # inside: a failure here reaches the consumer
         for item in generate(*args):
             _send(sink, _ITEM, item)
-    except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there
+    except Exception as e:  # handed to the consumer, raised there
         _send(sink, _ERROR, _picklable(e))
         return
     _send(sink, _END, None)
@@ -145,6 +145,6 @@ def _picklable(error: Exception) -> Exception:
     try:
         pickle.loads(pickle.dumps(error))
         return error
-    except Exception:  # noqa: BLE001 - some exceptions cannot cross; their text can
+    except Exception:  # some exceptions cannot cross; their text can
         return RuntimeError(f"{type(error).__name__}: {error}")
 
