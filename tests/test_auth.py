@@ -81,7 +81,7 @@ def test_no_credentials_is_401_with_a_bearer_challenge(anonymous):
 
 @pytest.mark.parametrize("header", [
     "Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "bearer mcat_unknown", "Bearer " + "x" * 5000, "Token abc",
-    "Bearer mcat_" + "A" * 43, "Bearer not.a.jwt",
+    "Bearer mcat_" + "A" * 43, "Bearer mcat_" + "0" * 16 + "A" * 43, "Bearer not.a.jwt",
 ])
 def test_a_bad_credential_is_401_invalid_token_and_is_not_echoed(anonymous, header):
     response = anonymous.get("/api/v1/movies", headers={"Authorization": header})
@@ -249,11 +249,11 @@ def test_an_admin_creates_lists_and_revokes_keys_and_the_secret_is_shown_once(cl
     assert response.status_code == 201
     made = response.json
     secret = made["secret"]
-    assert secret.startswith("mcat_") and len(secret) == 48
-    assert made["key"]["prefix"] == secret[:12] and made["key"]["role"] == "uploader"
+    assert secret.startswith("mcat_" + made["key"]["id"][4:]) and len(secret) == 5 + 16 + 43
+    assert made["key"]["prefix"] == secret[:25] and made["key"]["role"] == "uploader"
     assert set(made["key"]) == {"id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at"}
     listed = client.get("/api/v1/keys").get_data(as_text=True)
-    assert secret not in listed and secret[12:] not in listed and "hash" not in listed
+    assert secret not in listed and secret[25:] not in listed and "hash" not in listed
     assert made["key"]["id"] in listed
 
 
@@ -273,7 +273,7 @@ def test_only_the_hash_of_a_secret_is_stored_and_last_use_is_recorded(store):
     doc, secret = keys.create(store, "loader", "uploader")
     stored = store.api_keys.find_one({"_id": doc["_id"]})
     assert stored["hash"] == hashlib.sha256(secret.encode()).hexdigest()
-    assert secret not in repr(stored) and secret[12:] not in repr(stored)
+    assert secret not in repr(stored) and secret[25:] not in repr(stored)
     assert stored["last_used_at"] is None
     found = keys.by_secret(store, secret)
     keys.touch(store, found)
@@ -336,7 +336,7 @@ def test_the_command_creates_lists_and_revokes_keys_on_a_real_server(ferretdb, f
     assert listed.returncode == 0
     header, row = listed.stdout.splitlines()
     assert header.split() == ["id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
-    assert row.split()[:4] == [key_id, "loader", "uploader", secret[:12]] and secret not in listed.stdout
+    assert row.split()[:4] == [key_id, "loader", "uploader", secret[:25]] and secret not in listed.stdout
 
     revoked = keys_command("revoke", key_id, **env)
     assert revoked.returncode == 0 and revoked.stdout.startswith(f"revoked {key_id} (loader, uploader) at ")
@@ -375,3 +375,11 @@ def test_a_start_on_a_real_database_with_no_key_says_how_to_make_one(config, db,
         run.first_key(config.with_overrides(MONGO_URI="mongodb://db:27017"), db)
     assert "python -m app.tools.keys create --name admin --role admin" in caplog.text
     assert capsys.readouterr().err == "" and db.api_keys.count_documents({}) == 0
+
+
+def test_a_secret_with_a_real_key_id_but_another_random_part_is_refused(app, db):
+    doc, secret = keys.create(db, "loader", "uploader")
+    forged_secret = secret[:21] + ("B" if secret[21] != "B" else "C") + secret[22:]
+    assert keys.by_secret(db, forged_secret) is None and keys.by_secret(db, secret)["_id"] == doc["_id"]
+    response = app.test_client().get("/api/v1/movies", headers={"Authorization": f"Bearer {forged_secret}"})
+    assert response.status_code == 401

@@ -388,7 +388,7 @@ def test_racing_workers_claim_each_task_once(store):
 
 def declared(db) -> dict:
     return {name: {ix["name"]: (dict(ix["key"]), bool(ix.get("unique"))) for ix in getattr(db, name).list_indexes()}
-            for name in ("movies", "processes", "workers", "api_keys")}
+            for name in ("movies", "processes", "workers")}
 
 
 def test_indexes_read_back_as_declared(store):
@@ -404,7 +404,6 @@ def test_indexes_read_back_as_declared(store):
                       "owner.key_id_1_created_at_-1": ({"owner.key_id": 1, "created_at": -1}, False),
                       "owner.key_id_1_status_1": ({"owner.key_id": 1, "status": 1}, False)},
         "workers": {"_id_": ({"_id": 1}, False), "beat_at_1": ({"beat_at": 1}, False)},
-        "api_keys": {"_id_": ({"_id": 1}, False), "hash_1": ({"hash": 1}, True)},
     }
     # key order is part of an index: year before the sort field, _id last
     keys = {ix["name"]: list(ix["key"].items()) for ix in store.movies.list_indexes()}

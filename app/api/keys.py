@@ -1,15 +1,17 @@
 """API keys: who may call the API, with which role. MongoDB's `api_keys` collection holds them.
 
-A secret is `mcat_` and 43 URL-safe characters (256 random bits): the prefix lets people and secret
-scanners recognise a leaked one. Only its SHA-256 is stored. A slow password hash would add nothing here:
-a secret this random cannot be guessed from its hash, and a fast one keeps every request cheap. The first
-characters are kept in clear (`prefix`) so a person can tell keys apart in a listing.
+A secret is `mcat_`, the key's id (16 hex digits) and 43 URL-safe characters (256 random bits): the prefix
+lets people and secret scanners recognise a leaked one, and the id finds its record by primary key, after
+which the SHA-256 of the whole secret must match (compared in constant time). Only that hash is stored. A
+slow password hash would add nothing: a secret this random cannot be guessed from its hash, and a fast one
+keeps every request cheap. The first characters are kept in clear (`prefix`) to tell keys apart.
 
-    {_id: "key_…", name, role, hash, prefix, created_at, last_used_at, revoked_at}
+    {_id: "key_<16 hex>", name, role, hash, prefix, created_at, last_used_at, revoked_at}
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from datetime import timedelta
@@ -22,7 +24,8 @@ from app.tasks import now
 
 ROLES = ("reader", "uploader", "admin")  # each may do what the one before may, and more
 SECRET_PREFIX = "mcat_"
-SHOWN_CHARS = 12  # of a secret kept in clear: the prefix and 7 random characters
+ID_HEX = 16  # the key id's hex digits, right after the prefix
+SHOWN_CHARS = len(SECRET_PREFIX) + ID_HEX + 4  # of a secret kept in clear: prefix, id and 4 random characters
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 TOUCH_SECONDS = 60  # last_used_at is written at most this often per key, not on every request
 # The page's sign-in URL carries a secret in its fragment (run.py prints one); scripts find it with this.
@@ -67,9 +70,10 @@ def create(db: Database, name: str, role: str) -> tuple[dict, str]:
     """A new key; returns its record and its secret, which is shown this once and stored nowhere."""
     check_name(name)
     check_role(role)
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    id_hex = secrets.token_hex(ID_HEX // 2)
+    secret = SECRET_PREFIX + id_hex + secrets.token_urlsafe(32)
     doc = {
-        "_id": "key_" + secrets.token_hex(8), "name": name, "role": role, "hash": digest(secret),
+        "_id": "key_" + id_hex, "name": name, "role": role, "hash": digest(secret),
         "prefix": secret[:SHOWN_CHARS], "created_at": now(), "last_used_at": None, "revoked_at": None,
     }
     db.api_keys.insert_one(doc)
@@ -78,12 +82,15 @@ def create(db: Database, name: str, role: str) -> tuple[dict, str]:
 
 def by_secret(db: Database, secret: str) -> dict | None:
     """The live (unrevoked) key with this secret, or None."""
-    return db.api_keys.find_one({"hash": digest(secret), "revoked_at": None})
+    id_hex = secret[len(SECRET_PREFIX):len(SECRET_PREFIX) + ID_HEX]
+    key = by_id(db, "key_" + id_hex) if len(id_hex) == ID_HEX else None
+    return key if key is not None and hmac.compare_digest(key["hash"], digest(secret)) else None
 
 
 def by_id(db: Database, key_id: str) -> dict | None:
-    """The live (unrevoked) key with this id, or None."""
-    return db.api_keys.find_one({"_id": key_id, "revoked_at": None})
+    """The live (unrevoked) key with this id, or None. By `_id` alone: a primary-key lookup on any server."""
+    key = db.api_keys.find_one({"_id": key_id})
+    return key if key is not None and key["revoked_at"] is None else None
 
 
 def touch(db: Database, key: dict) -> None:

@@ -40,7 +40,6 @@ def ensure_indexes(db: Database) -> None:
     db.processes.create_index([("owner.key_id", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)])
     db.processes.create_index([("owner.key_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])  # active tasks
     db.workers.create_index("beat_at")
-    db.api_keys.create_index("hash", unique=True)
 
 
 FERRETDB_WRITE_OPS = 25  # what FerretDB 1.24 takes with a few workers writing at once (docs/stores.md)
