@@ -6,6 +6,7 @@ With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers
 With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
 hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,15 +71,18 @@ def first_key(config: Config, db) -> None:
     if keys.any_key(db):
         return
     if not config.embedded_mongo:
-        log.warning("no API key exists yet, so nobody can sign in: create one with "
-                    "`python -m app.tools.keys create --name admin --role admin`")
+        log.warning(
+            "no API key exists yet, so nobody can sign in: create one with "
+            "`python -m app.tools.keys create --name admin --role admin`"
+        )
         return
     doc, secret = keys.create(db, "embedded admin", "admin")
     host = "127.0.0.1" if config.HOST in ("0.0.0.0", "::") else config.HOST
     sys.stderr.write(
         f"\n  Sign in to the page:  {keys.sign_in_url(f'http://{host}:{config.PORT}', secret)}\n"
         f"  or use the API with:  Authorization: Bearer {secret}\n"
-        f"  (admin key {doc['_id']}, in memory: a new one at every start; more keys at /api/v1/keys)\n\n")
+        f"  (admin key {doc['_id']}, in memory: a new one at every start; more keys at /api/v1/keys)\n\n"
+    )
     sys.stderr.flush()
 
 
@@ -113,13 +117,20 @@ def main() -> int:
     if not config.embedded_mongo:
         broker = _start_broker()
         if broker is None:
-            log.error("the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its "
-                      "error above", config.ZMQ_PORT, config.ZMQ_INTAKE_PORT)
+            log.error(
+                "the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its error above",
+                config.ZMQ_PORT,
+                config.ZMQ_INTAKE_PORT,
+            )
             return 1
     auth.warn_if_off(config)
     limits.warn_if_per_process(config)
-    log.info("serving on http://%s:%d (%s)", config.HOST, config.PORT,
-             "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB)
+    log.info(
+        "serving on http://%s:%d (%s)",
+        config.HOST,
+        config.PORT,
+        "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB,
+    )
     try:
         Server(config).run()
     finally:

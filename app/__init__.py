@@ -1,4 +1,5 @@
 """The movie ingest service: upload → queue → worker → ingest → store → API."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Each setting has a default in `defaults.py` and a line in `.env.example`. A bad value stops start-up
 with a message naming the variable.
 """
+
 from __future__ import annotations
 
 import errno
@@ -215,8 +216,10 @@ def check_listen(config: Config) -> None:
 def check_secret_key(config: Config) -> None:
     """At start of the API: tokens need one signing key shared by every API process, unless embedded."""
     if config.AUTH and not config.SECRET_KEY and not config.embedded_mongo:
-        raise ConfigError("SECRET_KEY must be set when MONGO_URI is set (every API process signs the page's "
-                          "tokens with it); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        raise ConfigError(
+            "SECRET_KEY must be set when MONGO_URI is set (every API process signs the page's "
+            "tokens with it); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
@@ -247,11 +250,15 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
     if config.ZMQ_PORT == config.ZMQ_INTAKE_PORT:
         raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
     if config.max_row_bytes < config.BLOCK_SIZE:
-        raise ConfigError(f"MAX_ROW_MB ({config.MAX_ROW_MB} MiB) must be at least BLOCK_SIZE "
-                          f"({config.BLOCK_SIZE} bytes): a row that fits in a block is always read")
+        raise ConfigError(
+            f"MAX_ROW_MB ({config.MAX_ROW_MB} MiB) must be at least BLOCK_SIZE "
+            f"({config.BLOCK_SIZE} bytes): a row that fits in a block is always read"
+        )
     if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:
         raise ConfigError("HEARTBEAT_SECONDS must be smaller than WORKER_TIMEOUT")
     if config.SSE_MAX_STREAMS >= config.WEB_THREADS:  # each stream holds a thread: leave some for everything else
-        raise ConfigError(f"SSE_MAX_STREAMS ({config.SSE_MAX_STREAMS}) must be smaller than WEB_THREADS "
-                          f"({config.WEB_THREADS}): each open progress stream holds one thread")
+        raise ConfigError(
+            f"SSE_MAX_STREAMS ({config.SSE_MAX_STREAMS}) must be smaller than WEB_THREADS "
+            f"({config.WEB_THREADS}): each open progress stream holds one thread"
+        )
     return config

@@ -3,6 +3,7 @@
 Shared by everything in the process that asks app/store/mongo.py or app/store/cache.py for its client, and lost when it
 exits. Those modules import this one only when their URI is empty; with real servers nothing here loads.
 """
+
 from __future__ import annotations
 
 

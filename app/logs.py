@@ -1,4 +1,5 @@
 """Start-up shared by the commands (API, broker, worker): settings, then logging."""
+
 import logging
 import sys
 

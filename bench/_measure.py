@@ -3,6 +3,7 @@
 Each measurement runs in a Python process of its own, so its peak RSS is that run's alone and it pays
 only for the imports it needs. The child prints one JSON line; the parent reads it back.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,9 @@ class ChildPeaks:
 
 def run_child(script: str, *args: str) -> dict:
     """`python <script> <args>` in a fresh interpreter; the dict its last output line holds."""
-    out = subprocess.run([sys.executable, str(Path(script).resolve()), *args], stdout=subprocess.PIPE, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), *args], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
     return json.loads(out.splitlines()[-1])
 
 

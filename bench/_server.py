@@ -3,6 +3,7 @@
 A server is started as `python <script>` from the repository root with the embedded stand-ins
 (whatever a `.env` says) and its own temporary folders, ports and log file, then stopped with SIGTERM.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -43,8 +44,9 @@ class Server:
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, dict, bytes]:
         """One request on a fresh connection, sending the key: (status, headers, body bytes)."""
         return HTTP(self.port, self.key, timeout=60).request(method, path, body, headers, raw=True)
 
@@ -52,9 +54,15 @@ class Server:
 def server_env(workdir: Path, **overrides: str) -> dict[str, str]:
     """run.py's environment: embedded MongoDB and Redis, free ports, folders under `workdir`."""
     env = {**os.environ, "MONGO_URI": "", "REDIS_URL": ""}  # embedded, whatever a .env says
-    env.update(PORT=str(free_port()), ZMQ_PORT=str(free_port()), ZMQ_INTAKE_PORT=str(free_port()),
-               UPLOAD_FOLDER=str(workdir / "uploads"), RESULT_FOLDER=str(workdir / "results"),
-               LOG_LEVEL="WARNING", RATE_LIMIT_PER_MINUTE="0")  # a benchmark measures the server, not its limit
+    env.update(
+        PORT=str(free_port()),
+        ZMQ_PORT=str(free_port()),
+        ZMQ_INTAKE_PORT=str(free_port()),
+        UPLOAD_FOLDER=str(workdir / "uploads"),
+        RESULT_FOLDER=str(workdir / "results"),
+        LOG_LEVEL="WARNING",
+        RATE_LIMIT_PER_MINUTE="0",
+    )  # a benchmark measures the server, not its limit
     env.update(overrides)
     return env
 

@@ -18,6 +18,7 @@ Redis's keyspace hits and misses during the run with wrk (server-wide: other cli
 it; unknown with --fakeredis). Client and server share this machine's cores.
 Target: cached movie pages at >= 50% of the bare endpoint's requests/s. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,6 +96,7 @@ def combine(loads: list[Load], side_by_side: bool) -> Load:
 
 # -- reference and checks ------------------------------------------------------------------------------------
 
+
 class _NoQueue:
     def send(self, task_id: str, kind: str) -> bool:
         return True
@@ -109,8 +111,9 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
     from app.embedded import embedded_client
     from app.worker.loop import Worker
 
-    config = load_config({"UPLOAD_FOLDER": str(workdir / "reference-uploads"),
-                          "RESULT_FOLDER": str(workdir / "reference-results")})
+    config = load_config(
+        {"UPLOAD_FOLDER": str(workdir / "reference-uploads"), "RESULT_FOLDER": str(workdir / "reference-results")}
+    )
     db = embedded_client()["reference"]
     client = create_app(config, db=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + keys.create(db, "bench reference", "admin")[1]
@@ -132,8 +135,9 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
 
 def upload_and_wait(server: Server, csv_path: Path, timeout: float = 300) -> dict:
     """Upload the file to the server and wait for its task; the task record."""
-    status, _, body = server.request("POST", "/api/v1/upload?filename=movies.csv", csv_path.read_bytes(),
-                                     {"Content-Type": "text/csv"})
+    status, _, body = server.request(
+        "POST", "/api/v1/upload?filename=movies.csv", csv_path.read_bytes(), {"Content-Type": "text/csv"}
+    )
     if status != 202:
         raise RuntimeError(f"upload refused ({status}): {body!r}")
     task_id = json.loads(body)["task_id"]
@@ -156,8 +160,9 @@ def check_cached(server: Server, reference: dict[str, bytes]) -> None:
         if status != 200 or headers.get("X-Cache") != "hit":
             raise RuntimeError(f"{path}: expected a cache hit, got {status} X-Cache={headers.get('X-Cache')}")
         if body != expected:
-            raise RuntimeError(f"{path}: the cached page differs from MongoDB's answer:\n{body[:300]!r}\n"
-                               f"expected\n{expected[:300]!r}")
+            raise RuntimeError(
+                f"{path}: the cached page differs from MongoDB's answer:\n{body[:300]!r}\nexpected\n{expected[:300]!r}"
+            )
 
 
 def check_bare(server: Server) -> None:
@@ -188,25 +193,44 @@ def parse_wrk(output: str) -> Load:
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     errors += sum(int(n) for n in socket.groups()) if socket else 0
-    return Load(requests=int(_search(r"(\d+) requests in", output)[1]),
-                seconds=_ms(_search(r"requests in ([\d.]+\w+),", output)[1]) / 1e3,
-                p50_ms=_ms(_search(r"\s50%\s+(\S+)", output)[1]),
-                p99_ms=_ms(_search(r"\s99%\s+(\S+)", output)[1]), errors=errors)
+    return Load(
+        requests=int(_search(r"(\d+) requests in", output)[1]),
+        seconds=_ms(_search(r"requests in ([\d.]+\w+),", output)[1]) / 1e3,
+        p50_ms=_ms(_search(r"\s50%\s+(\S+)", output)[1]),
+        p99_ms=_ms(_search(r"\s99%\s+(\S+)", output)[1]),
+        errors=errors,
+    )
 
 
-def wrk_load(port: int, paths: list[str], duration: float, connections: int, threads: int,
-             headers: dict | None = None) -> Load:
+def wrk_load(
+    port: int, paths: list[str], duration: float, connections: int, threads: int, headers: dict | None = None
+) -> Load:
     """One wrk per path, all at once, connections and threads split evenly; totals and the worst latencies."""
     each_threads = max(1, threads // len(paths))
     each_connections = max(each_threads, connections // len(paths))
     header_args = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
-    procs = [subprocess.Popen(["wrk", f"-t{each_threads}", f"-c{each_connections}", f"-d{max(1, round(duration))}s",
-                               "--latency", *header_args, f"http://127.0.0.1:{port}{path}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for path in paths]
+    procs = [
+        subprocess.Popen(
+            [
+                "wrk",
+                f"-t{each_threads}",
+                f"-c{each_connections}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                *header_args,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for path in paths
+    ]
     return combine([parse_wrk(proc.communicate()[0]) for proc in procs], side_by_side=True)
 
 
 # -- the Python client ------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Tally:
@@ -235,12 +259,15 @@ def _client_thread(port: int, paths: list[str], first: int, deadline: float, tal
     conn.close()
 
 
-def _client_process(port: int, paths: list[str], connections: int, first: int, duration: float,
-                    headers: dict) -> _Tally:
+def _client_process(
+    port: int, paths: list[str], connections: int, first: int, duration: float, headers: dict
+) -> _Tally:
     deadline = time.perf_counter() + duration
     tallies = [_Tally() for _ in range(connections)]
-    threads = [threading.Thread(target=_client_thread, args=(port, paths, first + i, deadline, tally, headers))
-               for i, tally in enumerate(tallies)]
+    threads = [
+        threading.Thread(target=_client_thread, args=(port, paths, first + i, deadline, tally, headers))
+        for i, tally in enumerate(tallies)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -249,26 +276,42 @@ def _client_process(port: int, paths: list[str], connections: int, first: int, d
     return _Tally(latencies, sum(t.errors for t in tallies), sum(t.hits for t in tallies))
 
 
-def python_load(port: int, paths: list[str], duration: float, connections: int, threads: int,
-                headers: dict | None = None) -> Load:
+def python_load(
+    port: int, paths: list[str], duration: float, connections: int, threads: int, headers: dict | None = None
+) -> Load:
     """`connections` client threads, one keep-alive connection each, spread over `threads` processes."""
     processes = max(1, min(threads, connections))
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
-        tallies = list(pool.map(_client_process, [port] * processes, [paths] * processes, shares,
-                                [sum(shares[:i]) for i in range(processes)], [duration] * processes,
-                                [headers or {}] * processes))
+        tallies = list(
+            pool.map(
+                _client_process,
+                [port] * processes,
+                [paths] * processes,
+                shares,
+                [sum(shares[:i]) for i in range(processes)],
+                [duration] * processes,
+                [headers or {}] * processes,
+            )
+        )
     latencies = [x for t in tallies for x in t.latencies]
     if not latencies:
         raise RuntimeError("the Python client completed no request")
-    return Load(len(latencies), duration, *percentiles(latencies), errors=sum(t.errors for t in tallies),
-                hits=sum(t.hits for t in tallies), latencies=latencies)
+    return Load(
+        len(latencies),
+        duration,
+        *percentiles(latencies),
+        errors=sum(t.errors for t in tallies),
+        hits=sum(t.hits for t in tallies),
+        latencies=latencies,
+    )
 
 
 CLIENTS = {"wrk": wrk_load, "python": python_load}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
+
 
 def redis_stats(url: str | None) -> tuple[int, int] | None:
     if url is None:
@@ -326,42 +369,70 @@ def client_name(name: str) -> str:
 
 def report(args, task: dict, movie_load: Load, bare_load: Load, cache_hit_rate: float | None) -> dict:
     config = load_config()
-    print(f"server: run.py, gunicorn gthread, 1 process x {config.WEB_THREADS} threads (embedded MongoDB), "
-          f"Redis {'embedded stand-in' if args.fakeredis else args.redis_url}; {task['rows_inserted']:,} movies")
-    print(f"client: {client_name(args.client)}, {args.connections} connections, {args.threads} threads, "
-          f"{args.duration:g} s per endpoint in {args.rounds} alternating rounds; client and server share "
-          f"{os.cpu_count()} cores")
+    print(
+        f"server: run.py, gunicorn gthread, 1 process x {config.WEB_THREADS} threads (embedded MongoDB), "
+        f"Redis {'embedded stand-in' if args.fakeredis else args.redis_url}; {task['rows_inserted']:,} movies"
+    )
+    print(
+        f"client: {client_name(args.client)}, {args.connections} connections, {args.threads} threads, "
+        f"{args.duration:g} s per endpoint in {args.rounds} alternating rounds; client and server share "
+        f"{os.cpu_count()} cores"
+    )
     print(f"checked: {len(MOVIE_PATHS)} movie URLs answer cache hits equal to MongoDB's page, byte for byte")
     print(f"{'endpoint':44} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
-    rows = [(f"GET /api/v1/movies ({len(MOVIE_PATHS)} URLs, cached)", movie_load),
-            (f"GET {BARE_PATH} (constant)", bare_load)]
+    rows = [
+        (f"GET /api/v1/movies ({len(MOVIE_PATHS)} URLs, cached)", movie_load),
+        (f"GET {BARE_PATH} (constant)", bare_load),
+    ]
     for label, load in rows:
-        print(f"{label:44} {load.requests:>9,} {load.rps:>8.0f} "
-              f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {load.errors:>6}")
+        print(
+            f"{label:44} {load.requests:>9,} {load.rps:>8.0f} {load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {load.errors:>6}"
+        )
     ratio = movie_load.rps / bare_load.rps
     rate = "unknown (--fakeredis with wrk)" if cache_hit_rate is None else f"{cache_hit_rate:.2%}"
-    print(f"movies / bare: {ratio:.2f} (target >= {RATIO_TARGET}: {'met' if ratio >= RATIO_TARGET else 'NOT met'}); "
-          f"cache hit rate {rate}")
-    return {"movies_rps": round(movie_load.rps, 1), "bare_rps": round(bare_load.rps, 1), "ratio": round(ratio, 3),
-            "movies_p50_ms": round(movie_load.p50_ms, 2), "movies_p99_ms": round(movie_load.p99_ms, 2),
-            "bare_p50_ms": round(bare_load.p50_ms, 2), "bare_p99_ms": round(bare_load.p99_ms, 2),
-            "cache_hit_rate": None if cache_hit_rate is None else round(cache_hit_rate, 4),
-            "errors": movie_load.errors + bare_load.errors, "client": args.client}
+    print(
+        f"movies / bare: {ratio:.2f} (target >= {RATIO_TARGET}: {'met' if ratio >= RATIO_TARGET else 'NOT met'}); "
+        f"cache hit rate {rate}"
+    )
+    return {
+        "movies_rps": round(movie_load.rps, 1),
+        "bare_rps": round(bare_load.rps, 1),
+        "ratio": round(ratio, 3),
+        "movies_p50_ms": round(movie_load.p50_ms, 2),
+        "movies_p99_ms": round(movie_load.p99_ms, 2),
+        "bare_p50_ms": round(bare_load.p50_ms, 2),
+        "bare_p99_ms": round(bare_load.p99_ms, 2),
+        "cache_hit_rate": None if cache_hit_rate is None else round(cache_hit_rate, 4),
+        "errors": movie_load.errors + bare_load.errors,
+        "client": args.client,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per endpoint (default 10)")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="the duration is split into this many alternating movies/bare rounds (default 5)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="the duration is split into this many alternating movies/bare rounds (default 5)",
+    )
     parser.add_argument("--connections", type=int, default=32, help="open connections in all (default 32)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="client threads in all (wrk), or client processes (python); default 2")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="client threads in all (wrk), or client processes (python); default 2"
+    )
     parser.add_argument("--movies", type=int, default=10_000, help="rows in the generated movie file (default 10000)")
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="wrk" if shutil.which("wrk") else "python",
-                        help="load generator (default: wrk if installed)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
-                        help="the Redis the server caches in; its cached movie pages are removed first")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk if installed)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="the Redis the server caches in; its cached movie pages are removed first",
+    )
     parser.add_argument("--fakeredis", action="store_true", help="use the embedded Redis stand-in instead")
     parser.add_argument("--cache-ttl", type=int, default=3600, help="CACHE_TTL for the server (default 3600)")
     args = parser.parse_args()

@@ -19,6 +19,7 @@ what the plain-Python reference cleaning (tests/support/reference.py) makes of t
 1 if any differs. Targets: the pipeline at least 3x the original (stretch 5x), at most 300 MB peak RSS
 (writer and helper together). MB is 10^6 bytes; RSS is in MiB. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,6 +68,7 @@ class _Result:
 
 # -- the three ways, each run in a child ------------------------------------------------------------------
 
+
 def floor(path: str) -> dict:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -75,9 +77,11 @@ def floor(path: str) -> dict:
 
     header = csvstream.read_header(path)
     reader = pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
+        path,
+        read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}))
+        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
+    )
     rows = sum(batch.num_rows for batch in reader)
     return {"rows": rows, "documents": 0, "bytes": 0}
 
@@ -87,9 +91,14 @@ def pipeline(path: str) -> dict:
     from app.jobs.movies.ingest import ingest_movies
 
     collection = RecordingCollection()
-    fields = ingest_movies(path, collection, block_size=defaults.BLOCK_SIZE, batch_size=defaults.BATCH_SIZE,
-                           max_rejects=defaults.MAX_REJECTS_KEPT,
-                           in_process_from=defaults.INGEST_HELPER_MIN_MB * 1_000_000)
+    fields = ingest_movies(
+        path,
+        collection,
+        block_size=defaults.BLOCK_SIZE,
+        batch_size=defaults.BATCH_SIZE,
+        max_rejects=defaults.MAX_REJECTS_KEPT,
+        in_process_from=defaults.INGEST_HELPER_MIN_MB * 1_000_000,
+    )
     return {"rows": fields["rows_read"], "documents": collection.requests, "bytes": collection.bytes}
 
 
@@ -100,9 +109,12 @@ def original(path: str) -> dict:
     from pymongo import ReplaceOne
 
     collection = RecordingCollection()
-    table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                           convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
-                           read_options=pacsv.ReadOptions(column_names=None))
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
+        read_options=pacsv.ReadOptions(column_names=None),
+    )
     table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
     rows = table.num_rows
     for start in range(0, rows, 1000):
@@ -176,6 +188,7 @@ def run_one(way: str, path: str) -> dict:
 
 # -- the check -----------------------------------------------------------------------------------------------
 
+
 def check(path: Path) -> tuple[int, str | None]:
     """Every pipeline document against bson.encode of the reference's: (documents compared, first difference)."""
     import bson
@@ -202,18 +215,24 @@ def check(path: Path) -> tuple[int, str | None]:
 
 # -- the parent ----------------------------------------------------------------------------------------------
 
+
 def measure(way: str, path: Path) -> dict:
     print(f"running {way}...", flush=True)
     r = run_child(__file__, "--run-one", way, str(path))
-    r.update(mb_s=path.stat().st_size / 1e6 / r["seconds"], rows_s=r["rows"] / r["seconds"],
-             total_peak_rss_mb=r["peak_rss_mb"] + r["helper_peak_rss_mb"])
+    r.update(
+        mb_s=path.stat().st_size / 1e6 / r["seconds"],
+        rows_s=r["rows"] / r["seconds"],
+        total_peak_rss_mb=r["peak_rss_mb"] + r["helper_peak_rss_mb"],
+    )
     return r
 
 
 def show(name: str, r: dict) -> None:
     helper = f" + helper {r['helper_peak_rss_mb']:.1f}" if r["helper_peak_rss_mb"] else ""
-    print(f"{name:>9}: {r['seconds']:7.2f} s, {r['mb_s']:7.1f} MB/s, {r['rows_s']:>10,.0f} rows/s, "
-          f"peak RSS {r['peak_rss_mb']:.1f}{helper} MB")
+    print(
+        f"{name:>9}: {r['seconds']:7.2f} s, {r['mb_s']:7.1f} MB/s, {r['rows_s']:>10,.0f} rows/s, "
+        f"peak RSS {r['peak_rss_mb']:.1f}{helper} MB"
+    )
 
 
 def main() -> int:
@@ -251,8 +270,10 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     pipe, base, bare = runs["pipeline"], runs.get("original"), runs["floor"]
-    print(f"file: {size / 1e6:.1f} MB, {pipe['rows']:,} rows, "
-          f"{pipe['documents']:,} documents ({pipe['bytes'] / 1e6:.1f} MB of BSON)")
+    print(
+        f"file: {size / 1e6:.1f} MB, {pipe['rows']:,} rows, "
+        f"{pipe['documents']:,} documents ({pipe['bytes'] / 1e6:.1f} MB of BSON)"
+    )
     for name, r in (("floor", bare), ("pipeline", pipe), ("original", base)):
         if r:
             show(name, r)
@@ -260,27 +281,47 @@ def main() -> int:
     if ratio:
         verdict = "met" if ratio >= TARGET else "NOT met"
         stretch = "met" if ratio >= STRETCH else "not met"
-        print(f"pipeline / original: {ratio:.2f}x (target >= {TARGET:g}x: {verdict}; stretch {STRETCH:g}x: {stretch})"
-              f"; memory {pipe['total_peak_rss_mb']:.0f} MB vs {base['total_peak_rss_mb']:.0f} MB")
-    print(f"pipeline / floor: {pipe['mb_s'] / bare['mb_s']:.2f}; peak RSS {pipe['total_peak_rss_mb']:.1f} MB "
-          f"(target <= {MEMORY_TARGET:g}: {'met' if pipe['total_peak_rss_mb'] <= MEMORY_TARGET else 'NOT met'})")
+        print(
+            f"pipeline / original: {ratio:.2f}x (target >= {TARGET:g}x: {verdict}; stretch {STRETCH:g}x: {stretch})"
+            f"; memory {pipe['total_peak_rss_mb']:.0f} MB vs {base['total_peak_rss_mb']:.0f} MB"
+        )
+    print(
+        f"pipeline / floor: {pipe['mb_s'] / bare['mb_s']:.2f}; peak RSS {pipe['total_peak_rss_mb']:.1f} MB "
+        f"(target <= {MEMORY_TARGET:g}: {'met' if pipe['total_peak_rss_mb'] <= MEMORY_TARGET else 'NOT met'})"
+    )
     if not args.no_check:
-        print(f"check: {compared:,} documents, byte for byte as the reference cleaning: "
-              f"{'yes' if difference is None else 'NO, ' + difference}")
+        print(
+            f"check: {compared:,} documents, byte for byte as the reference cleaning: "
+            f"{'yes' if difference is None else 'NO, ' + difference}"
+        )
 
     def r(x, digits=1):
         return None if x is None else round(x, digits)
 
-    print(json.dumps({
-        "pipeline_mb_s": r(pipe["mb_s"]), "baseline_mb_s": r(base and base["mb_s"]), "floor_mb_s": r(bare["mb_s"]),
-        "ratio": r(ratio, 2), "ratio_to_floor": r(pipe["mb_s"] / bare["mb_s"], 3),
-        "peak_rss_mb": r(pipe["total_peak_rss_mb"]), "writer_peak_rss_mb": r(pipe["peak_rss_mb"]),
-        "helper_peak_rss_mb": r(pipe["helper_peak_rss_mb"]), "baseline_peak_rss_mb": r(base and base["peak_rss_mb"]),
-        "floor_peak_rss_mb": r(bare["peak_rss_mb"]), "pipeline_rows_s": r(pipe["rows_s"], 0),
-        "baseline_rows_s": r(base and base["rows_s"], 0), "floor_rows_s": r(bare["rows_s"], 0),
-        "rows": pipe["rows"], "documents": pipe["documents"], "size_mb": r(size / 1e6),
-        "identical": None if args.no_check else difference is None, "documents_checked": compared,
-    }))
+    print(
+        json.dumps(
+            {
+                "pipeline_mb_s": r(pipe["mb_s"]),
+                "baseline_mb_s": r(base and base["mb_s"]),
+                "floor_mb_s": r(bare["mb_s"]),
+                "ratio": r(ratio, 2),
+                "ratio_to_floor": r(pipe["mb_s"] / bare["mb_s"], 3),
+                "peak_rss_mb": r(pipe["total_peak_rss_mb"]),
+                "writer_peak_rss_mb": r(pipe["peak_rss_mb"]),
+                "helper_peak_rss_mb": r(pipe["helper_peak_rss_mb"]),
+                "baseline_peak_rss_mb": r(base and base["peak_rss_mb"]),
+                "floor_peak_rss_mb": r(bare["peak_rss_mb"]),
+                "pipeline_rows_s": r(pipe["rows_s"], 0),
+                "baseline_rows_s": r(base and base["rows_s"], 0),
+                "floor_rows_s": r(bare["rows_s"], 0),
+                "rows": pipe["rows"],
+                "documents": pipe["documents"],
+                "size_mb": r(size / 1e6),
+                "identical": None if args.no_check else difference is None,
+                "documents_checked": compared,
+            }
+        )
+    )
     return 1 if difference else 0
 
 

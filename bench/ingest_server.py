@@ -24,6 +24,7 @@ FerretDB v1.24's upsert (`update` with `upsert: true`, as the worker's `ReplaceO
 document by reading the collection, not through the `_id` index: each batch costs in proportion to what is
 already stored, so the whole ingest grows with the square of the file. Keep FerretDB files small (a few MB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,7 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 # -- in the child: one ingest ---------------------------------------------------------------------------------
 
+
 def run_one(store: str, path: str, uri: str) -> dict:
     import pymongo
 
@@ -68,17 +70,31 @@ def run_one(store: str, path: str, uri: str) -> dict:
     chunk = 0 if store == "embedded" else mongo.FERRETDB_WRITE_OPS
     with ChildPeaks() as helpers:
         start = time.perf_counter()
-        fields = ingest_movies(path, db.movies, block_size=defaults.BLOCK_SIZE, batch_size=defaults.BATCH_SIZE,
-                               max_rejects=defaults.MAX_REJECTS_KEPT, write_chunk=chunk,
-                               in_process_from=defaults.INGEST_HELPER_MIN_MB * 1_000_000)
+        fields = ingest_movies(
+            path,
+            db.movies,
+            block_size=defaults.BLOCK_SIZE,
+            batch_size=defaults.BATCH_SIZE,
+            max_rejects=defaults.MAX_REJECTS_KEPT,
+            write_chunk=chunk,
+            in_process_from=defaults.INGEST_HELPER_MIN_MB * 1_000_000,
+        )
         seconds = time.perf_counter() - start
     peak = rss_mb("VmHWM")
     stored = db.movies.count_documents({})
-    return {"rows": fields["rows_read"], "inserted": fields["rows_inserted"], "updated": fields["rows_updated"],
-            "stored": stored, "seconds": seconds, "peak_rss_mb": peak, "helper_peak_rss_mb": helpers.largest_mb}
+    return {
+        "rows": fields["rows_read"],
+        "inserted": fields["rows_inserted"],
+        "updated": fields["rows_updated"],
+        "stored": stored,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "helper_peak_rss_mb": helpers.largest_mb,
+    }
 
 
 # -- servers --------------------------------------------------------------------------------------------------
+
 
 def _as_postgres(command: list[str]) -> list[str]:
     """PostgreSQL will not run as root: run its tools as the `postgres` user then."""
@@ -100,24 +116,49 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
+
         def run(*command: str) -> None:
             subprocess.run(_as_postgres(list(command)), check=True, capture_output=True, text=True)
 
-        run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-            "--locale=C.UTF-8")
-        run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-w", "start",
-            "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}")
+        run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
+        run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "postgres.log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}",
+        )
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
         return self
 
     def create_database(self, name: str) -> str:
-        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                                     "-U", self.user, name]), check=True, capture_output=True, text=True)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name]),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return f"postgres://{self.user}@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -133,7 +174,9 @@ def ferretdb_class():
 
         def command(self) -> list[str]:
             return [arg for arg in super().command() if not arg.startswith(("--handler=", "--sqlite-url="))] + [
-                "--handler=postgresql", f"--postgresql-url={self.postgresql_url}"]
+                "--handler=postgresql",
+                f"--postgresql-url={self.postgresql_url}",
+            ]
 
     return FerretDB, PostgresFerretDB
 
@@ -180,6 +223,7 @@ class PssPeak:
 
 # -- the parent -----------------------------------------------------------------------------------------------
 
+
 def measure(store: str, path: Path, workdir: Path, pg: PostgresCluster | None) -> dict:
     print(f"running {store}...", flush=True)
     if store == "embedded":
@@ -200,8 +244,11 @@ def measure(store: str, path: Path, workdir: Path, pg: PostgresCluster | None) -
             with sampler or _Nothing():
                 r = run_child(__file__, "--run-one", store, str(path), ferret.uri)
             cpu = psutil.Process(ferret.pid).cpu_times()
-            server = {"server_peak_rss_mb": rss_mb("VmHWM", ferret.pid), "server_cpu_s": cpu.user + cpu.system,
-                      "postgres_peak_pss_mb": sampler.largest_mb if sampler else None}
+            server = {
+                "server_peak_rss_mb": rss_mb("VmHWM", ferret.pid),
+                "server_cpu_s": cpu.user + cpu.system,
+                "postgres_peak_pss_mb": sampler.largest_mb if sampler else None,
+            }
         finally:
             ferret.stop()
     r.update(server, store=store, mb_s=path.stat().st_size / 1e6 / r["seconds"], rows_s=r["rows"] / r["seconds"])
@@ -223,9 +270,11 @@ def show(r: dict) -> None:
         server = f"; FerretDB peak RSS {r['server_peak_rss_mb']:.1f} MB, {r['server_cpu_s']:.1f} s CPU"
     if r.get("postgres_peak_pss_mb"):
         server += f"; PostgreSQL peak PSS {r['postgres_peak_pss_mb']:.1f} MB"
-    print(f"{r['store']:>19}: {r['seconds']:8.2f} s, {r['mb_s']:8.3f} MB/s, {r['rows_s']:>9,.0f} rows/s, "
-          f"worker peak RSS {r['peak_rss_mb']:.1f}{helper} MB{server}; "
-          f"stored {r['stored']:,} ({r['inserted']:,} inserted, {r['updated']:,} updated)")
+    print(
+        f"{r['store']:>19}: {r['seconds']:8.2f} s, {r['mb_s']:8.3f} MB/s, {r['rows_s']:>9,.0f} rows/s, "
+        f"worker peak RSS {r['peak_rss_mb']:.1f}{helper} MB{server}; "
+        f"stored {r['stored']:,} ({r['inserted']:,} inserted, {r['updated']:,} updated)"
+    )
 
 
 def main() -> int:
@@ -233,8 +282,11 @@ def main() -> int:
     parser.add_argument("--size-mb", type=float, default=2, help="size of the generated file (MiB)")
     parser.add_argument("--input", "--file", dest="input", help="ingest this file instead of generating one")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stores", default="embedded,ferretdb",
-                        help=f"comma-separated, of {', '.join(STORES)} (default: embedded,ferretdb)")
+    parser.add_argument(
+        "--stores",
+        default="embedded,ferretdb",
+        help=f"comma-separated, of {', '.join(STORES)} (default: embedded,ferretdb)",
+    )
     parser.add_argument("--run-one", nargs=3, metavar=("STORE", "INPUT", "URI"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
@@ -278,8 +330,10 @@ def main() -> int:
 
     from tests.support import ferretdb as ferretdb_support
 
-    print(f"file: {size / 1e6:.2f} MB, {runs[0]['rows']:,} rows; FerretDB {ferretdb_support.version()}; "
-          f"collection with the service's indexes")
+    print(
+        f"file: {size / 1e6:.2f} MB, {runs[0]['rows']:,} rows; FerretDB {ferretdb_support.version()}; "
+        f"collection with the service's indexes"
+    )
     for r in runs:
         show(r)
     # A movie that comes twice in the file is inserted once, then updated: stored = inserted.
@@ -292,14 +346,23 @@ def main() -> int:
     figures = {"size_mb": rnd(size / 1e6), "rows": runs[0]["rows"], "complete": complete}
     for r in runs:
         key = r["store"].replace("-", "_")
-        figures.update({
-            f"{key}_seconds": rnd(r["seconds"]), f"{key}_mb_s": rnd(r["mb_s"], 4), f"{key}_rows_s": rnd(r["rows_s"], 0),
-            f"{key}_worker_peak_rss_mb": rnd(r["peak_rss_mb"], 1),
-            f"{key}_helper_peak_rss_mb": rnd(r["helper_peak_rss_mb"], 1), f"{key}_stored": r["stored"],
-        })
+        figures.update(
+            {
+                f"{key}_seconds": rnd(r["seconds"]),
+                f"{key}_mb_s": rnd(r["mb_s"], 4),
+                f"{key}_rows_s": rnd(r["rows_s"], 0),
+                f"{key}_worker_peak_rss_mb": rnd(r["peak_rss_mb"], 1),
+                f"{key}_helper_peak_rss_mb": rnd(r["helper_peak_rss_mb"], 1),
+                f"{key}_stored": r["stored"],
+            }
+        )
         if r.get("server_peak_rss_mb") is not None:
-            figures.update({f"{key}_server_peak_rss_mb": rnd(r["server_peak_rss_mb"], 1),
-                            f"{key}_server_cpu_s": rnd(r["server_cpu_s"])})
+            figures.update(
+                {
+                    f"{key}_server_peak_rss_mb": rnd(r["server_peak_rss_mb"], 1),
+                    f"{key}_server_cpu_s": rnd(r["server_cpu_s"]),
+                }
+            )
         if r.get("postgres_peak_pss_mb") is not None:
             figures[f"{key}_postgres_peak_pss_mb"] = rnd(r["postgres_peak_pss_mb"], 1)
     print(json.dumps(figures))

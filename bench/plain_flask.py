@@ -7,6 +7,7 @@ temporary file (in TMPDIR) before the view runs, and `save` then copies it to UP
 is run.py's own gunicorn application (same worker class, threads, timeouts, access log), only with this
 app loaded and no broker or ingest worker beside it, so the two are compared on equal terms.
 """
+
 from __future__ import annotations
 
 import os

@@ -18,6 +18,7 @@ with 4x the songs: peak memory should follow the distinct pairs (groups), not th
 MB is 10^6 bytes in the rates and file sizes, as in bench/ingest.py (`--size-mb` is MiB, as the
 generator's); RSS is in MiB. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,18 +97,27 @@ def run_one(which: str, path: str, result_path: str) -> dict:
         from app.jobs.plays.aggregate import aggregate_plays
 
         def work():
-            return aggregate_plays(path, result_path, block_size=defaults.BLOCK_SIZE,
-                                   max_rejects=defaults.MAX_REJECTS_KEPT)
+            return aggregate_plays(
+                path, result_path, block_size=defaults.BLOCK_SIZE, max_rejects=defaults.MAX_REJECTS_KEPT
+            )
     else:
+
         def work():
             return baseline(path, result_path)
+
     after_imports = rss_mb("VmRSS")
     wall, cpu = time.perf_counter(), time.process_time()
     fields = work()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"seconds": wall, "cpu_seconds": cpu, "rss_after_imports_mb": after_imports,
-            "peak_rss_mb": rss_mb("VmHWM"), "rows": fields["rows_read"], "rejected": fields["rows_rejected"],
-            "groups": fields["groups"]}
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "rss_after_imports_mb": after_imports,
+        "peak_rss_mb": rss_mb("VmHWM"),
+        "rows": fields["rows_read"],
+        "rejected": fields["rows_rejected"],
+        "groups": fields["groups"],
+    }
 
 
 def measure(which: str, path: Path, result_path: Path) -> dict:
@@ -124,15 +134,20 @@ def generate(path: Path, amount: dict, seed: int, songs: int = SONGS) -> None:
 
     start = time.perf_counter()
     made = generate_plays(str(path), **amount, seed=seed, songs=songs, progress=show_progress(False))
-    print(f"generated {path.name}: {made['bytes'] / 1e6:.1f} MB, {made['rows']:,} rows "
-          f"({made['bad_rows']:,} malformed), {songs:,} songs, in {time.perf_counter() - start:.1f} s "
-          "(not counted)", flush=True)
+    print(
+        f"generated {path.name}: {made['bytes'] / 1e6:.1f} MB, {made['rows']:,} rows "
+        f"({made['bad_rows']:,} malformed), {songs:,} songs, in {time.perf_counter() - start:.1f} s "
+        "(not counted)",
+        flush=True,
+    )
 
 
 def show(name: str, r: dict) -> None:
-    print(f"{name:>9}: {r['seconds']:7.2f} s wall, {r['cpu_seconds']:7.2f} s CPU, {r['mb_s']:6.1f} MB/s, "
-          f"{r['rows_s']:>10,.0f} rows/s, peak RSS {r['peak_rss_mb']:6.1f} MB "
-          f"({r['rss_after_imports_mb']:.1f} MB after imports)")
+    print(
+        f"{name:>9}: {r['seconds']:7.2f} s wall, {r['cpu_seconds']:7.2f} s CPU, {r['mb_s']:6.1f} MB/s, "
+        f"{r['rows_s']:>10,.0f} rows/s, peak RSS {r['peak_rss_mb']:6.1f} MB "
+        f"({r['rss_after_imports_mb']:.1f} MB after imports)"
+    )
 
 
 def first_difference(a: Path, b: Path) -> str:
@@ -145,7 +160,7 @@ def first_difference(a: Path, b: Path) -> str:
 
 def scaling(workdir: Path, amount: dict, seed: int, full: tuple[Path, dict] | None) -> list[dict]:
     """Service only: 1/4, 1/2, 1x the size, then 1x with 4x the songs. `full`: a run already made at 1x."""
-    (key, value), = amount.items()
+    ((key, value),) = amount.items()
     points = [(0.25, SONGS), (0.5, SONGS), (1, SONGS), (1, 4 * SONGS)]
     results = []
     for share, songs in points:
@@ -159,16 +174,24 @@ def scaling(workdir: Path, amount: dict, seed: int, full: tuple[Path, dict] | No
             r = measure("service", path, workdir / "scaling-result.csv")
             size = path.stat().st_size
             path.unlink()
-        results.append({"file_mb": round(size / 1e6, 1),
-                        "songs": songs, "rows": r["rows"], "groups": r["groups"],
-                        "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                        "working_mb": round(r["peak_rss_mb"] - r["rss_after_imports_mb"], 1),
-                        "mb_s": round(r["mb_s"], 1)})
+        results.append(
+            {
+                "file_mb": round(size / 1e6, 1),
+                "songs": songs,
+                "rows": r["rows"],
+                "groups": r["groups"],
+                "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                "working_mb": round(r["peak_rss_mb"] - r["rss_after_imports_mb"], 1),
+                "mb_s": round(r["mb_s"], 1),
+            }
+        )
     (workdir / "scaling-result.csv").unlink(missing_ok=True)
     print("scaling (service only):")
     for p in results:
-        print(f"  {p['file_mb']:7.1f} MB, {p['songs']:>6,} songs: {p['rows']:>11,} rows, {p['groups']:>11,} groups, "
-              f"peak RSS {p['peak_rss_mb']:6.1f} MB (+{p['working_mb']:.1f} MB working), {p['mb_s']:.1f} MB/s")
+        print(
+            f"  {p['file_mb']:7.1f} MB, {p['songs']:>6,} songs: {p['rows']:>11,} rows, {p['groups']:>11,} groups, "
+            f"peak RSS {p['peak_rss_mb']:6.1f} MB (+{p['working_mb']:.1f} MB working), {p['mb_s']:.1f} MB/s"
+        )
     return results
 
 
@@ -182,8 +205,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated file and the results")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     parser.add_argument("--skip-baseline", action="store_true", help="time the service only")
-    parser.add_argument("--scaling", action="store_true",
-                        help="also run the service on 1/4, 1/2, 1x the size and on 1x with 4x the songs")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also run the service on 1/4, 1/2, 1x the size and on 1x with 4x the songs",
+    )
     parser.add_argument("--run-one", nargs=3, metavar=("WHICH", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
@@ -210,21 +236,29 @@ def main() -> int:
     service = measure("service", path, service_out)
     base = measure("baseline", path, baseline_out) if not args.skip_baseline else None
     identical = counts_agree = None
-    print(f"file: {size / 1e6:.1f} MB, {service['rows']:,} rows, {service['rejected']:,} rejected, "
-          f"{service['groups']:,} (song, day) pairs")
+    print(
+        f"file: {size / 1e6:.1f} MB, {service['rows']:,} rows, {service['rejected']:,} rejected, "
+        f"{service['groups']:,} (song, day) pairs"
+    )
     show("service", service)
     if base:
         show("baseline", base)
         speed, memory = base["seconds"] / service["seconds"], service["peak_rss_mb"] / base["peak_rss_mb"]
-        print(f"speed ratio {speed:.2f}x (target >= 4x: {'met' if speed >= 4 else 'NOT met'}), "
-              f"memory ratio {memory:.2f} (target <= 1: {'met' if memory <= 1 else 'NOT met'})")
+        print(
+            f"speed ratio {speed:.2f}x (target >= 4x: {'met' if speed >= 4 else 'NOT met'}), "
+            f"memory ratio {memory:.2f} (target <= 1: {'met' if memory <= 1 else 'NOT met'})"
+        )
         identical = filecmp.cmp(service_out, baseline_out, shallow=False)
         counts_agree = all(service[k] == base[k] for k in ("rows", "rejected", "groups"))
-        print(f"results identical: {'yes' if identical else 'NO, ' + first_difference(service_out, baseline_out)}"
-              f" ({service_out.stat().st_size / 1e6:.1f} MB)")
+        print(
+            f"results identical: {'yes' if identical else 'NO, ' + first_difference(service_out, baseline_out)}"
+            f" ({service_out.stat().st_size / 1e6:.1f} MB)"
+        )
         if not counts_agree:
-            print("counts differ: " + ", ".join(f"{k} service {service[k]:,} baseline {base[k]:,}"
-                                                for k in ("rows", "rejected", "groups")))
+            print(
+                "counts differ: "
+                + ", ".join(f"{k} service {service[k]:,} baseline {base[k]:,}" for k in ("rows", "rejected", "groups"))
+            )
 
     probe = scaling(workdir, amount, args.seed, None if args.input else (path, service)) if args.scaling else None
 
@@ -241,16 +275,23 @@ def main() -> int:
         return None if x is None else round(x, digits)
 
     figures = {
-        "service_mb_s": r(service["mb_s"]), "baseline_mb_s": r(base and base["mb_s"]),
+        "service_mb_s": r(service["mb_s"]),
+        "baseline_mb_s": r(base and base["mb_s"]),
         "speed_ratio": r(base and base["seconds"] / service["seconds"], 2),
-        "service_peak_rss_mb": r(service["peak_rss_mb"]), "baseline_peak_rss_mb": r(base and base["peak_rss_mb"]),
+        "service_peak_rss_mb": r(service["peak_rss_mb"]),
+        "baseline_peak_rss_mb": r(base and base["peak_rss_mb"]),
         "memory_ratio": r(base and service["peak_rss_mb"] / base["peak_rss_mb"], 2),
-        "service_seconds": r(service["seconds"], 2), "baseline_seconds": r(base and base["seconds"], 2),
-        "service_cpu_seconds": r(service["cpu_seconds"], 2), "baseline_cpu_seconds": r(base and base["cpu_seconds"], 2),
+        "service_seconds": r(service["seconds"], 2),
+        "baseline_seconds": r(base and base["seconds"], 2),
+        "service_cpu_seconds": r(service["cpu_seconds"], 2),
+        "baseline_cpu_seconds": r(base and base["cpu_seconds"], 2),
         "service_rss_after_imports_mb": r(service["rss_after_imports_mb"]),
         "baseline_rss_after_imports_mb": r(base and base["rss_after_imports_mb"]),
-        "rows": service["rows"], "rejected": service["rejected"], "groups": service["groups"],
-        "size_mb": r(size / 1e6), "identical": identical,
+        "rows": service["rows"],
+        "rejected": service["rejected"],
+        "groups": service["groups"],
+        "size_mb": r(size / 1e6),
+        "identical": identical,
     }
     if probe:
         figures["scaling"] = probe

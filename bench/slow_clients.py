@@ -14,6 +14,7 @@ The last line is JSON: connections, seconds, p50/p99 of ping and of movies (in m
 out or was refused counts with the time it took), their errors, and how the slow connections ended.
 Target: both p99 under 1000 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,9 +75,14 @@ class Probe(threading.Thread):
             self.stop.wait(max(0.0, self.interval - elapsed))
 
     def summary(self) -> dict:
-        return {"n": len(self.latencies), "p50_ms": percentile(self.latencies, 0.5),
-                "p99_ms": percentile(self.latencies, 0.99), "max_ms": percentile(self.latencies, 1.0),
-                "errors": sum(self.errors.values()), "error_kinds": self.errors}
+        return {
+            "n": len(self.latencies),
+            "p50_ms": percentile(self.latencies, 0.5),
+            "p99_ms": percentile(self.latencies, 0.99),
+            "max_ms": percentile(self.latencies, 1.0),
+            "errors": sum(self.errors.values()),
+            "error_kinds": self.errors,
+        }
 
 
 class SlowConnection:
@@ -128,7 +134,7 @@ class SlowConnection:
         if self.ended is not None or self.sent >= len(self.payload):
             return
         try:
-            self.sock.send(self.payload[self.sent:self.sent + 1])
+            self.sock.send(self.payload[self.sent : self.sent + 1])
             self.sent += 1
         except BlockingIOError:
             pass
@@ -150,9 +156,11 @@ def slow_payloads(n: int, seconds: float, body_share: float, key: str) -> list[t
     for i in range(n):
         if i < bodies:
             body = b"title,year\n" + b"x" * (int(seconds) + 30 + 64 * 1024)
-            head = (b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    b"Authorization: Bearer " + key.encode() + b"\r\n"
-                    b"Content-Type: text/csv\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            head = (
+                b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Authorization: Bearer " + key.encode() + b"\r\n"
+                b"Content-Type: text/csv\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
             out.append((head, body))
         else:
             out.append((b"", b"GET /api/v1/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + pad + b"\r\n\r\n"))
@@ -163,11 +171,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=200, help="slow connections (default 200)")
     parser.add_argument("--seconds", type=float, default=60, help="how long they send (default 60)")
-    parser.add_argument("--body-share", type=float, default=0.25,
-                        help="share of them that send a slow upload body rather than slow headers (default 0.25)")
+    parser.add_argument(
+        "--body-share",
+        type=float,
+        default=0.25,
+        help="share of them that send a slow upload body rather than slow headers (default 0.25)",
+    )
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between probes (default 0.1)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for the server, e.g. --env HEADER_TIMEOUT=10 (repeatable)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server, e.g. --env HEADER_TIMEOUT=10 (repeatable)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="slow-bench-") as tmp:
@@ -185,8 +202,10 @@ def main() -> int:
                 except OSError:
                     refused += 1
             stop = threading.Event()
-            probes = [Probe(server.port, path, args.interval, stop, server.auth_header)
-                      for path in ("/api/v1/ping", "/api/v1/movies")]
+            probes = [
+                Probe(server.port, path, args.interval, stop, server.auth_header)
+                for path in ("/api/v1/ping", "/api/v1/movies")
+            ]
             for probe in probes:
                 probe.start()
             started = time.monotonic()
@@ -213,14 +232,26 @@ def main() -> int:
                     conn.sock.close()
     ping, movies = (p.summary() for p in probes)
     result = {
-        "connections": args.connections, "seconds": args.seconds, "body_share": args.body_share,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "body_share": args.body_share,
         "settings": overrides,
-        "ping_p50_ms": ping["p50_ms"], "ping_p99_ms": ping["p99_ms"],
-        "movies_p50_ms": movies["p50_ms"], "movies_p99_ms": movies["p99_ms"],
-        "ping": ping, "movies": movies, "errors": ping["errors"] + movies["errors"], "refused_slow": refused,
+        "ping_p50_ms": ping["p50_ms"],
+        "ping_p99_ms": ping["p99_ms"],
+        "movies_p50_ms": movies["p50_ms"],
+        "movies_p99_ms": movies["p99_ms"],
+        "ping": ping,
+        "movies": movies,
+        "errors": ping["errors"] + movies["errors"],
+        "refused_slow": refused,
         "cut_408": len(cut),
-        "cut_408_after_s": {"min": round(min(cut), 1), "median": round(statistics.median(cut), 1),
-                            "max": round(max(cut), 1)} if cut else None,
+        "cut_408_after_s": {
+            "min": round(min(cut), 1),
+            "median": round(statistics.median(cut), 1),
+            "max": round(max(cut), 1),
+        }
+        if cut
+        else None,
         "slow_ends": ends,
     }
     print(json.dumps(result))

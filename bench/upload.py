@@ -19,6 +19,7 @@ flushed (`sync`) and removed between uploads. Temporary files, the baseline's sp
 go to TMPDIR. MB is 10^6 bytes. Client and server share the machine's cores. Targets: the service faster
 than the baseline, and its memory growth during an upload under 50 MB. The last line is JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,14 @@ def upload(server: Server, command: list[str], size: int, expect: str) -> dict:
         elapsed = time.perf_counter() - start
     if done.returncode != 0 or expect not in done.stdout:
         raise RuntimeError(f"upload failed ({done.returncode}): {done.stdout} {done.stderr}\n{server.log_tail()}")
-    return {"seconds": elapsed, "mb_s": size / MB / elapsed, "cpu_s": watch.cpu_seconds,
-            "rss_before_mb": watch.before / MB, "peak_rss_mb": watch.peak / MB, "rss_growth_mb": watch.growth / MB}
+    return {
+        "seconds": elapsed,
+        "mb_s": size / MB / elapsed,
+        "cpu_s": watch.cpu_seconds,
+        "rss_before_mb": watch.before / MB,
+        "peak_rss_mb": watch.peak / MB,
+        "rss_growth_mb": watch.growth / MB,
+    }
 
 
 def uploads(service: Server, baseline: Server, path: Path, size: int) -> dict[str, tuple[Server, list[str], str]]:
@@ -95,8 +102,10 @@ def uploads(service: Server, baseline: Server, path: Path, size: int) -> dict[st
     url = f"{service.base_url}/api/v1/upload"
     auth = ["-H", f"Authorization: Bearer {service.key}"]
     raw = [*auth, "-X", "POST", "-H", "Content-Type: text/csv", f"{url}?filename=movies.csv"]
-    kinds = {"multipart": (service, [*auth, "-F", f"file=@{path}", url], '"task_id"'),
-             "raw": (service, ["-T", str(path), *raw], '"task_id"')}
+    kinds = {
+        "multipart": (service, [*auth, "-F", f"file=@{path}", url], '"task_id"'),
+        "raw": (service, ["-T", str(path), *raw], '"task_id"'),
+    }
     if size < CURL_DATA_LIMIT:
         kinds["raw_data_binary"] = (service, ["--data-binary", f"@{path}", *raw], '"task_id"')
     kinds["baseline"] = (baseline, ["-F", f"file=@{path}", f"{baseline.base_url}/upload"], '"saved"')
@@ -107,10 +116,14 @@ def summarise(runs: list[dict]) -> dict:
     """The fastest round's time, rate and CPU; the largest memory of all rounds."""
     fastest = max(runs, key=lambda r: r["mb_s"])
     hungriest = max(runs, key=lambda r: r["rss_growth_mb"])
-    return {"seconds": round(fastest["seconds"], 2), "mb_s": round(fastest["mb_s"], 1),
-            "cpu_s": round(fastest["cpu_s"], 2), "rss_before_mb": round(hungriest["rss_before_mb"], 1),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
-            "rss_growth_mb": round(hungriest["rss_growth_mb"], 1)}
+    return {
+        "seconds": round(fastest["seconds"], 2),
+        "mb_s": round(fastest["mb_s"], 1),
+        "cpu_s": round(fastest["cpu_s"], 2),
+        "rss_before_mb": round(hungriest["rss_before_mb"], 1),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "rss_growth_mb": round(hungriest["rss_growth_mb"], 1),
+    }
 
 
 def measure(path: Path, size: int, workdir: Path, repeat: int) -> dict:
@@ -130,28 +143,40 @@ def measure(path: Path, size: int, workdir: Path, repeat: int) -> dict:
 
 
 def report(size: int, repeat: int, results: dict) -> dict:
-    print(f"file: {size / MB:.0f} MB; servers: gunicorn gthread, 1 process x {load_config().WEB_THREADS} threads "
-          f"(run.py's settings, embedded mode); client: curl on the same cores; fastest of {repeat} rounds")
+    print(
+        f"file: {size / MB:.0f} MB; servers: gunicorn gthread, 1 process x {load_config().WEB_THREADS} threads "
+        f"(run.py's settings, embedded mode); client: curl on the same cores; fastest of {repeat} rounds"
+    )
     print(f"{'':36} {'time':>7} {'MB/s':>7} {'CPU':>7}   server RSS before -> peak (growth)")
     for name, label in LABELS.items():
         r = results.get(name)
         if r is None:
             print(f"{label:36} skipped: curl reads at most 1 GiB into memory for --data-binary @file")
             continue
-        print(f"{label:36} {r['seconds']:>5.2f} s {r['mb_s']:>7.1f} {r['cpu_s']:>5.2f} s   "
-              f"{r['rss_before_mb']:>6.1f} -> {r['peak_rss_mb']:>6.1f} MB (+{r['rss_growth_mb']:.1f} MB)")
+        print(
+            f"{label:36} {r['seconds']:>5.2f} s {r['mb_s']:>7.1f} {r['cpu_s']:>5.2f} s   "
+            f"{r['rss_before_mb']:>6.1f} -> {r['peak_rss_mb']:>6.1f} MB (+{r['rss_growth_mb']:.1f} MB)"
+        )
     figures = {"file_mb": round(size / MB, 1)}
     for name, r in results.items():
-        figures.update({f"{name}_mb_s": r["mb_s"], f"{name}_cpu_s": r["cpu_s"], f"{name}_peak_rss_mb": r["peak_rss_mb"],
-                        f"{name}_rss_growth_mb": r["rss_growth_mb"]})
+        figures.update(
+            {
+                f"{name}_mb_s": r["mb_s"],
+                f"{name}_cpu_s": r["cpu_s"],
+                f"{name}_peak_rss_mb": r["peak_rss_mb"],
+                f"{name}_rss_growth_mb": r["rss_growth_mb"],
+            }
+        )
     base = results["baseline"]["mb_s"]
     figures["ratio"] = round(results["multipart"]["mb_s"] / base, 2)  # ours / plain Flask, both multipart
     figures["raw_ratio"] = round(results["raw"]["mb_s"] / base, 2)
     growth = max(r["rss_growth_mb"] for name, r in results.items() if name != "baseline")
-    print(f"speed vs plain Flask: multipart {figures['ratio']:.2f}x, raw {figures['raw_ratio']:.2f}x "
-          f"(target > 1: {'met' if min(figures['ratio'], figures['raw_ratio']) > 1 else 'NOT met'}); "
-          f"largest memory growth {growth:.1f} MB (target < {GROWTH_TARGET_MB}: "
-          f"{'met' if growth < GROWTH_TARGET_MB else 'NOT met'})")
+    print(
+        f"speed vs plain Flask: multipart {figures['ratio']:.2f}x, raw {figures['raw_ratio']:.2f}x "
+        f"(target > 1: {'met' if min(figures['ratio'], figures['raw_ratio']) > 1 else 'NOT met'}); "
+        f"largest memory growth {growth:.1f} MB (target < {GROWTH_TARGET_MB}: "
+        f"{'met' if growth < GROWTH_TARGET_MB else 'NOT met'})"
+    )
     return figures
 
 

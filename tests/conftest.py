@@ -1,6 +1,7 @@
 """Shared fixtures: an app wired to in-process MongoDB (mongomock) and Redis (fakeredis) stand-ins, and a
 real MongoDB-compatible server (FerretDB) for the tests that need one.
 """
+
 from __future__ import annotations
 
 import os
@@ -163,4 +164,5 @@ def pytest_terminal_summary(terminalreporter):
         version = ferretdb_support.version() if ferretdb_support.available() is None else "not built"
         terminalreporter.write_line(
             f"stores: {_ran.get('ferretdb', 0)} passed tests ran on FerretDB {version} (SQLite), "
-            f"{_ran.get('mongomock', 0)} on mongomock (the rest need no database, or run the service embedded)")
+            f"{_ran.get('mongomock', 0)} on mongomock (the rest need no database, or run the service embedded)"
+        )

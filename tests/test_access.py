@@ -4,6 +4,7 @@ would try it: the expected status of each pair, and that secrets reach neither t
 Callers: anonymous, reader, uploader (owns the tasks), another uploader, admin, the uploader's token, a
 revoked key, and expired, tampered and `alg: none` tokens.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,16 +36,23 @@ def b64(data: dict) -> str:
 
 
 def make_key(server, name: str, role: str) -> dict:
-    status, _, body = server.request("POST", "/api/v1/keys", json.dumps({"name": name, "role": role}).encode(),
-                                     {"Content-Type": "application/json"})
+    status, _, body = server.request(
+        "POST", "/api/v1/keys", json.dumps({"name": name, "role": role}).encode(), {"Content-Type": "application/json"}
+    )
     assert status == 201, body
     return body
 
 
 def multipart(data: bytes, name: str = "plays.csv") -> tuple[bytes, dict]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -83,14 +91,38 @@ def world(service):
     return {"server": server, "credentials": credentials, "task_id": answer["task_id"], "token": token}
 
 
-CALLERS = ("anonymous", "reader", "uploader", "other uploader", "admin", "uploader's token", "revoked key",
-           "expired token", "tampered token", "alg none token")
+CALLERS = (
+    "anonymous",
+    "reader",
+    "uploader",
+    "other uploader",
+    "admin",
+    "uploader's token",
+    "revoked key",
+    "expired token",
+    "tampered token",
+    "alg none token",
+)
 BAD = {"revoked key": 401, "expired token": 401, "tampered token": 401, "alg none token": 401}
-UPLOAD = {"anonymous": 401, "reader": 403, "uploader": 202, "other uploader": 202, "admin": 202,
-          "uploader's token": 202, **BAD}
+UPLOAD = {
+    "anonymous": 401,
+    "reader": 403,
+    "uploader": 202,
+    "other uploader": 202,
+    "admin": 202,
+    "uploader's token": 202,
+    **BAD,
+}
 OWNED = {"anonymous": 401, "reader": 403, "other uploader": 404, **BAD}  # + uploader, its token, admin: given
-ADMIN = {"anonymous": 401, "reader": 403, "uploader": 403, "other uploader": 403, "admin": None,
-         "uploader's token": 403, **BAD}
+ADMIN = {
+    "anonymous": 401,
+    "reader": 403,
+    "uploader": 403,
+    "other uploader": 403,
+    "admin": None,
+    "uploader's token": 403,
+    **BAD,
+}
 
 
 def everyone(status: int) -> dict:
@@ -98,8 +130,11 @@ def everyone(status: int) -> dict:
 
 
 def reading(status: int) -> dict:
-    return {"anonymous": 401, **dict.fromkeys(("reader", "uploader", "other uploader", "admin", "uploader's token"),
-                                              status), **BAD}
+    return {
+        "anonymous": 401,
+        **dict.fromkeys(("reader", "uploader", "other uploader", "admin", "uploader's token"), status),
+        **BAD,
+    }
 
 
 def owned(status: int) -> dict:
@@ -129,10 +164,10 @@ ROUTES = [
 
 
 def test_the_table_covers_every_route_of_the_app(app):
-    covered = {(method, path.replace("{task}", "<task_id>").replace("{key}", "<key_id>"))
-               for method, path, _, _ in ROUTES}
-    routes = {(method, rule.rule) for rule in app.url_map.iter_rules()
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    covered = {
+        (method, path.replace("{task}", "<task_id>").replace("{key}", "<key_id>")) for method, path, _, _ in ROUTES
+    }
+    routes = {(method, rule.rule) for rule in app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}}
     routes = {(m, "/static/app.js" if r == "/static/<path:filename>" else r) for m, r in routes}
     assert routes == covered
 
@@ -149,10 +184,13 @@ def test_each_caller_gets_the_expected_answer(world, method, path, kind, expecte
         if kind == "plays":
             body, headers = multipart(PLAYS)
         elif kind == "key":
-            body, headers = json.dumps({"name": "made in the table", "role": "reader"}).encode(), {
-                "Content-Type": "application/json"}
-        status, response_headers, data = server.request(method, url, body, headers, raw=True,
-                                                        key=world["credentials"][caller])
+            body, headers = (
+                json.dumps({"name": "made in the table", "role": "reader"}).encode(),
+                {"Content-Type": "application/json"},
+            )
+        status, response_headers, data = server.request(
+            method, url, body, headers, raw=True, key=world["credentials"][caller]
+        )
         answers[caller] = status
         if status == 401:
             assert response_headers["WWW-Authenticate"].startswith('Bearer realm="movie-ingest"'), (caller, url)

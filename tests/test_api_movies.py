@@ -1,4 +1,5 @@
 """GET /api/v1/movies: pagination, filters, sorting, parameter checks, the Redis cache and its failure mode."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ KEYS = {"limit", "movies", "page", "total_docs", "total_pages"}
 def movie(title: str, date: str | None, language: str | None = "en", rating: float | None = 5.0, **extra) -> dict:
     day = datetime.strptime(date, "%Y-%m-%d") if date else None
     return {
-        "_id": f"{date or 'undated'}/{title}", "title": title, "release_date": day,
-        "year": day.year if day else None, "original_language": language, "vote_average": rating, **extra,
+        "_id": f"{date or 'undated'}/{title}",
+        "title": title,
+        "release_date": day,
+        "year": day.year if day else None,
+        "original_language": language,
+        "vote_average": rating,
+        **extra,
     }
 
 
@@ -75,6 +81,7 @@ def by_date(docs, order=1):
 
 # -- shape and defaults ---------------------------------------------------------------------------------
 
+
 def test_defaults_page_1_limit_10_by_release_date(client, catalogue):
     body = get(client).get_json()
     assert set(body) == KEYS
@@ -94,8 +101,12 @@ def test_dates_are_iso_strings_and_ids_strings(client, db):
     db.movies.insert_one(movie("Toy Story", "1995-10-30", "en", 7.7))
     [m] = get(client).get_json()["movies"]
     assert m == {
-        "_id": "1995-10-30/Toy Story", "title": "Toy Story", "release_date": "1995-10-30T00:00:00Z",
-        "year": 1995, "original_language": "en", "vote_average": 7.7,
+        "_id": "1995-10-30/Toy Story",
+        "title": "Toy Story",
+        "release_date": "1995-10-30T00:00:00Z",
+        "year": 1995,
+        "original_language": "en",
+        "vote_average": 7.7,
     }
 
 
@@ -129,6 +140,7 @@ def test_limit_100_is_the_maximum(client, db):
 
 # -- filters --------------------------------------------------------------------------------------------
 
+
 def test_year_filter(client, catalogue):
     body = get(client, "year=2001").get_json()
     assert (body["total_docs"], body["total_pages"]) == (3, 1)
@@ -150,8 +162,10 @@ def test_year_and_language_together(client, catalogue):
 
 # -- sorting --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sort_by, field", [("rating", "vote_average"), ("title", "title"),
-                                            ("release_date", "release_date")])
+
+@pytest.mark.parametrize(
+    "sort_by, field", [("rating", "vote_average"), ("title", "title"), ("release_date", "release_date")]
+)
 @pytest.mark.parametrize("order", [1, -1])
 def test_sort(client, catalogue, sort_by, field, order):
     body = get(client, f"sort_by={sort_by}&order={order}&limit=100").get_json()
@@ -186,26 +200,30 @@ def test_rating_ties_broken_by_id_across_pages(client, db):
 
 # -- bad parameters -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("query, name", [
-    ("page=0", "page"),
-    ("page=abc", "page"),
-    ("page=1.5", "page"),
-    ("limit=0", "limit"),
-    ("limit=101", "limit"),
-    ("limit=-5", "limit"),
-    ("year=abc", "year"),
-    ("year=99999", "year"),
-    ("year=0", "year"),
-    ("language=e n", "language"),
-    ("language=", "language"),
-    ("language=english1", "language"),
-    ("sort_by=budget", "sort_by"),
-    ("sort_by=vote_average", "sort_by"),
-    ("order=2", "order"),
-    ("order=asc", "order"),
-    ("foo=1", "foo"),
-    ("year=1995&year=1996", "year"),
-])
+
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("page=0", "page"),
+        ("page=abc", "page"),
+        ("page=1.5", "page"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=-5", "limit"),
+        ("year=abc", "year"),
+        ("year=99999", "year"),
+        ("year=0", "year"),
+        ("language=e n", "language"),
+        ("language=", "language"),
+        ("language=english1", "language"),
+        ("sort_by=budget", "sort_by"),
+        ("sort_by=vote_average", "sort_by"),
+        ("order=2", "order"),
+        ("order=asc", "order"),
+        ("foo=1", "foo"),
+        ("year=1995&year=1996", "year"),
+    ],
+)
 def test_invalid_parameters(client, query, name):
     response = client.get(f"/api/v1/movies?{query}")
     assert response.status_code == 400, response.get_data(as_text=True)
@@ -217,6 +235,7 @@ def test_invalid_parameters(client, query, name):
 
 
 # -- cache ----------------------------------------------------------------------------------------------
+
 
 def test_second_request_is_a_cache_hit_even_after_the_db_changed(client, db, catalogue):
     first = get(client, "year=1995")
@@ -277,8 +296,9 @@ def test_non_ascii_titles_survive_the_cache(client, db):
 def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
     # retries off, as in the app's own client (from_url): redis-py's constructor default retries with backoff
     # for ~4 s per command, which only slows the test down.
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
-                       retry=Retry(NoBackoff(), 0))
+    dead = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     app = create_app(config, db=db, redis_client=dead, producer=producer)
     client = signed_in(app)
     db.movies.insert_many([movie("Heat", "1995-12-15"), movie("Toy Story", "1995-10-30")])
@@ -299,12 +319,13 @@ def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
 
 # -- indexes --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sort_field", ["release_date", "vote_average", "title"])
 def test_indexes_for_filters_and_sorts(app, db, sort_field):
     keys = [[k for k, _ in info["key"]] for info in db.movies.index_information().values()]
     for prefix in ([], ["year"], ["original_language"], ["year", "original_language"]):
         wanted = prefix + [sort_field]
-        assert any(k[:len(wanted)] == wanted for k in keys), (wanted, keys)
+        assert any(k[: len(wanted)] == wanted for k in keys), (wanted, keys)
 
 
 def test_the_same_parameters_in_any_order_share_one_cached_page(client, redis_client):

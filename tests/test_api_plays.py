@@ -1,4 +1,5 @@
 """Plays jobs through the HTTP API: kind recognition, progress, the result download, the first system's routes."""
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,9 @@ def test_the_example_file_end_to_end(client, db, producer, worker):
     download = client.get(task["result_url"])
     assert download.status_code == 200
     assert download.mimetype == "text/csv"
-    assert download.headers["Content-Disposition"] == ("attachment; filename=\"plays_example_input-totals.csv\"; "
-        "filename*=UTF-8''plays_example_input-totals.csv")
+    assert download.headers["Content-Disposition"] == (
+        "attachment; filename=\"plays_example_input-totals.csv\"; filename*=UTF-8''plays_example_input-totals.csv"
+    )
     assert download.get_data() == EXAMPLE_RESULT
 
 
@@ -68,14 +70,16 @@ def test_rejected_rows_are_kept_on_the_task(client, worker):
 
 
 def test_raw_body_with_kind_in_the_query(client, worker):
-    response = client.post("/api/v1/upload?filename=p.csv&kind=plays", data=EXAMPLE.read_bytes(),
-                           content_type="text/csv")
+    response = client.post(
+        "/api/v1/upload?filename=p.csv&kind=plays", data=EXAMPLE.read_bytes(), content_type="text/csv"
+    )
     assert response.status_code == 202 and response.get_json()["kind"] == "plays"
     worker.work(response.get_json()["task_id"])
     assert result_of(client, response.get_json()["task_id"]).get_data() == EXAMPLE_RESULT
 
 
 # -- choosing the kind ----------------------------------------------------------------------------------
+
 
 def test_a_movie_file_is_recognised_as_movies(client):
     assert upload(client, SAMPLE_MOVIES.read_bytes(), "m.csv").get_json()["kind"] == "movies"
@@ -99,22 +103,25 @@ def test_unknown_kind_is_a_clear_400(client, db, producer, upload_dir):
     assert_nothing_left(upload_dir, db, producer)
 
 
-@pytest.mark.parametrize("header", [
-    b"Song,Date\n", b"Song,Date,Number of Plays,Extra\n", b"song,date,number of plays\n"])
+@pytest.mark.parametrize(
+    "header", [b"Song,Date\n", b"Song,Date,Number of Plays,Extra\n", b"song,date,number of plays\n"]
+)
 def test_a_header_near_the_plays_one_fits_no_kind(client, db, producer, upload_dir, header):
     error = assert_error(upload(client, header + b"A,2020-01-01,1\n"), 422, "unrecognised_header")
     assert error["expected"]["plays"] == ["Song", "Date", "Number of Plays"]
     assert_nothing_left(upload_dir, db, producer)
 
 
-@pytest.mark.parametrize("data, code", [
-    (b"", "empty_file"), (PLAYS_HEADER, "no_rows"), (b"\xef\xbb\xbf" + PLAYS_HEADER, "no_rows")])
+@pytest.mark.parametrize(
+    "data, code", [(b"", "empty_file"), (PLAYS_HEADER, "no_rows"), (b"\xef\xbb\xbf" + PLAYS_HEADER, "no_rows")]
+)
 def test_empty_and_header_only_plays_files_are_refused(client, db, producer, upload_dir, data, code):
     assert_error(upload(client, data), 422, code)
     assert_nothing_left(upload_dir, db, producer)
 
 
 # -- the result endpoint's answers ----------------------------------------------------------------------
+
 
 def test_result_of_an_unknown_task_is_404(client):
     assert_error(result_of(client, "no-such-task"), 404, "task_not_found")
@@ -146,6 +153,7 @@ def test_a_result_file_gone_from_disk_answers_410(client, db, worker):
 
 # -- the first system's routes --------------------------------------------------------------------------
 
+
 def test_legacy_upload_and_result(client, worker):
     response = upload(client, EXAMPLE.read_bytes(), url="/upload")
     assert response.status_code == 202
@@ -169,4 +177,3 @@ def test_legacy_result_of_an_unknown_task(client):
 def test_legacy_upload_refuses_bad_input_with_the_same_json_errors(client, db, producer, upload_dir):
     assert_error(upload(client, b"", url="/upload"), 422, "empty_file")
     assert_nothing_left(upload_dir, db, producer)
-

@@ -1,4 +1,5 @@
 """GET /api/v1/process/<task_id> and GET /api/v1/processes: what a client sees of a task."""
+
 from __future__ import annotations
 
 import io
@@ -10,13 +11,22 @@ from tests.conftest import SAMPLE_MOVIES
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
-PROGRESS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "bytes_read", "bytes_total", "percent",
-            "rows_per_sec")
+PROGRESS = (
+    "rows_read",
+    "rows_inserted",
+    "rows_updated",
+    "rows_rejected",
+    "bytes_read",
+    "bytes_total",
+    "percent",
+    "rows_per_sec",
+)
 
 
 def upload(client, data: bytes, filename: str = "movies.csv") -> str:
-    response = client.post("/api/v1/upload", data={"file": (io.BytesIO(data), filename)},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/upload", data={"file": (io.BytesIO(data), filename)}, content_type="multipart/form-data"
+    )
     assert response.status_code == 202, response.get_data(as_text=True)
     return response.get_json()["task_id"]
 
@@ -37,6 +47,7 @@ def assert_bad_parameter(response, name: str):
 
 # -- one task -------------------------------------------------------------------------------------------
 
+
 def test_pending_task_shape(client, db):
     sample = SAMPLE_MOVIES.read_bytes()
     task_id = upload(client, sample)
@@ -52,8 +63,14 @@ def test_pending_task_shape(client, db):
     for name in PROGRESS:
         assert name in task, name
     assert {name: task[name] for name in PROGRESS} == {
-        "rows_read": 0, "rows_inserted": 0, "rows_updated": 0, "rows_rejected": 0, "bytes_read": 0,
-        "bytes_total": len(sample), "percent": 0, "rows_per_sec": 0,
+        "rows_read": 0,
+        "rows_inserted": 0,
+        "rows_updated": 0,
+        "rows_rejected": 0,
+        "bytes_read": 0,
+        "bytes_total": len(sample),
+        "percent": 0,
+        "rows_per_sec": 0,
     }
     assert "path" not in task
     assert "started_at" not in task and "finished_at" not in task
@@ -88,15 +105,15 @@ def test_unknown_task_is_404(client):
 
 def test_rejected_rows_are_reported_with_line_and_reason(client, db, worker):
     content = (
-        b"title,budget\n"    # 1
-        b"Alpha,1\n"         # 2
-        b",2\n"              # 3  no title
-        b"Beta,3,4\n"        # 4  three fields
-        b'"Gamma\n'          # 5  a title spanning two lines
-        b'Delta",5\n'        # 6
-        b"   ,7\n"           # 7  blank title
-        b"Epsilon\n"         # 8  one field
-        b"Zeta,9\n"          # 9
+        b"title,budget\n"  # 1
+        b"Alpha,1\n"  # 2
+        b",2\n"  # 3  no title
+        b"Beta,3,4\n"  # 4  three fields
+        b'"Gamma\n'  # 5  a title spanning two lines
+        b'Delta",5\n'  # 6
+        b"   ,7\n"  # 7  blank title
+        b"Epsilon\n"  # 8  one field
+        b"Zeta,9\n"  # 9
     )
     task_id = upload(client, content)
     assert worker.work() is True
@@ -129,6 +146,7 @@ def test_same_file_twice_updates_instead_of_duplicating(client, db, worker):
 
 
 # -- the list -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def three_tasks(client):
@@ -173,21 +191,28 @@ def test_list_filters_by_status(client, worker, three_tasks):
 
 def test_empty_list(client):
     assert client.get("/api/v1/processes").get_json() == {
-        "limit": 10, "page": 1, "processes": [], "total_docs": 0, "total_pages": 0,
+        "limit": 10,
+        "page": 1,
+        "processes": [],
+        "total_docs": 0,
+        "total_pages": 0,
     }
 
 
-@pytest.mark.parametrize("query, name", [
-    ("status=bogus", "status"),
-    ("limit=0", "limit"),
-    ("limit=101", "limit"),
-    ("limit=abc", "limit"),
-    ("page=0", "page"),
-    ("page=x", "page"),
-    ("page=-1", "page"),
-    ("sort=created_at", "sort"),
-    ("page=1&page=2", "page"),
-])
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("status=bogus", "status"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=abc", "limit"),
+        ("page=0", "page"),
+        ("page=x", "page"),
+        ("page=-1", "page"),
+        ("sort=created_at", "sort"),
+        ("page=1&page=2", "page"),
+    ],
+)
 def test_list_rejects_bad_parameters(client, query, name):
     assert_bad_parameter(client.get(f"/api/v1/processes?{query}"), name)
 

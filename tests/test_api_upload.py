@@ -1,4 +1,5 @@
 """POST /api/v1/upload: storing the file, recording the task, waking a worker, and refusing bad input cleanly."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,20 @@ from tests.support.auth import signed_in
 UPLOAD = "/api/v1/upload"
 MESSAGE = "File uploaded successfully and queued for processing"
 CONTRACT = (
-    "budget", "homepage", "original_language", "original_title", "overview", "release_date", "revenue",
-    "runtime", "status", "title", "vote_average", "vote_count", "production_company_id", "genre_id",
+    "budget",
+    "homepage",
+    "original_language",
+    "original_title",
+    "overview",
+    "release_date",
+    "revenue",
+    "runtime",
+    "status",
+    "title",
+    "vote_average",
+    "vote_count",
+    "production_company_id",
+    "genre_id",
     "languages",
 )
 
@@ -44,6 +57,7 @@ def assert_nothing_left(upload_dir, db, producer):
 
 
 # -- the happy path -------------------------------------------------------------------------------------
+
 
 def test_multipart_upload_stores_file_records_task_and_queues_it(client, db, producer, worker, upload_dir, monkeypatch):
     sample = SAMPLE_MOVIES.read_bytes()
@@ -129,6 +143,7 @@ def test_title_only_file_is_accepted_and_other_columns_are_null(client, db, work
 
 # -- bad input: refused with a specific code, and nothing left behind -----------------------------------
 
+
 def test_no_file_part(client, db, producer, upload_dir):
     response = client.post(UPLOAD, data={"other": "value"}, content_type="multipart/form-data")
     assert_error(response, 400, "missing_file")
@@ -187,8 +202,11 @@ def test_header_of_no_known_kind_names_both_expected_headers(client, db, produce
 
 
 def test_movies_kind_requested_without_title_names_the_missing_column(client, db, producer, upload_dir):
-    response = client.post(UPLOAD, data={"file": (io.BytesIO(b"budget,original_title\n1,Toy Story\n"), "m.csv"),
-                                         "kind": "movies"}, content_type="multipart/form-data")
+    response = client.post(
+        UPLOAD,
+        data={"file": (io.BytesIO(b"budget,original_title\n1,Toy Story\n"), "m.csv"), "kind": "movies"},
+        content_type="multipart/form-data",
+    )
     error = assert_error(response, 422, "missing_columns")
     assert "title" in error["message"]
     assert error["missing"] == ["title"]
@@ -297,6 +315,7 @@ def test_file_at_the_limit_is_accepted(small_app, db, producer, upload_dir):
 
 # -- a client that goes away mid-upload -----------------------------------------------------------------
 
+
 def _truncated_post(client, path: str, body: bytes, content_type: str, sent: int):
     """A request announcing len(body) bytes whose input ends after `sent`: werkzeug raises ClientDisconnected."""
     environ = EnvironBuilder(path=path, method="POST").get_environ()
@@ -333,6 +352,7 @@ def test_disconnect_mid_multipart_upload_leaves_nothing(client, db, producer, up
 
 # -- errors outside the upload itself -------------------------------------------------------------------
 
+
 def test_unknown_route_is_json_404(client):
     assert_error(client.get("/api/v1/nope"), 404, "not_found")
 
@@ -367,6 +387,7 @@ def test_database_down_is_json_503(client, monkeypatch):
 
 # -- bugs -----------------------------------------------------------------------------------------------
 
+
 def test_header_with_space_before_title_is_accepted_and_ingested(client, db, worker):
     response = post_file(client, b"budget, title\n1, Spaced Out\n")
     if response.status_code == 422:  # refusing the header up front would be a fix too
@@ -395,12 +416,14 @@ def test_multi_megabyte_multipart_upload_is_stored_byte_for_byte(client, db, upl
     assert len(stored) == 1 and stored[0].read_bytes() == data
 
 
-
-@pytest.mark.parametrize("header, code", [
-    (b'title,"budget\nA,1\n', "bad_header"),  # unterminated quote
-    (b"title,$x\nA,1\n", "bad_columns"),  # MongoDB reads $ as an operator
-    (b"title,a\x00b\nA,1\n", "bad_columns"),  # MongoDB refuses NUL in names
-])
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (b'title,"budget\nA,1\n', "bad_header"),  # unterminated quote
+        (b"title,$x\nA,1\n", "bad_columns"),  # MongoDB reads $ as an operator
+        (b"title,a\x00b\nA,1\n", "bad_columns"),  # MongoDB refuses NUL in names
+    ],
+)
 def test_headers_mongodb_cannot_store_are_refused(client, db, producer, upload_dir, header, code):
     assert_error(post_file(client, header), 422, code)
     assert_nothing_left(upload_dir, db, producer)
@@ -415,8 +438,7 @@ def test_old_mac_line_endings_are_accepted(client, db, worker):
 
 def test_two_file_parts_are_refused(client, db, producer, upload_dir):
     two = [(io.BytesIO(b"title\nA\n"), "a.csv"), (io.BytesIO(b"title\nB\n"), "b.csv")]
-    response = client.post(UPLOAD, data={"file": two},
-                           content_type="multipart/form-data")
+    response = client.post(UPLOAD, data={"file": two}, content_type="multipart/form-data")
     assert_error(response, 400, "multiple_files")
     assert_nothing_left(upload_dir, db, producer)
 
@@ -427,7 +449,8 @@ MB = 1 << 20
 
 
 def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_before_it_is_read(
-        client, db, producer, upload_dir, monkeypatch):
+    client, db, producer, upload_dir, monkeypatch
+):
     from app.api import intake
 
     body = b"title\n" + b"A Movie\n" * (MB // 8)  # 1 MiB: enough to take the last MiB above the floor
@@ -439,7 +462,8 @@ def test_an_upload_whose_content_length_would_cross_min_free_mb_is_refused_befor
 
 
 def test_an_upload_is_stopped_when_free_space_falls_below_min_free_mb_while_it_streams(
-        client, db, producer, upload_dir, monkeypatch):
+    client, db, producer, upload_dir, monkeypatch
+):
     """Content-Length said it fits, but the disk filled (another writer, or a lying length) as it came in."""
     from app.api import intake
 
@@ -462,7 +486,6 @@ def test_min_free_mb_zero_turns_the_check_off(config, db, redis_client, producer
 
 
 def test_too_many_columns_is_refused_as_soon_as_the_header_line_ends(client, db, producer, upload_dir):
-    error = assert_error(post_file(client, b"title" + b",c" * 500 + b"\n" + b"x" * (2 * MB)), 422,
-                         "too_many_columns")
+    error = assert_error(post_file(client, b"title" + b",c" * 500 + b"\n" + b"x" * (2 * MB)), 422, "too_many_columns")
     assert error["limit"] == 500
     assert_nothing_left(upload_dir, db, producer)

@@ -2,6 +2,7 @@
 
 The same rules against the real server process, route by route, are in tests/test_access.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -58,9 +59,13 @@ def reader(app):
 
 # -- who may call what ------------------------------------------------------------------------------
 
+
 def test_every_route_declares_the_role_it_needs(app):
-    undeclared = [rule.rule for rule in app.url_map.iter_rules()
-                  if rule.endpoint != "static" and not hasattr(app.view_functions[rule.endpoint], "required_role")]
+    undeclared = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static" and not hasattr(app.view_functions[rule.endpoint], "required_role")
+    ]
     assert undeclared == []
 
 
@@ -79,17 +84,29 @@ def test_no_credentials_is_401_with_a_bearer_challenge(anonymous):
     assert "Authorization: Bearer" in response.json["error"]["message"]
 
 
-@pytest.mark.parametrize("header", [
-    "Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "bearer mcat_unknown", "Bearer " + "x" * 5000, "Token abc",
-    "Bearer mcat_" + "A" * 43, "Bearer mcat_" + "0" * 16 + "A" * 43, "Bearer not.a.jwt",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer ",
+        "bearer mcat_unknown",
+        "Bearer " + "x" * 5000,
+        "Token abc",
+        "Bearer mcat_" + "A" * 43,
+        "Bearer mcat_" + "0" * 16 + "A" * 43,
+        "Bearer not.a.jwt",
+    ],
+)
 def test_a_bad_credential_is_401_invalid_token_and_is_not_echoed(anonymous, header):
     response = anonymous.get("/api/v1/movies", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="movie-ingest", error="invalid_token"'
     assert response.json["error"]["message"] in (
-        "The Authorization header must be 'Bearer <secret>'.", "This API key is unknown or revoked.",
-        "The token is not valid.")  # fixed words: nothing the client sent comes back
+        "The Authorization header must be 'Bearer <secret>'.",
+        "This API key is unknown or revoked.",
+        "The token is not valid.",
+    )  # fixed words: nothing the client sent comes back
 
 
 def test_public_routes_answer_anyone_and_ignore_a_stale_token(anonymous):
@@ -103,8 +120,11 @@ def test_a_reader_browses_but_may_not_upload_or_see_tasks(reader):
     response = upload(reader)
     assert response.status_code == 403
     assert response.json["error"] == {
-        "code": "forbidden", "message": "A reader key may not do this; it needs the uploader role.",
-        "role": "reader", "required_role": "uploader"}
+        "code": "forbidden",
+        "message": "A reader key may not do this; it needs the uploader role.",
+        "role": "reader",
+        "required_role": "uploader",
+    }
     assert reader.get("/api/v1/processes").status_code == 403
     assert reader.get("/api/v1/keys").status_code == 403
 
@@ -118,6 +138,7 @@ def test_a_refused_upload_leaves_no_file_and_no_task(reader, anonymous, db, uplo
 
 # -- owners -----------------------------------------------------------------------------------------
 
+
 def test_a_task_records_its_owner_and_only_the_owner_and_admins_see_it(uploader, other, client, db):
     response = upload(uploader)
     assert response.status_code == 202
@@ -128,8 +149,12 @@ def test_a_task_records_its_owner_and_only_the_owner_and_admins_see_it(uploader,
 
     assert uploader.get(f"/api/v1/process/{task_id}").json["owner"] == {"key_id": key["_id"], "name": "loader"}
     assert client.get(f"/api/v1/process/{task_id}").status_code == 200  # an admin
-    for path in (f"/api/v1/process/{task_id}", f"/api/v1/process/{task_id}/result",
-                 f"/api/v1/process/{task_id}/events", "/api/v1/process/no-such-task"):
+    for path in (
+        f"/api/v1/process/{task_id}",
+        f"/api/v1/process/{task_id}/result",
+        f"/api/v1/process/{task_id}/events",
+        "/api/v1/process/no-such-task",
+    ):
         response = other.get(path)
         assert response.status_code == 404, path
         assert response.json["error"]["code"] == "task_not_found"  # the same as for a task that does not exist
@@ -168,6 +193,7 @@ def test_the_owner_downloads_the_result_through_the_first_systems_route(uploader
 
 # -- tokens -----------------------------------------------------------------------------------------
 
+
 def test_a_key_gets_a_token_that_works_in_its_place(app, uploader):
     response = uploader.post("/api/v1/auth/token")
     body = response.json
@@ -193,13 +219,15 @@ def test_a_token_cannot_get_another_token(app, uploader):
 def forged(app, **changes) -> str:
     t = int(time.time())
     claims = {"sub": "key_x", "role": "admin", "iat": t, "exp": t + 60, "iss": auth.ISSUER, **changes}
-    return jwt.encode({k: v for k, v in claims.items() if v is not None}, app.extensions["token_secret"],
-                      algorithm="HS256")
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None}, app.extensions["token_secret"], algorithm="HS256"
+    )
 
 
 def unsigned(claims: dict) -> str:
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
@@ -214,8 +242,10 @@ def test_expired_tampered_unsigned_and_wrongly_signed_tokens_are_refused(app, db
         "expired": (forged(app, sub=key_id, iat=t - 7200, exp=t - 3600), "The token has expired"),
         "tampered": (f"{header}.{elevated}.{signature}", "The token is not valid."),
         "alg none": (unsigned({**claims}), "The token is not valid."),
-        "wrong key": (jwt.encode(claims, "another-secret-of-at-least-32-characters", algorithm="HS256"),
-                      "The token is not valid."),
+        "wrong key": (
+            jwt.encode(claims, "another-secret-of-at-least-32-characters", algorithm="HS256"),
+            "The token is not valid.",
+        ),
         "no exp": (forged(app, sub=key_id, exp=None), "The token is not valid."),
         "other issuer": (forged(app, sub=key_id, iss="elsewhere"), "The token is not valid."),
         "unknown key": (forged(app, sub="key_nobody"), "The key this token was issued for has been revoked."),
@@ -244,6 +274,7 @@ def test_revoking_a_key_ends_its_secret_and_its_tokens_at_once(app, db, client):
 
 # -- keys -------------------------------------------------------------------------------------------
 
+
 def test_an_admin_creates_lists_and_revokes_keys_and_the_secret_is_shown_once(client, db):
     response = client.post("/api/v1/keys", json={"name": "loader", "role": "uploader"})
     assert response.status_code == 201
@@ -257,11 +288,20 @@ def test_an_admin_creates_lists_and_revokes_keys_and_the_secret_is_shown_once(cl
     assert made["key"]["id"] in listed
 
 
-@pytest.mark.parametrize("body", [
-    {"name": "x", "role": "root"}, {"name": "", "role": "reader"}, {"name": "a" * 65, "role": "reader"},
-    {"name": "evil\nname", "role": "reader"}, {"name": "$where", "role": "reader"}, {"role": "reader"},
-    {"name": "x", "role": "reader", "extra": 1}, ["not", "an", "object"], {"name": {"$ne": 1}, "role": "reader"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "role": "root"},
+        {"name": "", "role": "reader"},
+        {"name": "a" * 65, "role": "reader"},
+        {"name": "evil\nname", "role": "reader"},
+        {"name": "$where", "role": "reader"},
+        {"role": "reader"},
+        {"name": "x", "role": "reader", "extra": 1},
+        ["not", "an", "object"],
+        {"name": {"$ne": 1}, "role": "reader"},
+    ],
+)
 def test_a_bad_key_request_is_400_and_creates_nothing(client, db, body):
     before = db.api_keys.count_documents({})
     response = client.post("/api/v1/keys", json=body)
@@ -284,6 +324,7 @@ def test_only_the_hash_of_a_secret_is_stored_and_last_use_is_recorded(store):
 
 # -- settings ---------------------------------------------------------------------------------------
 
+
 def test_auth_off_lets_anyone_in_and_warns(config, db, redis_client, producer, caplog):
     app = create_app(config.with_overrides(AUTH=False), db=db, redis_client=redis_client, producer=producer)
     assert upload(app.test_client()).status_code == 202
@@ -303,8 +344,9 @@ def test_secret_key_rules():
     assert "SECRET_KEY" not in repr(load_config({"SECRET_KEY": "s" * 40}))
 
 
-def test_tokens_signed_with_secret_key_are_accepted_by_another_app_with_the_same_key(config, db, redis_client,
-                                                                                   producer):
+def test_tokens_signed_with_secret_key_are_accepted_by_another_app_with_the_same_key(
+    config, db, redis_client, producer
+):
     shared = config.with_overrides(SECRET_KEY="k" * 40)
     one, two = (create_app(shared, db=db, redis_client=redis_client, producer=producer) for _ in range(2))
     token = token_for(signed_in(one, "uploader"))
@@ -313,9 +355,16 @@ def test_tokens_signed_with_secret_key_are_accepted_by_another_app_with_the_same
 
 # -- the command line -------------------------------------------------------------------------------
 
+
 def keys_command(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.tools.keys", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "MONGO_URI": "", "REDIS_URL": "", **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "app.tools.keys", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MONGO_URI": "", "REDIS_URL": "", **env},
+        timeout=60,
+    )
 
 
 def test_the_command_refuses_an_embedded_service():
@@ -353,6 +402,7 @@ def test_the_sample_upload_works_as_before_for_an_uploader(uploader, worker):
 
 
 # -- the first key ----------------------------------------------------------------------------------
+
 
 def test_an_embedded_start_with_no_key_makes_an_admin_key_and_prints_it_never_logs_it(config, db, capsys, caplog):
     import run

@@ -1,5 +1,6 @@
 """The API benchmark's arithmetic: reading wrk's summary and adding runs up (the benchmarks themselves are
 run by hand: they print figures, they assert no timings)."""
+
 from __future__ import annotations
 
 import pytest

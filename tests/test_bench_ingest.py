@@ -1,4 +1,5 @@
 """bench/ingest.py runs end to end on a small file and checks the pipeline's documents (no timings asserted)."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ from tests.conftest import REPO
 
 
 def test_ingest_benchmark_small_run_checks_every_document():
-    out = subprocess.run([sys.executable, "bench/ingest.py", "--size-mb", "2"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "bench/ingest.py", "--size-mb", "2"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     figures = json.loads(lines[-1])

@@ -6,6 +6,7 @@ tests reach is saved as a screenshot under test-output/browser/ (git-ignored).
 
 Each page signs in as a person would: with the sign-in address the service printed (…/#key=<admin key>).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,16 @@ except ImportError:  # requirements-dev.txt has it; a bare environment may not
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = REPO / "test-output" / "browser"
 TIMEOUT_MS = 30_000
 EXPECT_MS = 15_000  # for what waits on the worker or on the server's movie cache (5 s by default)
@@ -64,8 +73,14 @@ def browser():
 def service(tmp_path_factory):
     # Small blocks and batches: the worker reports progress often enough for the page to show steps.
     # A short CACHE_TTL: a movie page cached empty by one test is gone by the next.
-    running = Service(tmp_path_factory.mktemp("web"), SSE_POLL_MS="100", BLOCK_SIZE=str(64 * 1024),
-                      BATCH_SIZE="100", MAX_UPLOAD_MB="4", CACHE_TTL="1")
+    running = Service(
+        tmp_path_factory.mktemp("web"),
+        SSE_POLL_MS="100",
+        BLOCK_SIZE=str(64 * 1024),
+        BATCH_SIZE="100",
+        MAX_UPLOAD_MB="4",
+        CACHE_TTL="1",
+    )
     yield running.start()
     running.stop()
 
@@ -128,8 +143,8 @@ def api_calls(page) -> list[dict]:
 
     def seen(req):
         if "/api/" in req.url:
-            calls.append({"method": req.method, "url": req.url,
-                          "authorization": req.headers.get("authorization")})
+            calls.append({"method": req.method, "url": req.url, "authorization": req.headers.get("authorization")})
+
     page.on("request", seen)
     return calls
 
@@ -140,8 +155,9 @@ def stored_session(page) -> dict | None:
 
 def new_key(service, role: str, name: str) -> tuple[str, str]:
     """A new API key made with the admin key: (id, secret)."""
-    status, _, body = service.request("POST", "/api/v1/keys", json.dumps({"name": name, "role": role}),
-                                      {"Content-Type": "application/json"})
+    status, _, body = service.request(
+        "POST", "/api/v1/keys", json.dumps({"name": name, "role": role}), {"Content-Type": "application/json"}
+    )
     assert status == 201, body
     return body["key"]["id"], body["secret"]
 
@@ -191,11 +207,14 @@ def isolated_text(locator) -> str:
 
 def drop(page, path) -> None:
     """Drop a file on the drop zone, as dragging it there from the desktop does."""
-    transfer = page.evaluate_handle("""([name, text]) => {
+    transfer = page.evaluate_handle(
+        """([name, text]) => {
         const transfer = new DataTransfer();
         transfer.items.add(new File([text], name, {type: 'text/csv'}));
         return transfer;
-    }""", [path.name, path.read_text()])
+    }""",
+        [path.name, path.read_text()],
+    )
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
 
 
@@ -221,6 +240,7 @@ def busiest(expected: dict) -> tuple[int, str, list[dict]]:
 
 # -- the tests ------------------------------------------------------------------------------------------
 
+
 def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movie_file):
     path, expected = movie_file
     shot(page, "01-page")
@@ -241,8 +261,11 @@ def test_movie_upload_shows_bytes_then_progress_to_completed(page, service, movi
     assert processing == sorted(processing), trail  # the bar never goes back while the worker runs
     # The worker's progress part way, with its rate and a time left that fits a job of about a second.
     midway = [(rate, eta) for status, value, rate, eta in trail if status == "processing" and 0 < value < 100]
-    assert any(int(rate.replace(",", "")) > 0 and re.fullmatch(r"about \d+(\.\d)? s", eta)
-               for rate, eta in midway if rate != "–"), trail
+    assert any(
+        int(rate.replace(",", "")) > 0 and re.fullmatch(r"about \d+(\.\d)? s", eta)
+        for rate, eta in midway
+        if rate != "–"
+    ), trail
     assert page.get_attribute("#job", "data-transport") == "events"
     # The progress came by the event stream, read by fetch() with the token in its header (not in its URL),
     # and not by polling the task's status.
@@ -315,7 +338,8 @@ def test_movie_table_empty_and_error_states(page, movies_loaded):
     page.fill("#movie-year", "abc")
     page.click("#movie-filters button[type=submit]")
     expect(page.locator("#movies-error")).to_have_text(
-        "Could not load movies: Invalid 'year': must be an integer, got 'abc'")
+        "Could not load movies: Invalid 'year': must be an integer, got 'abc'"
+    )
     expect(page.locator("#movies-next")).to_be_disabled()
     shot(page, "05-movies-error")
 
@@ -447,8 +471,14 @@ def test_phone_width_layout_has_no_sideways_scroll(browser, service, request, mo
 
 def test_pager_keeps_to_the_applied_filters(browser, service, request, movies_loaded):
     held = []  # the page's first movie request, held back to see what the page says meanwhile
-    page = open_page(browser, service, request, before=lambda page: page.route(
-        "**/api/v1/movies?*", lambda route: held.append(route) if not held else route.continue_()))
+    page = open_page(
+        browser,
+        service,
+        request,
+        before=lambda page: page.route(
+            "**/api/v1/movies?*", lambda route: held.append(route) if not held else route.continue_()
+        ),
+    )
     expect(page.locator("#movies-page")).to_have_text("Loading…")
     expect(page.locator("#movies-next")).to_be_disabled()
     while not held:
@@ -552,10 +582,25 @@ def test_a_hung_status_request_is_abandoned_and_polling_recovers(browser, servic
             route.continue_()
             return
         task_id = route.request.url.rsplit("/", 1)[1]
-        route.fulfill(status=200, content_type="application/json", body=json.dumps({
-            "task_id": task_id, "status": "processing", "kind": "plays", "filename": EXAMPLE.name,
-            "percent": 10 * n, "rows_read": n, "rows_rejected": 0, "rejects": [], "rows_per_sec": 100,
-            "bytes_read": 20 * n, "bytes_total": 202}))
+        route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=json.dumps(
+                {
+                    "task_id": task_id,
+                    "status": "processing",
+                    "kind": "plays",
+                    "filename": EXAMPLE.name,
+                    "percent": 10 * n,
+                    "rows_read": n,
+                    "rows_rejected": 0,
+                    "rejects": [],
+                    "rows_per_sec": 100,
+                    "bytes_read": 20 * n,
+                    "bytes_total": 202,
+                }
+            ),
+        )
 
     def before(page):
         page.clock.install()  # timers still run, but the 10 s timeout can be skipped over
@@ -576,6 +621,7 @@ def test_a_hung_status_request_is_abandoned_and_polling_recovers(browser, servic
 
 
 # -- signing in -----------------------------------------------------------------------------------------
+
 
 def test_the_sign_in_address_signs_in_and_leaves_the_key_nowhere(browser, service, request):
     seen = {}
@@ -599,8 +645,9 @@ def test_the_sign_in_address_signs_in_and_leaves_the_key_nowhere(browser, servic
     assert page.evaluate("[localStorage.length, document.cookie]") == [0, ""]
     assert service.request("GET", "/api/v1/processes?limit=1", key=token)[0] == 200
     # The key went only to the token exchange, in its header; every other call carried the token.
-    assert [c["url"] for c in calls if c["authorization"] == f"Bearer {service.key}"] == \
-        [service.url + "/api/v1/auth/token"]
+    assert [c["url"] for c in calls if c["authorization"] == f"Bearer {service.key}"] == [
+        service.url + "/api/v1/auth/token"
+    ]
     assert all(c["authorization"] == f"Bearer {token}" for c in calls if not c["url"].endswith("/auth/token"))
     assert all(token not in c["url"] and service.key not in c["url"] for c in calls), calls
 
@@ -697,8 +744,9 @@ def test_a_revoked_key_ends_the_session_and_keeps_what_was_typed(browser, servic
     assert status == 200 and body["key"]["revoked_at"]
     # The task list's next refresh is answered 401: the page signs out and says why.
     notice = page.locator("#sign-in-notice")
-    expect(notice).to_have_text(f"{EXPIRED} The server said: The key this token was issued for has been revoked.",
-                                timeout=EXPECT_MS)
+    expect(notice).to_have_text(
+        f"{EXPIRED} The server said: The key this token was issued for has been revoked.", timeout=EXPECT_MS
+    )
     expect(page.locator("#sign-in")).to_be_visible()
     expect(page.locator("#upload")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
@@ -718,8 +766,14 @@ def test_a_revoked_key_ends_the_session_and_keeps_what_was_typed(browser, servic
 def test_a_reader_sees_the_catalogue_and_no_upload(browser, service, request, movies_loaded):
     _, secret = new_key(service, "reader", "catalogue reader")
     answers = []
-    page = open_page(browser, service, request, key=secret, role="reader",
-                     before=lambda page: page.on("response", lambda r: answers.append((r.status, r.url))))
+    page = open_page(
+        browser,
+        service,
+        request,
+        key=secret,
+        role="reader",
+        before=lambda page: page.on("response", lambda r: answers.append((r.status, r.url))),
+    )
     expect(page.locator("#session-who")).to_have_text("Signed in as catalogue reader (reader)")
     expect(page.locator("#movies-body tr").first).to_be_visible()
     expect(page.locator("#reader-note")).to_be_visible()
@@ -764,11 +818,23 @@ def test_with_auth_off_the_page_needs_no_sign_in(browser, tmp_path_factory, requ
 
 # -- the event stream, read by fetch() ----------------------------------------------------------------------
 
+
 def fake_record(task_id: str, status: str, percent: float) -> dict:
-    return {"task_id": task_id, "status": status, "kind": "plays", "filename": EXAMPLE.name, "percent": percent,
-            "rows_read": 7 if status == "completed" else 3, "rows_rejected": 0, "rejects": [], "rows_per_sec": 100,
-            "bytes_read": 202 if status == "completed" else 80, "bytes_total": 202, "duration_s": 0.2,
-            "result_url": f"/api/v1/process/{task_id}/result"}
+    return {
+        "task_id": task_id,
+        "status": status,
+        "kind": "plays",
+        "filename": EXAMPLE.name,
+        "percent": percent,
+        "rows_read": 7 if status == "completed" else 3,
+        "rows_rejected": 0,
+        "rejects": [],
+        "rows_per_sec": 100,
+        "bytes_read": 202 if status == "completed" else 80,
+        "bytes_total": 202,
+        "duration_s": 0.2,
+        "result_url": f"/api/v1/process/{task_id}/result",
+    }
 
 
 def test_the_stream_reader_reads_the_format_and_reconnects_as_event_source_does(browser, service, request):
@@ -782,11 +848,16 @@ def test_the_stream_reader_reads_the_format_and_reconnects_as_event_source_does(
         task_id = route.request.url.rsplit("/", 2)[1]
         if len(opened) == 1:
             lines = json.dumps(fake_record(task_id, "processing", 40), indent=1).splitlines()
-            body = ("retry: 50\r\n\r\n: keep-alive\r\nevent: progress\r\n" + "".join(f"data: {x}\r\n" for x in lines)
-                    + "\r\nevent: progress\r\ndata: {\"not ended by a blank line\r\n")
+            body = (
+                "retry: 50\r\n\r\n: keep-alive\r\nevent: progress\r\n"
+                + "".join(f"data: {x}\r\n" for x in lines)
+                + '\r\nevent: progress\r\ndata: {"not ended by a blank line\r\n'
+            )
         else:
-            body = (f"event: progress\ndata:{json.dumps(fake_record(task_id, 'completed', 100))}\n\n"
-                    f"event: end\ndata: {{}}\n\n")
+            body = (
+                f"event: progress\ndata:{json.dumps(fake_record(task_id, 'completed', 100))}\n\n"
+                f"event: end\ndata: {{}}\n\n"
+            )
         route.fulfill(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=body)
 
     page = open_page(browser, service, request, before=lambda page: page.route("**/api/v1/process/*/events", events))

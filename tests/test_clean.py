@@ -1,5 +1,6 @@
 """Tests for the cleaning rules (app.reader.clean) and for turning a raw block into movie documents
 (movies.clean_block)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -288,26 +289,77 @@ def test_clean_block_documents_rejects_and_warnings():
             "languages": ["['English']", "[]", "garbage", "[]", "[]"],
             "mystery": ["42", "a", "", "b", "  "],
         },
-        schema=pa.schema([(name, pa.string()) for name in
-                          ("title", "release_date", "budget", "vote_average", "production_company_id",
-                           "languages", "mystery")]),
+        schema=pa.schema(
+            [
+                (name, pa.string())
+                for name in (
+                    "title",
+                    "release_date",
+                    "budget",
+                    "vote_average",
+                    "production_company_id",
+                    "languages",
+                    "mystery",
+                )
+            ]
+        ),
     )
     result = Cleaned(batch, [2, 3, 5, 9, 10])
 
     assert result.rejects == [Reject(3, "missing title"), Reject(9, "missing title")]
     assert result.warnings == {"release_date": 1, "budget": 1, "vote_average": 1, "languages": 1}
 
-    absent = {name: None for name in ("homepage", "original_language", "original_title", "overview", "revenue",
-                                      "runtime", "status", "vote_count", "genre_id")}
+    absent = {
+        name: None
+        for name in (
+            "homepage",
+            "original_language",
+            "original_title",
+            "overview",
+            "revenue",
+            "runtime",
+            "status",
+            "vote_count",
+            "genre_id",
+        )
+    }
     assert result.documents == [
-        {**absent, "_id": "1995-10-30/Toy Story", "title": "Toy Story", "release_date": datetime(1995, 10, 30),
-         "year": 1995, "budget": 30000000, "vote_average": 7.7, "production_company_id": "007",
-         "languages": ["English"], "mystery": "42"},
-        {**absent, "_id": "undated/Heat", "title": "Heat", "release_date": None, "year": None, "budget": None,
-         "vote_average": None, "production_company_id": None, "languages": None, "mystery": None},
-        {**absent, "_id": "1995-12-22/Balto", "title": "Balto", "release_date": datetime(1995, 12, 22),
-         "year": 1995, "budget": None, "vote_average": None, "production_company_id": "12", "languages": [],
-         "mystery": None},
+        {
+            **absent,
+            "_id": "1995-10-30/Toy Story",
+            "title": "Toy Story",
+            "release_date": datetime(1995, 10, 30),
+            "year": 1995,
+            "budget": 30000000,
+            "vote_average": 7.7,
+            "production_company_id": "007",
+            "languages": ["English"],
+            "mystery": "42",
+        },
+        {
+            **absent,
+            "_id": "undated/Heat",
+            "title": "Heat",
+            "release_date": None,
+            "year": None,
+            "budget": None,
+            "vote_average": None,
+            "production_company_id": None,
+            "languages": None,
+            "mystery": None,
+        },
+        {
+            **absent,
+            "_id": "1995-12-22/Balto",
+            "title": "Balto",
+            "release_date": datetime(1995, 12, 22),
+            "year": 1995,
+            "budget": None,
+            "vote_average": None,
+            "production_company_id": "12",
+            "languages": [],
+            "mystery": None,
+        },
     ]
     first = result.documents[0]
     assert type(first["year"]) is int and type(first["budget"]) is int
@@ -339,11 +391,18 @@ def test_clean_block_title_only_file():
 # must give what tests/support/reference.py gives, value for value, and count as bad exactly the unreadable ones.
 
 
-number_text = st.text(alphabet="0123456789.eE-+ x", max_size=12) | st.integers(-(2**60), 2**60).map(str) \
-    | st.floats(allow_nan=True).map(repr) | st.integers(-(2**55), 2**55).map(lambda n: f"{n}.0")
-date_text = st.text(alphabet="0123456789-/ ", max_size=11) | st.dates().map(date.isoformat) \
-    | st.dates().map(lambda d: f"{d.month}/{d.day}/{d.year}") \
+number_text = (
+    st.text(alphabet="0123456789.eE-+ x", max_size=12)
+    | st.integers(-(2**60), 2**60).map(str)
+    | st.floats(allow_nan=True).map(repr)
+    | st.integers(-(2**55), 2**55).map(lambda n: f"{n}.0")
+)
+date_text = (
+    st.text(alphabet="0123456789-/ ", max_size=11)
+    | st.dates().map(date.isoformat)
+    | st.dates().map(lambda d: f"{d.month}/{d.day}/{d.year}")
     | st.sampled_from(["2020-02-30", "2021-02-29", "0000-01-01"])
+)
 
 
 def agree(parser, rule, texts, missing_is_bad=False):
@@ -371,8 +430,15 @@ def test_parse_date_agrees_with_the_reference(texts):
     agree(clean.parse_date, reference.to_date, texts, missing_is_bad=True)
 
 
-@given(st.lists(st.none() | st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)).map(
-    lambda d: d.replace(hour=0, minute=0, second=0, microsecond=0)), max_size=20))
+@given(
+    st.lists(
+        st.none()
+        | st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)).map(
+            lambda d: d.replace(hour=0, minute=0, second=0, microsecond=0)
+        ),
+        max_size=20,
+    )
+)
 def test_format_day_writes_iso_days(days):
     formatted = clean.format_day(pa.array(days, pa.timestamp("ms"))).to_pylist()
     assert formatted == [None if d is None else f"{d.year:04d}-{d.month:02d}-{d.day:02d}" for d in days]
@@ -395,10 +461,15 @@ def test_languages_edge_shapes():
     assert run(clean.parse_languages, ["[b'a']"]) == ([None], 1)  # bytes are not language names
 
 
-@pytest.mark.parametrize("parser, text", [(clean.parse_int, "١٢٣"), (clean.parse_int, "１２３"),
-                                          (clean.parse_float, "١٢٣"), (clean.parse_date, "١/٢/٢٠٢٠")])
+@pytest.mark.parametrize(
+    "parser, text",
+    [(clean.parse_int, "١٢٣"), (clean.parse_int, "１２３"), (clean.parse_float, "١٢٣"), (clean.parse_date, "١/٢/٢٠٢٠")],
+)
 def test_only_ascii_digits_are_digits(parser, text):
     assert run(parser, [text]) == ([None], 1)
-    rule = {clean.parse_int: reference.to_int, clean.parse_float: reference.to_float,
-            clean.parse_date: reference.to_date}[parser]
+    rule = {
+        clean.parse_int: reference.to_int,
+        clean.parse_float: reference.to_float,
+        clean.parse_date: reference.to_date,
+    }[parser]
     assert rule(text) is None

@@ -1,4 +1,5 @@
 """One client per process and server (app/store/clients.py), as app/store/mongo.py and app/store/cache.py use it."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Tests for settings (app.config): defaults, overrides, validation, and `.env.example` coverage."""
+
 from __future__ import annotations
 
 import os
@@ -41,21 +42,23 @@ def test_unset_stores_are_embedded():
 
 
 def test_overrides_are_parsed_to_their_types():
-    config = load_config({
-        "PORT": " 8080 ",
-        "DEBUG": "yes",
-        "BATCH_SIZE": "500",
-        "BLOCK_SIZE": "65536",
-        "CACHE_TTL": "60",
-        "MAX_UPLOAD_MB": "1",
-        "HOST": " 0.0.0.0 ",
-        "MONGO_URI": "mongodb://db:27017",
-        "REDIS_URL": "redis://cache:6379/0",
-        "ZMQ_HOST": "10.0.0.5",
-        "ZMQ_PORT": "7000",
-        "ZMQ_INTAKE_PORT": "7001",
-        "LOG_LEVEL": "debug",
-    })
+    config = load_config(
+        {
+            "PORT": " 8080 ",
+            "DEBUG": "yes",
+            "BATCH_SIZE": "500",
+            "BLOCK_SIZE": "65536",
+            "CACHE_TTL": "60",
+            "MAX_UPLOAD_MB": "1",
+            "HOST": " 0.0.0.0 ",
+            "MONGO_URI": "mongodb://db:27017",
+            "REDIS_URL": "redis://cache:6379/0",
+            "ZMQ_HOST": "10.0.0.5",
+            "ZMQ_PORT": "7000",
+            "ZMQ_INTAKE_PORT": "7001",
+            "LOG_LEVEL": "debug",
+        }
+    )
     assert config.PORT == 8080 and type(config.PORT) is int
     assert config.DEBUG is True
     assert config.BATCH_SIZE == 500
@@ -71,10 +74,21 @@ def test_overrides_are_parsed_to_their_types():
     assert config.LOG_LEVEL == "debug"
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True), (" on ", True),
-    ("0", False), ("false", False), ("No", False), ("off", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+    ],
+)
 def test_debug_flag_values(raw, expected):
     assert load_config({"DEBUG": raw}).DEBUG is expected
 
@@ -85,28 +99,31 @@ def test_other_stores_accepted():
     assert load_config({"REDIS_URL": "rediss://secure:6380"}).REDIS_URL == "rediss://secure:6380"
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"PORT": "abc"}, "PORT"),
-    ({"PORT": "70000"}, "PORT"),
-    ({"PORT": "0"}, "PORT"),
-    ({"PORT": ""}, "PORT"),
-    ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
-    ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE"),
-    ({"BLOCK_SIZE": "65535"}, "BLOCK_SIZE"),
-    ({"MAX_ROW_MB": "0"}, "MAX_ROW_MB"),
-    ({"MAX_ROW_MB": "1025"}, "MAX_ROW_MB"),
-    ({"MAX_ROW_MB": "2", "BLOCK_SIZE": str(4 * 1024 * 1024)}, "MAX_ROW_MB"),
-    ({"CACHE_TTL": "-1"}, "CACHE_TTL"),
-    ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
-    ({"DEBUG": "maybe"}, "DEBUG"),
-    ({"MONGO_URI": "http://x"}, "MONGO_URI"),
-    ({"REDIS_URL": "foo"}, "REDIS_URL"),
-    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-    ({"ZMQ_PORT": "6000", "ZMQ_INTAKE_PORT": "6000"}, "ZMQ_PORT"),
-    ({"ZMQ_INTAKE_PORT": "5555"}, "ZMQ_PORT"),  # equal to the default ZMQ_PORT
-    ({"HEARTBEAT_SECONDS": "30", "WORKER_TIMEOUT": "30"}, "HEARTBEAT_SECONDS"),
-    ({"UPLOAD_FOLDER": "data", "RESULT_FOLDER": "./data"}, "RESULT_FOLDER"),
-])
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"PORT": "0"}, "PORT"),
+        ({"PORT": ""}, "PORT"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),
+        ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE"),
+        ({"BLOCK_SIZE": "65535"}, "BLOCK_SIZE"),
+        ({"MAX_ROW_MB": "0"}, "MAX_ROW_MB"),
+        ({"MAX_ROW_MB": "1025"}, "MAX_ROW_MB"),
+        ({"MAX_ROW_MB": "2", "BLOCK_SIZE": str(4 * 1024 * 1024)}, "MAX_ROW_MB"),
+        ({"CACHE_TTL": "-1"}, "CACHE_TTL"),
+        ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
+        ({"DEBUG": "maybe"}, "DEBUG"),
+        ({"MONGO_URI": "http://x"}, "MONGO_URI"),
+        ({"REDIS_URL": "foo"}, "REDIS_URL"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"ZMQ_PORT": "6000", "ZMQ_INTAKE_PORT": "6000"}, "ZMQ_PORT"),
+        ({"ZMQ_INTAKE_PORT": "5555"}, "ZMQ_PORT"),  # equal to the default ZMQ_PORT
+        ({"HEARTBEAT_SECONDS": "30", "WORKER_TIMEOUT": "30"}, "HEARTBEAT_SECONDS"),
+        ({"UPLOAD_FOLDER": "data", "RESULT_FOLDER": "./data"}, "RESULT_FOLDER"),
+    ],
+)
 def test_bad_values_raise_naming_the_variable(env, name):
     with pytest.raises(ConfigError, match=rf"^{name}\b"):
         load_config(env)
@@ -138,8 +155,7 @@ def test_env_example_values_load():
 
 def test_worker_exits_2_on_bad_setting():
     env = dict(os.environ, PORT="abc")
-    done = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "configuration error: PORT" in done.stderr
 
@@ -158,12 +174,21 @@ def test_the_mongodb_client_gives_up_on_a_silent_server_after_mongo_socket_timeo
 
 # -- checked at start, by the real commands: one line on stderr naming the variable, exit 2 ----------------
 
+
 def start(command: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
     from tests.conftest import free_port
 
-    env = {**os.environ, "MONGO_URI": "", "REDIS_URL": "", "PORT": str(free_port()),
-           "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
-           "UPLOAD_FOLDER": str(tmp_path / "uploads"), "RESULT_FOLDER": str(tmp_path / "results"), **settings}
+    env = {
+        **os.environ,
+        "MONGO_URI": "",
+        "REDIS_URL": "",
+        "PORT": str(free_port()),
+        "ZMQ_PORT": str(free_port()),
+        "ZMQ_INTAKE_PORT": str(free_port()),
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "RESULT_FOLDER": str(tmp_path / "results"),
+        **settings,
+    }
     return subprocess.run([sys.executable, command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -231,5 +256,6 @@ def test_max_row_mb_defaults_to_64_and_must_hold_a_block():
         load_config({"MAX_ROW_MB": "1025"})
     with pytest.raises(ConfigError) as info:
         load_config({"MAX_ROW_MB": "1", "BLOCK_SIZE": "2097152"})
-    assert str(info.value) == ("MAX_ROW_MB (1 MiB) must be at least BLOCK_SIZE (2097152 bytes): "
-                               "a row that fits in a block is always read")
+    assert str(info.value) == (
+        "MAX_ROW_MB (1 MiB) must be at least BLOCK_SIZE (2097152 bytes): a row that fits in a block is always read"
+    )

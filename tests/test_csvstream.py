@@ -1,4 +1,5 @@
 """Tests for reading CSV files block by block with exact physical line numbers (app.reader.csvstream)."""
+
 from __future__ import annotations
 
 import csv
@@ -51,11 +52,13 @@ def python_csv(data: bytes):
 
 
 def test_quoted_commas_doubled_quotes_and_embedded_newlines(tmp_path):
-    data = (b'id,name,note\n'
-            b'1,"Smith, John","He said ""hi"""\n'
-            b'2,"two\nlines","crlf\r\ninside"\n'
-            b'3,plain,"a\n\nb"\n'
-            b'4,"",last\n')
+    data = (
+        b"id,name,note\n"
+        b'1,"Smith, John","He said ""hi"""\n'
+        b'2,"two\nlines","crlf\r\ninside"\n'
+        b'3,plain,"a\n\nb"\n'
+        b'4,"",last\n'
+    )
     path = tmp_path / "quoted.csv"
     path.write_bytes(data)
     names, rows, lines, rejects, _ = read_all(path)
@@ -75,7 +78,7 @@ def test_crlf_and_lf_files_give_the_same_rows(tmp_path):
     lf = b'id,title,year\n1,Heat,1995\n2,"Smith, John",2001\n3,"say ""x""",\n4,Last,2020'
     (tmp_path / "lf.csv").write_bytes(lf)
     (tmp_path / "crlf.csv").write_bytes(lf.replace(b"\n", b"\r\n") + b"\r\n")
-    expected = [["1", "Heat", "1995"], ["2", "Smith, John", "2001"], ['3', 'say "x"', ""], ["4", "Last", "2020"]]
+    expected = [["1", "Heat", "1995"], ["2", "Smith, John", "2001"], ["3", 'say "x"', ""], ["4", "Last", "2020"]]
     for name in ("lf.csv", "crlf.csv"):
         names, rows, lines, rejects, _ = read_all(tmp_path / name)
         assert (names, rows, lines, rejects) == (["id", "title", "year"], expected, [2, 3, 4, 5], [])
@@ -117,15 +120,17 @@ def test_header_only_file_has_no_rows(tmp_path):
 
 
 def test_rows_with_wrong_field_count_are_set_aside_with_their_line(tmp_path):
-    data = (b'a,b,c\n'
-            b'1,2,3\n'  # line 2
-            b'4,5,6,7\n'  # line 3: one too many
-            b'8,9,10\n'  # line 4
-            b'11,12\n'  # line 5: one too few
-            b'"x\ny",1,2,3\n'  # lines 6-7: too many, spanning two lines
-            b'13,"multi\nline",15\n'  # lines 8-9
-            b'16,17,18,19,20\n'  # line 10
-            b'21,22,23\n')  # line 11
+    data = (
+        b"a,b,c\n"
+        b"1,2,3\n"  # line 2
+        b"4,5,6,7\n"  # line 3: one too many
+        b"8,9,10\n"  # line 4
+        b"11,12\n"  # line 5: one too few
+        b'"x\ny",1,2,3\n'  # lines 6-7: too many, spanning two lines
+        b'13,"multi\nline",15\n'  # lines 8-9
+        b"16,17,18,19,20\n"  # line 10
+        b"21,22,23\n"
+    )  # line 11
     path = tmp_path / "bad.csv"
     path.write_bytes(data)
     _, rows, lines, rejects, _ = read_all(path)
@@ -165,8 +170,9 @@ def generated_file(seed: int, rows: int, newline: str) -> bytes:
         elif kind < 0.08:
             out.append(f"{i},short{newline}")
         else:
-            name = rng.choice(["plain", "Ümlaut café", '"quoted, comma"', '"dbl ""q"""', '"multi\nline\nvalue"',
-                               "日本語", '""'])
+            name = rng.choice(
+                ["plain", "Ümlaut café", '"quoted, comma"', '"dbl ""q"""', '"multi\nline\nvalue"', "日本語", '""']
+            )
             note = "n" * rng.randint(0, 200)
             if rng.random() < 0.1:
                 note = '"' + "a\n" * rng.randint(1, 5) + '"'
@@ -194,9 +200,12 @@ def test_small_blocks_match_python_csv_exactly(tmp_path, seed, newline):
     assert progress[-1] == len(data)
 
 
-@pytest.mark.xfail(reason="BUG: a CRLF inside a quoted value that straddles a block boundary loses its LF "
-                          "(PyArrow apache/arrow#51368), corrupting the value and shifting every later line "
-                          "number by one; happens at the config minimum BLOCK_SIZE of 64 KiB", strict=True)
+@pytest.mark.xfail(
+    reason="BUG: a CRLF inside a quoted value that straddles a block boundary loses its LF "
+    "(PyArrow apache/arrow#51368), corrupting the value and shifting every later line "
+    "number by one; happens at the config minimum BLOCK_SIZE of 64 KiB",
+    strict=True,
+)
 def test_crlf_inside_quotes_on_a_block_boundary(tmp_path):
     block = 64 * 1024
     head = b'id,name\r\n1,"'
@@ -242,8 +251,9 @@ def test_coalesced_chunks_hold_the_same_rows_lines_and_rejects(tmp_path):
     assert 1 < len(joined) < len(chunks)
     assert all(c.batch.num_rows >= 1000 for c in joined[:-1])
     for field in ("title", "release_date", "languages"):
-        assert sum((c.batch.column(field).to_pylist() for c in joined), []) == \
-            sum((c.batch.column(field).to_pylist() for c in chunks), [])
+        assert sum((c.batch.column(field).to_pylist() for c in joined), []) == sum(
+            (c.batch.column(field).to_pylist() for c in chunks), []
+        )
     assert np.concatenate([c.lines for c in joined]).tolist() == np.concatenate([c.lines for c in chunks]).tolist()
     assert [r for c in joined for r in c.invalid] == [r for c in chunks for r in c.invalid] != []
     assert (joined[-1].bytes_read, joined[-1].next_line) == (chunks[-1].bytes_read, chunks[-1].next_line)
@@ -281,7 +291,7 @@ def test_a_row_three_blocks_long_is_read_alone_and_every_line_after_it_stays_exa
     rng = random.Random(3)
     head = "".join(f"{i},name {i},note\n" for i in range(3000))  # lines 2-3001
     big = f"3000,{big_value(3 * BLOCK, rng)},after the big value\n"  # line 3002, and its own newlines
-    tail = "".join(f"{i},\"two\nlines\",x\n" for i in range(3001, 6000)) + "6000,short\n"
+    tail = "".join(f'{i},"two\nlines",x\n' for i in range(3001, 6000)) + "6000,short\n"
     data = ("id,name,note\n" + head + big + tail).encode()
     path = tmp_path / "big.csv"
     path.write_bytes(data)
@@ -318,7 +328,7 @@ def test_files_with_big_rows_here_and_there_match_python_csv_exactly(tmp_path, b
     data = header
     big = 0
     for part in range(6):  # runs of small rows with big ones between, every third of the wrong width, two side by side
-        data += generated_file(seed + part, 600, newline).decode()[len(header):]
+        data += generated_file(seed + part, 600, newline).decode()[len(header) :]
         for _ in range(1 + (part == 3)):
             value = big_value(rng.choice([3 * BLOCK // 2, 2 * BLOCK, 7 * BLOCK]), rng)
             data += ",".join(["big", value, "z"] + ["extra"] * (big % 3 == 2)) + newline
@@ -353,11 +363,14 @@ def test_a_row_over_max_row_mb_is_rejected_with_its_line_and_the_rest_is_read(tm
     assert progress == sorted(progress) and progress[-1] == len(data)
 
 
-
 def test_a_read_resumed_after_or_at_a_big_row_gives_the_rest_exactly(tmp_path, big_fields):
     rng = random.Random(5)
-    data = ("id,name,note\n" + "".join(f"{i},\"n\n{i}\",x\n" for i in range(2000))  # lines 2-4001
-            + f"big,{big_value(3 * BLOCK, rng)},y\n" + "".join(f"{i},n{i},x\n" for i in range(2000))).encode()
+    data = (
+        "id,name,note\n"
+        + "".join(f'{i},"n\n{i}",x\n' for i in range(2000))  # lines 2-4001
+        + f"big,{big_value(3 * BLOCK, rng)},y\n"
+        + "".join(f"{i},n{i},x\n" for i in range(2000))
+    ).encode()
     path = tmp_path / "resume.csv"
     path.write_bytes(data)
     _, rows, lines, _, _ = read_all(path, block_size=BLOCK)
@@ -372,7 +385,7 @@ def test_a_read_resumed_after_or_at_a_big_row_gives_the_rest_exactly(tmp_path, b
 
 
 def test_a_row_over_max_row_mb_before_the_checkpoint_is_skipped_without_being_kept(tmp_path):
-    data = ("id,name,note\n1,a,x\n2,\"" + "z" * 1_200_000 + "\",y\n3,b,z\n").encode()
+    data = ('id,name,note\n1,a,x\n2,"' + "z" * 1_200_000 + '",y\n3,b,z\n').encode()
     path = tmp_path / "huge.csv"
     path.write_bytes(data)
     _, rows, lines, rejects, _ = read_all(path, block_size=BLOCK, max_row_mb=1, start_line=4)
@@ -383,13 +396,13 @@ def test_a_row_over_max_row_mb_before_the_checkpoint_is_skipped_without_being_ke
 def test_a_quote_never_closed_rejects_its_row_naming_the_line_and_the_rows_before_load(tmp_path, newline):
     cases = {
         # the rest of the file became one field of a row of the right width: PyArrow read it without a word
-        "right width": ("title,overview", "5,\"Heat,1995-12-15", 7),
+        "right width": ("title,overview", '5,"Heat,1995-12-15', 7),
         # ... or of the wrong width
-        "wrong width": ("title,overview,year", "5,\"Heat,1995-12-15", 7),
+        "wrong width": ("title,overview,year", '5,"Heat,1995-12-15', 7),
         # the row starts on line 7, the quote that never closes opens on line 8
-        "later line": ("title,overview,year", "5,\"two\nlines\",\"Heat", 8),
+        "later line": ("title,overview,year", '5,"two\nlines","Heat', 8),
         # a quote never closed with more than a block after it
-        "a block after": ("title,overview", "5,\"Heat" + newline + "x," * BLOCK, 7),
+        "a block after": ("title,overview", '5,"Heat' + newline + "x," * BLOCK, 7),
     }
     for name, (header, bad, quote_line) in cases.items():
         width = header.count(",") + 1
@@ -417,8 +430,12 @@ def test_a_file_ending_in_closed_quotes_is_not_taken_for_an_unclosed_one(tmp_pat
 
 def test_old_mac_line_ends_with_a_big_row(tmp_path, big_fields):
     rng = random.Random(6)
-    data = ("id,name\r" + "".join(f"{i},n{i}\r" for i in range(3000)) + f"big,{big_value(2 * BLOCK, rng)}\r"
-            + "".join(f"{i},m{i}\r" for i in range(10))).encode()
+    data = (
+        "id,name\r"
+        + "".join(f"{i},n{i}\r" for i in range(3000))
+        + f"big,{big_value(2 * BLOCK, rng)}\r"
+        + "".join(f"{i},m{i}\r" for i in range(10))
+    ).encode()
     path = tmp_path / "cr.csv"
     path.write_bytes(data)
     _, rows, lines, rejects, _ = read_all(path, block_size=BLOCK)
@@ -451,12 +468,16 @@ def test_the_record_scanner_cuts_records_where_pyarrow_does(data, width):
 def _pyarrow_rows(data: bytes, names: list[str]):
     """PyArrow's rows of `data`, its count of records (skipped ones too), and the newlines inside them."""
     skipped = []
-    table = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-                           parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False,
-                                                            invalid_row_handler=lambda row: skipped.append(row) or
-                                                            "skip"),
-                           convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
-                                                                strings_can_be_null=False))
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True,
+            ignore_empty_lines=False,
+            invalid_row_handler=lambda row: skipped.append(row) or "skip",
+        ),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
+    )
     rows = table.to_pylist()
     newlines = sum(v.count("\n") for row in rows for v in row.values()) + sum(r.text.count("\n") for r in skipped)
     return rows, table.num_rows + len(skipped), newlines
@@ -490,8 +511,14 @@ def test_memory_follows_the_big_row_not_the_file(tmp_path):
         f.write("id,name,note\n" + row * 1_400_000 + big + row * 1_400_000)
     size = path.stat().st_size
     assert size > 150e6 and len(big) > 7.9e6
-    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path), str(BLOCK)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path), str(BLOCK)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     rows, growth = map(int, done.stdout.split())
     assert rows == 2_800_001
     assert growth < min(6 * len(big) + 20e6, size / 2), growth
@@ -499,7 +526,7 @@ def test_memory_follows_the_big_row_not_the_file(tmp_path):
 
 def test_a_row_of_the_wrong_width_with_a_field_over_128_kib_is_rejected_not_fatal(tmp_path):
     """Its fields are counted as PyArrow counts them: Python's csv module would refuse a field that big."""
-    data = ("title,overview\nA,b\nB,\"" + "x" * 200_000 + "\",extra\nC,d\n").encode()
+    data = ('title,overview\nA,b\nB,"' + "x" * 200_000 + '",extra\nC,d\n').encode()
     path = tmp_path / "wide-row.csv"
     path.write_bytes(data)
     _, rows, lines, rejects, _ = read_all(path)

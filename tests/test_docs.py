@@ -4,6 +4,7 @@ The lists come from the code (the app's url_map, Config's fields, a walk of the 
 renamed route, setting or module fails here until the docs follow it. One test starts the real service and
 compares the documented upload answer and task record with real ones.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -79,8 +80,11 @@ def anchors(path: Path) -> set[str]:
 
 
 def routes(flask_app) -> set[str]:
-    return {f"{method} {rule.rule}" for rule in flask_app.url_map.iter_rules()
-            for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return {
+        f"{method} {rule.rule}"
+        for rule in flask_app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
 
 
 def named_routes(text: str) -> set[str]:
@@ -98,6 +102,7 @@ def modules() -> set[str]:
 
 # -- the API: every route has a section in docs/api.md, and the docs name no other ------------------------
 
+
 def test_every_route_has_a_section_in_api_md(app):
     documented = set().union(*(named_routes(h) for _, h in _HEADING.findall(prose(read(API)))))
     missing = sorted(routes(app) - documented)
@@ -111,6 +116,7 @@ def test_the_docs_name_no_route_that_does_not_exist(app, page):
 
 
 # -- settings: described in .env.example, listed in docs/configuration.md, which is generated -------------
+
 
 def test_every_setting_has_a_description_in_env_example():
     described = {name: text for _, settings in configdoc.read_env_example() for name, text in settings}
@@ -126,10 +132,12 @@ def test_every_setting_is_in_configuration_md():
 
 def test_configuration_md_is_what_the_generator_writes():
     assert read(CONFIGURATION) == configdoc.render(), (
-        "docs/configuration.md is stale: run `make docs` (python -m app.tools.configdoc) and commit it")
+        "docs/configuration.md is stale: run `make docs` (python -m app.tools.configdoc) and commit it"
+    )
 
 
 # -- modules: each has a role in docs/architecture.md ---------------------------------------------------
+
 
 def test_every_module_has_a_role_in_architecture_md():
     roles = dict(_MODULE_ROW.findall(read(ARCHITECTURE)))
@@ -140,6 +148,7 @@ def test_every_module_has_a_role_in_architecture_md():
 
 
 # -- links and the files the docs name ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_relative_links_point_at_files_and_headings_that_exist(page):
@@ -172,6 +181,7 @@ def test_the_readme_links_every_docs_page():
 
 # -- the README: the two commands, and short -------------------------------------------------------------
 
+
 def test_the_readme_holds_the_two_set_up_commands_and_stays_short():
     text = read(README)
     setup = [line.split("#")[0].strip() for line in code_blocks(text)[0].splitlines()]
@@ -188,6 +198,7 @@ def test_ci_runs_make_lint_then_make_test():
 
 
 # -- real output: the documented upload answer and task record have the real one's fields ----------------
+
 
 def documented(page: Path, command: str) -> dict:
     """The JSON a page shows for the first command matching `command` (a regex), with nothing cut from it."""

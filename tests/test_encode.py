@@ -1,4 +1,5 @@
 """BSON built from Arrow columns is byte for byte what `bson.encode` makes of the same documents."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -29,16 +30,18 @@ def assert_same_bytes(columns: dict[str, pa.Array]) -> None:
 
 
 def test_every_kind_of_value_and_null():
-    assert_same_bytes({
-        "title": pa.array(["Toy Story", None, "Amélie ü€𝄞", "", "nul\x00inside"]),
-        "n": pa.array([1, None, 2**31, -(2**31) - 1, 2**31 - 1], pa.int64()),
-        "f": pa.array([7.7, None, -0.0, 1e308, 5e-324]),
-        "d": pa.array([0, None, -2_208_988_800_000, 1, -1], pa.timestamp("ms")),  # 1900-01-01 and around 1970
-        "l": pa.array([["English", "Français"], None, [], ["x"] * 12, [""]], pa.list_(pa.string())),
-        "_id": pa.array(["1995-10-30/Toy Story", "b", "c", "d", "e"]),
-        "all_null": pa.nulls(5, pa.string()),
-        "no_nulls": pa.array(["a", "b", "c", "d", "e"]),
-    })
+    assert_same_bytes(
+        {
+            "title": pa.array(["Toy Story", None, "Amélie ü€𝄞", "", "nul\x00inside"]),
+            "n": pa.array([1, None, 2**31, -(2**31) - 1, 2**31 - 1], pa.int64()),
+            "f": pa.array([7.7, None, -0.0, 1e308, 5e-324]),
+            "d": pa.array([0, None, -2_208_988_800_000, 1, -1], pa.timestamp("ms")),  # 1900-01-01 and around 1970
+            "l": pa.array([["English", "Français"], None, [], ["x"] * 12, [""]], pa.list_(pa.string())),
+            "_id": pa.array(["1995-10-30/Toy Story", "b", "c", "d", "e"]),
+            "all_null": pa.nulls(5, pa.string()),
+            "no_nulls": pa.array(["a", "b", "c", "d", "e"]),
+        }
+    )
 
 
 def test_id_goes_first_and_the_rest_keep_their_order():
@@ -70,7 +73,8 @@ values = {
     "i": st.integers(-(2**63), 2**63 - 1) | st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 0]),
     "f": st.floats(allow_nan=False),
     "d": st.integers(-62_135_596_800_000, 253_402_300_799_999).map(
-        lambda ms: datetime(1970, 1, 1) + timedelta(milliseconds=ms)),
+        lambda ms: datetime(1970, 1, 1) + timedelta(milliseconds=ms)
+    ),
     "l": st.lists(text, max_size=12),
 }
 
@@ -115,7 +119,10 @@ def test_a_movie_too_big_for_mongodb_is_rejected_and_the_rest_written(tmp_path, 
     [batch] = block
     assert batch.ids == ["undated/Small", "undated/Also small"]
     assert [r.as_dict() for r in batch.rejects] == [
-        {"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]
+        {"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}
+    ]
     assert batch.rows_read == 3 and batch.end_line == 5
     assert [bson.decode(batch.documents[a:b])["title"] for a, b in zip(batch.bounds, batch.bounds[1:])] == [
-        "Small", "Also small"]
+        "Small",
+        "Also small",
+    ]

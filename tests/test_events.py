@@ -4,6 +4,7 @@ In-process (Flask test client, a thread moving the task along) for the stream's 
 against the real server (gunicorn) for streaming to the end of a real ingest, and for the cap on open
 streams keeping threads free for everything else.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -35,10 +36,10 @@ def parse(text: str) -> list[tuple[str, object]]:
         if lines[0].startswith(":"):
             messages.append(("comment", lines[0][1:].strip()))
         elif lines[0].startswith("retry: "):
-            messages.append(("retry", int(lines[0][len("retry: "):])))
+            messages.append(("retry", int(lines[0][len("retry: ") :])))
         else:
             assert lines[0].startswith("event: ") and lines[1].startswith("data: ") and len(lines) == 2, block
-            messages.append((lines[0][len("event: "):], json.loads(lines[1][len("data: "):])))
+            messages.append((lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])))
     return messages
 
 
@@ -60,12 +61,15 @@ def assert_follows_to_the_end(messages, task_id):
 
 # -- in-process ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def make_client(config, db, redis_client, producer):
     def make(**settings):
         settings = {"SSE_POLL_MS": 20, **settings}
-        return signed_in(create_app(config.with_overrides(**settings), db=db, redis_client=redis_client,
-                                    producer=producer))
+        return signed_in(
+            create_app(config.with_overrides(**settings), db=db, redis_client=redis_client, producer=producer)
+        )
+
     return make
 
 
@@ -180,13 +184,17 @@ def test_streams_must_leave_threads_for_other_requests():
 
 # -- the real server ----------------------------------------------------------------------------------
 
+
 class Stream:
     """An event stream read over a socket of its own, as a browser holds one."""
 
     def __init__(self, server, task_id: str):
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        self.conn.request("GET", f"/api/v1/process/{task_id}/events",
-                          headers={"Accept": "text/event-stream", "Authorization": f"Bearer {server.key}"})
+        self.conn.request(
+            "GET",
+            f"/api/v1/process/{task_id}/events",
+            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {server.key}"},
+        )
         self.response = self.conn.getresponse()
         self.status = self.response.status
 
@@ -205,8 +213,9 @@ class Stream:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    service = Service(tmp_path_factory.mktemp("events-live"), SSE_POLL_MS="100", BATCH_SIZE="250",
-                      BLOCK_SIZE=str(256 * 1024))  # small blocks: percent moves several times on a small file
+    service = Service(
+        tmp_path_factory.mktemp("events-live"), SSE_POLL_MS="100", BATCH_SIZE="250", BLOCK_SIZE=str(256 * 1024)
+    )  # small blocks: percent moves several times on a small file
     yield service.start()
     service.stop()
 
@@ -214,8 +223,14 @@ def live(tmp_path_factory):
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory):
     # No worker: an uploaded task stays pending, so its streams stay open for as long as the test likes.
-    service = Service(tmp_path_factory.mktemp("events-capped"), EMBEDDED_WORKERS="0", WEB_THREADS="4",
-                      SSE_MAX_STREAMS="2", SSE_KEEPALIVE_SECONDS="1", SSE_POLL_MS="100")
+    service = Service(
+        tmp_path_factory.mktemp("events-capped"),
+        EMBEDDED_WORKERS="0",
+        WEB_THREADS="4",
+        SSE_MAX_STREAMS="2",
+        SSE_KEEPALIVE_SECONDS="1",
+        SSE_POLL_MS="100",
+    )
     yield service.start()
     service.stop()
 
@@ -232,8 +247,9 @@ def test_real_server_streams_an_ingest_to_its_end(live, tmp_path):
     stream.close()
     records = assert_follows_to_the_end(parse(text), body["task_id"])
     assert records[-1]["rows_read"] == 6_000 and records[-1]["bytes_read"] == path.stat().st_size
-    assert any(r["status"] == "processing" and 0 < r["percent"] < 100 for r in records), \
-        [(r["status"], r["percent"]) for r in records]
+    assert any(r["status"] == "processing" and 0 < r["percent"] < 100 for r in records), [
+        (r["status"], r["percent"]) for r in records
+    ]
 
 
 def test_streams_at_the_cap_leave_threads_for_other_requests(capped):

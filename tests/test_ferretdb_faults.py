@@ -12,6 +12,7 @@ a task ends `completed` with exactly the file's documents and counters, or `fail
 - everything killed after a task completed: FerretDB started again on its folder has every document and the
   task's record, and a freshly started API serves them.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,9 +73,12 @@ def configure(cluster: Cluster, **settings: str) -> None:
 
 
 def finished(cluster: Cluster, task_id: str, timeout: float) -> dict:
-    return cluster.wait_for(f"task {task_id} to finish",
-                            lambda: (t := cluster.task(task_id)) is not None and t["status"] in FINISHED and t,
-                            timeout=timeout, interval=0.2)
+    return cluster.wait_for(
+        f"task {task_id} to finish",
+        lambda: (t := cluster.task(task_id)) is not None and t["status"] in FINISHED and t,
+        timeout=timeout,
+        interval=0.2,
+    )
 
 
 def ask_during_outage(cluster: Cluster, task_id: str) -> dict:
@@ -123,6 +127,7 @@ def start_ingest(cluster: Cluster, tmp_path: Path, seed: int) -> tuple[Path, dic
 
 # -- an outage within the retry budget: the write is retried, the attempt goes on ----------------------
 
+
 # Each signal with one outage length, to keep the file's run near a minute; the other two pairings pass too
 # (`SIGNALS=all` runs them).
 @pytest.mark.parametrize("how", SHORT_SIGNALS)
@@ -138,8 +143,10 @@ def test_short_outage_the_write_is_retried_and_the_attempt_goes_on(server, clust
     time.sleep(max(0.0, 3 - (time.monotonic() - down)))
     server.start()
     outage = time.monotonic() - down
-    print(f"{how}: FerretDB down {outage:.1f} s at line {task['checkpoint']['line']}; the API answered "
-          f"{answer['status']} in {answer['seconds']:.1f} s")
+    print(
+        f"{how}: FerretDB down {outage:.1f} s at line {task['checkpoint']['line']}; the API answered "
+        f"{answer['status']} in {answer['seconds']:.1f} s"
+    )
     assert_unavailable(answer, cluster)
 
     done = finished(cluster, task_id, timeout=60)
@@ -156,6 +163,7 @@ def test_short_outage_the_write_is_retried_and_the_attempt_goes_on(server, clust
 
 # -- an outage beyond the retry budget: the attempt gives up, the lease brings the task back ------------
 
+
 @pytest.mark.parametrize("how", LONG_SIGNALS)
 def test_long_outage_the_attempt_gives_up_and_the_next_resumes_at_the_checkpoint(server, cluster, tmp_path, how):
     # Budget: 2 tries 0.2 s apart, the second waiting up to 5 s for a server: ~5.5 s. The outage lasts
@@ -167,8 +175,12 @@ def test_long_outage_the_attempt_gives_up_and_the_next_resumes_at_the_checkpoint
     down = time.monotonic()
     interrupt(server, how)
     answer = ask_during_outage(cluster, task_id)
-    cluster.wait_for("the worker to give the attempt up",
-                     lambda: "MongoDB unreachable, leaving it for a retry" in worker.text(), timeout=30, interval=0.2)
+    cluster.wait_for(
+        "the worker to give the attempt up",
+        lambda: "MongoDB unreachable, leaving it for a retry" in worker.text(),
+        timeout=30,
+        interval=0.2,
+    )
     gave_up = time.monotonic() - down
     late = ask_during_outage(cluster, task_id)  # the API still answers, still 503: a server wait of 5 s
     server.start()
@@ -178,9 +190,11 @@ def test_long_outage_the_attempt_gives_up_and_the_next_resumes_at_the_checkpoint
     left = cluster.task(task_id)
     assert left["status"] in ("processing", "completed"), (left, cluster.logs())
     done = finished(cluster, task_id, timeout=60)
-    print(f"{how}: FerretDB down {outage:.1f} s at line {task['checkpoint']['line']}; the attempt gave up after "
-          f"{gave_up:.1f} s; the API answered {answer['status']} in {answer['seconds']:.1f} s and "
-          f"{late['status']} in {late['seconds']:.1f} s; {done['attempts']} attempts")
+    print(
+        f"{how}: FerretDB down {outage:.1f} s at line {task['checkpoint']['line']}; the attempt gave up after "
+        f"{gave_up:.1f} s; the API answered {answer['status']} in {answer['seconds']:.1f} s and "
+        f"{late['status']} in {late['seconds']:.1f} s; {done['attempts']} attempts"
+    )
     assert_unavailable(answer, cluster)
     assert_unavailable(late, cluster)
     assert_exact(cluster, done, expected, path)
@@ -198,6 +212,7 @@ def test_long_outage_the_attempt_gives_up_and_the_next_resumes_at_the_checkpoint
 
 
 # -- everything killed after a task completed: nothing lost -------------------------------------------
+
 
 def all_movies(cluster: Cluster) -> tuple[int, dict]:
     """Every movie GET /api/v1/movies pages through (100 a page), by `_id`; and the total it reports."""
@@ -233,8 +248,18 @@ def test_everything_killed_after_completion_nothing_is_lost(server, cluster, tmp
 
     record = cluster.task(task_id)  # the test's own client reconnects to the same port
     assert record is not None, cluster.logs()
-    for name in ("status", "attempts", "rows_read", "rows_rejected", "rows_inserted", "rows_updated",
-                 "bytes_read", "percent", "rejects", "finished_at"):
+    for name in (
+        "status",
+        "attempts",
+        "rows_read",
+        "rows_rejected",
+        "rows_inserted",
+        "rows_updated",
+        "bytes_read",
+        "percent",
+        "rejects",
+        "finished_at",
+    ):
         assert record[name] == done[name], (name, record[name], done[name])
     assert_exact(cluster, record, expected, path)
 

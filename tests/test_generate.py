@@ -19,8 +19,10 @@ if str(ROOT) not in sys.path:  # lets the file run without a conftest that sets 
 
 from app.tools.generate import MIB, PLAYS_BLOCK, generate_movies, generate_plays, main
 
-HEADER = ("budget,homepage,original_language,original_title,overview,release_date,revenue,runtime,status,"
-          "title,vote_average,vote_count,production_company_id,genre_id,languages")
+HEADER = (
+    "budget,homepage,original_language,original_title,overview,release_date,revenue,runtime,status,"
+    "title,vote_average,vote_count,production_company_id,genre_id,languages"
+)
 NUMERIC = {"budget": 0, "revenue": 6, "runtime": 7, "vote_average": 10, "vote_count": 11}
 MDY = re.compile(r"[1-9]\d?/[1-9]\d?/\d{4}")
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -34,8 +36,13 @@ def read_rows(path):
 
 def run_cli(*argv):
     """`python -m app.tools.generate ARGV` in a subprocess; checks it succeeded quietly, returns stderr."""
-    proc = subprocess.run([sys.executable, "-m", "app.tools.generate", *map(str, argv)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.tools.generate", *map(str, argv)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "\r" not in proc.stderr  # no progress line when stderr is not a terminal
@@ -176,7 +183,6 @@ def test_cli_subprocess(tmp_path):
     assert len(rows) == 101 and all(len(r) == 15 for r in rows)
 
 
-
 # ---------------------------------------------------------------------------------------------------------
 # plays
 # ---------------------------------------------------------------------------------------------------------
@@ -199,8 +205,14 @@ def play_date(text, first=dt.date(2020, 1, 1), days=365):
 
 
 def is_good_play(row, **dates):
-    return (len(row) == 3 and row[0] != "" and play_date(row[1], **dates) is not None
-            and row[2].isascii() and row[2].isdigit() and int(row[2]) <= 10**12)
+    return (
+        len(row) == 3
+        and row[0] != ""
+        and play_date(row[1], **dates) is not None
+        and row[2].isascii()
+        and row[2].isdigit()
+        and int(row[2]) <= 10**12
+    )
 
 
 @pytest.fixture(scope="module")
@@ -330,20 +342,42 @@ def test_plays_options(tmp_path):
     rows = read_rows(path)[1:]
     assert all(is_good_play(r, first=dt.date(2021, 12, 30), days=5) for r in rows)
     assert len({r[0] for r in rows}) == 20
-    assert {r[1] for r in rows} == {"2021-12-30", "2021-12-31", "2022-01-01", "2022-01-02", "2022-01-03",
-                                    "20211230", "20211231", "20220101", "20220102", "20220103"}
+    assert {r[1] for r in rows} == {
+        "2021-12-30",
+        "2021-12-31",
+        "2022-01-01",
+        "2022-01-02",
+        "2022-01-03",
+        "20211230",
+        "20211231",
+        "20220101",
+        "20220102",
+        "20220103",
+    }
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"rows": 5, "size_mb": 1}, {"rows": 5, "bad_rate": 1.5},
-                                    {"rows": 5, "songs": 0}, {"rows": 5, "start": "2020-02-30"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"rows": 5, "size_mb": 1},
+        {"rows": 5, "bad_rate": 1.5},
+        {"rows": 5, "songs": 0},
+        {"rows": 5, "start": "2020-02-30"},
+    ],
+)
 def test_plays_rejects_bad_options(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_plays(str(tmp_path / "p.csv"), **kwargs)
 
 
 def test_main_plays_rejects_bad_options(tmp_path):
-    for argv in (["--rows", "5", "--bad-rate", "2"], ["--rows", "5", "--start", "2020-13-01"],
-                 ["--rows", "5", "--days", "0"], ["--bad-rate", "0.1"]):
+    for argv in (
+        ["--rows", "5", "--bad-rate", "2"],
+        ["--rows", "5", "--start", "2020-13-01"],
+        ["--rows", "5", "--days", "0"],
+        ["--bad-rate", "0.1"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["plays", *argv, str(tmp_path / "p.csv")])
         assert exc.value.code == 2
@@ -351,10 +385,28 @@ def test_main_plays_rejects_bad_options(tmp_path):
 
 def test_cli_plays_subprocess(tmp_path):
     path, same = tmp_path / "cli.csv", tmp_path / "api.csv"
-    stderr = run_cli("plays", "--rows", 1000, "--seed", 3, "--bad-rate", 0.01, "--bom", "--newline", "crlf",
-                     "--songs", 500, "--days", 30, "--start", "2022-02-01", path)
+    stderr = run_cli(
+        "plays",
+        "--rows",
+        1000,
+        "--seed",
+        3,
+        "--bad-rate",
+        0.01,
+        "--bom",
+        "--newline",
+        "crlf",
+        "--songs",
+        500,
+        "--days",
+        30,
+        "--start",
+        "2022-02-01",
+        path,
+    )
     assert "wrote 1000 rows (10 bad)" in stderr
-    generate_plays(str(same), rows=1000, seed=3, bad_rate=0.01, bom=True, newline="\r\n", songs=500, days=30,
-                   start="2022-02-01")
+    generate_plays(
+        str(same), rows=1000, seed=3, bad_rate=0.01, bom=True, newline="\r\n", songs=500, days=30, start="2022-02-01"
+    )
     assert path.read_bytes() == same.read_bytes()
     assert path.read_bytes().startswith(b"\xef\xbb\xbf" + PLAYS_HEADER + b"\r\n")

@@ -2,6 +2,7 @@
 than BLOCK_SIZE, one bigger than MAX_ROW_MB, and a quote that never closes. What a user sees: the task's
 record and the catalogue.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,14 +64,16 @@ def test_a_row_of_three_blocks_loads_and_one_over_max_row_mb_is_rejected_with_it
     task = upload(server, tmp_path, "big-rows.csv", text)
     assert (task["rows_read"], task["rows_inserted"], task["rows_updated"], task["rows_rejected"]) == (5, 3, 0, 2)
     assert task["rejects"] == [
-        {"line": 10_004, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {size:,} bytes, "
-                                   "lines 10004 to 110004"},
+        {"line": 10_004, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {size:,} bytes, lines 10004 to 110004"},
         {"line": 110_005, "reason": "missing title"},
     ]
     assert task["warnings"] == {"budget": 1}
     assert task["bytes_read"] == task["bytes_total"] == len(text.encode()) and task["percent"] == 100.0
     assert catalogue(server, 2001) == [
-        ("2001-01-05/After", 5), ("2001-01-01/Before", 5), ("2001-01-02/Long", len(long_overview))]
+        ("2001-01-05/After", 5),
+        ("2001-01-01/Before", 5),
+        ("2001-01-02/Long", len(long_overview)),
+    ]
 
 
 def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_movies_before_load(server, tmp_path):
@@ -84,8 +87,10 @@ def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_movies_before_
 
 
 def test_a_plays_file_with_a_quote_never_closed_totals_the_rows_before(server, tmp_path):
-    text = "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\nIn The End,2020-01-02,5\n" \
-           '"Heat,2020-01-01,1\n' + "Umbrella,2020-01-01,1\n" * 20_000
+    text = (
+        "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\nIn The End,2020-01-02,5\n"
+        '"Heat,2020-01-01,1\n' + "Umbrella,2020-01-01,1\n" * 20_000
+    )
     task = upload(server, tmp_path, "plays-unclosed.csv", text)
     assert (task["rows_read"], task["rows_rejected"], task["groups"]) == (4, 1, 2)
     assert task["rejects"] == [{"line": 5, "reason": UNCLOSED.format(5)}]

@@ -1,4 +1,5 @@
 """The worker's ingest, file to MongoDB, checked document by document against tests/support/reference.py."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,6 +15,7 @@ from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 
 UNCLOSED = "unclosed quote: the quote opened on line {} is never closed, it runs to the end of the file"
+
 
 def stored(db) -> dict:
     return {doc["_id"]: doc for doc in db.movies.find()}
@@ -58,8 +60,11 @@ def test_generated_file_of_50000_rows_matches_reference(db, config, upload_dir, 
     docs = stored(db)
     assert len(docs) == len(expected["documents"])
     mismatched = [i for i, d in expected["documents"].items() if docs.get(i) != d]
-    assert mismatched == [], (mismatched[:3], [docs.get(i) for i in mismatched[:1]],
-                              [expected["documents"][i] for i in mismatched[:1]])
+    assert mismatched == [], (
+        mismatched[:3],
+        [docs.get(i) for i in mismatched[:1]],
+        [expected["documents"][i] for i in mismatched[:1]],
+    )
     assert task["rows_read"] == expected["rows_read"]
     assert task["rows_rejected"] == len(expected["rejects"]) > 0
     assert task["rejects"] == expected["rejects"][:100]
@@ -84,8 +89,10 @@ def test_same_file_twice_updates_instead_of_duplicating(db, worker, upload_dir):
 def test_later_upload_of_known_movie_updates_it(db, worker, upload_dir, tmp_path):
     header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
     path = tmp_path / "update.csv"
-    path.write_text(header + "\n1.0,,en,Toy Story,new overview,1995-10-30,2.0,82,Released,Toy Story,9.9,1.0,3,16,[]\n",
-                    encoding="utf-8")
+    path.write_text(
+        header + "\n1.0,,en,Toy Story,new overview,1995-10-30,2.0,82,Released,Toy Story,9.9,1.0,3,16,[]\n",
+        encoding="utf-8",
+    )
     queue_file(db, SAMPLE_MOVIES, upload_dir)
     worker.work()
     task_id = queue_file(db, path, upload_dir)
@@ -107,13 +114,15 @@ def test_progress_is_reported_after_every_batch(db, tmp_path):
         if checkpoint:
             checkpoints.append(checkpoint)
 
-    final = ingest_movies(str(path), db.movies, block_size=1 << 20, batch_size=1000, max_rejects=100,
-                          on_progress=on_progress)
+    final = ingest_movies(
+        str(path), db.movies, block_size=1 << 20, batch_size=1000, max_rejects=100, on_progress=on_progress
+    )
     assert len(seen) >= 4  # 3 500 rows at 1 000 per batch
     lines = path.read_bytes().count(b"\n")
     assert checkpoints[-1]["line"] == lines + 1 and checkpoints[-1]["rows_read"] == 3_500  # after the last line
     assert [s["rows_inserted"] + s["rows_updated"] for s in seen] == sorted(
-        s["rows_inserted"] + s["rows_updated"] for s in seen)
+        s["rows_inserted"] + s["rows_updated"] for s in seen
+    )
     assert final["rows_inserted"] + final["rows_updated"] == seen[-1]["rows_inserted"] + seen[-1]["rows_updated"]
     assert final["percent"] == 100.0
     # The file (1.3 MB) is about one read block, yet percent moves batch by batch, in step with the rows.
@@ -129,7 +138,7 @@ def test_quoting_newlines_bom_and_non_ascii(db, worker, upload_dir, tmp_path, ne
     rows = [
         "title,overview,release_date,original_language,languages",
         '"Amélie, the movie","She said ""hi"",' + "\r\n" + 'then left",2001-04-25,fr,"[\'Français\']"',
-        '東京物語,"line one' + "\n" + 'line two",5/3/1953,ja,"[\'日本語\', \'English\']"',
+        '東京物語,"line one' + "\n" + "line two\",5/3/1953,ja,\"['日本語', 'English']\"",
         ",no title here,2001-01-01,en,[]",
         "Pусский,,,ru,[]",
     ]
@@ -187,8 +196,10 @@ def test_file_where_every_row_has_the_wrong_width_reports_every_reject(db, worke
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed"
     assert (task["rows_read"], task["rows_rejected"]) == (2, 2)
-    assert task["rejects"] == [{"line": 2, "reason": "expected 2 fields, found 3"},
-                               {"line": 3, "reason": "expected 2 fields, found 3"}]
+    assert task["rejects"] == [
+        {"line": 2, "reason": "expected 2 fields, found 3"},
+        {"line": 3, "reason": "expected 2 fields, found 3"},
+    ]
     assert db.movies.count_documents({}) == 0
 
 
@@ -219,20 +230,23 @@ def test_lines_of_separators_quotes_or_spaces_count_as_the_reference_says(db, wo
     row = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[1]
     blank_row = "," * header.count(",")
     lines = [header, row, ",,", '""', "   ", blank_row, "", row.replace("Toy Story", "Toy Story 2"), ""]
-    path.write_text("\n".join(lines),
-                    encoding="utf-8")
+    path.write_text("\n".join(lines), encoding="utf-8")
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
     assert worker.work() is True
     task = db.processes.find_one({"task_id": task_id})
     # ",," and '""' are rows with the wrong number of fields; spaces, empty lines and all-empty rows are no rows.
-    assert task["rejects"] == expected["rejects"] == [
-        {"line": 3, "reason": "expected 15 fields, found 3"}, {"line": 4, "reason": "expected 15 fields, found 1"}]
+    assert (
+        task["rejects"]
+        == expected["rejects"]
+        == [{"line": 3, "reason": "expected 15 fields, found 3"}, {"line": 4, "reason": "expected 15 fields, found 1"}]
+    )
     assert task["rows_read"] == expected["rows_read"] == 4
     assert stored(db) == expected["documents"]
 
 
 # -- how a batch reaches the server ------------------------------------------------------------------------
+
 
 class CountingMovies:
     """`movies` that records the size of every bulk_write command; `lose_races` commands of more than one
@@ -335,8 +349,9 @@ def long_overview(size: int) -> str:
     return " ".join(words[i % len(words)] for i in range(size // 7))
 
 
-def test_a_movie_row_three_blocks_long_loads_alone_and_every_movie_after_it_too(db, config, upload_dir, tmp_path,
-                                                                               big_fields):
+def test_a_movie_row_three_blocks_long_loads_alone_and_every_movie_after_it_too(
+    db, config, upload_dir, tmp_path, big_fields
+):
     big = movie_row("Long Story", long_overview(3 * SMALL_BLOCK))
     path, big_line = movies_around(tmp_path, big)
     expected = load(path)
@@ -364,8 +379,10 @@ def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_load
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert task["rejects"] == [
-        {"line": 3, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {len(huge.encode()):,} bytes, "
-                              "lines 3 to 150003"},
+        {
+            "line": 3,
+            "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {len(huge.encode()):,} bytes, lines 3 to 150003",
+        },
         {"line": 150_004, "reason": "missing title"},
     ]
     assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (4, 2, 2)
@@ -375,8 +392,9 @@ def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_load
 
 def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp_path, big_fields):
     path, big_line = movies_around(tmp_path, movie_row("Long Story", long_overview(3 * SMALL_BLOCK)), rows=800)
-    whole = ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
-                          in_process_from=1 << 40)
+    whole = ingest_movies(
+        str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100, in_process_from=1 << 40
+    )
     expected = stored(db)
     db.movies.drop()
 
@@ -391,10 +409,24 @@ def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp
             raise Stop
 
     with pytest.raises(Stop):
-        ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
-                      in_process_from=1 << 40, on_progress=stop_after_the_big_row)
-    resumed = ingest_movies(str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100,
-                            in_process_from=1 << 40, checkpoint=saved[0])
+        ingest_movies(
+            str(path),
+            db.movies,
+            block_size=SMALL_BLOCK,
+            batch_size=100,
+            max_rejects=100,
+            in_process_from=1 << 40,
+            on_progress=stop_after_the_big_row,
+        )
+    resumed = ingest_movies(
+        str(path),
+        db.movies,
+        block_size=SMALL_BLOCK,
+        batch_size=100,
+        max_rejects=100,
+        in_process_from=1 << 40,
+        checkpoint=saved[0],
+    )
     assert stored(db) == expected
     counters = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "rejects", "warnings", "bytes_read")
     assert {k: resumed[k] for k in counters} == {k: whole[k] for k in counters}
@@ -403,8 +435,12 @@ def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp
 def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db, config, upload_dir, tmp_path):
     header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
     path = tmp_path / "huge.csv"
-    rows = [movie_row("Small", "short"), movie_row("Huge", "x" * (17 * 1024 * 1024)),
-            movie_row("Five", "y" * (5 * 1024 * 1024)), movie_row("Also small", "fine")]
+    rows = [
+        movie_row("Small", "short"),
+        movie_row("Huge", "x" * (17 * 1024 * 1024)),
+        movie_row("Five", "y" * (5 * 1024 * 1024)),
+        movie_row("Also small", "fine"),
+    ]
     path.write_text(header + "\r\n" + "".join(rows), encoding="utf-8", newline="")
     task_id = queue_file(db, path, upload_dir)
     Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), db=db, name="w").work()
@@ -417,8 +453,9 @@ def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db
 
 
 @pytest.mark.parametrize("block_size", [SMALL_BLOCK, 1 << 20], ids=["rest-over-a-block", "rest-in-a-block"])
-def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_rows_before_load(db, config, upload_dir, tmp_path,
-                                                                                  block_size):
+def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_rows_before_load(
+    db, config, upload_dir, tmp_path, block_size
+):
     sample = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()
     good = tmp_path / "good.csv"
     good.write_text("\n".join(sample[:6]) + "\n", encoding="utf-8")  # the header and five movies, lines 2-6

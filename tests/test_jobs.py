@@ -1,5 +1,6 @@
 """The job-kind registry (app/jobs): each kind's header rules, and that the upload route and the worker go by
 the registry alone, so a kind registered there is accepted, recorded, queued and run with nothing else changed."""
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,8 @@ def test_the_built_in_kinds_and_their_rules():
     movies, plays = jobs.get("movies"), jobs.get("plays")
     assert (movies.leaves_result, plays.leaves_result) == (False, True)
     assert movies.task_fields(["title", "budget"])["columns_missing"] == [
-        c for c in movies.expected if c not in ("title", "budget")]
+        c for c in movies.expected if c not in ("title", "budget")
+    ]
     assert plays.task_fields(["Song", "Date", "Number of Plays"]) == {}
     assert jobs.choose(["Number of Plays", "Song", "Date"], None) is plays
     assert jobs.choose(["budget", "title"], None) is movies
@@ -58,14 +60,17 @@ def test_an_unknown_kind_is_refused_when_asked_for_and_fails_when_run():
 
 
 def test_the_registry_and_the_worker_load_no_flask():
-    code = ("import sys, app.jobs.registry, app.worker.loop; "
-            "print(sorted(m for m in ('flask', 'werkzeug') if m in sys.modules))")
+    code = (
+        "import sys, app.jobs.registry, app.worker.loop; "
+        "print(sorted(m for m in ('flask', 'werkzeug') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 # -- a third kind, registered here only ------------------------------------------------------------------
+
 
 def _run_ratings(job: jobs.Job) -> dict:
     rows = Path(job.task["path"]).read_text().splitlines()[1:]
@@ -80,8 +85,13 @@ def _check_ratings(header: list[str]) -> None:
 
 
 RATINGS = JobKind(
-    name="ratings", fits=lambda header: header == ["user", "stars"], check=_check_ratings, run=_run_ratings,
-    expected=("user", "stars"), described="'user,stars' for ratings", leaves_result=True,
+    name="ratings",
+    fits=lambda header: header == ["user", "stars"],
+    check=_check_ratings,
+    run=_run_ratings,
+    expected=("user", "stars"),
+    described="'user,stars' for ratings",
+    leaves_result=True,
     task_fields=lambda header: {"columns_seen": len(header)},
 )
 
@@ -93,8 +103,9 @@ def ratings(monkeypatch):
 
 
 def test_a_kind_registered_in_the_registry_is_accepted_queued_and_run(ratings, client, db, producer, worker, config):
-    response = client.post(UPLOAD, data={"file": (io.BytesIO(b"user,stars\nann,4\nbob,5\n"), "r.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        UPLOAD, data={"file": (io.BytesIO(b"user,stars\nann,4\nbob,5\n"), "r.csv")}, content_type="multipart/form-data"
+    )
     assert response.status_code == 202, response.get_data(as_text=True)
     task_id = response.get_json()["task_id"]
     assert response.get_json()["kind"] == "ratings" and producer.sent == [(task_id, "ratings")]
@@ -111,14 +122,19 @@ def test_a_kind_registered_in_the_registry_is_accepted_queued_and_run(ratings, c
 
 
 def test_a_registered_kind_is_named_in_the_refusals(ratings, client):
-    body = client.post(UPLOAD, data={"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv"), "kind": "songs"},
-                       content_type="multipart/form-data").get_json()
+    body = client.post(
+        UPLOAD, data={"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv"), "kind": "songs"}, content_type="multipart/form-data"
+    ).get_json()
     assert body["error"]["message"] == "kind must be one of movies, plays, ratings, got 'songs'."
-    body = client.post(UPLOAD, data={"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")},
-                       content_type="multipart/form-data").get_json()
+    body = client.post(
+        UPLOAD, data={"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")}, content_type="multipart/form-data"
+    ).get_json()
     assert body["error"]["code"] == "unrecognised_header"
     assert body["error"]["expected"]["ratings"] == ["user", "stars"]
     assert body["error"]["message"].endswith(", or 'user,stars' for ratings.")
-    body = client.post(UPLOAD, data={"file": (io.BytesIO(b"user,stars,x\nann,4,1\n"), "r.csv"), "kind": "ratings"},
-                       content_type="multipart/form-data").get_json()
+    body = client.post(
+        UPLOAD,
+        data={"file": (io.BytesIO(b"user,stars,x\nann,4,1\n"), "r.csv"), "kind": "ratings"},
+        content_type="multipart/form-data",
+    ).get_json()
     assert body["error"] == {"code": "bad_columns", "message": "A ratings file has exactly the columns user,stars."}

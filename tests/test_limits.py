@@ -4,6 +4,7 @@ Each limit is hit exactly (N allowed, the next one 429 with its code and a Retry
 turning it off; a refused upload leaves no file and no task; with Redis away, requests are served and one
 warning is logged. The same against the real server and a real Redis: tests/test_limits_server.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,12 @@ TASKS = "/api/v1/processes"
 
 def limited_app(config, db, producer, redis_client=None, **settings):
     """An app with these settings (the rest as the `config` fixture has them), counting in memory by default."""
-    return create_app(config.with_overrides(**settings), db=db, producer=producer,
-                      redis_client=redis_client if redis_client is not None else fakeredis.FakeRedis())
+    return create_app(
+        config.with_overrides(**settings),
+        db=db,
+        producer=producer,
+        redis_client=redis_client if redis_client is not None else fakeredis.FakeRedis(),
+    )
 
 
 def assert_429(response, code: str) -> dict:
@@ -58,8 +63,12 @@ def post_raw(client, body: bytes, url: str = UPLOAD):
 
 def post_chunked(client, body: bytes):
     """A raw upload without a Content-Length, as `Transfer-Encoding: chunked` arrives."""
-    return client.post(f"{UPLOAD}?filename=movies.csv", input_stream=io.BytesIO(body), content_type="text/csv",
-                       environ_overrides={"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    return client.post(
+        f"{UPLOAD}?filename=movies.csv",
+        input_stream=io.BytesIO(body),
+        content_type="text/csv",
+        environ_overrides={"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"},
+    )
 
 
 def post_sample(client, url: str = UPLOAD):
@@ -72,6 +81,7 @@ def stored(upload_dir) -> list[str]:
 
 
 # -- requests per minute --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("role", ["reader", "uploader", "admin"])
 def test_the_request_after_the_limit_is_429_rate_limited(config, db, producer, role):
@@ -147,6 +157,7 @@ def test_rate_limit_zero_is_off(config, db, producer):
 
 # -- active tasks ---------------------------------------------------------------------------------------
 
+
 def test_the_upload_after_max_active_tasks_is_429(config, db, producer, upload_dir):
     app = limited_app(config, db, producer, MAX_ACTIVE_TASKS=2)
     uploader = signed_in(app, "uploader")
@@ -191,8 +202,9 @@ def test_too_many_active_tasks_is_refused_before_the_body_is_read(config, db, pr
         readinto = readline = read
 
     body = Unread(csv_of(1000))
-    response = uploader.post(f"{UPLOAD}?filename=big.csv", input_stream=body, content_type="text/csv",
-                             headers={"Content-Length": "1000"})
+    response = uploader.post(
+        f"{UPLOAD}?filename=big.csv", input_stream=body, content_type="text/csv", headers={"Content-Length": "1000"}
+    )
     assert_429(response, "too_many_active_tasks")
     assert Unread.reads == 0 and stored(upload_dir) == before
 
@@ -204,6 +216,7 @@ def test_max_active_tasks_zero_is_off(config, db, producer):
 
 
 # -- upload bytes per day -------------------------------------------------------------------------------
+
 
 def test_the_upload_beyond_the_days_bytes_is_429(config, db, producer, upload_dir):
     app = limited_app(config, db, producer, UPLOAD_MB_PER_DAY=1)
@@ -270,12 +283,15 @@ def test_upload_mb_per_day_zero_is_off(config, db, producer):
 
 # -- Redis away -----------------------------------------------------------------------------------------
 
+
 def test_redis_down_limits_fail_open_with_one_warning(config, db, producer, upload_dir, caplog):
     # nothing listens on this port; retries off, as the app's own client (from_url) has them
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
-                       retry=Retry(NoBackoff(), 0))
-    app = limited_app(config, db, producer, redis_client=dead, RATE_LIMIT_PER_MINUTE=2, UPLOAD_MB_PER_DAY=1,
-                      MAX_ACTIVE_TASKS=5)
+    dead = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    app = limited_app(
+        config, db, producer, redis_client=dead, RATE_LIMIT_PER_MINUTE=2, UPLOAD_MB_PER_DAY=1, MAX_ACTIVE_TASKS=5
+    )
     uploader = signed_in(app, "uploader")
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
@@ -293,8 +309,9 @@ def test_redis_down_limits_fail_open_with_one_warning(config, db, producer, uplo
 
 
 def test_the_active_task_limit_holds_with_redis_down(config, db, producer):
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2,
-                       retry=Retry(NoBackoff(), 0))
+    dead = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     app = limited_app(config, db, producer, redis_client=dead, MAX_ACTIVE_TASKS=1)
     uploader = signed_in(app, "uploader")
     assert post_sample(uploader).status_code == 202
@@ -303,13 +320,18 @@ def test_the_active_task_limit_holds_with_redis_down(config, db, producer):
 
 # -- settings -------------------------------------------------------------------------------------------
 
+
 def test_defaults_and_bounds():
     config = load_config({})
     assert (config.RATE_LIMIT_PER_MINUTE, config.MAX_ACTIVE_TASKS, config.UPLOAD_MB_PER_DAY) == (600, 20, 51200)
     zero = load_config({"RATE_LIMIT_PER_MINUTE": "0", "MAX_ACTIVE_TASKS": "0", "UPLOAD_MB_PER_DAY": "0"})
     assert (zero.RATE_LIMIT_PER_MINUTE, zero.MAX_ACTIVE_TASKS, zero.UPLOAD_MB_PER_DAY) == (0, 0, 0)
-    for name, bad in (("RATE_LIMIT_PER_MINUTE", "-1"), ("MAX_ACTIVE_TASKS", "100001"),
-                      ("UPLOAD_MB_PER_DAY", str((1 << 30) + 1)), ("RATE_LIMIT_PER_MINUTE", "lots")):
+    for name, bad in (
+        ("RATE_LIMIT_PER_MINUTE", "-1"),
+        ("MAX_ACTIVE_TASKS", "100001"),
+        ("UPLOAD_MB_PER_DAY", str((1 << 30) + 1)),
+        ("RATE_LIMIT_PER_MINUTE", "lots"),
+    ):
         with pytest.raises(ConfigError, match=name):
             load_config({name: bad})
 

@@ -5,6 +5,7 @@ Retry-After, counted in Redis (REDIS_TEST_URL, default db 15 of 127.0.0.1:6379, 
 the upload past MAX_ACTIVE_TASKS (EMBEDDED_WORKERS=0: tasks stay pending) or past UPLOAD_MB_PER_DAY is 429
 and leaves no file and no task. Without a Redis the tests skip, except under CI (CI=true), where they fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ def real_redis():
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, real_redis):
     workdir = tmp_path_factory.mktemp("limits")
-    svc = Service(workdir, REDIS_URL=URL, EMBEDDED_WORKERS="0", RATE_LIMIT_PER_MINUTE="5", MAX_ACTIVE_TASKS="2",
-                  UPLOAD_MB_PER_DAY="1")
+    svc = Service(
+        workdir,
+        REDIS_URL=URL,
+        EMBEDDED_WORKERS="0",
+        RATE_LIMIT_PER_MINUTE="5",
+        MAX_ACTIVE_TASKS="2",
+        UPLOAD_MB_PER_DAY="1",
+    )
     server = svc.start()
     svc.server, svc.workdir = server, workdir
     yield svc
@@ -51,9 +58,12 @@ MADE: list[str] = []  # ids of the keys the tests made
 
 def new_key(server, role: str) -> tuple[str, str]:
     """(id, secret) of a new key, made over HTTP with the server's admin key (one of its requests)."""
-    status, _, body = server.request("POST", "/api/v1/keys", json.dumps({"name": f"{role} {uuid.uuid4().hex[:6]}",
-                                                                          "role": role}),
-                                     {"Content-Type": "application/json"})
+    status, _, body = server.request(
+        "POST",
+        "/api/v1/keys",
+        json.dumps({"name": f"{role} {uuid.uuid4().hex[:6]}", "role": role}),
+        {"Content-Type": "application/json"},
+    )
     assert status == 201, body
     MADE.append(body["key"]["id"])
     return body["key"]["id"], body["secret"]

@@ -1,4 +1,5 @@
 """The helper process that prepares blocks beside the writer: same items, errors in order, no orphans."""
+
 from __future__ import annotations
 
 import os
@@ -105,14 +106,22 @@ def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
 
 def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
     consumer = subprocess.Popen(
-        [sys.executable, "-c", "from app.jobs.movies.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
-         "with ahead(forever) as items:\n    next(iter(items))\n    print('ready', flush=True)\n"
-         "    import time; time.sleep(60)\n"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "from app.jobs.movies.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
+            "with ahead(forever) as items:\n    next(iter(items))\n    print('ready', flush=True)\n"
+            "    import time; time.sleep(60)\n",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert consumer.stdout.readline().strip() == "ready"
-        [helper] = [p for p in psutil.Process(consumer.pid).children()
-                    if "app.jobs.movies.helper" in " ".join(p.cmdline())]
+        [helper] = [
+            p for p in psutil.Process(consumer.pid).children() if "app.jobs.movies.helper" in " ".join(p.cmdline())
+        ]
         consumer.kill()  # the consumer only: the helper must notice on its own
         consumer.wait()
         gone, _ = psutil.wait_procs([helper], timeout=10)

@@ -1,4 +1,5 @@
 """Play-count aggregation: value rules, running totals, the result file's bytes, against a plain-Python reference."""
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,13 @@ EXAMPLE_RESULT = (
 
 def run(path, tmp_path, **kwargs):
     out = tmp_path / "result.csv"
-    fields = aggregate_plays(str(path), str(out), block_size=kwargs.pop("block_size", 1 << 20),
-                             max_rejects=kwargs.pop("max_rejects", 1000), **kwargs)
+    fields = aggregate_plays(
+        str(path),
+        str(out),
+        block_size=kwargs.pop("block_size", 1 << 20),
+        max_rejects=kwargs.pop("max_rejects", 1000),
+        **kwargs,
+    )
     return fields, out.read_bytes()
 
 
@@ -43,24 +49,60 @@ def write(tmp_path, text: str, name="plays.csv"):
 
 # -- values ---------------------------------------------------------------------------------------------
 
+
 def test_dates_in_both_styles_are_the_same_day():
     parsed = plays.parse_day(pa.array(["2020-01-02", "20200102", " 20200229 ", "0001-01-01", "99991231"]))
-    assert parsed.to_pylist() == [date(2020, 1, 2), date(2020, 1, 2), date(2020, 2, 29), date(1, 1, 1),
-                                  date(9999, 12, 31)]
+    assert parsed.to_pylist() == [
+        date(2020, 1, 2),
+        date(2020, 1, 2),
+        date(2020, 2, 29),
+        date(1, 1, 1),
+        date(9999, 12, 31),
+    ]
 
 
-@pytest.mark.parametrize("text", ["2021-02-29", "20210229", "2020-13-01", "20201301", "2020/01/05", "2020-1-5",
-                                  "yesterday", "", "0000-01-01", "202001011", "2020-01-01T00:00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2021-02-29",
+        "20210229",
+        "2020-13-01",
+        "20201301",
+        "2020/01/05",
+        "2020-1-5",
+        "yesterday",
+        "",
+        "0000-01-01",
+        "202001011",
+        "2020-01-01T00:00",
+    ],
+)
 def test_impossible_or_other_dates_are_null(text):
     assert plays.parse_day(pa.array([text])).to_pylist() == [None]
 
 
-@pytest.mark.parametrize("text, value", [
-    ("0", 0), ("000", 0), ("12", 12), (" 7 ", 7), ("007", 7),
-    ("9223372036854775807", 2**63 - 1), ("0009223372036854775807", 2**63 - 1),
-    ("9223372036854775808", None), ("99999999999999999999", None),
-    ("", None), ("  ", None), ("-3", None), ("+4", None), ("1.5", None), ("1e3", None), ("many", None), ("1 000", None),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0", 0),
+        ("000", 0),
+        ("12", 12),
+        (" 7 ", 7),
+        ("007", 7),
+        ("9223372036854775807", 2**63 - 1),
+        ("0009223372036854775807", 2**63 - 1),
+        ("9223372036854775808", None),
+        ("99999999999999999999", None),
+        ("", None),
+        ("  ", None),
+        ("-3", None),
+        ("+4", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("many", None),
+        ("1 000", None),
+    ],
+)
 def test_play_counts_are_non_negative_64_bit_integers(text, value):
     assert plays.parse_count(pa.array([text])).to_pylist() == [value]
 
@@ -75,6 +117,7 @@ def test_value_rules_agree_with_the_reference(texts):
 
 # -- files ----------------------------------------------------------------------------------------------
 
+
 def test_the_example_file_gives_exactly_the_expected_result(tmp_path):
     fields, result = run(EXAMPLE, tmp_path)
     assert result == EXAMPLE_RESULT
@@ -83,18 +126,21 @@ def test_the_example_file_gives_exactly_the_expected_result(tmp_path):
 
 
 def test_bad_rows_are_rejected_with_line_and_reason_and_the_rest_is_totalled(tmp_path):
-    path = write(tmp_path, (
-        "Song,Date,Number of Plays\r\n"
-        "Umbrella,20200101,5\r\n"
-        ",2020-01-01,1\r\n"              # line 3: no song
-        "Umbrella,2020-02-30,1\r\n"      # line 4: no such day
-        "Umbrella,2020-01-01,-1\r\n"     # line 5: negative
-        "just one field\r\n"             # line 6: wrong field count
-        "\r\n"                           # line 7: blank, skipped
-        '"Umbrella\r\nRemix",2020-01-01,1.5\r\n'  # line 8 (two lines): not an integer
-        "Umbrella,2020-01-01,7\r\n"
-        " Umbrella ,2020-01-02,1\r\n"
-    ))
+    path = write(
+        tmp_path,
+        (
+            "Song,Date,Number of Plays\r\n"
+            "Umbrella,20200101,5\r\n"
+            ",2020-01-01,1\r\n"  # line 3: no song
+            "Umbrella,2020-02-30,1\r\n"  # line 4: no such day
+            "Umbrella,2020-01-01,-1\r\n"  # line 5: negative
+            "just one field\r\n"  # line 6: wrong field count
+            "\r\n"  # line 7: blank, skipped
+            '"Umbrella\r\nRemix",2020-01-01,1.5\r\n'  # line 8 (two lines): not an integer
+            "Umbrella,2020-01-01,7\r\n"
+            " Umbrella ,2020-01-02,1\r\n"
+        ),
+    )
     fields, result = run(path, tmp_path)
     assert result == b"Song,Date,Total Number of Plays for Date\nUmbrella,2020-01-01,12\nUmbrella,2020-01-02,1\n"
     assert fields["rejects"] == [
@@ -108,16 +154,24 @@ def test_bad_rows_are_rejected_with_line_and_reason_and_the_rest_is_totalled(tmp
 
 
 def test_columns_may_come_in_any_order_and_songs_needing_quotes_are_quoted(tmp_path):
-    path = write(tmp_path, (
-        "Number of Plays,Song,Date\n"
-        '3,"Hello, Goodbye",2020-01-01\n'
-        '4,"Say ""Hi""",2020-01-01\n'
-        "5,Café Tacvba,20200101\n"
-        "6,Café Tacvba,2020-01-01\n"
-    ))
+    path = write(
+        tmp_path,
+        (
+            "Number of Plays,Song,Date\n"
+            '3,"Hello, Goodbye",2020-01-01\n'
+            '4,"Say ""Hi""",2020-01-01\n'
+            "5,Café Tacvba,20200101\n"
+            "6,Café Tacvba,2020-01-01\n"
+        ),
+    )
     _, result = run(path, tmp_path)
-    assert result == ('Song,Date,Total Number of Plays for Date\n'
-                      'Café Tacvba,2020-01-01,11\n"Hello, Goodbye",2020-01-01,3\n"Say ""Hi""",2020-01-01,4\n').encode()
+    assert (
+        result
+        == (
+            "Song,Date,Total Number of Plays for Date\n"
+            'Café Tacvba,2020-01-01,11\n"Hello, Goodbye",2020-01-01,3\n"Say ""Hi""",2020-01-01,4\n'
+        ).encode()
+    )
     assert list(csv.reader(io.StringIO(result.decode())))[2] == ["Hello, Goodbye", "2020-01-01", "3"]
 
 
@@ -146,8 +200,11 @@ def test_running_totals_fold_as_they_grow_and_match_one_pass():
     days = [date(2020, 1, 1), date(1, 1, 1), date(2020, 1, 1), date(9999, 12, 31)] * 50
     totals = Totals(merge_rows=16)
     for start in range(0, 200, 10):
-        totals.add(pa.array(songs[start:start + 10]), pa.array(days[start:start + 10], pa.date32()),
-                   pa.array(range(start, start + 10), pa.int64()))
+        totals.add(
+            pa.array(songs[start : start + 10]),
+            pa.array(days[start : start + 10], pa.date32()),
+            pa.array(range(start, start + 10), pa.int64()),
+        )
         assert totals.buffered < 16  # the buffer stays bounded
     expected = {}
     for song, day, count in zip(songs, days, range(200)):
@@ -198,6 +255,7 @@ def test_an_overflow_across_merges_is_caught_too():
 
 # -- rows larger than a block, and quotes that never close ---------------------------------------------------
 
+
 @pytest.fixture
 def big_fields():
     """The reference reads with Python's csv module, which refuses fields over 128 KiB unless told otherwise."""
@@ -224,20 +282,30 @@ def test_big_rows_are_totalled_alone_and_one_over_max_row_mb_is_rejected_with_it
     assert result == expected
     assert b"Long, la la" in result
     too_long_size = len(f"{too_long},2020-01-01,5\n".encode())
-    reject = {"line": 12_003, "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {too_long_size:,} bytes, "
-                                        "lines 12003 to 412003"}
+    reject = {
+        "line": 12_003,
+        "reason": f"the row is larger than MAX_ROW_MB (1 MiB): {too_long_size:,} bytes, lines 12003 to 412003",
+    }
     assert reject in fields["rejects"]
     assert [r["line"] for r in fields["rejects"] if r != reject] == [
-        line if line < 12_003 else line + 400_001 for line, _ in expected_rejects]
+        line if line < 12_003 else line + 400_001 for line, _ in expected_rejects
+    ]
     assert any(line > 12_003 for line, _ in expected_rejects)
     assert fields["rows_read"] == 20_003 and fields["rows_rejected"] == len(expected_rejects) + 1
 
 
 def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_plays_before_count(tmp_path):
-    path = write(tmp_path, "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nIn The End,2020-01-02,5\n"
-                           '"Heat,2020-01-01,1\nUmbrella,2020-01-01,50\n' + "Umbrella,2020-01-01,1\n" * 20_000)
+    path = write(
+        tmp_path,
+        "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nIn The End,2020-01-02,5\n"
+        '"Heat,2020-01-01,1\nUmbrella,2020-01-01,50\n' + "Umbrella,2020-01-01,1\n" * 20_000,
+    )
     fields, result = run(path, tmp_path, block_size=64 * 1024)
     assert result == b"Song,Date,Total Number of Plays for Date\nIn The End,2020-01-02,5\nUmbrella,2020-01-01,100\n"
-    assert fields["rejects"] == [{"line": 4, "reason": "unclosed quote: the quote opened on line 4 is never closed, "
-                                                       "it runs to the end of the file"}]
+    assert fields["rejects"] == [
+        {
+            "line": 4,
+            "reason": "unclosed quote: the quote opened on line 4 is never closed, it runs to the end of the file",
+        }
+    ]
     assert (fields["rows_read"], fields["rows_rejected"], fields["groups"]) == (3, 1, 2)

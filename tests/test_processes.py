@@ -9,6 +9,7 @@ stopped with SIGTERM (the task is handed back, pending, with its checkpoint).
 Every process runs in a process group of its own, logs to a file under the test's tmp_path, and is
 killed in teardown; the logs' tails are part of every failure message and printed at teardown.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,11 +41,17 @@ LOG_TAIL = 3000  # characters of each process's log shown with a failure
 FINISHED = ("completed", "failed", "cancelled")
 
 # Short leases and sweeps, so a dead worker's task is taken over within a few seconds.
-FAST = {"LEASE_SECONDS": "3", "RECOVERY_SECONDS": "1", "HEARTBEAT_SECONDS": "1", "WORKER_TIMEOUT": "3",
-        "INGEST_HELPER_MIN_MB": "0"}  # every movie file through the helper process, as big files go
+FAST = {
+    "LEASE_SECONDS": "3",
+    "RECOVERY_SECONDS": "1",
+    "HEARTBEAT_SECONDS": "1",
+    "WORKER_TIMEOUT": "3",
+    "INGEST_HELPER_MIN_MB": "0",
+}  # every movie file through the helper process, as big files go
 
 
 # -- processes ------------------------------------------------------------------------------------------
+
 
 class Proc:
     """A child process in a process group of its own, its stdout and stderr in a log file."""
@@ -52,8 +59,9 @@ class Proc:
     def __init__(self, name: str, args: list[str], env: dict, log_path: Path):
         self.name, self.log_path = name, log_path
         with open(log_path, "wb") as log:
-            self.popen = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -96,13 +104,24 @@ class Cluster:
         self.db_name = f"procs_{uuid.uuid4().hex[:12]}"
         self.env = {
             **os.environ,
-            "MONGO_URI": server.uri, "MONGO_DB": self.db_name, "REDIS_URL": "",  # whatever a .env says
-            "HOST": "127.0.0.1", "PORT": str(self.port), "ZMQ_HOST": "127.0.0.1",
-            "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
-            "UPLOAD_FOLDER": str(self.upload_dir), "RESULT_FOLDER": str(tmp_path / "results"),
-            "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-            "SECRET_KEY": secrets.token_urlsafe(32), "RATE_LIMIT_PER_MINUTE": "0",  # the soak polls hard
-            **ferretdb_support.SERVICE_SETTINGS, **FAST, **settings,
+            "MONGO_URI": server.uri,
+            "MONGO_DB": self.db_name,
+            "REDIS_URL": "",  # whatever a .env says
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "ZMQ_HOST": "127.0.0.1",
+            "ZMQ_PORT": str(free_port()),
+            "ZMQ_INTAKE_PORT": str(free_port()),
+            "UPLOAD_FOLDER": str(self.upload_dir),
+            "RESULT_FOLDER": str(tmp_path / "results"),
+            "WEB_CONCURRENCY": "1",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "RATE_LIMIT_PER_MINUTE": "0",  # the soak polls hard
+            **ferretdb_support.SERVICE_SETTINGS,
+            **FAST,
+            **settings,
         }
         self.client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)
         self.db = self.client[self.db_name]
@@ -165,8 +184,9 @@ class Cluster:
 
     # -- looking on --------------------------------------------------------------------------------
     def logs(self) -> str:
-        return "\n".join(f"----- {p.name} (pid {p.pid}, {p.state()}): {p.log_path} -----\n{p.tail()}"
-                         for p in list(self.procs))
+        return "\n".join(
+            f"----- {p.name} (pid {p.pid}, {p.state()}): {p.log_path} -----\n{p.tail()}" for p in list(self.procs)
+        )
 
     def wait_for(self, what: str, check, timeout: float, interval: float = 0.1):
         """Poll `check()` until it returns something truthy; fail with the logs after `timeout` seconds."""
@@ -223,22 +243,24 @@ def start_cluster(ferretdb, tmp_path):
 def assert_same_documents(stored: dict, expected: dict) -> None:
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
-    assert not missing and not extra, (f"{len(missing)} missing, e.g. {missing[:3]}; "
-                                       f"{len(extra)} extra, e.g. {extra[:3]}")
+    assert not missing and not extra, (
+        f"{len(missing)} missing, e.g. {missing[:3]}; {len(extra)} extra, e.g. {extra[:3]}"
+    )
     mismatched = [i for i, doc in expected.items() if stored[i] != doc]
-    assert mismatched == [], (len(mismatched), mismatched[:3],
-                              [(stored[i], expected[i]) for i in mismatched[:1]])
+    assert mismatched == [], (len(mismatched), mismatched[:3], [(stored[i], expected[i]) for i in mismatched[:1]])
 
 
 def mid_file(cluster: Cluster, task_id: str, total_rows: int, least: float):
     """The task once it is processing with at least `least` of its rows behind a checkpoint."""
+
     def check():
         task = cluster.task(task_id)
         if task is None:
             return None
         assert task["status"] not in FINISHED, (
             f"task {task_id} was {task['status']} before the test could interrupt it; make the file larger\n"
-            f"{cluster.logs()}")
+            f"{cluster.logs()}"
+        )
         checkpoint = task.get("checkpoint")
         if task["status"] == "processing" and checkpoint and checkpoint["rows_read"] >= least * total_rows:
             return task
@@ -279,8 +301,9 @@ def test_worker_killed_mid_file_another_finishes_from_the_checkpoint(start_clust
     assert 2 < checkpoint["line"] and checkpoint["rows_read"] < expected["rows_read"], checkpoint
     assert survivor.alive(), cluster.logs()
 
-    done = cluster.wait_for(f"task {task_id} to finish", lambda: (t := cluster.task(task_id))["status"] in FINISHED
-                            and t, timeout=60)
+    done = cluster.wait_for(
+        f"task {task_id} to finish", lambda: (t := cluster.task(task_id))["status"] in FINISHED and t, timeout=60
+    )
     assert done["status"] == "completed", (done, cluster.logs())
     assert done["attempts"] == 2, done
     assert cluster.owner(done) is survivor
@@ -317,8 +340,12 @@ def test_sigterm_hands_the_task_back_and_exits_zero(start_cluster, tmp_path):
     time.sleep(1.5)  # its first sweep (one receive timeout after the first heartbeat) is behind it
 
     task_id = cluster.upload(path)
-    cluster.wait_for(f"the worker to claim task {task_id} on its ZeroMQ message",
-                     lambda: cluster.task(task_id)["status"] != "pending", timeout=10, interval=0.05)
+    cluster.wait_for(
+        f"the worker to claim task {task_id} on its ZeroMQ message",
+        lambda: cluster.task(task_id)["status"] != "pending",
+        timeout=10,
+        interval=0.05,
+    )
     mid_file(cluster, task_id, ROWS, least=0.1)
     first.signal(signal.SIGTERM)
     try:
@@ -338,8 +365,9 @@ def test_sigterm_hands_the_task_back_and_exits_zero(start_cluster, tmp_path):
     assert cluster.db.workers.count_documents({}) == 0  # a clean exit takes its heartbeat record along
 
     second = cluster.start_worker()
-    done = cluster.wait_for(f"task {task_id} to finish", lambda: (t := cluster.task(task_id))["status"] in FINISHED
-                            and t, timeout=60)
+    done = cluster.wait_for(
+        f"task {task_id} to finish", lambda: (t := cluster.task(task_id))["status"] in FINISHED and t, timeout=60
+    )
     assert done["status"] == "completed" and done["attempts"] == 1, (done, cluster.logs())
     assert cluster.owner(done) is second
     taken = started_lines(second, task_id)
@@ -454,8 +482,12 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
             while not stop_chaos.wait(chaos_rng.uniform(0.3, 1.0)):
                 alive = [w for w in cluster.workers() if w.alive()]
                 # Busy: part way through a file (a checkpoint is written and the task is not done).
-                busy_pids = {int(t["worker"].rsplit(".", 2)[1]) for t in cluster.db.processes.find(
-                    {"status": "processing", "checkpoint": {"$exists": True}}, {"worker": 1})}
+                busy_pids = {
+                    int(t["worker"].rsplit(".", 2)[1])
+                    for t in cluster.db.processes.find(
+                        {"status": "processing", "checkpoint": {"$exists": True}}, {"worker": 1}
+                    )
+                }
                 busy = [w for w in alive if w.pid in busy_pids]
                 first_kill = busy and not kills["busy"]  # make sure at least one kill lands mid-file
                 if not first_kill and (not alive or (len(alive) < MAX_WORKERS and chaos_rng.random() < 0.5)):
@@ -469,8 +501,10 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
         except Exception as e:
             errors.append(f"chaos: {type(e).__name__}: {e}")
 
-    clients = [threading.Thread(target=client, args=(files, waits), name=f"client-{n}")
-               for n, (files, waits) in enumerate(zip(mine, pauses))]
+    clients = [
+        threading.Thread(target=client, args=(files, waits), name=f"client-{n}")
+        for n, (files, waits) in enumerate(zip(mine, pauses))
+    ]
     chaos_thread = threading.Thread(target=chaos, name="chaos")
     chaos_thread.start()
     for t in clients:
@@ -495,8 +529,9 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
     # The survivors, and a fresh worker if there are too few, finish the work.
     for _ in range(2 - sum(w.alive() for w in cluster.workers())):
         cluster.start_worker()
-    cluster.wait_for(f"every task to finish (seed {seed})", settled,
-                     timeout=max(deadline - time.monotonic(), 1), interval=0.25)
+    cluster.wait_for(
+        f"every task to finish (seed {seed})", settled, timeout=max(deadline - time.monotonic(), 1), interval=0.25
+    )
 
     assert api.alive(), f"the API died\n{cluster.logs()}"
     failures = []
@@ -523,6 +558,8 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
     for leftover in cluster.upload_dir.iterdir():
         task = cluster.db.processes.find_one({"path": str(leftover)})
         assert task is not None and int(task["worker"].rsplit(".", 2)[1]) in killed, (leftover, task)
-    print(f"soak: {len(expected)} movies from {total_rows} valid rows in {SOAK_UPLOADS} files; "
-          f"kills {kills}; {retaken} tasks retaken; {time.monotonic() - began:.1f} s")
+    print(
+        f"soak: {len(expected)} movies from {total_rows} valid rows in {SOAK_UPLOADS} files; "
+        f"kills {kills}; {retaken} tasks retaken; {time.monotonic() - began:.1f} s"
+    )
     assert time.monotonic() - began < SOAK_SECONDS + 5

@@ -1,4 +1,5 @@
 """ZeroMQ over real TCP sockets between real processes: producer → broker → consumer."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ print(json.dumps(got), flush=True)
 def start_consumer(config):
     proc = subprocess.Popen(
         [sys.executable, "-c", CONSUMER, str(config.ZMQ_PORT), str(config.ZMQ_INTAKE_PORT)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -135,8 +138,14 @@ def test_standalone_broker_relays_and_stops_cleanly_on_sigterm(config):
     import signal
 
     env = {**os.environ, "ZMQ_PORT": str(config.ZMQ_PORT), "ZMQ_INTAKE_PORT": str(config.ZMQ_INTAKE_PORT)}
-    broker = subprocess.Popen([sys.executable, "-m", "app.broker"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "app.broker"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     consumer = Consumer(config)
     producer = Producer(config)
     try:
@@ -160,8 +169,9 @@ def test_worker_command_refuses_the_embedded_database():
     import os
 
     env = {**os.environ, "MONGO_URI": ""}  # set, so a developer's .env cannot fill it in
-    result = subprocess.run([sys.executable, "worker.py"], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "worker.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "worker.py needs MONGO_URI" in result.stderr
 
@@ -177,11 +187,18 @@ def test_run_py_stops_when_its_broker_cannot_start(ferretdb):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "MONGO_URI": ferretdb.uri, "ZMQ_PORT": str(port),
-               "ZMQ_INTAKE_PORT": str(free_port()), "PORT": str(free_port())}
-        result = subprocess.run([sys.executable, "run.py"], cwd=REPO, env=env, capture_output=True, text=True,
-                                timeout=60)
+        env = {
+            **os.environ,
+            "MONGO_URI": ferretdb.uri,
+            "ZMQ_PORT": str(port),
+            "ZMQ_INTAKE_PORT": str(free_port()),
+            "PORT": str(free_port()),
+        }
+        result = subprocess.run(
+            [sys.executable, "run.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        )
     # Refused by the start-up check (app.config.check_listen), as every bad setting is: one line, exit 2.
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        f"configuration error: ZMQ_PORT {port} on 127.0.0.1 cannot be listened on: already in use"]
+        f"configuration error: ZMQ_PORT {port} on 127.0.0.1 cannot be listened on: already in use"
+    ]

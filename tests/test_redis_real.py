@@ -2,6 +2,7 @@
 
 Skips with a message when no server answers, except under CI (CI=true), where it fails.
 """
+
 from __future__ import annotations
 
 import logging

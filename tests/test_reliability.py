@@ -3,6 +3,7 @@
 Each test breaks one thing and checks what a user would see afterwards: the task's status and counters,
 and the exact documents in `movies` (none missing, none twice).
 """
+
 from __future__ import annotations
 
 import io
@@ -156,6 +157,7 @@ def test_out_of_attempts_the_task_fails_with_the_reason_and_its_file_goes(db, co
 
 # -- cancel ---------------------------------------------------------------------------------------------
 
+
 def test_cancel_a_pending_task(client, db, upload_dir):
     task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
     response = client.delete(f"/api/v1/process/{task_id}")
@@ -211,6 +213,7 @@ def test_completed_task_cannot_be_cancelled(client, db, worker):
 
 # -- disk hygiene ---------------------------------------------------------------------------------------
 
+
 def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
     task_id = client.post("/api/v1/upload", data={"file": (EXAMPLE.open("rb"), "p.csv")}).get_json()["task_id"]
     worker.work(task_id)
@@ -227,6 +230,7 @@ def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
 
 # -- Redis away -----------------------------------------------------------------------------------------
 
+
 def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, producer, worker, caplog):
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
     client = signed_in(create_app(config, db=db, redis_client=dead, producer=producer))
@@ -242,8 +246,10 @@ def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, prod
 
 # -- two uploads of one file at once --------------------------------------------------------------------
 
-def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(config, redis_client, producer, tmp_path,
-                                                                     ferretdb, ferret_db, caplog):
+
+def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(
+    config, redis_client, producer, tmp_path, ferretdb, ferret_db, caplog
+):
     """Two clients, two workers, each with its own connection to one real server (mongomock is not thread-safe).
 
     FerretDB differs from MongoDB here: MongoDB retries an upsert that loses a duplicate-key race on `_id`

@@ -1,5 +1,6 @@
 """Security of what the service sends: result CSVs that cannot attack a spreadsheet (OWASP CSV injection),
 and the headers every answer carries (nosniff, Referrer-Policy, Cache-Control), on the real server."""
+
 from __future__ import annotations
 
 import io
@@ -73,6 +74,7 @@ def hostile_task(server, tmp_path_factory):
 
 # -- CSV injection ----------------------------------------------------------------------------------------
 
+
 def test_a_downloaded_result_has_every_formula_neutralised(server, hostile_task):
     status, headers, data = server.request("GET", hostile_task["task"]["result_url"], raw=True)
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
@@ -85,8 +87,9 @@ def test_the_first_systems_result_route_serves_the_same_guarded_file(server, hos
 
 
 def test_with_the_guard_off_the_raw_values_come_back(client, config, db):
-    response = client.post("/api/v1/upload", data={"file": (io.BytesIO(HOSTILE), "hostile.csv")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/upload", data={"file": (io.BytesIO(HOSTILE), "hostile.csv")}, content_type="multipart/form-data"
+    )
     task_id = response.get_json()["task_id"]
     assert Worker(config.with_overrides(CSV_FORMULA_GUARD=False), db=db, name="unguarded").work(task_id)
     assert client.get(f"/api/v1/process/{task_id}/result").get_data() == HOSTILE_RAW
@@ -96,19 +99,20 @@ def test_tab_and_cr_led_songs_are_neutralised_and_quoting_is_kept(tmp_path):
     """Songs straight into the totals (the reader would trim these): the writer guards them all the same."""
     songs = ["\tTab", "\rCR", "\r\n", "=1,2", '@"q"', "-", "a=b", "'already", "Plain", "x\ty"]
     totals = Totals()
-    totals.add(pa.array(songs), pa.array([date(2020, 1, 1)] * len(songs), pa.date32()),
-               pa.array(range(len(songs)), pa.int64()))
+    totals.add(
+        pa.array(songs), pa.array([date(2020, 1, 1)] * len(songs), pa.date32()), pa.array(range(len(songs)), pa.int64())
+    )
     path = tmp_path / "out.csv"
     size = write_result(totals, str(path))
     assert path.read_bytes() == (
         b"Song,Date,Total Number of Plays for Date\n"
         b"'\tTab,2020-01-01,0\n"
-        b"\"'\r\n\",2020-01-01,2\n"
-        b"\"'\rCR\",2020-01-01,1\n"
+        b'"\'\r\n",2020-01-01,2\n'
+        b'"\'\rCR",2020-01-01,1\n'
         b"'already,2020-01-01,7\n"
         b"'-,2020-01-01,5\n"
-        b"\"'=1,2\",2020-01-01,3\n"
-        b"\"'@\"\"q\"\"\",2020-01-01,4\n"
+        b'"\'=1,2",2020-01-01,3\n'
+        b'"\'@""q""",2020-01-01,4\n'
         b"Plain,2020-01-01,8\n"
         b"a=b,2020-01-01,6\n"
         b"x\ty,2020-01-01,9\n"
@@ -118,12 +122,12 @@ def test_tab_and_cr_led_songs_are_neutralised_and_quoting_is_kept(tmp_path):
     assert path.read_bytes() == (
         b"Song,Date,Total Number of Plays for Date\n"
         b"\tTab,2020-01-01,0\n"
-        b"\"\r\n\",2020-01-01,2\n"
-        b"\"\rCR\",2020-01-01,1\n"
+        b'"\r\n",2020-01-01,2\n'
+        b'"\rCR",2020-01-01,1\n'
         b"'already,2020-01-01,7\n"
         b"-,2020-01-01,5\n"
-        b"\"=1,2\",2020-01-01,3\n"
-        b"\"@\"\"q\"\"\",2020-01-01,4\n"
+        b'"=1,2",2020-01-01,3\n'
+        b'"@""q""",2020-01-01,4\n'
         b"Plain,2020-01-01,8\n"
         b"a=b,2020-01-01,6\n"
         b"x\ty,2020-01-01,9\n"
@@ -142,8 +146,13 @@ def test_formula_detection_reads_any_string_array():
 
 
 def test_a_clean_file_is_written_exactly_as_before():
-    table = pa.table({"song": pa.array(["In The End", 'Say "hi", ok']),
-                      "day": pa.array([date(2020, 1, 1)] * 2, pa.date32()), "plays": pa.array([1, 2], pa.int64())})
+    table = pa.table(
+        {
+            "song": pa.array(["In The End", 'Say "hi", ok']),
+            "day": pa.array([date(2020, 1, 1)] * 2, pa.date32()),
+            "plays": pa.array([1, 2], pa.int64()),
+        }
+    )
     expected = b'In The End,2020-01-01,1\n"Say ""hi"", ok",2020-01-01,2\n'
     assert bytes(_csv_lines(table)) == bytes(_csv_lines(table, formula_guard=False)) == expected
 
@@ -156,6 +165,7 @@ def test_the_guard_setting():
 
 
 # -- response headers -------------------------------------------------------------------------------------
+
 
 def assert_secured(headers, cache_control="no-store"):
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -234,15 +244,26 @@ def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.mark.parametrize("request_bytes,status,code", [
-    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
-    (b"GET /api/v1/ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
-    (b"GET /api/v1/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431,
-     "request_header_fields_too_large"),
-    (b"POST /api/v1/upload?filename=m.csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nAuthorization: Bearer {key}"
-     b"\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\ntitle\r\n0\r\n\r\n", 400, "bad_chunked_body"),
-], ids=["request line", "http version", "long uri", "big header", "bad chunk"])
+@pytest.mark.parametrize(
+    "request_bytes,status,code",
+    [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GET /api/v1/ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"GET /api/v1/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+            431,
+            "request_header_fields_too_large",
+        ),
+        (
+            b"POST /api/v1/upload?filename=m.csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            b"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\ntitle\r\n0\r\n\r\n",
+            400,
+            "bad_chunked_body",
+        ),
+    ],
+    ids=["request line", "http version", "long uri", "big header", "bad chunk"],
+)
 def test_requests_gunicorn_cannot_parse_get_json_errors(server, request_bytes, status, code):
     got, headers, body = raw_exchange(server, request_bytes.replace(b"{key}", server.key.encode()))
     assert got == status
@@ -304,8 +325,9 @@ def test_a_header_of_max_columns_is_accepted(limited):
 
 def test_a_header_of_one_column_more_is_refused(limited):
     server, uploads = limited
-    error = assert_refused(server, uploads, header_of(501) + b"\nToy Story" + b",1" * 500 + b"\n",
-                           422, "too_many_columns", limit=500)
+    error = assert_refused(
+        server, uploads, header_of(501) + b"\nToy Story" + b",1" * 500 + b"\n", 422, "too_many_columns", limit=500
+    )
     assert "MAX_COLUMNS" in error["message"] and "501" in error["message"]
 
 
@@ -327,8 +349,7 @@ def test_a_header_of_exactly_head_limit_bytes_is_accepted(limited, newline):
 def test_a_header_one_byte_over_head_limit_is_refused(limited, rows):
     """Before, the check only ran while no line end had been read: a long header inside one read passed."""
     server, uploads = limited
-    error = assert_refused(server, uploads, long_header(HEAD_LIMIT + 1) + rows, 422, "bad_header",
-                           limit=HEAD_LIMIT)
+    error = assert_refused(server, uploads, long_header(HEAD_LIMIT + 1) + rows, 422, "bad_header", limit=HEAD_LIMIT)
     assert str(HEAD_LIMIT) in error["message"]
 
 
@@ -372,8 +393,7 @@ def test_health_reports_the_disk_ok_on_a_server_with_room(limited):
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_upload_that_would_leave_less_than_min_free_mb_gets_507(full_disk, chunked):
     server, uploads, _ = full_disk
-    error = assert_refused(server, uploads, SAMPLE_MOVIES.read_bytes(), 507, "insufficient_storage",
-                           chunked=chunked)
+    error = assert_refused(server, uploads, SAMPLE_MOVIES.read_bytes(), 507, "insufficient_storage", chunked=chunked)
     assert "MIN_FREE_MB" in error["message"]
 
 

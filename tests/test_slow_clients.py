@@ -5,6 +5,7 @@ clients sending their headers a byte at a time stopped every other request (app/
 measured here (bench/slow_clients.py does): only that ping answers at all while the slow ones are open, and
 that the timeouts cut them.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ BODY_TIMEOUT = 2
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    service = Service(tmp_path_factory.mktemp("slow"), EMBEDDED_WORKERS="0",
-                      HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT))
+    service = Service(
+        tmp_path_factory.mktemp("slow"),
+        EMBEDDED_WORKERS="0",
+        HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+    )
     service.server = service.start()
     yield service
     service.stop()
@@ -51,7 +56,7 @@ def trickle_until_answered(sock: socket.socket, limit: float, data: bytes = b"a"
             answer += chunk  # the server closes after its answer
             continue
         try:
-            sock.send(data[sent % len(data):sent % len(data) + 1])
+            sock.send(data[sent % len(data) : sent % len(data) + 1])
             sent += 1
         except OSError:
             break
@@ -100,12 +105,14 @@ def test_a_client_that_sends_nothing_is_closed_after_the_header_timeout(service)
 def test_a_slow_upload_body_is_cut_and_leaves_no_task_and_no_file(service, sent_first):
     """From the start: cut by the event loop; after 200 KB (streamed to a partial file by a thread): cut there."""
     rows = b"title,release_date\n" + b"Slow Movie,2000-01-01\n" * 50_000
-    head = (b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
-            b"Authorization: Bearer " + service.server.key.encode() + b"\r\n"
-            b"Content-Length: " + str(len(rows)).encode() + b"\r\n\r\n")
+    head = (
+        b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+        b"Authorization: Bearer " + service.server.key.encode() + b"\r\n"
+        b"Content-Length: " + str(len(rows)).encode() + b"\r\n\r\n"
+    )
     with connect(service.port) as sock:
         sock.sendall(head + rows[:sent_first])
-        elapsed, answer = trickle_until_answered(sock, limit=30, data=rows[sent_first:sent_first + 1000])
+        elapsed, answer = trickle_until_answered(sock, limit=30, data=rows[sent_first : sent_first + 1000])
     status, body = status_and_json(answer)
     assert status == 408
     assert body["error"]["code"] == "request_timeout"

@@ -5,6 +5,7 @@ Where the two disagree the code follows the real server; each such case is a tes
 `test_mongomock_differs_...` (or `..._ferretdb_differs_...` where FerretDB is the odd one out next to
 MongoDB) that pins what the real server does, and the stand-in's behaviour where it matters.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,6 +60,7 @@ def ingest(path, db, **kw) -> dict:
 
 # -- ingest: upserts and their counts ---------------------------------------------------------------------
 
+
 def test_upload_reupload_and_changed_rows_give_exact_documents_and_counts(store, tmp_path):
     """First upload inserts every movie (repeats in the file are updates); the same file again inserts
     nothing and changes nothing; a later file with changed rows updates exactly those (one run on FerretDB,
@@ -72,7 +74,11 @@ def test_upload_reupload_and_changed_rows_give_exact_documents_and_counts(store,
     fields = ingest(path, store)
     assert stored(store) == docs
     assert (fields["rows_read"], fields["rows_inserted"], fields["rows_updated"], fields["rows_rejected"]) == (
-        expected["rows_read"], len(docs), expected["valid"] - len(docs), len(expected["rejects"]))
+        expected["rows_read"],
+        len(docs),
+        expected["valid"] - len(docs),
+        len(expected["rejects"]),
+    )
     assert fields["rejects"] == expected["rejects"]
     assert store.movies.count_documents({}) == store.movies.estimated_document_count() == len(docs)
 
@@ -100,7 +106,10 @@ def test_upload_reupload_and_changed_rows_give_exact_documents_and_counts(store,
     assert after == {**docs, **update["documents"]} and len(after) == len(docs) + 1
     assert after["2001-02-03/A Movie Nobody Uploaded Before"]["year"] == 2001
     assert [after[k]["overview"] for k in update["documents"]][:3] == [
-        "changed overview 0", "changed overview 1", "changed overview 2"]
+        "changed overview 0",
+        "changed overview 1",
+        "changed overview 2",
+    ]
     assert [after[k]["vote_average"] for k in update["documents"]][:3] == [0.5, 1.5, 2.5]
 
 
@@ -111,11 +120,16 @@ def test_write_movies_counts_inserted_and_updated_per_batch(store):
     assert write_movies(store.movies, [req("a", v=1), req("b", v=1)]) == (2, 0)
     assert write_movies(store.movies, [req("a", v=2), req("c", v=1), req("b", v=1)]) == (1, 2)
     assert write_movies(store.movies, [req("d", v=1), req("d", v=2)]) == (1, 1)  # a repeat in one batch
-    assert stored(store) == {"a": {"_id": "a", "v": 2}, "b": {"_id": "b", "v": 1}, "c": {"_id": "c", "v": 1},
-                             "d": {"_id": "d", "v": 2}}
+    assert stored(store) == {
+        "a": {"_id": "a", "v": 2},
+        "b": {"_id": "b", "v": 1},
+        "c": {"_id": "c", "v": 1},
+        "d": {"_id": "d", "v": 2},
+    }
 
 
 # -- the catalogue: every filter and sort, paged to the end -----------------------------------------------
+
 
 @pytest.fixture
 def catalogue(store, tmp_path):
@@ -129,9 +143,11 @@ def catalogue(store, tmp_path):
 
 def mongo_order(docs: list[dict], field: str, order: int) -> list[str]:
     """MongoDB's order: nulls (and missing) before any value, then by value, ties by _id; -1 reverses both."""
+
     def key(d):
         v = d.get(field)
         return (0, 0, d["_id"]) if v is None else (1, v, d["_id"])
+
     return [d["_id"] for d in sorted(docs, key=key, reverse=order == -1)]
 
 
@@ -152,8 +168,9 @@ def test_every_filter_and_sort_pages_to_the_full_sorted_list(store, catalogue):
     filters = [(None, None), (year, None), (None, "en"), (year, "en")]
     checked = 0
     for y, lang in filters:
-        subset = [d for d in catalogue if (y is None or d["year"] == y)
-                  and (lang is None or d["original_language"] == lang)]
+        subset = [
+            d for d in catalogue if (y is None or d["year"] == y) and (lang is None or d["original_language"] == lang)
+        ]
         assert subset, (y, lang)
         limit = max(2, len(subset) // 3)  # three pages or so, the last one short
         for sort_by, field in movies.SORT_FIELDS.items():
@@ -166,7 +183,8 @@ def test_every_filter_and_sort_pages_to_the_full_sorted_list(store, catalogue):
                 assert [a["total_docs"] for a in answers] == [len(subset)] * (total_pages + 1)
                 assert [a["total_pages"] for a in answers] == [total_pages] * (total_pages + 1)
                 assert [len(a["movies"]) for a in answers[:-1]] == (
-                    [limit] * (total_pages - 1) + [len(subset) - limit * (total_pages - 1)])
+                    [limit] * (total_pages - 1) + [len(subset) - limit * (total_pages - 1)]
+                )
                 checked += 1
     assert checked == 24
     assert any(d["vote_average"] is None for d in catalogue) and any(d["release_date"] is None for d in catalogue)
@@ -191,6 +209,7 @@ def test_the_api_answers_pages_from_the_store(store, catalogue, config):
 
 # -- task records and their state machine -----------------------------------------------------------------
 
+
 def new_task(db, task_id: str, **extra) -> dict:
     extra.setdefault("path", f"/up/{task_id}")
     return tasks.create(db, task_id=task_id, kind="movies", filename=f"{task_id}.csv", size=100, **extra)
@@ -206,10 +225,32 @@ def test_create_stores_the_record_as_given(store):
     doc = new_task(store, "t1", kind_hint="x")
     got = tasks.get(store, "t1")
     assert got == doc
-    assert {k: got[k] for k in ("status", "attempts", "rows_read", "rows_inserted", "percent", "warnings",
-                                "rejects", "size", "bytes_total", "kind_hint")} == {
-        "status": "pending", "attempts": 0, "rows_read": 0, "rows_inserted": 0, "percent": 0, "warnings": {},
-        "rejects": [], "size": 100, "bytes_total": 100, "kind_hint": "x"}
+    assert {
+        k: got[k]
+        for k in (
+            "status",
+            "attempts",
+            "rows_read",
+            "rows_inserted",
+            "percent",
+            "warnings",
+            "rejects",
+            "size",
+            "bytes_total",
+            "kind_hint",
+        )
+    } == {
+        "status": "pending",
+        "attempts": 0,
+        "rows_read": 0,
+        "rows_inserted": 0,
+        "percent": 0,
+        "warnings": {},
+        "rejects": [],
+        "size": 100,
+        "bytes_total": 100,
+        "kind_hint": "x",
+    }
     assert got["created_at"] == got["updated_at"] and got["created_at"].microsecond % 1000 == 0
     assert tasks.get(store, "nope") is None
 
@@ -260,7 +301,11 @@ def test_expired_lease_is_retaken_and_the_old_owner_locked_out(store):
     expire_lease(store, "t")
     retaken = tasks.claim(store, "w2", LEASE, 3)
     assert (retaken["worker"], retaken["attempts"], retaken["rows_read"], retaken["checkpoint"]) == (
-        "w2", 2, 5, {"line": 7})
+        "w2",
+        2,
+        5,
+        {"line": 7},
+    )
     with pytest.raises(tasks.LostTask):
         tasks.update(store, "t", "w1", LEASE, rows_read=99)
     with pytest.raises(tasks.LostTask):
@@ -279,7 +324,10 @@ def test_out_of_attempts_is_not_claimed_and_settled_as_failed(store):
     assert [(s["task_id"], s["status"], s["path"]) for s in settled] == [("t", "failed", "/up/t.csv")]
     got = tasks.get(store, "t")
     assert (got["status"], got["error"], got["attempts"]) == (
-        "failed", "gave up after 2 attempts: each worker stopped before finishing", 2)
+        "failed",
+        "gave up after 2 attempts: each worker stopped before finishing",
+        2,
+    )
     assert "lease_expires_at" not in got and got["finished_at"] == got["updated_at"]
     assert tasks.settle_abandoned(store, 2) == []
 
@@ -344,7 +392,8 @@ def test_finish_completes_and_clears_the_lease_and_checkpoint(store):
     assert (got["status"], got["rows_read"], got["rows_inserted"]) == ("completed", 8, 8)
     assert "checkpoint" not in got and "lease_expires_at" not in got
     assert got["finished_at"] == got["updated_at"] and got["duration_s"] == round(
-        (got["finished_at"] - got["started_at"]).total_seconds(), 3)
+        (got["finished_at"] - got["started_at"]).total_seconds(), 3
+    )
     with pytest.raises(tasks.LostTask):
         tasks.finish(store, "t", "w1", tasks.FAILED)
     with pytest.raises(tasks.LostTask):
@@ -386,9 +435,12 @@ def test_racing_workers_claim_each_task_once(store):
 
 # -- indexes ----------------------------------------------------------------------------------------------
 
+
 def declared(db) -> dict:
-    return {name: {ix["name"]: (dict(ix["key"]), bool(ix.get("unique"))) for ix in getattr(db, name).list_indexes()}
-            for name in ("movies", "processes", "workers")}
+    return {
+        name: {ix["name"]: (dict(ix["key"]), bool(ix.get("unique"))) for ix in getattr(db, name).list_indexes()}
+        for name in ("movies", "processes", "workers")
+    }
 
 
 def test_indexes_read_back_as_declared(store):
@@ -398,17 +450,24 @@ def test_indexes_read_back_as_declared(store):
     assert len(spec_names) == 12
     assert declared(store) == {
         "movies": {"_id_": ({"_id": 1}, False), **spec_names},
-        "processes": {"_id_": ({"_id": 1}, False), "task_id_1": ({"task_id": 1}, True),
-                      "created_at_-1": ({"created_at": -1}, False),
-                      "status_1_created_at_-1": ({"status": 1, "created_at": -1}, False),
-                      "owner.key_id_1_created_at_-1": ({"owner.key_id": 1, "created_at": -1}, False),
-                      "owner.key_id_1_status_1": ({"owner.key_id": 1, "status": 1}, False)},
+        "processes": {
+            "_id_": ({"_id": 1}, False),
+            "task_id_1": ({"task_id": 1}, True),
+            "created_at_-1": ({"created_at": -1}, False),
+            "status_1_created_at_-1": ({"status": 1, "created_at": -1}, False),
+            "owner.key_id_1_created_at_-1": ({"owner.key_id": 1, "created_at": -1}, False),
+            "owner.key_id_1_status_1": ({"owner.key_id": 1, "status": 1}, False),
+        },
         "workers": {"_id_": ({"_id": 1}, False), "beat_at_1": ({"beat_at": 1}, False)},
     }
     # key order is part of an index: year before the sort field, _id last
     keys = {ix["name"]: list(ix["key"].items()) for ix in store.movies.list_indexes()}
     assert keys["year_1_original_language_1_title_1__id_1"] == [
-        ("year", 1), ("original_language", 1), ("title", 1), ("_id", 1)]
+        ("year", 1),
+        ("original_language", 1),
+        ("title", 1),
+        ("_id", 1),
+    ]
 
 
 def test_mongomock_differs_list_indexes_order(store):
@@ -417,14 +476,27 @@ def test_mongomock_differs_list_indexes_order(store):
     mongo.ensure_indexes(store)
     names = [ix["name"] for ix in store.processes.list_indexes()]
     if is_real(store):
-        assert names == ["_id_", "created_at_-1", "owner.key_id_1_created_at_-1", "owner.key_id_1_status_1",
-                         "status_1_created_at_-1", "task_id_1"]
+        assert names == [
+            "_id_",
+            "created_at_-1",
+            "owner.key_id_1_created_at_-1",
+            "owner.key_id_1_status_1",
+            "status_1_created_at_-1",
+            "task_id_1",
+        ]
     else:
-        assert names == ["_id_", "task_id_1", "created_at_-1", "status_1_created_at_-1", "owner.key_id_1_created_at_-1",
-                         "owner.key_id_1_status_1"]
+        assert names == [
+            "_id_",
+            "task_id_1",
+            "created_at_-1",
+            "status_1_created_at_-1",
+            "owner.key_id_1_created_at_-1",
+            "owner.key_id_1_status_1",
+        ]
 
 
 # -- the database errors the code maps --------------------------------------------------------------------
+
 
 def test_duplicate_task_id_is_refused_by_the_unique_index(store):
     mongo.ensure_indexes(store)
@@ -479,9 +551,15 @@ def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
     if is_real(store):
         with pytest.raises(KeyError, match="nModified"):
             store.movies.bulk_write(batch, ordered=False)
-        raw = store.command("update", "movies", ordered=False, updates=[
-            {"q": {"_id": "d", "v": 5}, "u": {"_id": "d", "v": 5}, "upsert": True},
-            {"q": {"_id": "c"}, "u": {"_id": "c", "v": 2}, "upsert": True}])
+        raw = store.command(
+            "update",
+            "movies",
+            ordered=False,
+            updates=[
+                {"q": {"_id": "d", "v": 5}, "u": {"_id": "d", "v": 5}, "upsert": True},
+                {"q": {"_id": "c"}, "u": {"_id": "c", "v": 2}, "upsert": True},
+            ],
+        )
         assert [(e["index"], e["code"]) for e in raw["writeErrors"]] == [(0, 11000)]
         assert "n" not in raw and "nModified" not in raw
         with pytest.raises(KeyError, match="nModified"):
@@ -496,8 +574,12 @@ def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
     with pytest.raises(BulkWriteError) as e:
         write_movies(store.movies, batch)
     assert [(err["index"], err["code"]) for err in e.value.details["writeErrors"]] == [(0, 11000), (1, 11000)]
-    assert stored(store) == {"a": {"_id": "a", "v": 1}, "b": {"_id": "b", "v": 1}, "c": {"_id": "c", "v": 1},
-                             "d": {"_id": "d", "v": 0}}
+    assert stored(store) == {
+        "a": {"_id": "a", "v": 1},
+        "b": {"_id": "b", "v": 1},
+        "c": {"_id": "c", "v": 1},
+        "d": {"_id": "d", "v": 0},
+    }
 
 
 def test_same_new_movies_written_at_once_end_up_once(store):
@@ -514,10 +596,11 @@ def test_same_new_movies_written_at_once_end_up_once(store):
         db, close = other_client_db(store)
         try:
             start.wait()
-            reqs = [ReplaceOne({"_id": k}, RawBSONDocument(bson.encode({"_id": k, "title": k})), upsert=True)
-                    for k in keys]
+            reqs = [
+                ReplaceOne({"_id": k}, RawBSONDocument(bson.encode({"_id": k, "title": k})), upsert=True) for k in keys
+            ]
             for i in range(0, len(keys), 10):
-                a, b = write_movies(db.movies, reqs[i:i + 10])
+                a, b = write_movies(db.movies, reqs[i : i + 10])
                 inserted.append(a)
                 updated.append(b)
         except Exception as e:  # pragma: no cover - reported below
@@ -565,24 +648,36 @@ def test_mongomock_differs_documents_over_16_mb_are_refused_only_on_insert(store
 
 def test_unreachable_server_answers_503_and_the_health_says_so(config):
     """Not a store of either kind: a client of a port nobody listens on, as when MongoDB is down."""
-    client = pymongo.MongoClient(f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=200,
-                                 connectTimeoutMS=200)
+    client = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=200, connectTimeoutMS=200
+    )
     try:
         app = create_app(config, db=client["dead"], redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
         web = app.test_client()  # a key the server cannot look up: that too is 503, not 401
         web.environ_base["HTTP_AUTHORIZATION"] = "Bearer mcat_" + "k" * 43
-        unavailable = {"error": {"code": "database_unavailable",
-                                 "message": "The database is unreachable; try again shortly."}}
-        for url in ("/api/v1/movies", "/api/v1/movies?year=1995&sort_by=title", "/api/v1/process/x",
-                    "/api/v1/processes"):
+        unavailable = {
+            "error": {"code": "database_unavailable", "message": "The database is unreachable; try again shortly."}
+        }
+        for url in (
+            "/api/v1/movies",
+            "/api/v1/movies?year=1995&sort_by=title",
+            "/api/v1/process/x",
+            "/api/v1/processes",
+        ):
             r = web.get(url)
             assert (r.status_code, r.get_json()) == (503, unavailable), url
         r = web.get("/api/v1/health")
         assert r.status_code == 200
         health = r.get_json()
         assert isinstance(health.pop("disk_free_mb"), int)
-        assert health == {"status": "degraded", "mongo": "unreachable", "redis": "ok", "worker": "none alive",
-                          "workers_alive": 0, "disk": "ok"}
+        assert health == {
+            "status": "degraded",
+            "mongo": "unreachable",
+            "redis": "ok",
+            "worker": "none alive",
+            "workers_alive": 0,
+            "disk": "ok",
+        }
         assert web.get("/api/v1/ping").get_json() == {"ok": True}
     finally:
         client.close()

@@ -3,6 +3,7 @@
 With MONGO_URI and REDIS_URL unset it runs the embedded stand-ins, a gunicorn API process, the ZeroMQ
 broker and a worker, the worker fed over real TCP sockets.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,8 +20,10 @@ from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     venv = sys.prefix  # the environment running the tests; make only checks requirements are in it
-    service = Service(tmp_path_factory.mktemp("system"),
-                      ["make", "--no-print-directory", "run", f"VENV={venv}", f"PYTHON={sys.executable}"])
+    service = Service(
+        tmp_path_factory.mktemp("system"),
+        ["make", "--no-print-directory", "run", f"VENV={venv}", f"PYTHON={sys.executable}"],
+    )
     yield service.start()
     text = service.stop()
     assert "Shutting down: Master" in text, text[-3000:]
@@ -45,8 +48,9 @@ def test_upload_is_ingested_end_to_end(server, tmp_path):
     assert task["rows_rejected"] == len(expected["rejects"])
     assert task["percent"] == 100.0 and task["bytes_read"] == path.stat().st_size
 
-    first = min(expected["documents"].values(),
-                key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"]))
+    first = min(
+        expected["documents"].values(), key=lambda d: (d["vote_average"] is not None, d["vote_average"] or 0, d["_id"])
+    )
     status, headers, page = server.request("GET", "/api/v1/movies?sort_by=rating&order=1&limit=1")
     assert status == 200 and page["movies"][0]["_id"] == first["_id"]
     assert page["total_docs"] >= len(expected["documents"])
@@ -55,8 +59,9 @@ def test_upload_is_ingested_end_to_end(server, tmp_path):
 
 
 def test_raw_body_upload_and_task_listing(server):
-    status, _, body = server.request("POST", "/api/v1/upload?filename=sample.csv", SAMPLE_MOVIES.read_bytes(),
-                                     {"Content-Type": "text/csv"})
+    status, _, body = server.request(
+        "POST", "/api/v1/upload?filename=sample.csv", SAMPLE_MOVIES.read_bytes(), {"Content-Type": "text/csv"}
+    )
     assert status == 202
     task = server.wait_for(body["task_id"])
     assert task["status"] == "completed" and task["filename"] == "sample.csv"
@@ -85,8 +90,9 @@ def test_plays_example_through_both_routes(server):
     assert task["status"] == "completed" and task["groups"] == 4
     status, headers, data = server.request("GET", task["result_url"], raw=True)
     assert status == 200 and headers["Content-Type"].startswith("text/csv") and data == EXAMPLE_RESULT
-    assert headers["Content-Disposition"] == ("attachment; filename=\"plays_example_input-totals.csv\"; "
-        "filename*=UTF-8''plays_example_input-totals.csv")
+    assert headers["Content-Disposition"] == (
+        "attachment; filename=\"plays_example_input-totals.csv\"; filename*=UTF-8''plays_example_input-totals.csv"
+    )
 
     status, _, body = server.upload(EXAMPLE, "plays.csv", url="/upload")
     assert status == 202 and set(body) == {"task_id"}

@@ -4,6 +4,7 @@ A cut-off body (raw or multipart, Content-Length or chunked) leaves no task, no 
 client filenames are cleaned and bounded, downloads carry an RFC 6266 Content-Disposition, and no
 client text can start a line of the server's log.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,11 @@ def assert_nothing_left(service, before: tuple[int, set]):
         time.sleep(0.1)
     assert log_count(service, CUT_LOG) == cut_logs_before + 1, service.log()[-3000:]
     line = [ln for ln in service.log().splitlines() if CUT_LOG in ln][-1]
-    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ "
-                    r"WARNING app\.api\.intake \[\d+\] upload refused: ", line), line
+    assert re.match(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ "
+        r"WARNING app\.api\.intake \[\d+\] upload refused: ",
+        line,
+    ), line
     assert task_ids(service.server) == tasks_before
     assert sorted(p.name for p in service.uploads.iterdir()) == []
 
@@ -116,10 +120,12 @@ def clean(service):
 
 # -- 1. a cut-off upload is never taken as complete -------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["shutdown", "close"])
 def test_raw_body_shorter_than_content_length(service, server, clean, how):
-    head = request_head(server.key, "/api/v1/upload?filename=cut.csv",
-                        {"Content-Type": "text/csv", "Content-Length": "1000000"})
+    head = request_head(
+        server.key, "/api/v1/upload?filename=cut.csv", {"Content-Type": "text/csv", "Content-Length": "1000000"}
+    )
     answer = send_cut(server, head, movies_body(5000)[:5000], how)
     if how == "shutdown":
         error = assert_incomplete_answer(answer)
@@ -130,10 +136,15 @@ def test_raw_body_shorter_than_content_length(service, server, clean, how):
 @pytest.mark.parametrize("how", ["shutdown", "close"])
 def test_multipart_body_shorter_than_content_length(service, server, clean, how):
     boundary = uuid.uuid4().hex
-    start = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n"
-             "Content-Type: text/csv\r\n\r\n").encode()
-    head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                                           "Content-Length": "1000000"})
+    start = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    head = request_head(
+        server.key,
+        "/api/v1/upload",
+        {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": "1000000"},
+    )
     answer = send_cut(server, head, start + movies_body(5000)[:5000], how)
     if how == "shutdown":
         assert_incomplete_answer(answer)
@@ -151,8 +162,9 @@ def test_chunked_body_cut_before_last_chunk(service, server, clean, how, where):
     body = chunk(data[:2500]) + chunk(data[2500:])
     if where == "mid_chunk":
         body += b"1000\r\n" + data[:100]  # announces 4096 bytes, sends 100
-    head = request_head(server.key, "/api/v1/upload?filename=cut.csv",
-                        {"Content-Type": "text/csv", "Transfer-Encoding": "chunked"})
+    head = request_head(
+        server.key, "/api/v1/upload?filename=cut.csv", {"Content-Type": "text/csv", "Transfer-Encoding": "chunked"}
+    )
     answer = send_cut(server, head, body, how)
     if how == "shutdown":
         assert_incomplete_answer(answer)
@@ -161,10 +173,15 @@ def test_chunked_body_cut_before_last_chunk(service, server, clean, how, where):
 
 def test_multipart_chunked_cut(service, server, clean):
     boundary = uuid.uuid4().hex
-    start = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n"
-             "Content-Type: text/csv\r\n\r\n").encode()
-    head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                                           "Transfer-Encoding": "chunked"})
+    start = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    head = request_head(
+        server.key,
+        "/api/v1/upload",
+        {"Content-Type": f"multipart/form-data; boundary={boundary}", "Transfer-Encoding": "chunked"},
+    )
     answer = send_cut(server, head, chunk(start + movies_body(5000)[:5000]), "shutdown")
     assert_incomplete_answer(answer)
     assert_nothing_left(service, clean)
@@ -175,19 +192,34 @@ def test_whole_body_still_accepted(service, server, kind):
     """A body exactly as announced, over the same raw socket: 202 and the task completes."""
     data = movies_body(5000)
     if kind == "raw":
-        head = request_head(server.key, "/api/v1/upload?filename=whole.csv",
-                            {"Content-Type": "text/csv", "Content-Length": str(len(data))})
+        head = request_head(
+            server.key,
+            "/api/v1/upload?filename=whole.csv",
+            {"Content-Type": "text/csv", "Content-Length": str(len(data))},
+        )
         body = data
     elif kind == "multipart":
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"whole.csv\"\r\n"
-                "Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        head = request_head(server.key, "/api/v1/upload", {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                                               "Content-Length": str(len(body))})
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="whole.csv"\r\n'
+                "Content-Type: text/csv\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        head = request_head(
+            server.key,
+            "/api/v1/upload",
+            {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))},
+        )
     else:
         body = chunk(data[:3000]) + chunk(data[3000:]) + b"0\r\n\r\n"
-        head = request_head(server.key, "/api/v1/upload?filename=whole.csv",
-                            {"Content-Type": "text/csv", "Transfer-Encoding": "chunked", "Connection": "close"})
+        head = request_head(
+            server.key,
+            "/api/v1/upload?filename=whole.csv",
+            {"Content-Type": "text/csv", "Transfer-Encoding": "chunked", "Connection": "close"},
+        )
     if kind != "chunked":
         head = head[:-2] + b"Connection: close\r\n\r\n"
     cut_before = log_count(service, CUT_LOG)
@@ -207,8 +239,14 @@ FORGED = "2026-01-01 00:00:00,000 ERROR app.forged [1] FORGED"
 
 def multipart(filename_param: str, data: bytes = PLAYS):
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; {filename_param}\r\n"
-            "Content-Type: text/csv\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {filename_param}\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 

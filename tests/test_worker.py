@@ -1,4 +1,5 @@
 """The worker loop over a real ZeroMQ broker: wake-ups, sweeps, leases, heartbeats, clean stops."""
+
 from __future__ import annotations
 
 import shutil
@@ -163,8 +164,14 @@ def test_write_the_server_refuses_fails_at_once(db, worker, upload_dir, monkeypa
     path = queue_sample(db, upload_dir)
 
     def refuse(*args, **kwargs):
-        raise BulkWriteError({"writeErrors": [{"index": 0, "code": 52, "errmsg": "The dollar ($) prefixed field"}],
-                              "nInserted": 0, "nUpserted": 0, "nMatched": 0})
+        raise BulkWriteError(
+            {
+                "writeErrors": [{"index": 0, "code": 52, "errmsg": "The dollar ($) prefixed field"}],
+                "nInserted": 0,
+                "nUpserted": 0,
+                "nMatched": 0,
+            }
+        )
 
     monkeypatch.setattr("app.jobs.movies.kind.ingest_movies", refuse)
     worker.work()
@@ -247,9 +254,16 @@ def test_sweep_removes_half_written_results_of_writers_that_died(db, config, wor
     for task_id, status in (("done", "completed"), ("live", "processing"), ("old", "processing")):
         tasks.create(db, task_id=task_id, kind="plays", filename="p.csv", path="/nowhere", size=1)
         db.processes.update_one({"task_id": task_id}, {"$set": {"status": status}})
-    files = {name: results / name for name in
-             ("done.csv.1a2b3c4d.part", "live.csv.5e6f7a8b.part", "old.csv.9c0d1e2f.part", "gone.csv.3a4b5c6d.part",
-              "done.csv")}
+    files = {
+        name: results / name
+        for name in (
+            "done.csv.1a2b3c4d.part",
+            "live.csv.5e6f7a8b.part",
+            "old.csv.9c0d1e2f.part",
+            "gone.csv.3a4b5c6d.part",
+            "done.csv",
+        )
+    }
     for path in files.values():
         path.write_text("Song,Date,Total Number of Plays for Date\n")
     an_hour_ago = time.time() - 3600  # older than two leases: its writer stopped writing long ago

@@ -10,6 +10,7 @@ credential, so a form on another site cannot act for someone signed in to the pa
 
 A route that declares nothing is admin-only: forgetting to declare fails closed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,9 +59,11 @@ NO_AUTH = Principal(None, "anyone (AUTH=false)", "admin", "off")
 
 def requires(role: str | None):
     """Decorator: the least role a route needs; ANYONE (None) for a public route."""
+
     def mark(view):
         view.required_role = role
         return view
+
     return mark
 
 
@@ -119,8 +122,13 @@ def authorize() -> None:
     if principal is None:
         raise unauthorized("This needs an API key or a token: send 'Authorization: Bearer <secret>'.", error=None)
     if not principal.may(required):
-        raise APIError(403, "forbidden", f"A {principal.role} key may not do this; it needs the {required} role.",
-                       role=principal.role, required_role=required)
+        raise APIError(
+            403,
+            "forbidden",
+            f"A {principal.role} key may not do this; it needs the {required} role.",
+            role=principal.role,
+            required_role=required,
+        )
 
 
 def identify(header: str) -> Principal:
@@ -151,8 +159,13 @@ def issue_token(principal: Principal, ttl: int) -> str:
 
 def decode_token(token: str) -> dict:
     try:
-        return jwt.decode(token, current_app.extensions["token_secret"], algorithms=[ALGORITHM], issuer=ISSUER,
-                          options={"require": ["sub", "exp", "iat", "iss"]})
+        return jwt.decode(
+            token,
+            current_app.extensions["token_secret"],
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["sub", "exp", "iat", "iss"]},
+        )
     except jwt.ExpiredSignatureError:
         raise unauthorized("The token has expired; get a new one from POST /api/v1/auth/token.") from None
     except jwt.InvalidTokenError:  # tampered, wrongly signed, alg none, malformed, claims missing
@@ -182,5 +195,8 @@ def owner_filter() -> dict:
 
 def warn_if_off(config) -> None:
     if not config.AUTH:
-        log.warning("AUTH=false: authentication is off; anyone who can reach port %d may upload, read, cancel "
-                    "and manage everything", config.PORT)
+        log.warning(
+            "AUTH=false: authentication is off; anyone who can reach port %d may upload, read, cancel "
+            "and manage everything",
+            config.PORT,
+        )

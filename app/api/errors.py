@@ -1,4 +1,5 @@
 """One JSON shape for every error: `{"error": {"code": "...", "message": "..."}}`."""
+
 from __future__ import annotations
 
 import logging

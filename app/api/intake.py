@@ -5,6 +5,7 @@ a raw body (`Content-Type: text/csv`, `curl --data-binary @x.csv`, name from `?f
 is never held whole in memory: each chunk is validated as UTF-8 incrementally and written straight to
 a temporary file beside its final name. Any failure removes that file.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -68,16 +69,18 @@ class _Sink:
             return
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise APIError(413, "file_too_large",
-                           f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB.")
+            raise APIError(
+                413, "file_too_large", f"The file is larger than the limit of {self.max_bytes // (1 << 20)} MB."
+            )
         view = memoryview(data)
         for start in range(0, len(data), UTF8_SLICE):
             try:
-                self.decoder.decode(view[start:start + UTF8_SLICE])
+                self.decoder.decode(view[start : start + UTF8_SLICE])
             except UnicodeDecodeError as e:
                 offset = self.size - len(data) + start + e.start
-                raise APIError(422, "not_utf8",
-                               f"The file is not valid UTF-8 text (bad byte at offset {offset}).") from None
+                raise APIError(
+                    422, "not_utf8", f"The file is not valid UTF-8 text (bad byte at offset {offset})."
+                ) from None
         if not self.has_data:
             self._watch_head(data)
         self.file.write(data)
@@ -90,12 +93,17 @@ class _Sink:
             ends = [i for i in (self.head.find(b"\n"), self.head.find(b"\r")) if i >= 0]  # LF, CRLF or CR
             end = min(ends) if ends else -1
             if (end if end >= 0 else len(self.head)) > HEAD_LIMIT:  # the line so far, or the whole line
-                raise APIError(422, "bad_header", f"The header line is longer than the limit of HEAD_LIMIT = "
-                               f"{HEAD_LIMIT} bytes (its line ending not counted).", limit=HEAD_LIMIT)
+                raise APIError(
+                    422,
+                    "bad_header",
+                    f"The header line is longer than the limit of HEAD_LIMIT = "
+                    f"{HEAD_LIMIT} bytes (its line ending not counted).",
+                    limit=HEAD_LIMIT,
+                )
             if end < 0:
                 return
             self.header_done = True
-            data = bytes(self.head[end + 1:])
+            data = bytes(self.head[end + 1 :])
             self.head = self.head[: end + 1]
             self.header = self._parse_header()
         if data.strip(b"\r\n\t ,"):
@@ -121,8 +129,12 @@ class _Sink:
         except csv.Error as e:
             raise APIError(422, "bad_header", f"The header line is not valid CSV: {e}.") from None
         if len(header) > self.max_columns:
-            raise APIError(422, "too_many_columns", f"The header has {len(header)} columns, more than the limit of "
-                           f"MAX_COLUMNS = {self.max_columns}.", limit=self.max_columns)
+            raise APIError(
+                422,
+                "too_many_columns",
+                f"The header has {len(header)} columns, more than the limit of MAX_COLUMNS = {self.max_columns}.",
+                limit=self.max_columns,
+            )
         return [name.strip() for name in header]
 
     def discard(self) -> None:
@@ -138,9 +150,13 @@ def check_free(folder: str, min_free: int, incoming: int = 0) -> None:
     """507 if storing `incoming` more bytes would leave less than `min_free` free in `folder`'s filesystem."""
     free = free_bytes(folder)
     if free - incoming < min_free:
-        raise APIError(507, "insufficient_storage",
-                       f"Not enough free disk space to store this upload: the server keeps MIN_FREE_MB = "
-                       f"{min_free >> 20} MB free and has {free >> 20} MB.", min_free_mb=min_free >> 20)
+        raise APIError(
+            507,
+            "insufficient_storage",
+            f"Not enough free disk space to store this upload: the server keeps MIN_FREE_MB = "
+            f"{min_free >> 20} MB free and has {free >> 20} MB.",
+            min_free_mb=min_free >> 20,
+        )
 
 
 def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min_free: int = 0) -> Upload:
@@ -165,8 +181,11 @@ def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min
             _copy(body, sink)
             fields = dict(request.args)
         else:
-            raise APIError(415, "unsupported_media_type",
-                           "Send the CSV as multipart/form-data (a part named 'file') or as a text/csv body.")
+            raise APIError(
+                415,
+                "unsupported_media_type",
+                "Send the CSV as multipart/form-data (a part named 'file') or as a text/csv body.",
+            )
         header = sink.finish()
         os.replace(partial, final)
     except APIError as e:
@@ -174,7 +193,7 @@ def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min
         if e.code == "incomplete_body":
             log.warning("upload refused: %s", e.message)  # our own words only, no client text
         elif e.status not in (413, 507):  # read what the client still sends, so it gets our answer, not a
-            _drain(request.stream)           # reset; but not a body too big for the limit or the disk
+            _drain(request.stream)  # reset; but not a body too big for the limit or the disk
         raise
     except BaseException:
         remove(partial)
@@ -204,13 +223,15 @@ class _Body:
         if data:
             self.received += len(data)
         elif self.expected is not None and self.received < self.expected:
-            raise self._incomplete(f"the connection ended after {self.received} of the {self.expected} bytes "
-                                   "its Content-Length announced")
+            raise self._incomplete(
+                f"the connection ended after {self.received} of the {self.expected} bytes its Content-Length announced"
+            )
         return data
 
     def _incomplete(self, why: str) -> APIError:
-        return APIError(400, "incomplete_body", f"The upload was cut off: {why}; nothing was stored. "
-                        "Send the whole file again.")
+        return APIError(
+            400, "incomplete_body", f"The upload was cut off: {why}; nothing was stored. Send the whole file again."
+        )
 
 
 def clean_filename(name: str, limit: int = NAME_BYTES) -> str:
@@ -261,8 +282,7 @@ def _check_name(filename: str) -> str:
     return filename
 
 
-def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int,
-                       min_free: int):
+def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int, min_free: int):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
@@ -280,8 +300,9 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
             while not isinstance(event, (NeedData, Epilogue)):
                 if isinstance(event, File) and event.name == "file":
                     if sink is not None:
-                        raise APIError(400, "multiple_files",
-                                       "Send one file per upload; this form has several 'file' parts.")
+                        raise APIError(
+                            400, "multiple_files", "Send one file per upload; this form has several 'file' parts."
+                        )
                     filename = _check_name(event.filename or "")
                     sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)

@@ -8,6 +8,7 @@ keeps every request cheap. The first characters are kept in clear (`prefix`) to 
 
     {_id: "key_<16 hex>", name, role, hash, prefix, created_at, last_used_at, revoked_at}
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,8 +74,14 @@ def create(db: Database, name: str, role: str) -> tuple[dict, str]:
     id_hex = secrets.token_hex(ID_HEX // 2)
     secret = SECRET_PREFIX + id_hex + secrets.token_urlsafe(32)
     doc = {
-        "_id": "key_" + id_hex, "name": name, "role": role, "hash": digest(secret),
-        "prefix": secret[:SHOWN_CHARS], "created_at": now(), "last_used_at": None, "revoked_at": None,
+        "_id": "key_" + id_hex,
+        "name": name,
+        "role": role,
+        "hash": digest(secret),
+        "prefix": secret[:SHOWN_CHARS],
+        "created_at": now(),
+        "last_used_at": None,
+        "revoked_at": None,
     }
     db.api_keys.insert_one(doc)
     return doc, secret
@@ -82,7 +89,7 @@ def create(db: Database, name: str, role: str) -> tuple[dict, str]:
 
 def by_secret(db: Database, secret: str) -> dict | None:
     """The live (unrevoked) key with this secret, or None."""
-    id_hex = secret[len(SECRET_PREFIX):len(SECRET_PREFIX) + ID_HEX]
+    id_hex = secret[len(SECRET_PREFIX) : len(SECRET_PREFIX) + ID_HEX]
     key = by_id(db, "key_" + id_hex) if len(id_hex) == ID_HEX else None
     return key if key is not None and hmac.compare_digest(key["hash"], digest(secret)) else None
 

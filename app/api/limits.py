@@ -19,6 +19,7 @@ The counters are Flask-Limiter's, in fixed windows that start with a key's first
 this process's memory (embedded: one API process). Redis unreachable: the limits fail open, the request is
 served uncounted, and a warning is logged at most every WARN_EVERY seconds, not once per request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,11 +70,16 @@ class Limits:
     def __init__(self, config: Config, redis_client):
         self.config = config
         self.upload_bytes: RateLimitItem | None = (
-            parse(f"{config.UPLOAD_MB_PER_DAY * MIB} per day") if config.UPLOAD_MB_PER_DAY else None)
+            parse(f"{config.UPLOAD_MB_PER_DAY * MIB} per day") if config.UPLOAD_MB_PER_DAY else None
+        )
         uri, options = storage_for(redis_client)
         rate = [f"{config.RATE_LIMIT_PER_MINUTE} per minute"] if config.RATE_LIMIT_PER_MINUTE else []
         self.limiter = Limiter(
-            identity, application_limits=rate, strategy="fixed-window", storage_uri=uri, storage_options=options,
+            identity,
+            application_limits=rate,
+            strategy="fixed-window",
+            storage_uri=uri,
+            storage_options=options,
             swallow_errors=True,  # Redis down: serve the request uncounted (its error is logged, see _Outage)
             headers_enabled=False,  # Retry-After on a 429 is ours; no X-RateLimit-* lookups on every answer
         )
@@ -93,8 +99,12 @@ class Limits:
         retry = self._retry_after(lambda: self.limiter.current_limit.window.reset_time, limit.get_expiry())
         who = "key" if identity().startswith("key:") else "address"
         return too_many(
-            "rate_limited", f"This {who} has made more than RATE_LIMIT_PER_MINUTE = {limit.amount} requests in a "
-            f"minute; retry after {retry} s.", retry, limit=limit.amount)
+            "rate_limited",
+            f"This {who} has made more than RATE_LIMIT_PER_MINUTE = {limit.amount} requests in a "
+            f"minute; retry after {retry} s.",
+            retry,
+            limit=limit.amount,
+        )
 
     # -- uploads ------------------------------------------------------------------------------------------
 
@@ -126,12 +136,16 @@ class Limits:
     def _check_active(self, key_id: str, limit: int) -> None:
         db = current_app.extensions["movie_service"].db
         active = db.processes.count_documents(
-            {"owner.key_id": key_id, "status": {"$in": [tasks.PENDING, tasks.PROCESSING]}}, limit=limit)
+            {"owner.key_id": key_id, "status": {"$in": [tasks.PENDING, tasks.PROCESSING]}}, limit=limit
+        )
         if active >= limit:
             raise too_many_error(
-                "too_many_active_tasks", f"This key has MAX_ACTIVE_TASKS = {limit} tasks pending or processing; "
+                "too_many_active_tasks",
+                f"This key has MAX_ACTIVE_TASKS = {limit} tasks pending or processing; "
                 f"upload again when one has finished (retry after {ACTIVE_RETRY_SECONDS} s).",
-                ACTIVE_RETRY_SECONDS, limit=limit)
+                ACTIVE_RETRY_SECONDS,
+                limit=limit,
+            )
 
     def _take_bytes(self, cost: int, test_only: bool = False) -> None:
         """Count `cost` bytes against the key's day, or 429 if they do not fit (nothing is counted then)."""
@@ -142,7 +156,8 @@ class Limits:
             # refuses this one too should another upload of the same key have taken the room meanwhile (its
             # bytes then stay counted: a rare race, and it errs on the strict side)
             fits = window.test(item, who, BYTES_SCOPE, cost=cost) and (
-                test_only or window.hit(item, who, BYTES_SCOPE, cost=cost))
+                test_only or window.hit(item, who, BYTES_SCOPE, cost=cost)
+            )
             if fits:
                 return
             stats = window.get_window_stats(item, who, BYTES_SCOPE)
@@ -158,8 +173,9 @@ class Limits:
             why = f"This key has used up {quota}"
         else:
             why = f"This upload ({cost / MIB:.1f} MB) is more than the {left / MIB:.1f} MB left today of {quota}"
-        raise too_many_error("upload_quota_exceeded", f"{why}; retry after {retry} s.", retry, limit=mb,
-                             remaining_bytes=left)
+        raise too_many_error(
+            "upload_quota_exceeded", f"{why}; retry after {retry} s.", retry, limit=mb, remaining_bytes=left
+        )
 
     # -- Redis away ---------------------------------------------------------------------------------------
 
@@ -224,6 +240,9 @@ def current() -> Limits:
 def warn_if_per_process(config: Config) -> None:
     """At start: with several API processes and no Redis, each counts on its own."""
     if config.embedded_redis and not config.embedded_mongo and config.WEB_CONCURRENCY > 1:
-        log.warning("REDIS_URL is empty: each of the %d API processes counts the per-key limits on its own, so a "
-                    "key gets up to %d times each; set REDIS_URL to share them", config.WEB_CONCURRENCY,
-                    config.WEB_CONCURRENCY)
+        log.warning(
+            "REDIS_URL is empty: each of the %d API processes counts the per-key limits on its own, so a "
+            "key gets up to %d times each; set REDIS_URL to share them",
+            config.WEB_CONCURRENCY,
+            config.WEB_CONCURRENCY,
+        )

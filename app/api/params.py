@@ -1,4 +1,5 @@
 """Query-string parameters: parsed, bounded, and rejected by name when wrong."""
+
 from __future__ import annotations
 
 import re

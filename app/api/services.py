@@ -1,4 +1,5 @@
 """What a request handler needs, built once per app: settings, database, cache, queue producer."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

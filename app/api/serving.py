@@ -19,6 +19,7 @@ gthread (threads, streaming bodies, keep-alive, graceful SIGTERM) and changes wh
 
 TLS connections (gunicorn's certfile) are handed over as gthread does: their bytes cannot be read here.
 """
+
 from __future__ import annotations
 
 import errno
@@ -48,9 +49,13 @@ def _json_error(status: int, reason: str, message: str) -> bytes:
     """An answer the server writes itself, in the app's error shape and with its security headers."""
     code = reason.lower().replace(" ", "_")
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\n".encode() + b"Content-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n"
-            b"Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n\r\n" + body)
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n"
+        b"Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n\r\n" + body
+    )
 
 
 def _response_408(message: str) -> bytes:
@@ -170,8 +175,14 @@ class GuardedThreadWorker(ThreadWorker):
             result = fs.result() if not fs.cancelled() else False
         except Exception:
             result = False
-        if (result and result is not _DEFER and not conn.is_http2 and not self.cfg.is_ssl
-                and conn.parser is not None and conn.parser.unreader.buf.getvalue()):
+        if (
+            result
+            and result is not _DEFER
+            and not conn.is_http2
+            and not self.cfg.is_ssl
+            and conn.parser is not None
+            and conn.parser.unreader.buf.getvalue()
+        ):
             self._read_ahead(conn, conn.parser.unreader.take_buffered())
             return
         super().finish_request(conn, fs)
@@ -264,12 +275,17 @@ class GuardedThreadWorker(ThreadWorker):
             if not self.alive or not conn.ahead:
                 self._drop(conn)  # stopping, or nothing sent: no request to answer
             elif conn.ahead_head_end < 0:
-                self._drop(conn, _response_408(
-                    f"The request's headers did not arrive within {self.header_timeout:g} s."))
+                self._drop(
+                    conn, _response_408(f"The request's headers did not arrive within {self.header_timeout:g} s.")
+                )
             else:
-                self._drop(conn, _response_408(
-                    f"The request body did not arrive fast enough (each {BODY_PREFIX // 1024} KiB "
-                    f"within {self.body_timeout:g} s)."))
+                self._drop(
+                    conn,
+                    _response_408(
+                        f"The request body did not arrive fast enough (each {BODY_PREFIX // 1024} KiB "
+                        f"within {self.body_timeout:g} s)."
+                    ),
+                )
 
     # --- the thread side -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 Kept apart from the state machine (app/tasks/__init__.py): what a task *is* does not depend on who looks at it;
 what is shown does. A worker's id names its host and pid, which only admins see.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,6 +26,9 @@ def task(doc: dict, admin: bool) -> dict:
 def page(name: str, items: list, page_number: int, limit: int, total: int) -> dict:
     """One page of a listing: `name` holds the items, with where this page stands among the rest."""
     return {
-        "limit": limit, name: items, "page": page_number,
-        "total_docs": total, "total_pages": math.ceil(total / limit) if total else 0,
+        "limit": limit,
+        name: items,
+        "page": page_number,
+        "total_docs": total,
+        "total_pages": math.ceil(total / limit) if total else 0,
     }

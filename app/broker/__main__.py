@@ -1,4 +1,5 @@
 """`python -m app.broker`: the ZeroMQ broker on its own (run.py starts one for you)."""
+
 from __future__ import annotations
 
 import logging

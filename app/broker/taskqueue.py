@@ -6,6 +6,7 @@ The broker is the only socket that binds, so any number of API processes and wor
 connect to one stable address. A message only wakes a worker: the task record in MongoDB is the truth,
 and a worker that never gets the message still finds the task when it sweeps for pending work.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Nothing here imports Flask: the worker uses these too. The upload route turns a JobRefused into the API's
 error answer, with the same status, code, message and fields.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

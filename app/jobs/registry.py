@@ -5,6 +5,7 @@ modules that do its work; a new kind is a package like app/jobs/plays/, added to
 tried against the kinds in KINDS' order, the narrowest first. Nothing here imports Flask: the worker looks
 kinds up here too.
 """
+
 from __future__ import annotations
 
 from app.jobs.kind import Job, JobKind, JobRefused
@@ -38,7 +39,8 @@ def choose(header: list[str], requested: str | None) -> JobKind:
     kind = KINDS[requested] if requested is not None else next((k for k in KINDS.values() if k.fits(header)), None)
     if kind is None:
         raise JobRefused(
-            422, "unrecognised_header",
+            422,
+            "unrecognised_header",
             "The header fits no job kind. Expected " + ", or ".join(k.described for k in KINDS.values()) + ".",
             expected={name: list(KINDS[name].expected) for name in names()},
         )

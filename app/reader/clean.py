@@ -5,6 +5,7 @@ one `pyarrow.compute` call (plain numbers, `YYYY-MM-DD` dates, `['a', 'b']` list
 values go by the strict rules: numbers and lists one at a time in Python (lists by a small tokenizer,
 never `eval`), dates as a small batch of their own.
 """
+
 from __future__ import annotations
 
 import ast
@@ -239,8 +240,10 @@ def parse_languages(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     anything else is read one value at a time by a small tokenizer (never `eval`).
     """
     # At least 4 characters: in "[']" the opening and the closing quote would be the same one.
-    shaped = pc.and_(pc.and_(pc.starts_with(values, "['"), pc.ends_with(values, "']")),
-                     pc.greater_equal(pc.binary_length(values), _FOUR))
+    shaped = pc.and_(
+        pc.and_(pc.starts_with(values, "['"), pc.ends_with(values, "']")),
+        pc.greater_equal(pc.binary_length(values), _FOUR),
+    )
     items = pc.split_pattern(pc.utf8_slice_codeunits(keep(shaped, values), 2, -2), "', '")
     simple = pc.fill_null(shaped, False).to_numpy(zero_copy_only=False)
     flat = items.flatten()

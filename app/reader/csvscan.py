@@ -6,6 +6,7 @@ speed), and `scan_record` reads that one record from there, by the rules of PyAr
 where it ends, whether a quote in it is never closed, and (up to a limit) its bytes. Memory stays
 bounded by the piece size and that limit, whatever the size of the record or of the file.
 """
+
 from __future__ import annotations
 
 import re

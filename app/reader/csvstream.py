@@ -6,6 +6,7 @@ so a rejection can point a person at the exact place in the file, embedded newli
 for a block is read alone, up to MAX_ROW_MB (see `_Reading`), and a quote left open at the end of the file
 is reported, not read as one value holding every line after it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -188,8 +189,9 @@ class _Reading:
                 raise
         # PyArrow says "empty" when the header fills the block
         if with_header and len(",".join(self.header).encode()) >= self.block_size:
-            raise ValueError(f"the header is longer than a read block ({self.block_size} bytes): "
-                             "raise BLOCK_SIZE to read this file") from None
+            raise ValueError(
+                f"the header is longer than a read block ({self.block_size} bytes): raise BLOCK_SIZE to read this file"
+            ) from None
         return None
 
     def _oversized(self, line: int) -> tuple[Chunk, int]:
@@ -205,12 +207,18 @@ class _Reading:
             invalid = [Reject(line, _unclosed(line + record.unclosed_quote))]
         elif record.data is None:
             spans = f", lines {line} to {next_line - 1}" if record.newlines else ""
-            invalid = [Reject(line, f"the row is larger than MAX_ROW_MB ({self.max_row_mb} MiB): "
-                                    f"{record.size:,} bytes{spans}")]
+            invalid = [
+                Reject(line, f"the row is larger than MAX_ROW_MB ({self.max_row_mb} MiB): {record.size:,} bytes{spans}")
+            ]
         elif line >= self.start_line:  # before it, a resumed read only needs to know where the row ends
             batch, lines, invalid = self._parse(record.data, line)
-        log.debug("%s: line %d holds a row of %d bytes, larger than a read block (%d bytes)",
-                 os.path.basename(self.path), line, record.size, self.block_size)
+        log.debug(
+            "%s: line %d holds a row of %d bytes, larger than a read block (%d bytes)",
+            os.path.basename(self.path),
+            line,
+            record.size,
+            self.block_size,
+        )
         return Chunk(batch, lines, invalid, record.end, next_line), record.end
 
     def _parse(self, data: bytearray, line: int) -> tuple[pa.RecordBatch, np.ndarray, list[Reject]]:
@@ -252,8 +260,9 @@ class _Reading:
         if record.unclosed_quote is None:
             return chunk
         reject = Reject(line, _unclosed(line + record.unclosed_quote))
-        return replace(chunk, batch=batch.slice(0, batch.num_rows - 1), lines=chunk.lines[:-1],
-                       invalid=chunk.invalid + [reject])
+        return replace(
+            chunk, batch=batch.slice(0, batch.num_rows - 1), lines=chunk.lines[:-1], invalid=chunk.invalid + [reject]
+        )
 
     def _empty(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=pa.schema([(name, pa.string()) for name in self.header]))
@@ -265,9 +274,11 @@ def _unclosed(quote_line: int) -> str:
 
 def _set_aside(rows: list):
     """A PyArrow invalid-row handler: the row goes to `rows`, to be placed by its number and rejected."""
+
     def on_invalid(row) -> str:
         rows.append(row)
         return "skip"
+
     return on_invalid
 
 
@@ -312,16 +323,22 @@ def _joined(chunks: list[Chunk]) -> Chunk:
         return chunks[0]
     batches = [c.batch for c in chunks if c.batch.num_rows]
     batch = pa.Table.from_batches(batches).combine_chunks().to_batches()[0] if batches else chunks[-1].batch
-    return Chunk(batch, np.concatenate([c.lines for c in chunks]), [r for c in chunks for r in c.invalid],
-                 chunks[-1].bytes_read, chunks[-1].next_line)
+    return Chunk(
+        batch,
+        np.concatenate([c.lines for c in chunks]),
+        [r for c in chunks for r in c.invalid],
+        chunks[-1].bytes_read,
+        chunks[-1].next_line,
+    )
 
 
 def _options(block_size: int, header: list[str], on_invalid, with_header: bool) -> dict:
     """PyArrow's options: every column a string, rows of the wrong width handed to `on_invalid`."""
     return {
         # use_threads=False: PyArrow then numbers the invalid rows it hands us, which places them exactly.
-        "read_options": pacsv.ReadOptions(block_size=block_size, use_threads=False,
-                                          column_names=None if with_header else header),
+        "read_options": pacsv.ReadOptions(
+            block_size=block_size, use_threads=False, column_names=None if with_header else header
+        ),
         "parse_options": pacsv.ParseOptions(
             newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
         ),

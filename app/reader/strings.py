@@ -3,6 +3,7 @@
 A compute call costs some microseconds before it starts, and a regular expression more; over a
 block's few thousand short values, one NumPy pass over the bytes is cheaper.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ def layout(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def offsets(values: pa.Array) -> np.ndarray:
     """Where each value of a string or binary array starts in its data, and where the last one ends."""
-    return np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1].astype(
-        np.int64)
+    return np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1].astype(
+        np.int64
+    )
 
 
 def non_empty(values: pa.Array) -> np.ndarray:

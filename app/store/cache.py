@@ -2,6 +2,7 @@
 
 Values are stored as the bytes a response sends, so a hit is one GET and no parsing or re-encoding.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """One client per process and server: pymongo's and redis-py's clients are thread-safe and pool their
 connections, so a process makes one for each address it talks to and shares it (app/store/mongo.py,
 app/store/cache.py)."""
+
 from __future__ import annotations
 
 import threading

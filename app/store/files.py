@@ -1,4 +1,5 @@
 """Removing files the service is done with."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock, app/embedded.py), shared by
 everything in this process and lost when it exits.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,12 @@ def _new_client(config: Config):
 
         log.warning("MONGO_URI is not set: using an embedded MongoDB stand-in (in-memory, not persisted)")
         return embedded_client()
-    return pymongo.MongoClient(config.MONGO_URI, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
-                               socketTimeoutMS=config.MONGO_SOCKET_TIMEOUT_SECONDS * 1000)
+    return pymongo.MongoClient(
+        config.MONGO_URI,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        socketTimeoutMS=config.MONGO_SOCKET_TIMEOUT_SECONDS * 1000,
+    )
 
 
 def ensure_indexes(db: Database) -> None:
@@ -55,8 +60,10 @@ def warn_about_server(db: Database, write_ops: int) -> str | None:
     ferretdb = info.get("ferretdbVersion")  # FerretDB's buildInfo says who it is; MongoDB's has no such key
     if ferretdb is None or 0 < write_ops <= FERRETDB_WRITE_OPS:
         return None
-    message = (f"MONGO_URI is FerretDB {ferretdb}: set MONGO_WRITE_OPS={FERRETDB_WRITE_OPS} "
-               f"(it is {write_ops}); FerretDB never answers bulk writes that re-write 100 or more stored movies")
+    message = (
+        f"MONGO_URI is FerretDB {ferretdb}: set MONGO_WRITE_OPS={FERRETDB_WRITE_OPS} "
+        f"(it is {write_ops}); FerretDB never answers bulk writes that re-write 100 or more stored movies"
+    )
     log.warning(message)
     return message
 

@@ -2,6 +2,7 @@
 
 What a stored movie holds, and how a file's rows become one, is the movie schema's (app/jobs/movies/schema.py).
 """
+
 from __future__ import annotations
 
 # API sort keys → document fields; every sort ends on _id so pages never overlap or skip.

@@ -1,4 +1,5 @@
 """Retry with exponential backoff on the errors a flaky MongoDB gives (lost connection, failover, timeout)."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ class Backoff:
             except ConnectionFailure as e:
                 if attempt == self.attempts:
                     raise
-                log.warning("%s failed (attempt %d of %d), retrying in %.1fs: %s",
-                            what, attempt, self.attempts, delay, e)
+                log.warning(
+                    "%s failed (attempt %d of %d), retrying in %.1fs: %s", what, attempt, self.attempts, delay, e
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
         raise AssertionError("unreachable")

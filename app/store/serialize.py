@@ -1,4 +1,5 @@
 """MongoDB values to JSON: ObjectIds as strings, dates as ISO-8601 in UTC."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

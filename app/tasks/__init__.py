@@ -11,6 +11,7 @@ the task no longer its own raises LostTask, so two workers never write progress 
 tasks keep a `checkpoint` (the line after the last batch written, and the counters at that point): a
 retake goes on from there instead of from the start. Plays tasks keep their totals in memory and start over.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,13 @@ STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 
 PROGRESS_FIELDS = (
-    "rows_read", "rows_inserted", "rows_updated", "rows_rejected", "bytes_read", "percent", "rows_per_sec",
+    "rows_read",
+    "rows_inserted",
+    "rows_updated",
+    "rows_rejected",
+    "bytes_read",
+    "percent",
+    "rows_per_sec",
 )
 SUMMARY_FIELDS = ("rows_read", "rows_inserted", "rows_updated", "rows_rejected", "groups", "rows_per_sec")
 
@@ -47,14 +54,27 @@ def now() -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
-def create(db: Database, *, task_id: str, kind: str, filename: str, path: str, size: int, owner: dict | None = None,
-           **extra) -> dict:
+def create(
+    db: Database, *, task_id: str, kind: str, filename: str, path: str, size: int, owner: dict | None = None, **extra
+) -> dict:
     """A pending task; `owner` ({key_id, name} of the API key that uploaded it) decides who may see it."""
     t = now()
     doc = {
-        "task_id": task_id, "kind": kind, "status": PENDING, "owner": owner, "filename": filename, "path": path,
-        "size": size, "bytes_total": size, "created_at": t, "updated_at": t, "attempts": 0,
-        **{name: 0 for name in PROGRESS_FIELDS}, "warnings": {}, "rejects": [], **extra,
+        "task_id": task_id,
+        "kind": kind,
+        "status": PENDING,
+        "owner": owner,
+        "filename": filename,
+        "path": path,
+        "size": size,
+        "bytes_total": size,
+        "created_at": t,
+        "updated_at": t,
+        "attempts": 0,
+        **{name: 0 for name in PROGRESS_FIELDS},
+        "warnings": {},
+        "rejects": [],
+        **extra,
     }
     db.processes.insert_one(doc)
     return doc
@@ -73,10 +93,14 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
     `find_one_and_update`s to the same task). The `claims` counter on the task only grows.
     """
     t = now()
-    claimable = {"$or": [
-        {"status": PENDING},
-        {"status": PROCESSING, "lease_expires_at": {"$lt": t}},
-    ], "attempts": {"$lt": max_attempts}, "cancel_requested": {"$ne": True}}
+    claimable = {
+        "$or": [
+            {"status": PENDING},
+            {"status": PROCESSING, "lease_expires_at": {"$lt": t}},
+        ],
+        "attempts": {"$lt": max_attempts},
+        "cancel_requested": {"$ne": True},
+    }
     if task_id is not None:
         claimable["task_id"] = task_id
     lost: list[str] = []  # tasks another worker claimed under our eyes
@@ -91,10 +115,17 @@ def claim(db: Database, worker_id: str, lease_seconds: int, max_attempts: int, t
             db.claims.insert_one({"_id": claim_id, "worker": worker_id, "at": t})
             task = db.processes.find_one_and_update(
                 {**claimable, "_id": found["_id"], "claims": found.get("claims")},
-                {"$set": {
-                    "status": PROCESSING, "worker": worker_id, "lease_expires_at": t + timedelta(seconds=lease_seconds),
-                    "started_at": t, "updated_at": t, "claims": number,
-                }, "$inc": {"attempts": 1}},
+                {
+                    "$set": {
+                        "status": PROCESSING,
+                        "worker": worker_id,
+                        "lease_expires_at": t + timedelta(seconds=lease_seconds),
+                        "started_at": t,
+                        "updated_at": t,
+                        "claims": number,
+                    },
+                    "$inc": {"attempts": 1},
+                },
                 return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
@@ -120,16 +151,20 @@ def settle_abandoned(db: Database, max_attempts: int) -> list[dict]:
     expired = {"status": PROCESSING, "lease_expires_at": {"$lt": t}}
     outcomes = (
         ({"cancel_requested": True}, CANCELLED, None),
-        ({"attempts": {"$gte": max_attempts}, "cancel_requested": {"$ne": True}}, FAILED,
-         f"gave up after {max_attempts} attempts: each worker stopped before finishing"),
+        (
+            {"attempts": {"$gte": max_attempts}, "cancel_requested": {"$ne": True}},
+            FAILED,
+            f"gave up after {max_attempts} attempts: each worker stopped before finishing",
+        ),
     )
     settled = []
     for condition, status, error in outcomes:
         query = {**expired, **condition}
         for task in db.processes.find(query, {"task_id": 1, "path": 1}):
             fields = {"status": status, "finished_at": t, "updated_at": t, **({"error": error} if error else {})}
-            result = db.processes.update_one({**query, "task_id": task["task_id"]},
-                                             {"$set": fields, "$unset": {"lease_expires_at": ""}})
+            result = db.processes.update_one(
+                {**query, "task_id": task["task_id"]}, {"$set": fields, "$unset": {"lease_expires_at": ""}}
+            )
             if result.modified_count:
                 settled.append({**task, "status": status})
     return settled
@@ -146,8 +181,9 @@ def request_cancel(db: Database, task_id: str) -> dict | None:
         PROCESSING: {"cancel_requested": True, "updated_at": t},
     }
     for status in (PENDING, PROCESSING, PENDING):  # the last: handed back between the first two looks
-        task = db.processes.find_one_and_update({"task_id": task_id, "status": status}, {"$set": changes[status]},
-                                                return_document=ReturnDocument.AFTER)
+        task = db.processes.find_one_and_update(
+            {"task_id": task_id, "status": status}, {"$set": changes[status]}, return_document=ReturnDocument.AFTER
+        )
         if task is not None:
             return task
     return None
@@ -156,12 +192,17 @@ def request_cancel(db: Database, task_id: str) -> dict | None:
 def expire_results(db: Database, ttl_hours: int) -> list[dict]:
     """Mark result files (of kinds that leave one) finished over `ttl_hours` ago as removed; returns their tasks."""
     t = now()
-    query = {"status": COMPLETED, "result_path": {"$exists": True},
-             "finished_at": {"$lt": t - timedelta(hours=ttl_hours)}, "result_removed_at": {"$exists": False}}
+    query = {
+        "status": COMPLETED,
+        "result_path": {"$exists": True},
+        "finished_at": {"$lt": t - timedelta(hours=ttl_hours)},
+        "result_removed_at": {"$exists": False},
+    }
     expired = []
     for task in db.processes.find(query, {"task_id": 1, "result_path": 1}):
-        if db.processes.update_one({**query, "task_id": task["task_id"]},
-                                   {"$set": {"result_removed_at": t}}).modified_count:
+        if db.processes.update_one(
+            {**query, "task_id": task["task_id"]}, {"$set": {"result_removed_at": t}}
+        ).modified_count:
             expired.append(task)
     return expired
 
@@ -188,9 +229,16 @@ def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) ->
     started = task.get("started_at") if task else None
     result = db.processes.update_one(
         {"task_id": task_id, "status": PROCESSING, "worker": worker_id},
-        {"$set": {**fields, "status": status, "finished_at": t, "updated_at": t,
-                  "duration_s": round((t - started).total_seconds(), 3) if started else None},
-         "$unset": {"lease_expires_at": "", "checkpoint": ""}},
+        {
+            "$set": {
+                **fields,
+                "status": status,
+                "finished_at": t,
+                "updated_at": t,
+                "duration_s": round((t - started).total_seconds(), 3) if started else None,
+            },
+            "$unset": {"lease_expires_at": "", "checkpoint": ""},
+        },
     )
     if result.matched_count == 0:
         raise LostTask(task_id)
@@ -199,8 +247,12 @@ def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) ->
 def page(db: Database, query: dict, page_number: int, limit: int) -> tuple[list[dict], int]:
     """One page of the tasks matching `query`, newest first, and how many match in all."""
     total = db.processes.count_documents(query)
-    cursor = (db.processes.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-              .skip((page_number - 1) * limit).limit(limit))
+    cursor = (
+        db.processes.find(query)
+        .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        .skip((page_number - 1) * limit)
+        .limit(limit)
+    )
     return list(cursor), total
 
 
@@ -212,8 +264,11 @@ def release(db: Database, task_id: str, worker_id: str) -> None:
     mine = {"task_id": task_id, "status": PROCESSING, "worker": worker_id}
     result = db.processes.update_one(
         {**mine, "cancel_requested": {"$ne": True}},
-        {"$set": {"status": PENDING, "updated_at": now()}, "$unset": {"worker": "", "lease_expires_at": ""},
-         "$inc": {"attempts": -1}},
+        {
+            "$set": {"status": PENDING, "updated_at": now()},
+            "$unset": {"worker": "", "lease_expires_at": ""},
+            "$inc": {"attempts": -1},
+        },
     )
     if result.matched_count == 0 and db.processes.find_one(mine, {"_id": 1}) is not None:
         finish(db, task_id, worker_id, CANCELLED)

@@ -8,6 +8,7 @@
 
 ``--check`` writes nothing and exits 1 if the page is not what this would write.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,15 +105,14 @@ def allowed_values() -> tuple[dict[str, str], list[str]]:
     allowed: dict[str, str] = {}
     between: list[str] = []
     for name in (f.name for f in fields(Config)):
-        said = _refusals(name, ["", "x", str(-10**18)])
-        bounds = next((m for m in said if re.fullmatch(rf"{name} must be (between -?\d+ and -?\d+|>= -?\d+)", m)),
-                      None)
-        edges = re.findall(r"-?\d+", bounds[len(name):]) if bounds else []
+        said = _refusals(name, ["", "x", str(-(10**18))])
+        bounds = next((m for m in said if re.fullmatch(rf"{name} must be (between -?\d+ and -?\d+|>= -?\d+)", m)), None)
+        edges = re.findall(r"-?\d+", bounds[len(name) :]) if bounds else []
         between += [m for m in _refusals(name, edges + others) if m not in said and m not in between]
         own: list[str] = []
         for message in said:
             if message == bounds:
-                low_high = re.findall(r"-?\d+", message[len(name):])
+                low_high = re.findall(r"-?\d+", message[len(name) :])
                 own.append(f"{low_high[0]} to {low_high[1]}" if len(low_high) == 2 else f"{low_high[0]} or more")
             elif message == f"{name} must be true or false":
                 own.append("true or false")
@@ -147,8 +147,10 @@ def render() -> str:
         for name, description in settings:
             default = env_text(_default(config_fields[name]))
             shown = f"`{default}`" if default else "empty"
-            out.append(f"| `{name}` | {shown} | {_cell(allowed[name], [])} | "
-                       f"{_cell(description, names) or '*(no comment in .env.example)*'} |")
+            out.append(
+                f"| `{name}` | {shown} | {_cell(allowed[name], [])} | "
+                f"{_cell(description, names) or '*(no comment in .env.example)*'} |"
+            )
         out.append("")
     if between:
         out += ["## Checked together", "", "`load_config` also refuses these combinations:", ""]

@@ -33,19 +33,34 @@ MIB = 1024 * 1024
 CHUNK_ROWS = 4000
 
 # Column positions in MOVIE_HEADER, named so the special cases below read clearly.
-(BUDGET, HOMEPAGE, ORIG_LANG, ORIG_TITLE, OVERVIEW, RELEASE_DATE, REVENUE, RUNTIME, STATUS, TITLE,
- VOTE_AVERAGE, VOTE_COUNT, COMPANY_ID, GENRE_ID, LANGUAGES) = range(len(MOVIE_HEADER))
+(
+    BUDGET,
+    HOMEPAGE,
+    ORIG_LANG,
+    ORIG_TITLE,
+    OVERVIEW,
+    RELEASE_DATE,
+    REVENUE,
+    RUNTIME,
+    STATUS,
+    TITLE,
+    VOTE_AVERAGE,
+    VOTE_COUNT,
+    COMPANY_ID,
+    GENRE_ID,
+    LANGUAGES,
+) = range(len(MOVIE_HEADER))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared helpers (also meant for other generators, e.g. `plays`)
 # ---------------------------------------------------------------------------------------------------------
 
+
 class ProgressBar:
     """A self-updating progress line on stderr; does nothing when disabled."""
 
-    def __init__(self, label: str, total: float, enabled: bool, stream: IO[str] | None = None,
-                 interval: float = 0.25):
+    def __init__(self, label: str, total: float, enabled: bool, stream: IO[str] | None = None, interval: float = 0.25):
         self.label, self.total, self.enabled = label, total, enabled
         self.stream = stream or sys.stderr
         self.interval = interval
@@ -104,14 +119,22 @@ class CsvQuoter:
             self._buf.truncate()
             # A second, empty field: csv quotes a lone empty field, which must not leak in here.
             self._writer.writerow((value, ""))
-            quoted = self._memo[value] = self._buf.getvalue()[:-self._cut]
+            quoted = self._memo[value] = self._buf.getvalue()[: -self._cut]
         return quoted
 
 
-def write_csv(path: str, header: Sequence[str], make_chunk: Callable[[int], str | bytes | memoryview | list],
-              rows: int | None = None, size_mb: float | None = None, newline: str = "\r\n",
-              progress: bool = False, label: str = "generate", chunk_rows: int = CHUNK_ROWS,
-              bom: bool = False) -> dict:
+def write_csv(
+    path: str,
+    header: Sequence[str],
+    make_chunk: Callable[[int], str | bytes | memoryview | list],
+    rows: int | None = None,
+    size_mb: float | None = None,
+    newline: str = "\r\n",
+    progress: bool = False,
+    label: str = "generate",
+    chunk_rows: int = CHUNK_ROWS,
+    bom: bool = False,
+) -> dict:
     """Write `header` then chunks from `make_chunk(n)` until `rows` rows or `size_mb` MiB are written.
 
     `make_chunk(n)` returns n rows either as lists of values (written with csv.writer), as ready CSV
@@ -197,25 +220,78 @@ PLACES = (
     "Reykjavík;a remote island;Los Angeles;the Australian outback;Marseille;Saint Petersburg;Kyoto;"
     "a space station orbiting Mars;1920s Chicago;post-war Vienna;the Mojave Desert"
 ).split(";")
-ROLES = ("detective", "schoolteacher", "retired boxer", "young widow", "con artist", "nurse", "pilot",
-         "struggling musician", "journalist", "farmer", "lawyer", "teenage runaway", "chef", "astronaut",
-         "thief", "priest", "scientist", "taxi driver", "ballerina", "soldier")
-GOALS = ("find the truth about her father", "win back the woman he loves", "save the family farm",
-         "escape the city before dawn", "stop a conspiracy that reaches the top", "clear his name",
-         "finish one last job", "protect a child nobody else believes", "solve a string of murders",
-         "survive the longest winter in memory", "reunite the old band", "get home in time for Christmas")
-EVENTS = ("a mysterious stranger arrives", "the war finally ends", "the factory closes", "a letter arrives from "
-          "the past", "the storm cuts off the town", "an old friend is found dead", "the lottery numbers come up",
-          "the lights go out all over the city", "a comet is sighted", "the circus comes to town")
-COMPLICATIONS = ("nothing goes according to plan", "the past has a way of catching up",
-                 "someone on the inside is lying", "time is running out", "love gets in the way",
-                 "the police are always one step behind", "the truth is stranger than anyone imagined")
+ROLES = (
+    "detective",
+    "schoolteacher",
+    "retired boxer",
+    "young widow",
+    "con artist",
+    "nurse",
+    "pilot",
+    "struggling musician",
+    "journalist",
+    "farmer",
+    "lawyer",
+    "teenage runaway",
+    "chef",
+    "astronaut",
+    "thief",
+    "priest",
+    "scientist",
+    "taxi driver",
+    "ballerina",
+    "soldier",
+)
+GOALS = (
+    "find the truth about her father",
+    "win back the woman he loves",
+    "save the family farm",
+    "escape the city before dawn",
+    "stop a conspiracy that reaches the top",
+    "clear his name",
+    "finish one last job",
+    "protect a child nobody else believes",
+    "solve a string of murders",
+    "survive the longest winter in memory",
+    "reunite the old band",
+    "get home in time for Christmas",
+)
+EVENTS = (
+    "a mysterious stranger arrives",
+    "the war finally ends",
+    "the factory closes",
+    "a letter arrives from the past",
+    "the storm cuts off the town",
+    "an old friend is found dead",
+    "the lottery numbers come up",
+    "the lights go out all over the city",
+    "a comet is sighted",
+    "the circus comes to town",
+)
+COMPLICATIONS = (
+    "nothing goes according to plan",
+    "the past has a way of catching up",
+    "someone on the inside is lying",
+    "time is running out",
+    "love gets in the way",
+    "the police are always one step behind",
+    "the truth is stranger than anyone imagined",
+)
 # Names of languages as the source data spells them (note the Latin "P" in "Pусский").
-LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español", "de": "Deutsch", "it": "Italiano",
-                  "ru": "Pусский", "ja": "日本語", "zh": "普通话", "ko": "한국어/조선말", "pt": "Português",
-                  "hi": "हिन्दी"}
-LANG_WEIGHTS = {"en": 70, "fr": 7, "es": 5, "de": 4, "it": 3, "ja": 4, "ru": 2, "zh": 2, "ko": 1, "pt": 1,
-                "hi": 1}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "fr": "Français",
+    "es": "Español",
+    "de": "Deutsch",
+    "it": "Italiano",
+    "ru": "Pусский",
+    "ja": "日本語",
+    "zh": "普通话",
+    "ko": "한국어/조선말",
+    "pt": "Português",
+    "hi": "हिन्दी",
+}
+LANG_WEIGHTS = {"en": 70, "fr": 7, "es": 5, "de": 4, "it": 3, "ja": 4, "ru": 2, "zh": 2, "ko": 1, "pt": 1, "hi": 1}
 NATIVE_TITLES = {
     "fr": ["Ça commence aujourd'hui", "Amélie", "La Haine", "Les Misérables", "Le Mépris", "À bout de souffle"],
     "es": ["El laberinto del fauno", "Mar adentro", "Niños del mañana", "La lengua de las mariposas"],
@@ -228,10 +304,26 @@ NATIVE_TITLES = {
     "pt": ["Cidade de Deus", "Central do Brasil", "Tropa de Elite"],
     "hi": ["शोले", "लगान", "दीवार"],
 }
-NON_ASCII_TITLES = ["Amélie", "Pусский ковчег", "東京物語", "Ça commence aujourd'hui", "Crème brûlée",
-                    "Mañana", "Smörgåsbord Days", "Der Himmel über Berlin", "Ōkami", "Café Noir"]
-AWKWARD_TITLES = ['Hello, "Stranger"', 'Love, Actually, Again', 'The "Perfect" Crime', 'Yes, No, "Maybe"',
-                  "Don't Look, Don't Touch", 'She Said "Goodbye"']
+NON_ASCII_TITLES = [
+    "Amélie",
+    "Pусский ковчег",
+    "東京物語",
+    "Ça commence aujourd'hui",
+    "Crème brûlée",
+    "Mañana",
+    "Smörgåsbord Days",
+    "Der Himmel über Berlin",
+    "Ōkami",
+    "Café Noir",
+]
+AWKWARD_TITLES = [
+    'Hello, "Stranger"',
+    "Love, Actually, Again",
+    'The "Perfect" Crime',
+    'Yes, No, "Maybe"',
+    "Don't Look, Don't Touch",
+    'She Said "Goodbye"',
+]
 STATUSES = ["Released"] * 96 + ["Post Production", "In Production", "Rumored", "Planned"]
 GENRES = [28, 12, 16, 35, 80, 99, 18, 10751, 14, 36, 27, 10402, 9648, 10749, 878, 10770, 53, 10752, 37]
 BAD_NUMBERS = ["abc", "12x", ""]
@@ -270,8 +362,10 @@ def _sentence(rng: random.Random) -> str:
     if kind == 3:
         return f'Everyone calls it "the {c(ADJECTIVES).lower()} {c(NOUNS).lower()}", but {c(NAMES)} knows better.'
     if kind == 4:
-        return (f"Set in {c(PLACES)} in {rng.randrange(1900, 2026)}, the story follows {c(NAMES)}, "
-                f"a {c(ROLES)} who {c(['cannot forget', 'refuses to accept', 'keeps running from'])} the past.")
+        return (
+            f"Set in {c(PLACES)} in {rng.randrange(1900, 2026)}, the story follows {c(NAMES)}, "
+            f"a {c(ROLES)} who {c(['cannot forget', 'refuses to accept', 'keeps running from'])} the past."
+        )
     if kind == 5:
         return f"{c(NAMES)} – {c(ADJECTIVES).lower()} and {c(ADJECTIVES).lower()} – is a {c(ROLES)} with a secret..."
     return f"It's {c(PLACES)}, and {c(COMPLICATIONS)}; {c(NAMES)} knows it's now or never."
@@ -296,8 +390,12 @@ def _build_money(rng: random.Random, n: int = 4096) -> list[tuple]:
     """(budget, revenue, runtime, status, vote_average, vote_count), loosely correlated like real data."""
     pool = []
     for _ in range(n):
-        budget = 0 if rng.random() < 0.55 else rng.choice([1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200]) \
-            * rng.choice([100_000, 1_000_000]) + rng.randrange(0, 20) * 50_000
+        budget = (
+            0
+            if rng.random() < 0.55
+            else rng.choice([1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200]) * rng.choice([100_000, 1_000_000])
+            + rng.randrange(0, 20) * 50_000
+        )
         if budget and rng.random() < 0.8:
             revenue = int(budget * rng.lognormvariate(0.5, 1.0))
         else:
@@ -351,9 +449,23 @@ class MovieRows:
     """
 
     # Forced into the first rows in rotation, so even small files show every kind of mess.
-    SPECIALS = ("non_ascii_title", "empty_title", "mdy_date", "empty_date", "overview_lf", "overview_crlf",
-                "overview_quotes", "awkward_title", "no_languages", "many_languages", "bad_number", "bad_date",
-                "duplicate", "old_date", "empty_runtime")
+    SPECIALS = (
+        "non_ascii_title",
+        "empty_title",
+        "mdy_date",
+        "empty_date",
+        "overview_lf",
+        "overview_crlf",
+        "overview_quotes",
+        "awkward_title",
+        "no_languages",
+        "many_languages",
+        "bad_number",
+        "bad_date",
+        "duplicate",
+        "old_date",
+        "empty_runtime",
+    )
     SPECIAL_ROWS = 3 * len(SPECIALS)
 
     def __init__(self, seed: int = 0, newline: str = "\r\n"):
@@ -363,15 +475,21 @@ class MovieRows:
         self.titles = [q(t) for t in _build_titles(rng)]
         self.overviews = [q(t) for t in _build_overviews(rng)]
         self.money = [tuple(q(v) for v in m) for m in _build_money(rng)]
-        self.languages = [(q(code), q(langs), [q(t) for t in native] if native else None)
-                          for code, langs, native in _build_languages(rng)]
+        self.languages = [
+            (q(code), q(langs), [q(t) for t in native] if native else None)
+            for code, langs, native in _build_languages(rng)
+        ]
         iso, mdy = _build_dates(rng)
         self.iso_dates, self.mdy_dates = [q(d) for d in iso], [q(d) for d in mdy]
-        self.ids = [(q(str(1 + int(rng.random() ** 3 * 99_999))), q(str(rng.choice(GENRES))))
-                    for _ in range(4096)]
-        self.homepages = [q("" if rng.random() < 0.8 else
-                            f"http://www.{rng.choice(ADJECTIVES).lower()}{rng.choice(NOUNS).lower()}"
-                            f"{rng.randrange(1000)}.com/") for _ in range(256)]
+        self.ids = [(q(str(1 + int(rng.random() ** 3 * 99_999))), q(str(rng.choice(GENRES)))) for _ in range(4096)]
+        self.homepages = [
+            q(
+                ""
+                if rng.random() < 0.8
+                else f"http://www.{rng.choice(ADJECTIVES).lower()}{rng.choice(NOUNS).lower()}{rng.randrange(1000)}.com/"
+            )
+            for _ in range(256)
+        ]
         self.bad_dates = [q(v) for v in BAD_DATES]
         self.bad_numbers = [q(v) for v in BAD_NUMBERS]
         self.rng = rng
@@ -401,9 +519,23 @@ class MovieRows:
             if q:  # sequel numbers keep titles distinct past the pool size; stay inside the quotes
                 title = f'{title[:-1]} {q + 1}"' if title[0] == '"' else f"{title} {q + 1}"
             native = lang[2]
-            row = [m[0], homepages[x & 255], lang[0], native[x % len(native)] if native else title,
-                   overviews[(x >> 8) & 4095], iso_dates[d], m[1], m[2], m[3], title, m[4], m[5],
-                   ident[0], ident[1], lang[1]]
+            row = [
+                m[0],
+                homepages[x & 255],
+                lang[0],
+                native[x % len(native)] if native else title,
+                overviews[(x >> 8) & 4095],
+                iso_dates[d],
+                m[1],
+                m[2],
+                m[3],
+                title,
+                m[4],
+                m[5],
+                ident[0],
+                ident[1],
+                lang[1],
+            ]
             if a < 102:  # ~10% of rows carry one anomaly; the ranges set the rates
                 x >>= 20
                 if a < 10:  # ~1% repeat an earlier row's identity (title + date)
@@ -456,7 +588,7 @@ class MovieRows:
         elif kind == "no_languages":
             row[LANGUAGES] = "[]"
         elif kind == "many_languages":
-            row[LANGUAGES] = q(str(["English", "Français", "Español", "Pусский", "日本語"][turn % 2:]))
+            row[LANGUAGES] = q(str(["English", "Français", "Español", "Pусский", "日本語"][turn % 2 :]))
         elif kind == "bad_number":
             row[BAD_NUMBER_FIELDS[turn % 5]] = self.bad_numbers[turn % 3]
         elif kind == "bad_date":
@@ -470,12 +602,20 @@ class MovieRows:
             row[RUNTIME] = ""
 
 
-def generate_movies(path: str, rows: int | None = None, size_mb: float | None = None, seed: int = 0,
-                    newline: str = "\r\n", *, progress: bool = False) -> dict:
+def generate_movies(
+    path: str,
+    rows: int | None = None,
+    size_mb: float | None = None,
+    seed: int = 0,
+    newline: str = "\r\n",
+    *,
+    progress: bool = False,
+) -> dict:
     """Write a movie CSV with exactly `rows` data rows, or at least `size_mb` MiB; returns {"rows", "bytes"}."""
     source = MovieRows(seed, newline)
-    return write_csv(path, MOVIE_HEADER, source.chunk, rows=rows, size_mb=size_mb, newline=newline,
-                     progress=progress, label="movies")
+    return write_csv(
+        path, MOVIE_HEADER, source.chunk, rows=rows, size_mb=size_mb, newline=newline, progress=progress, label="movies"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -483,16 +623,55 @@ def generate_movies(path: str, rows: int | None = None, size_mb: float | None = 
 # with Arrow compute (take from prebuilt cell arrays, one element-wise join), not in a Python loop.
 # ---------------------------------------------------------------------------------------------------------
 
-SONG_FORMS = ("{a} {n}", "The {a} {n}", "{n} of {m}", "{x}'s {n}", "{n} in the {m}", "{a} {n} Blues",
-              "Take Me to the {n}", "Don't Stop the {n}", "Love Me Like a {n}", "{a} {n} ({v})",
-              "Dancing in the {n}", "{a} Little {n}", "Goodbye {a} {n}", "{x} and the {n}",
-              "{a} {n} (feat. {x})", "Waiting for the {n}", "Somewhere in the {n}", "I Still Remember {x}",
-              "All the {a} {n}s", "{n} on the {a} {m}")
-QUOTED_SONG_FORMS = ("{n}, {m}, {n}", "Hello, {x}", 'Say "{n}"', 'The "{a}" {n}', "{a}, {a} {n}",
-                     'Oh {x}, "{n}"')  # commas and quotes: these need CSV quoting
-NON_ASCII_SONGS = ("Café Tacvba", "Mañana", "Пусть", "Bésame Mucho", "Déjà Vu", "Für Elise", "Señorita",
-                   "Mädchen", "Água de Beber", "Ça plane pour moi", "Группа крови", "Кукушка", "La Bohème",
-                   "Niño Perdido", "Sakura 桜", "Jóga", "Pусская зима")
+SONG_FORMS = (
+    "{a} {n}",
+    "The {a} {n}",
+    "{n} of {m}",
+    "{x}'s {n}",
+    "{n} in the {m}",
+    "{a} {n} Blues",
+    "Take Me to the {n}",
+    "Don't Stop the {n}",
+    "Love Me Like a {n}",
+    "{a} {n} ({v})",
+    "Dancing in the {n}",
+    "{a} Little {n}",
+    "Goodbye {a} {n}",
+    "{x} and the {n}",
+    "{a} {n} (feat. {x})",
+    "Waiting for the {n}",
+    "Somewhere in the {n}",
+    "I Still Remember {x}",
+    "All the {a} {n}s",
+    "{n} on the {a} {m}",
+)
+QUOTED_SONG_FORMS = (
+    "{n}, {m}, {n}",
+    "Hello, {x}",
+    'Say "{n}"',
+    'The "{a}" {n}',
+    "{a}, {a} {n}",
+    'Oh {x}, "{n}"',
+)  # commas and quotes: these need CSV quoting
+NON_ASCII_SONGS = (
+    "Café Tacvba",
+    "Mañana",
+    "Пусть",
+    "Bésame Mucho",
+    "Déjà Vu",
+    "Für Elise",
+    "Señorita",
+    "Mädchen",
+    "Água de Beber",
+    "Ça plane pour moi",
+    "Группа крови",
+    "Кукушка",
+    "La Bohème",
+    "Niño Perdido",
+    "Sakura 桜",
+    "Jóga",
+    "Pусская зима",
+)
 NON_ASCII_SONG_FORMS = ("{u}", "{u} ({v})", "{u} {n}")
 SONG_VERSIONS = ("Live", "Remix", "Acoustic", "Demo", "Radio Edit", "Remastered", "Reprise")
 SONG_LENGTHS = range(13, 26)  # with the few short bare NON_ASCII_SONGS: rows average ~34 bytes
@@ -512,8 +691,9 @@ def _build_songs(rng: random.Random, n: int) -> list[str]:
         u = rng.random()
         forms = QUOTED_SONG_FORMS if u < 0.02 else NON_ASCII_SONG_FORMS if u < 0.04 else SONG_FORMS
         form = c(forms)
-        name = form.format(a=c(ADJECTIVES), n=c(NOUNS), m=c(NOUNS), x=c(NAMES), v=c(SONG_VERSIONS),
-                           u=c(NON_ASCII_SONGS))
+        name = form.format(
+            a=c(ADJECTIVES), n=c(NOUNS), m=c(NOUNS), x=c(NAMES), v=c(SONG_VERSIONS), u=c(NON_ASCII_SONGS)
+        )
         if (len(name) in SONG_LENGTHS or form == "{u}") and name not in names:
             names[name] = None
             misses = 0
@@ -533,8 +713,16 @@ class PlayRows:
     one at a random place in each stretch of 1/bad_rate rows, and cycle through BAD_PLAY_KINDS.
     """
 
-    def __init__(self, seed: int = 0, *, songs: int = 10_000, start: str | dt.date = "2020-01-01",
-                 days: int = 365, bad_rate: float = 0.0001, newline: str = "\n"):
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        songs: int = 10_000,
+        start: str | dt.date = "2020-01-01",
+        days: int = 365,
+        bad_rate: float = 0.0001,
+        newline: str = "\n",
+    ):
         if songs < 1 or days < 1:
             raise ValueError("songs and days must be >= 1")
         if not 0 <= bad_rate <= 1:
@@ -586,9 +774,14 @@ class PlayRows:
         date = rng.integers(0, len(self.dates), n)
         plays = rng.integers(0, 1001, n)
         big = np.flatnonzero(rng.random(n) < BIG_PLAYS_RATE)
-        plays[big] = np.minimum(10.0 ** rng.uniform(3, 12.05, len(big)), 10 ** 12)
-        lines = pc.binary_join_element_wise(pc.take(self.song_cells, song), pc.take(self.date_cells, date),
-                                            pa.array(plays).cast(pa.string()), self.end, "")
+        plays[big] = np.minimum(10.0 ** rng.uniform(3, 12.05, len(big)), 10**12)
+        lines = pc.binary_join_element_wise(
+            pc.take(self.song_cells, song),
+            pc.take(self.date_cells, date),
+            pa.array(plays).cast(pa.string()),
+            self.end,
+            "",
+        )
         where, bad = [], []
         while self._bad_at < self._first + n:
             i = self._bad_at - self._first
@@ -611,17 +804,27 @@ class PlayRows:
             if self._pos == len(self._offsets) - 1:
                 self._next_block()
             start, end = self._pos, min(self._pos + n, len(self._offsets) - 1)
-            parts.append(self._data[self._offsets[start]:self._offsets[end]])
+            parts.append(self._data[self._offsets[start] : self._offsets[end]])
             self.bad_count += int(np.searchsorted(self._bad, end) - np.searchsorted(self._bad, start))
             n -= end - start
             self._pos = end
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def generate_plays(path: str, rows: int | None = None, size_mb: float | None = None, seed: int = 0, *,
-                   songs: int = 10_000, start: str | dt.date = "2020-01-01", days: int = 365,
-                   bad_rate: float = 0.0001, bom: bool = False, newline: str = "\n",
-                   progress: bool = False) -> dict:
+def generate_plays(
+    path: str,
+    rows: int | None = None,
+    size_mb: float | None = None,
+    seed: int = 0,
+    *,
+    songs: int = 10_000,
+    start: str | dt.date = "2020-01-01",
+    days: int = 365,
+    bad_rate: float = 0.0001,
+    bom: bool = False,
+    newline: str = "\n",
+    progress: bool = False,
+) -> dict:
     """Write a plays CSV with exactly `rows` data rows, or at least `size_mb` MiB.
 
     Each row is a song from a pool of `songs` titles, a day in [start, start + days) as YYYY-MM-DD or
@@ -629,8 +832,18 @@ def generate_plays(path: str, rows: int | None = None, size_mb: float | None = N
     rows per GB over ~3.6 million (song, day) pairs. Returns {"rows", "bytes", "bad_rows"}.
     """
     source = PlayRows(seed, songs=songs, start=start, days=days, bad_rate=bad_rate, newline=newline)
-    result = write_csv(path, PLAYS_HEADER, source.chunk, rows=rows, size_mb=size_mb, newline=newline,
-                       progress=progress, label="plays", chunk_rows=PLAYS_BLOCK, bom=bom)
+    result = write_csv(
+        path,
+        PLAYS_HEADER,
+        source.chunk,
+        rows=rows,
+        size_mb=size_mb,
+        newline=newline,
+        progress=progress,
+        label="plays",
+        chunk_rows=PLAYS_BLOCK,
+        bom=bom,
+    )
     return {**result, "bad_rows": source.bad_count}
 
 
@@ -638,13 +851,16 @@ def generate_plays(path: str, rows: int | None = None, size_mb: float | None = N
 # Command line
 # ---------------------------------------------------------------------------------------------------------
 
+
 def _checked(cast: Callable[[str], object], ok: Callable[[object], bool], message: str) -> Callable[[str], object]:
     """An argparse type: `cast` the text, then reject values for which `ok` is false with `message`."""
+
     def parse(text: str):
         value = cast(text)
         if not ok(value):
             raise argparse.ArgumentTypeError(message)
         return value
+
     parse.__name__ = cast.__name__  # argparse names it in "invalid int value: 'x'"
     return parse
 
@@ -669,8 +885,9 @@ def add_output_args(parser: argparse.ArgumentParser, newline: str = "crlf") -> N
     size.add_argument("--rows", type=_non_negative_int, help="write exactly this many data rows")
     size.add_argument("--size-mb", type=_positive_float, help="write rows until the file is at least this many MiB")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
-    parser.add_argument("--newline", choices=sorted(NEWLINES), default=newline,
-                        help=f"line terminator (default {newline})")
+    parser.add_argument(
+        "--newline", choices=sorted(NEWLINES), default=newline, help=f"line terminator (default {newline})"
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress line even if stderr is not a tty")
 
 
@@ -678,8 +895,15 @@ def run_generator(name: str, func: Callable[..., dict], args: argparse.Namespace
     """Run one generator with the shared arguments plus its own `options`; log the one-line summary."""
     start = time.monotonic()
     try:
-        result = func(args.output, rows=args.rows, size_mb=args.size_mb, seed=args.seed,
-                      newline=NEWLINES[args.newline], progress=show_progress(args.progress), **options)
+        result = func(
+            args.output,
+            rows=args.rows,
+            size_mb=args.size_mb,
+            seed=args.seed,
+            newline=NEWLINES[args.newline],
+            progress=show_progress(args.progress),
+            **options,
+        )
     except OSError as exc:
         log.error("%s: cannot write %s: %s", name, args.output, exc)
         return 1
@@ -689,14 +913,22 @@ def run_generator(name: str, func: Callable[..., dict], args: argparse.Namespace
     elapsed = time.monotonic() - start
     mib = result["bytes"] / MIB
     bad = f" ({result['bad_rows']} bad)" if "bad_rows" in result else ""
-    log.info("wrote %d rows%s, %.1f MiB to %s in %.1fs (%.1f MiB/s)", result["rows"], bad, mib, args.output,
-             elapsed, mib / max(elapsed, 1e-9))
+    log.info(
+        "wrote %d rows%s, %.1f MiB to %s in %.1fs (%.1f MiB/s)",
+        result["rows"],
+        bad,
+        mib,
+        args.output,
+        elapsed,
+        mib / max(elapsed, 1e-9),
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app.tools.generate",
-                                     description="Generate realistic CSV test files, streamed and reproducible.")
+    parser = argparse.ArgumentParser(
+        prog="python -m app.tools.generate", description="Generate realistic CSV test files, streamed and reproducible."
+    )
     sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     movies = sub.add_parser("movies", help="movie catalogue CSV (the upload format of /api/v1/upload)")
     add_output_args(movies)
@@ -708,9 +940,18 @@ def build_parser() -> argparse.ArgumentParser:
     plays.add_argument("--start", type=_iso_date, default="2020-01-01", help="first day (default 2020-01-01)")
     plays.add_argument("--bad-rate", type=_rate, default=0.0001, help="share of malformed rows (default 0.0001)")
     plays.add_argument("--bom", action="store_true", help="start the file with a UTF-8 byte order mark")
-    plays.set_defaults(run=lambda args: run_generator(
-        "plays", generate_plays, args, songs=args.songs, days=args.days, start=args.start,
-        bad_rate=args.bad_rate, bom=args.bom))
+    plays.set_defaults(
+        run=lambda args: run_generator(
+            "plays",
+            generate_plays,
+            args,
+            songs=args.songs,
+            days=args.days,
+            start=args.start,
+            bad_rate=args.bad_rate,
+            bom=args.bom,
+        )
+    )
     return parser
 
 

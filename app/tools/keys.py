@@ -8,6 +8,7 @@ Keys live in the service's MongoDB (MONGO_URI, MONGO_DB, from the environment or
 empty the service's database is in its own memory, out of this command's reach: use the admin key that
 `make run` prints, and /api/v1/keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
     if config.embedded_mongo:
-        print("MONGO_URI is empty: the service keeps its keys in its own memory, out of reach of this command. "
-              "Use the admin key `make run` printed, and /api/v1/keys; or set MONGO_URI.", file=sys.stderr)
+        print(
+            "MONGO_URI is empty: the service keeps its keys in its own memory, out of reach of this command. "
+            "Use the admin key `make run` printed, and /api/v1/keys; or set MONGO_URI.",
+            file=sys.stderr,
+        )
         return 2
     db = mongo.connect(config)
     mongo.ensure_indexes(db)

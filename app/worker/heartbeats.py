@@ -3,6 +3,7 @@
 Its own module so that the API's health check can count workers without importing the worker loop (and
 with it PyArrow and the whole ingest stack).
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ A message names a task, but the loop does not depend on it: after every task, an
 RECOVERY_SECONDS when idle, it sweeps MongoDB for pending or abandoned tasks, so a lost message or a
 dead worker delays a task and never loses it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,8 +105,8 @@ class Worker:
             return
         if stored:
             finished = self.db.processes.find(
-                {"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}},
-                                              {"task_id": 1})
+                {"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}}, {"task_id": 1}
+            )
             for task in finished:
                 remove(os.path.join(folder, stored[task["task_id"]]))
 
@@ -123,8 +124,12 @@ class Worker:
         if not parts:
             return
         owners = {name: name.split(".", 1)[0] for name in parts}
-        running = {t["task_id"] for t in self.db.processes.find(
-            {"task_id": {"$in": list(set(owners.values()))}, "status": tasks.PROCESSING}, {"task_id": 1})}
+        running = {
+            t["task_id"]
+            for t in self.db.processes.find(
+                {"task_id": {"$in": list(set(owners.values()))}, "status": tasks.PROCESSING}, {"task_id": 1}
+            )
+        }
         stale_before = time.time() - 2 * self.config.LEASE_SECONDS
         for name, task_id in owners.items():
             path = os.path.join(folder, name)
@@ -153,14 +158,23 @@ class Worker:
         self._current = task_id
         self.heartbeat(force=True)
         checkpoint = task.get("checkpoint")
-        log.info("task %s: started %s (%r, %d bytes, attempt %d%s)", task_id, task["kind"], task.get("filename"),
-                 task.get("size", 0), task["attempts"],
-                 f", resuming at line {checkpoint['line']}" if checkpoint else "")
+        log.info(
+            "task %s: started %s (%r, %d bytes, attempt %d%s)",
+            task_id,
+            task["kind"],
+            task.get("filename"),
+            task.get("size", 0),
+            task["attempts"],
+            f", resuming at line {checkpoint['line']}" if checkpoint else "",
+        )
         try:
             fields = self._execute(task)
             tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)
-            log.info("task %s: completed: %s", task_id, ", ".join(
-                f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields))
+            log.info(
+                "task %s: completed: %s",
+                task_id,
+                ", ".join(f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields),
+            )
             remove(task["path"])
         except Stopping:
             self._record(task, tasks.release, self.db, task_id, self.id)
@@ -202,26 +216,45 @@ class Worker:
         def on_progress(fields: dict, checkpoint: dict | None = None) -> None:
             saved = fields if checkpoint is None else {**fields, "checkpoint": checkpoint}
             try:
-                retry.call(tasks.update, self.db, task["task_id"], self.id, self.config.LEASE_SECONDS,
-                           what="progress update", **saved)
+                retry.call(
+                    tasks.update,
+                    self.db,
+                    task["task_id"],
+                    self.id,
+                    self.config.LEASE_SECONDS,
+                    what="progress update",
+                    **saved,
+                )
             except tasks.Cancelled as e:
                 e.fields = fields
                 raise
             self.heartbeat()
             if time.monotonic() - last_log[0] >= PROGRESS_LOG_SECONDS:
                 last_log[0] = time.monotonic()
-                log.info("task %s: %.1f%%, %d rows read, %d rejected, %.0f rows/s", task["task_id"],
-                         fields["percent"], fields["rows_read"], fields["rows_rejected"], fields["rows_per_sec"])
+                log.info(
+                    "task %s: %.1f%%, %d rows read, %d rejected, %.0f rows/s",
+                    task["task_id"],
+                    fields["percent"],
+                    fields["rows_read"],
+                    fields["rows_rejected"],
+                    fields["rows_per_sec"],
+                )
             # A movies job goes on from this checkpoint; a plays job starts over, unless it is only writing
             # its result (percent 100), which is quicker to finish than to redo.
             if self.stop_event.is_set() and (checkpoint is not None or fields["percent"] < 100):
                 raise Stopping()
 
         kind = registry.get(task["kind"])
-        result_path = (os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
-                       if kind.leaves_result else None)
-        fields = kind.run(registry.Job(task=task, config=self.config, db=self.db, on_progress=on_progress, retry=retry,
-                                   result_path=result_path))
+        result_path = (
+            os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
+            if kind.leaves_result
+            else None
+        )
+        fields = kind.run(
+            registry.Job(
+                task=task, config=self.config, db=self.db, on_progress=on_progress, retry=retry, result_path=result_path
+            )
+        )
         return {**fields, "result_path": result_path} if kind.leaves_result else fields
 
     # -- liveness ---------------------------------------------------------------------------------
@@ -240,11 +273,9 @@ def _explain(error: Exception) -> str:
     if isinstance(error, UnicodeDecodeError):
         return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
     if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
-        return ("a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: "
-                f"{error}")
+        return f"a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: {error}"
     if isinstance(error, TotalTooLarge):
         return str(error)
     if isinstance(error, pa.ArrowInvalid):
         return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"
-

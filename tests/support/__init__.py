@@ -1,5 +1,6 @@
 """Helpers the tests share: the real service (service.py), FerretDB (ferretdb.py), the reference cleaning
 (reference.py); and the two facts every one of them needs (the benchmarks in bench/ use them too)."""
+
 from __future__ import annotations
 
 import socket

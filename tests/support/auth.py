@@ -1,4 +1,5 @@
 """API keys for in-process tests: a header, or a Flask test client that sends it with every request."""
+
 from __future__ import annotations
 
 from app.api import keys

@@ -5,6 +5,7 @@ A server keeps its data in `data_dir`: stopped or killed, it can be started agai
 the fault tests do. Telemetry is off (it would try to reach the internet); the debug listener takes a free
 port and the state folder sits beside the data, so several servers can run at once.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -66,17 +67,27 @@ class FerretDB:
 
     def command(self) -> list[str]:
         return [
-            str(BINARY), "--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/",
-            f"--listen-addr=127.0.0.1:{self.port}", f"--debug-addr=127.0.0.1:{free_port()}",
-            f"--state-dir={self.state_dir}", "--telemetry=disable", "--log-level=warn",
+            str(BINARY),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.data_dir}/",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--debug-addr=127.0.0.1:{free_port()}",
+            f"--state-dir={self.state_dir}",
+            "--telemetry=disable",
+            "--log-level=warn",
         ]
 
     def start(self, timeout: float = 30) -> FerretDB:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 
 It shares no code with app/: csv module instead of PyArrow, row by row instead of whole columns.
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +13,20 @@ import re
 from datetime import datetime
 
 COLUMNS = (
-    "budget", "homepage", "original_language", "original_title", "overview", "release_date", "revenue",
-    "runtime", "status", "title", "vote_average", "vote_count", "production_company_id", "genre_id",
+    "budget",
+    "homepage",
+    "original_language",
+    "original_title",
+    "overview",
+    "release_date",
+    "revenue",
+    "runtime",
+    "status",
+    "title",
+    "vote_average",
+    "vote_count",
+    "production_company_id",
+    "genre_id",
     "languages",
 )
 # Digits are ASCII digits: \d is ASCII-only under re.ASCII (Python's default would take '١٢٣' too).
@@ -138,6 +151,7 @@ def read(path):
 
 
 # -- plays ---------------------------------------------------------------------------------------------
+
 
 def plays_day(value):
     s = value.strip()

@@ -3,6 +3,7 @@
 Embedded mode (MONGO_URI and REDIS_URL unset, whatever a .env says): one gunicorn API process hosting the
 ZeroMQ broker and, unless EMBEDDED_WORKERS=0, a worker fed over real TCP sockets.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -49,10 +50,15 @@ class Server:
 
     def upload(self, path, filename, url="/api/v1/upload", key=AS_KEY):
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-                f"Content-Type: text/csv\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        return self.request("POST", url, body,
-                            {"Content-Type": f"multipart/form-data; boundary={boundary}"}, key=key)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                f"Content-Type: text/csv\r\n\r\n"
+            ).encode()
+            + path.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        return self.request("POST", url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, key=key)
 
     def wait_for(self, task_id, timeout=60, key=AS_KEY):
         deadline = time.monotonic() + timeout
@@ -72,20 +78,28 @@ class Service:
         self.log_path = workdir / "server.log"
         self.command = command or [sys.executable, "run.py"]
         self.env = {
-            **os.environ, "MONGO_URI": "", "REDIS_URL": "",  # embedded, whatever a .env says
-            "PORT": str(self.port), "ZMQ_PORT": str(free_port()), "ZMQ_INTAKE_PORT": str(free_port()),
-            "UPLOAD_FOLDER": str(workdir / "uploads"), "RESULT_FOLDER": str(workdir / "results"),
+            **os.environ,
+            "MONGO_URI": "",
+            "REDIS_URL": "",  # embedded, whatever a .env says
+            "PORT": str(self.port),
+            "ZMQ_PORT": str(free_port()),
+            "ZMQ_INTAKE_PORT": str(free_port()),
+            "UPLOAD_FOLDER": str(workdir / "uploads"),
+            "RESULT_FOLDER": str(workdir / "results"),
             # The per-minute limit is off unless a test sets it (tests/test_limits_server.py): a module of tests
             # shares one key and may send more than a minute's worth.
-            "HEARTBEAT_SECONDS": "1", "RATE_LIMIT_PER_MINUTE": "0", **settings,
+            "HEARTBEAT_SECONDS": "1",
+            "RATE_LIMIT_PER_MINUTE": "0",
+            **settings,
         }
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> Server:
         """Start it; returns once /health answers (and reports a live worker, unless EMBEDDED_WORKERS=0)."""
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         server = Server(self.port)
         need_worker = self.env.get("EMBEDDED_WORKERS") != "0"
         deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
 """POST /api/v1/auth/token: an API key in, a short-lived token (JWT) out, for the page and for scripts."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -18,7 +19,12 @@ def token():
     if principal.via != "key":  # a token cannot extend itself: a stolen one dies when it expires
         raise APIError(400, "key_required", "Send an API key, not a token, to get a token.")
     ttl = services().config.TOKEN_TTL_SECONDS
-    return jsonify({
-        "access_token": auth.issue_token(principal, ttl), "token_type": "Bearer", "expires_in": ttl,
-        "role": principal.role, "name": principal.name,
-    })
+    return jsonify(
+        {
+            "access_token": auth.issue_token(principal, ttl),
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "role": principal.role,
+            "name": principal.name,
+        }
+    )

@@ -14,6 +14,7 @@ reconnects by itself), and a comment every SSE_KEEPALIVE_SECONDS keeps proxies f
 lets the server notice a closed tab: a write fails (the second after the tab closed; the first still lands
 in the socket's buffer) and the thread is freed.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,16 +43,18 @@ RETRY_MS = 3000  # EventSource waits this long before reconnecting to a stream t
 @bp.record_once
 def _limit_streams(state) -> None:
     config = state.app.extensions["movie_service"].config
-    state.app.extensions["event_streams"] = threading.BoundedSemaphore(config.SSE_MAX_STREAMS) \
-        if config.SSE_MAX_STREAMS else None
+    state.app.extensions["event_streams"] = (
+        threading.BoundedSemaphore(config.SSE_MAX_STREAMS) if config.SSE_MAX_STREAMS else None
+    )
 
 
 def message(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), sort_keys=True)}\n\n"
 
 
-def progress(db, task_id: str, config: Config, admin: bool = False, clock=time.monotonic,
-             sleep=time.sleep) -> Iterator[str]:
+def progress(
+    db, task_id: str, config: Config, admin: bool = False, clock=time.monotonic, sleep=time.sleep
+) -> Iterator[str]:
     """The stream's text: a progress event per change of the task (as `admin` may see it), `end` at its end."""
     yield f"retry: {RETRY_MS}\n\n"
     started = last_write = clock()
@@ -86,8 +89,12 @@ def task_events(task_id: str):
     find(task_id)  # 404 for an unknown task, before taking a slot
     slots = current_app.extensions["event_streams"]
     if slots is None or not slots.acquire(blocking=False):
-        raise APIError(503, "too_many_streams", "Too many progress streams are open on this server; "
-                       f"poll GET /api/v1/process/{task_id} instead.", limit=svc.config.SSE_MAX_STREAMS)
+        raise APIError(
+            503,
+            "too_many_streams",
+            f"Too many progress streams are open on this server; poll GET /api/v1/process/{task_id} instead.",
+            limit=svc.config.SSE_MAX_STREAMS,
+        )
     released = threading.Lock()
 
     def release() -> None:

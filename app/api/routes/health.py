@@ -1,4 +1,5 @@
 """GET /api/v1/health: is every part of the service up? GET /api/v1/ping: is this API process answering?"""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -25,16 +26,18 @@ def health():
         free_mb = None
     disk_ok = free_mb is not None and free_mb >= svc.config.MIN_FREE_MB
     ok = mongo_ok and redis_ok and workers > 0 and disk_ok
-    return jsonify({
-        "status": "ok" if ok else "degraded",
-        "mongo": "ok" if mongo_ok else "unreachable",
-        "redis": "ok" if redis_ok else "unreachable",
-        "worker": "ok" if workers else "none alive",
-        "workers_alive": workers,
-        # uploads are refused (507) while UPLOAD_FOLDER's filesystem has less than MIN_FREE_MB free
-        "disk": "ok" if disk_ok else "unknown" if free_mb is None else "low",
-        "disk_free_mb": free_mb,
-    }), 200
+    return jsonify(
+        {
+            "status": "ok" if ok else "degraded",
+            "mongo": "ok" if mongo_ok else "unreachable",
+            "redis": "ok" if redis_ok else "unreachable",
+            "worker": "ok" if workers else "none alive",
+            "workers_alive": workers,
+            # uploads are refused (507) while UPLOAD_FOLDER's filesystem has less than MIN_FREE_MB free
+            "disk": "ok" if disk_ok else "unknown" if free_mb is None else "low",
+            "disk_free_mb": free_mb,
+        }
+    ), 200
 
 
 @bp.get("/ping")

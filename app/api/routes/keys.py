@@ -1,4 +1,5 @@
 """/api/v1/keys: API keys, for admins. GET lists, POST creates (the secret is in that answer only), DELETE revokes."""
+
 from __future__ import annotations
 
 import logging

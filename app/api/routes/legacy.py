@@ -1,4 +1,5 @@
 """The first system's routes, kept for scripts written against them: POST /upload, GET /result/<task_id>."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify

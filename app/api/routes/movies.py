@@ -1,4 +1,5 @@
 """GET /api/v1/movies: the catalogue, paginated, filtered and sorted, through a short Redis cache."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
@@ -30,8 +31,12 @@ def find_movies(db, q: dict) -> dict:
     query = movies.query(q["year"], q["language"])
     # Unfiltered, the collection's own count is exact enough and needs no scan.
     total = db.movies.count_documents(query) if query else db.movies.estimated_document_count()
-    cursor = (db.movies.find(query).sort(movies.sort_spec(q["sort_by"], q["order"]))
-              .skip((q["page"] - 1) * q["limit"]).limit(q["limit"]))
+    cursor = (
+        db.movies.find(query)
+        .sort(movies.sort_spec(q["sort_by"], q["order"]))
+        .skip((q["page"] - 1) * q["limit"])
+        .limit(q["limit"])
+    )
     return views.page("movies", [to_json(doc) for doc in cursor], q["page"], q["limit"], total)
 
 

@@ -1,4 +1,5 @@
 """Where a task stands, its result, cancelling it: /api/v1/process/<task_id>[/result], /api/v1/processes."""
+
 from __future__ import annotations
 
 import logging
@@ -39,20 +40,31 @@ def result_file(task: dict):
     if not registry.get(task["kind"]).leaves_result:
         raise APIError(404, "no_result", f"Task {task_id} is a {task['kind']} job; it has no result file.")
     if status in (tasks.PENDING, tasks.PROCESSING):
-        raise APIError(409, "not_ready", f"Task {task_id} is {status}; the result is ready when it is completed.",
-                       task_status=status, percent=task.get("percent", 0))
+        raise APIError(
+            409,
+            "not_ready",
+            f"Task {task_id} is {status}; the result is ready when it is completed.",
+            task_status=status,
+            percent=task.get("percent", 0),
+        )
     if status == tasks.FAILED:
-        raise APIError(410, "task_failed", f"Task {task_id} failed, so it has no result: {task.get('error')}",
-                       task_status=status)
+        raise APIError(
+            410, "task_failed", f"Task {task_id} failed, so it has no result: {task.get('error')}", task_status=status
+        )
     if status == tasks.CANCELLED:
         raise APIError(410, "task_cancelled", f"Task {task_id} was cancelled, so it has no result.", task_status=status)
-    gone = APIError(410, "result_gone", f"The result of task {task_id} is no longer stored (results are kept "
-                    f"{services().config.RESULT_TTL_HOURS} hours); upload the file again.", task_status=status)
+    gone = APIError(
+        410,
+        "result_gone",
+        f"The result of task {task_id} is no longer stored (results are kept "
+        f"{services().config.RESULT_TTL_HOURS} hours); upload the file again.",
+        task_status=status,
+    )
     path = task.get("result_path")
     if not path or task.get("result_removed_at"):
         raise gone
     stem = os.path.splitext(clean_filename(task.get("filename") or "") or "plays.csv")[0]
-    stem = stem.encode("utf-8")[:NAME_BYTES - len(RESULT_SUFFIX)].decode("utf-8", "ignore")  # the whole name fits
+    stem = stem.encode("utf-8")[: NAME_BYTES - len(RESULT_SUFFIX)].decode("utf-8", "ignore")  # the whole name fits
     try:
         response = send_file(os.path.abspath(path), mimetype="text/csv", max_age=0)
     except FileNotFoundError:  # removed by the expiry sweep, or lost with its disk
@@ -82,8 +94,12 @@ def cancel_task(task_id: str):
     task = tasks.request_cancel(db, task_id)
     if task is None:
         status = find(task_id)["status"]
-        raise APIError(409, "not_cancellable", f"Task {task_id} is already {status}; only pending or processing "
-                       "tasks can be cancelled.", task_status=status)
+        raise APIError(
+            409,
+            "not_cancellable",
+            f"Task {task_id} is already {status}; only pending or processing tasks can be cancelled.",
+            task_status=status,
+        )
     if task["status"] == tasks.CANCELLED:
         remove(task["path"])
         log.info("task %s: cancelled before it started", task_id)

@@ -1,4 +1,5 @@
 """POST /api/v1/upload: store the file, recognise its job kind (app/jobs), record a pending task, wake a worker."""
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,14 @@ def accept() -> tuple[Upload, str]:
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
         tasks.create(
-            svc.db, task_id=received.task_id, kind=kind.name, filename=received.filename, path=received.path,
-            size=received.size, owner=auth.current().owner(), **kind.task_fields(received.header),
+            svc.db,
+            task_id=received.task_id,
+            kind=kind.name,
+            filename=received.filename,
+            path=received.path,
+            size=received.size,
+            owner=auth.current().owner(),
+            **kind.task_fields(received.header),
         )
     except BaseException:
         remove(received.path)
@@ -52,7 +59,10 @@ def accept() -> tuple[Upload, str]:
 @requires("uploader")
 def upload():
     received, kind = accept()
-    return jsonify({
-        "message": "File uploaded successfully and queued for processing", "task_id": received.task_id,
-        "kind": kind,
-    }), 202
+    return jsonify(
+        {
+            "message": "File uploaded successfully and queued for processing",
+            "task_id": received.task_id,
+            "kind": kind,
+        }
+    ), 202

@@ -5,6 +5,7 @@ works offline. The page only talks to the JSON API; it keeps no state on the ser
 exchanging an API key (typed, or from a sign-in address's #key= fragment) for a token, which it keeps in
 sessionStorage and sends as `Authorization: Bearer` (data-auth="off" in the template: AUTH=false, none).
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, make_response, render_template
@@ -15,15 +16,18 @@ from app.api.services import services
 bp = Blueprint("web", __name__)
 
 # Only our own files: no inline script or style, nothing from another origin.
-CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 @bp.get("/")
 @requires(ANYONE)  # the page holds no data: it signs in, then asks the API with a token
 def index():
     config = services().config
-    response = make_response(render_template("index.html", max_upload_mb=config.MAX_UPLOAD_MB,
-                                             cache_ttl=config.CACHE_TTL, auth=config.AUTH))
+    response = make_response(
+        render_template("index.html", max_upload_mb=config.MAX_UPLOAD_MB, cache_ttl=config.CACHE_TTL, auth=config.AUTH)
+    )
     response.headers["Content-Security-Policy"] = CSP
     return response

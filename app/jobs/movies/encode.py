@@ -9,6 +9,7 @@ Column types map to BSON as a Python value of that type would: string → string
 fits and int64 otherwise (as `bson` does for a Python int), float64 → double, timestamp[ms] → UTC
 datetime, list<string> → array, null → null.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -119,8 +120,13 @@ def _array(row: _Row, key: bytes, values: pa.Array, valid: np.ndarray) -> None:
         nulls = pa.array([bytes([NULL]) + label for label in labels], pa.binary()).take(index)
         prefix = pc.if_else(pa.array(item_valid), prefix, nulls)
     encoded = pc.binary_join_element_wise(
-        prefix, _fixed(lengths + 1, "<i4", item_valid), items.cast(pa.binary()),
-        _fixed(np.zeros(len(items), np.uint8), "u1", item_valid), _NOTHING, null_handling="skip")
+        prefix,
+        _fixed(lengths + 1, "<i4", item_valid),
+        items.cast(pa.binary()),
+        _fixed(np.zeros(len(items), np.uint8), "u1", item_valid),
+        _NOTHING,
+        null_handling="skip",
+    )
     item_size = pc.binary_length(encoded).to_numpy().astype(np.int64)
     totals = np.concatenate(([0], np.cumsum(item_size)))
     size = 5 + totals[ends] - totals[ends - counts]
@@ -132,6 +138,7 @@ def _array(row: _Row, key: bytes, values: pa.Array, valid: np.ndarray) -> None:
 
 
 # -- pieces ----------------------------------------------------------------------------------------------
+
 
 def _lengths(values: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.binary_length(values), 0).to_numpy().astype(np.int64)
@@ -173,5 +180,6 @@ def _binary(data: np.ndarray, width: int, n: int, valid: np.ndarray | None = Non
     if valid is not None and not valid.all():
         bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
         null_count = int(n - valid.sum())
-    return pa.BinaryArray.from_buffers(pa.binary(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)],
-                                       null_count=null_count)
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=null_count
+    )

@@ -3,6 +3,7 @@
 A module of its own rather than pipeline.py's `__main__`: `-m` imports this package first, and with it
 pipeline.py, which would then run a second time as `__main__`.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Ingest a movie CSV: blocks are parsed, cleaned and encoded to BSON (in a helper process, for big
 files) while this process bulk-writes them BATCH_SIZE movies at a time, checkpointing after each write."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,10 @@ HELPER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 def requests(batch: Batch) -> list[ReplaceOne]:
     """The batch as upserts by `_id`, each document the raw BSON prepared for it."""
     data, bounds = batch.documents, batch.bounds
-    return [ReplaceOne({"_id": key}, RawBSONDocument(data[a:b]), upsert=True)
-            for key, a, b in zip(batch.ids, bounds, bounds[1:])]
+    return [
+        ReplaceOne({"_id": key}, RawBSONDocument(data[a:b]), upsert=True)
+        for key, a, b in zip(batch.ids, bounds, bounds[1:])
+    ]
 
 
 def write_movies(collection: Collection, requests: list[ReplaceOne], chunk: int = 0) -> tuple[int, int]:
@@ -41,7 +44,7 @@ def write_movies(collection: Collection, requests: list[ReplaceOne], chunk: int 
     step = chunk or len(requests) or 1
     inserted = updated = 0
     for start in range(0, len(requests), step):
-        i, u = _write_chunk(collection, requests[start:start + step])
+        i, u = _write_chunk(collection, requests[start : start + step])
         inserted, updated = inserted + i, updated + u
     return inserted, updated
 
@@ -56,8 +59,11 @@ def _write_chunk(collection: Collection, requests: list[ReplaceOne]) -> tuple[in
         # always sends, and pymongo fails reading that reply; how much of the command was applied is
         # unknown. Upserts are idempotent: write each again on its own, and count what those say (an
         # upsert the failed command had applied then counts as updated).
-        log.warning("the server's reply to a bulk write had no %r count; writing its %d upserts one by one",
-                    e.args[0], len(requests))
+        log.warning(
+            "the server's reply to a bulk write had no %r count; writing its %d upserts one by one",
+            e.args[0],
+            len(requests),
+        )
     inserted = updated = 0
     for request in requests:
         for attempt in range(1, REPLY_WITHOUT_COUNTS_TRIES + 1):
@@ -116,13 +122,15 @@ def ingest_movies(
     """
     progress = Progress.resume(os.path.getsize(path), checkpoint)
     in_process = progress.bytes_total - progress.bytes_read >= in_process_from
-    with ahead(prepare, path, block_size, batch_size, progress.line, max_row_mb,
-               in_process=in_process, env=HELPER_ENV) as blocks:
+    with ahead(
+        prepare, path, block_size, batch_size, progress.line, max_row_mb, in_process=in_process, env=HELPER_ENV
+    ) as blocks:
         for block in blocks:
             for batch in block:
                 if batch.ids:
-                    inserted, updated = retry.call(write_movies, collection, requests(batch), write_chunk,
-                                                  what="bulk write")
+                    inserted, updated = retry.call(
+                        write_movies, collection, requests(batch), write_chunk, what="bulk write"
+                    )
                     progress.rows_inserted += inserted
                     progress.rows_updated += updated
                 progress.rows_read += batch.rows_read

@@ -2,6 +2,7 @@
 
 A retake goes on from the task's checkpoint. The task record notes the known columns the file lacks.
 """
+
 from __future__ import annotations
 
 from app.jobs.kind import Job, JobKind, JobRefused
@@ -19,8 +20,11 @@ def check(header: list[str]) -> None:
     missing = [name for name in schema.REQUIRED if name not in header]
     if missing:
         raise JobRefused(
-            422, "missing_columns", f"The header lacks the required column(s): {', '.join(missing)}.",
-            missing=missing, expected=list(schema.COLUMNS),
+            422,
+            "missing_columns",
+            f"The header lacks the required column(s): {', '.join(missing)}.",
+            missing=missing,
+            expected=list(schema.COLUMNS),
         )
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
@@ -38,15 +42,26 @@ def task_fields(header: list[str]) -> dict:
 def run(job: Job) -> dict:
     c = job.config
     return ingest_movies(
-        job.task["path"], job.db.movies, block_size=c.BLOCK_SIZE, batch_size=c.BATCH_SIZE,
-        max_rejects=c.MAX_REJECTS_KEPT, on_progress=job.on_progress,
-        checkpoint=job.task.get("checkpoint"), retry=job.retry,
-        in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000, write_chunk=c.MONGO_WRITE_OPS,
+        job.task["path"],
+        job.db.movies,
+        block_size=c.BLOCK_SIZE,
+        batch_size=c.BATCH_SIZE,
+        max_rejects=c.MAX_REJECTS_KEPT,
+        on_progress=job.on_progress,
+        checkpoint=job.task.get("checkpoint"),
+        retry=job.retry,
+        in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000,
+        write_chunk=c.MONGO_WRITE_OPS,
         max_row_mb=c.MAX_ROW_MB,
     )
 
 
 KIND = JobKind(
-    name="movies", fits=fits, check=check, run=run, expected=schema.COLUMNS,
-    described="movie columns including 'title' (" + ",".join(schema.COLUMNS) + ")", task_fields=task_fields,
+    name="movies",
+    fits=fits,
+    check=check,
+    run=run,
+    expected=schema.COLUMNS,
+    described="movie columns including 'title' (" + ",".join(schema.COLUMNS) + ")",
+    task_fields=task_fields,
 )

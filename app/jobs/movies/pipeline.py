@@ -9,6 +9,7 @@ The helper is `python -m app.jobs.movies.helper`, not `multiprocessing`: spawnin
 parent's `__main__`, which gunicorn, pytest and scripts all make differently. If the consumer dies, the
 helper's next write fails and it exits; it ignores SIGTERM and SIGINT, which the consumer handles.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -35,8 +36,9 @@ _ROOT = Path(__file__).resolve().parents[3]  # where `app` can be imported from
 
 
 @contextmanager
-def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True,
-          env: dict[str, str] | None = None) -> Iterator[Iterator[T]]:
+def ahead(
+    generate: Callable[..., Iterator[T]], *args, in_process: bool = True, env: dict[str, str] | None = None
+) -> Iterator[Iterator[T]]:
     """`generate(*args)`'s items, made in a helper process if `in_process`, else inline.
 
     `generate` must be a module-level function, and its arguments and items picklable. Its errors are
@@ -50,13 +52,21 @@ def ahead(generate: Callable[..., Iterator[T]], *args, in_process: bool = True,
         finally:
             getattr(items, "close", lambda: None)()
         return
-    env = {**(env or {}), **os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **(env or {}),
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     # A process group of its own: a signal to the consumer's group (Ctrl-C, a service manager) is the
     # consumer's to handle; the helper stops when the consumer closes the pipe or kills it.
     # -P: the worker's working directory is not put on the helper's path (an `app.py` there would shadow us).
-    helper = subprocess.Popen([sys.executable, "-P", "-m", "app.jobs.movies.helper"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, env=env, process_group=0)
+    helper = subprocess.Popen(
+        [sys.executable, "-P", "-m", "app.jobs.movies.helper"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        process_group=0,
+    )
     try:
         pickle.dump((generate.__module__, generate.__qualname__, args), helper.stdin)
         helper.stdin.close()
@@ -147,4 +157,3 @@ def _picklable(error: Exception) -> Exception:
         return error
     except Exception:  # some exceptions cannot cross; their text can
         return RuntimeError(f"{type(error).__name__}: {error}")
-

@@ -3,6 +3,7 @@
 This is the part of an ingest that runs in the worker's helper process (see app/jobs/movies/pipeline.py): it
 needs PyArrow and NumPy only, no driver, and what it yields is plain data that pickles cheaply.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -36,8 +37,9 @@ class Batch:
     warnings: dict[str, int] = field(default_factory=dict)
 
 
-def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2,
-            max_row_mb: int = defaults.MAX_ROW_MB) -> Iterator[list[Batch]]:
+def prepare(
+    path: str, block_size: int, batch_size: int, start_line: int = 2, max_row_mb: int = defaults.MAX_ROW_MB
+) -> Iterator[list[Batch]]:
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
     rows = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
     blocks = csvstream.coalesce(rows, CLEAN_ROWS)
@@ -65,12 +67,18 @@ def prepare(path: str, block_size: int, batch_size: int, start_line: int = 2,
             # not in jumps of a chunk (a file smaller than one block would go from 0 to 100 %).
             share = min(rows_done, rows_in_chunk)
             bytes_read = bytes_before + (chunk.bytes_read - bytes_before) * share // rows_in_chunk
-            batches.append(Batch(
-                ids=ids[start:end], documents=documents, bounds=bounds[start:end + 1], end_line=end_line,
-                bytes_read=bytes_read, rows_read=rows + n_invalid,
-                rejects=sorted(invalid[:n_invalid] + missing[:n_missing], key=lambda r: r.line),
-                warnings=block.warnings(start, end),
-            ))
+            batches.append(
+                Batch(
+                    ids=ids[start:end],
+                    documents=documents,
+                    bounds=bounds[start : end + 1],
+                    end_line=end_line,
+                    bytes_read=bytes_read,
+                    rows_read=rows + n_invalid,
+                    rejects=sorted(invalid[:n_invalid] + missing[:n_missing], key=lambda r: r.line),
+                    warnings=block.warnings(start, end),
+                )
+            )
             invalid, missing, line = invalid[n_invalid:], missing[n_missing:], end_line
         bytes_before = chunk.bytes_read
         yield batches
@@ -83,7 +91,8 @@ def _without(block: schema.CleanBlock, rows: np.ndarray) -> schema.CleanBlock:
     mask = pa.array(keep)
     too_big = [Reject(int(block.lines[i]), "the movie is larger than MongoDB's 16 MB document limit") for i in rows]
     return schema.CleanBlock(
-        {name: values.filter(mask) for name, values in block.columns.items()}, block.lines[keep],
+        {name: values.filter(mask) for name, values in block.columns.items()},
+        block.lines[keep],
         sorted(block.rejects + too_big, key=lambda r: r.line),
         {name: bad[keep] for name, bad in block.unreadable.items()},
     )

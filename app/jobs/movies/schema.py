@@ -2,6 +2,7 @@
 
 How the stored movies are queried, sorted and indexed is the store's: app/store/movies.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,20 @@ from app.reader.csvstream import Reject
 
 # The header of the real data, in order; `title` is the only column a file must have.
 COLUMNS = (
-    "budget", "homepage", "original_language", "original_title", "overview", "release_date", "revenue",
-    "runtime", "status", "title", "vote_average", "vote_count", "production_company_id", "genre_id",
+    "budget",
+    "homepage",
+    "original_language",
+    "original_title",
+    "overview",
+    "release_date",
+    "revenue",
+    "runtime",
+    "status",
+    "title",
+    "vote_average",
+    "vote_count",
+    "production_company_id",
+    "genre_id",
     "languages",
 )
 REQUIRED = ("title",)
@@ -25,6 +38,7 @@ FLOAT_COLUMNS = ("vote_average",)
 UNDATED = "undated"
 _UNDATED = pa.scalar(UNDATED)
 _SLASH = pa.scalar("/")
+
 
 @dataclass
 class CleanBlock:
@@ -93,4 +107,3 @@ def clean_block(batch: pa.RecordBatch, lines: np.ndarray) -> CleanBlock:
     columns["year"] = pc.year(columns["release_date"])
     columns["_id"] = identity(title, columns["release_date"])
     return CleanBlock(columns, lines, rejects, unreadable)
-

@@ -2,6 +2,7 @@
 
 Memory grows with the number of distinct (song, day) pairs, not with the file: see Totals.
 """
+
 from __future__ import annotations
 
 import os
@@ -110,12 +111,14 @@ class Totals:
         order = np.argsort((rank[self.keys >> 32] << 32) | days)
         names = pa.array(self.songs, pa.string())
         for start in range(0, len(order), size):
-            rows = order[start:start + size]
-            yield pa.table({
-                "song": pc.take(names, pa.array(self.keys[rows] >> 32)),
-                "day": pa.array((days[rows] - DAY_OFFSET).astype(np.int32), pa.date32()),
-                "plays": pa.array(self.plays[rows]),
-            })
+            rows = order[start : start + size]
+            yield pa.table(
+                {
+                    "song": pc.take(names, pa.array(self.keys[rows] >> 32)),
+                    "day": pa.array((days[rows] - DAY_OFFSET).astype(np.int32), pa.date32()),
+                    "plays": pa.array(self.plays[rows]),
+                }
+            )
 
 
 def _sum(rows: pa.Table) -> pa.Table:
@@ -135,8 +138,9 @@ def _sum_wide(rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([summed.column("key"), pc.cast(summed.column("plays_sum"), pa.int64())], schema=KEYED)
 
 
-def write_result(totals: Totals, path: str, still_mine: Callable[[], None] = lambda: None, *,
-                 formula_guard: bool = True) -> int:
+def write_result(
+    totals: Totals, path: str, still_mine: Callable[[], None] = lambda: None, *, formula_guard: bool = True
+) -> int:
     """Write the totals sorted by song then day as CSV (quoted only where needed); returns the byte count.
 
     `still_mine` is called every RENEW_ROWS rows: a long write keeps its task's lease. With `formula_guard`
@@ -188,7 +192,7 @@ def _formula_led(strings: pa.Array) -> np.ndarray:
     """
     if strings.type != pa.string() or strings.null_count or strings.buffers()[2] is None:
         return pc.fill_null(pc.match_substring_regex(strings, _FORMULA_REGEX), False).to_numpy(zero_copy_only=False)
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
     data = np.frombuffer(strings.buffers()[2], dtype=np.uint8)
     starts, ends = offsets[:-1], offsets[1:]
     first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(len(starts), dtype=np.uint8)

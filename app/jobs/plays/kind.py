@@ -2,6 +2,7 @@
 
 Totals live in memory until the end: a retake starts over.
 """
+
 from __future__ import annotations
 
 from app.jobs.kind import Job, JobKind, JobRefused
@@ -12,7 +13,8 @@ from app.jobs.plays.aggregate import aggregate_plays
 def check(header: list[str]) -> None:
     if not rules.fits(header):
         raise JobRefused(
-            422, "bad_columns",
+            422,
+            "bad_columns",
             f"A plays file has exactly the columns {','.join(rules.COLUMNS)}; got {','.join(header)}.",
             expected=list(rules.COLUMNS),
         )
@@ -21,12 +23,22 @@ def check(header: list[str]) -> None:
 def run(job: Job) -> dict:
     c = job.config
     return aggregate_plays(
-        job.task["path"], job.result_path, block_size=c.BLOCK_SIZE, max_rejects=c.MAX_REJECTS_KEPT,
-        on_progress=job.on_progress, formula_guard=c.CSV_FORMULA_GUARD, max_row_mb=c.MAX_ROW_MB,
+        job.task["path"],
+        job.result_path,
+        block_size=c.BLOCK_SIZE,
+        max_rejects=c.MAX_REJECTS_KEPT,
+        on_progress=job.on_progress,
+        formula_guard=c.CSV_FORMULA_GUARD,
+        max_row_mb=c.MAX_ROW_MB,
     )
 
 
 KIND = JobKind(
-    name="plays", fits=rules.fits, check=check, run=run, expected=rules.COLUMNS,
-    described=f"'{','.join(rules.COLUMNS)}' for play counts", leaves_result=True,
+    name="plays",
+    fits=rules.fits,
+    check=check,
+    run=run,
+    expected=rules.COLUMNS,
+    described=f"'{','.join(rules.COLUMNS)}' for play counts",
+    leaves_result=True,
 )

@@ -4,6 +4,7 @@ A row is (song, date, plays). The song is trimmed and must not be empty; the dat
 `YYYYMMDD` and a real calendar day; the play count is a non-negative integer that fits in 64 bits.
 Any other row is rejected with its line and the reason, and the rest of the file goes on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,10 @@ def parse_day(values: pa.Array) -> pa.Array:
     text = pc.utf8_trim_whitespace(values)
     compact = pc.match_substring_regex(text, _COMPACT)
     dashed = pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(text, 0, 4), pc.utf8_slice_codeunits(text, 4, 6),
-        pc.utf8_slice_codeunits(text, 6, 8), DASH,
+        pc.utf8_slice_codeunits(text, 0, 4),
+        pc.utf8_slice_codeunits(text, 4, 6),
+        pc.utf8_slice_codeunits(text, 6, 8),
+        DASH,
     )
     text = pc.if_else(compact, dashed, text)
     text = keep(pc.match_substring_regex(text, _DASHED), text)
@@ -90,8 +93,10 @@ def clean_batch(batch: pa.RecordBatch, lines: np.ndarray) -> CleanPlays:
         elif not day[i].is_valid:
             reason = f"bad date {_shown(batch.column('Date')[i])}: expected YYYY-MM-DD or YYYYMMDD"
         else:
-            reason = (f"bad play count {_shown(batch.column('Number of Plays')[i])}: "
-                      "expected a whole number from 0 to 9223372036854775807")
+            reason = (
+                f"bad play count {_shown(batch.column('Number of Plays')[i])}: "
+                "expected a whole number from 0 to 9223372036854775807"
+            )
         rejects.append(Reject(int(lines[i]), reason))
     return CleanPlays(song.filter(good), day.filter(good), plays.filter(good), rejects)
 
