@@ -1,5 +1,5 @@
 # make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
-# make lint: ruff.  make docs: docs/configuration.md, from app/config.py, app/defaults.py and .env.example.
+# make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md, from app/config.py, app/defaults.py and .env.example.
 # make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,8 +28,9 @@ services:  # Redis, FerretDB and Chromium, installed, built or started as needed
 test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev  # ruff, configured in pyproject.toml
+lint: $(VENV)/.dev  # ruff, configured in pyproject.toml: the linter, then the formatter's check (ruff format fixes it)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
 	$(PY) -m app.tools.configdoc
