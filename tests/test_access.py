@@ -11,13 +11,12 @@ import base64
 import json
 import secrets
 import time
-import uuid
 
 import jwt
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tests.support.service import Service
+from tests.support.service import Service, multipart
 
 SECRET_KEY = secrets.token_urlsafe(32)  # the server's, so the test can forge tokens an attacker could not
 PLAYS = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\n"
@@ -41,19 +40,6 @@ def make_key(server, name: str, role: str) -> dict:
     )
     assert status == 201, body
     return body
-
-
-def multipart(data: bytes, name: str = "plays.csv") -> tuple[bytes, dict]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f"Content-Type: text/csv\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +69,7 @@ def world(service):
         "tampered token": f"{header}.{b64({**claims, 'role': 'admin'})}.{signature}",
         "alg none token": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({**claims, 'role': 'admin'})}.",
     }
-    body, headers = multipart(PLAYS)
+    body, headers = multipart(PLAYS, "plays.csv")
     status, _, answer = server.request("POST", "/api/v1/upload", body, headers, key=uploader["secret"])
     assert status == 202, answer
     task = server.wait_for(answer["task_id"], key=uploader["secret"])
@@ -182,7 +168,7 @@ def test_each_caller_gets_the_expected_answer(world, method, path, kind, expecte
             url = url.replace("{key}", make_key(server, "throwaway", "reader")["key"]["id"])
         body, headers = None, {}
         if kind == "plays":
-            body, headers = multipart(PLAYS)
+            body, headers = multipart(PLAYS, "plays.csv")
         elif kind == "key":
             body, headers = (
                 json.dumps({"name": "made in the table", "role": "reader"}).encode(),

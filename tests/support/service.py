@@ -22,6 +22,20 @@ from tests.support import REPO, free_port
 AS_KEY = object()  # request(): send the server's key
 
 
+def multipart(data: bytes, filename: str) -> tuple[bytes, dict]:
+    """A multipart body with `data` as its `file` part, as a browser or `curl -F` sends it, and its header."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 class Server:
     """HTTP to a running service, one connection per request; `key` (a secret) is sent unless told otherwise."""
 
@@ -49,16 +63,8 @@ class Server:
             conn.close()
 
     def upload(self, path, filename, url="/api/v1/upload", key=AS_KEY):
-        boundary = uuid.uuid4().hex
-        body = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                f"Content-Type: text/csv\r\n\r\n"
-            ).encode()
-            + path.read_bytes()
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        return self.request("POST", url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, key=key)
+        body, headers = multipart(path.read_bytes(), filename)
+        return self.request("POST", url, body, headers, key=key)
 
     def wait_for(self, task_id, timeout=60, key=AS_KEY):
         deadline = time.monotonic() + timeout
