@@ -59,6 +59,8 @@ class Config:
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
     MAX_COLUMNS: int = defaults.MAX_COLUMNS
     MIN_FREE_MB: int = defaults.MIN_FREE_MB
+    MAX_FORM_FIELDS: int = defaults.MAX_FORM_FIELDS
+    MAX_FORM_KB: int = defaults.MAX_FORM_KB
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
@@ -139,6 +141,8 @@ _CHECKS = {
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1, 1 << 20),
     "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
     "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
+    "MAX_FORM_FIELDS": lambda n, v: _int(n, v, 0, 1000),  # 0: the file part only
+    "MAX_FORM_KB": lambda n, v: _int(n, v, 1, 16 * 1024),  # held in memory: 16 MiB at most
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),

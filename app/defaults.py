@@ -23,6 +23,10 @@ RESULT_FOLDER = "results"  # result files of plays jobs
 MAX_UPLOAD_MB = 4096  # at most 1048576 (1 TiB)
 MAX_COLUMNS = 500  # columns a header may have (a movies file has 15)
 MIN_FREE_MB = 512  # an upload that would leave less free in UPLOAD_FOLDER's filesystem is refused (507)
+# Form fields other than the file (the page sends one, `kind`): held in memory while the upload is read, so
+# their count and total bytes are bounded; passing either refuses the upload (413) at once, the rest unread.
+MAX_FORM_FIELDS = 16
+MAX_FORM_KB = 64  # KiB of those fields' names and values together
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)

@@ -22,17 +22,24 @@ from tests.support import REPO, free_port
 AS_KEY = object()  # request(): send the server's key
 
 
-def multipart(data: bytes, filename: str) -> tuple[bytes, dict]:
-    """A multipart body with `data` as its `file` part, as a browser or `curl -F` sends it, and its header."""
+def multipart(data: bytes | None, filename: str, fields: list[tuple[str, bytes]] = ()) -> tuple[bytes, dict]:
+    """A multipart body with `data` as its `file` part (None: no file part) after `fields`, as a browser or
+    `curl -F` sends it, and its header."""
     boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: text/csv\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+        for name, value in fields
+    ]
+    if data is not None:
+        parts.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                f"Content-Type: text/csv\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 

@@ -1,0 +1,145 @@
+"""Memory bounds of requests and jobs (docs/security.md, "Memory bounds"), each at its limit and one past it,
+on the real server (`python run.py`, embedded mode) with small settings, sent as an attacker would.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import uuid
+
+import pytest
+
+from tests.support.service import Service, multipart
+
+MOVIES = b"title,release_date\nHeat,1995-12-15\n"
+FORM_FIELDS, FORM_KB = 3, 1
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bounds")
+    service = Service(workdir, MAX_FORM_FIELDS=str(FORM_FIELDS), MAX_FORM_KB=str(FORM_KB))
+    service.server = service.start()
+    service.uploads = workdir / "uploads"
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def server(service):
+    return service.server
+
+
+def upload_form(server, fields: list[tuple[str, bytes]], data: bytes | None = MOVIES):
+    body, headers = multipart(data, "form.csv", fields)
+    return server.request("POST", "/api/v1/upload", body, headers)
+
+
+def assert_error(status, headers, body, want_status: int, code: str) -> dict:
+    assert (status, body["error"]["code"]) == (want_status, code), body
+    assert headers["Content-Type"] == "application/json"
+    return body["error"]
+
+
+@pytest.fixture
+def nothing_stored(service):
+    """A refused upload leaves no new file and no new task."""
+    files, tasks = set(service.uploads.iterdir()), task_count(service.server)
+    yield
+    assert set(service.uploads.iterdir()) <= files and task_count(service.server) == tasks
+
+
+def task_count(server) -> int:
+    return server.request("GET", "/api/v1/processes?limit=1")[2]["total_docs"]
+
+
+# -- form fields: MAX_FORM_FIELDS and MAX_FORM_KB ----------------------------------------------------------
+
+
+def test_max_form_fields_fields_and_the_file_are_accepted(server):
+    fields = [("kind", b"movies"), ("note", b"x"), ("other", b"y")]
+    status, _, body = upload_form(server, fields)
+    assert status == 202 and body["kind"] == "movies", body
+
+
+def test_one_field_more_is_413_too_many_fields(server, nothing_stored):
+    fields = [("kind", b"movies"), ("note", b"x"), ("other", b"y"), ("fourth", b"z")]
+    error = assert_error(*upload_form(server, fields), 413, "too_many_fields")
+    assert error["limit"] == FORM_FIELDS and "MAX_FORM_FIELDS = 3" in error["message"]
+
+
+def test_a_file_part_under_another_name_counts_as_a_field(server, nothing_stored):
+    body, headers = multipart(MOVIES, "form.csv", [("a", b"1"), ("b", b"2"), ("c", b"3")])
+    boundary = headers["Content-Type"].split("boundary=")[1]
+    other = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="other"; filename="x.csv"\r\n\r\nignored\r\n'
+    ).encode()
+    status, _, answer = server.request("POST", "/api/v1/upload", other + body, headers)
+    assert (status, answer["error"]["code"]) == (413, "too_many_fields"), answer
+
+
+def test_fields_of_exactly_max_form_kb_are_accepted(server):
+    value = b"v" * (FORM_KB * 1024 - len("kind") - len("movies") - len("n"))  # names and values count
+    status, _, body = upload_form(server, [("kind", b"movies"), ("n", value)])
+    assert status == 202, body
+
+
+def test_one_byte_past_max_form_kb_is_413_form_too_large(server, nothing_stored):
+    value = b"v" * (FORM_KB * 1024 - len("kind") - len("movies") - len("n") + 1)
+    error = assert_error(*upload_form(server, [("kind", b"movies"), ("n", value)]), 413, "form_too_large")
+    assert error["limit_kb"] == FORM_KB and "MAX_FORM_KB = 1 KiB" in error["message"]
+
+
+def send_until_answered(port: int, key: str, parts: int, part: bytes, boundary: str) -> tuple[int, bytes]:
+    """POST a form of `parts` copies of `part` and no file, announcing its whole length, writing until the
+    server answers; returns the body bytes written by then and the answer."""
+    closing = f"--{boundary}--\r\n".encode()
+    head = (
+        f"POST /api/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {parts * len(part) + len(closing)}\r\n\r\n"
+    ).encode()
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for _ in range(parts):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server answered
+                sock.sendall(part)
+                sent += len(part)
+        except OSError:  # it closed while we wrote: its answer is already on its way
+            pass
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return sent, answer
+
+
+def test_the_attack_of_issue_23_is_refused_early_twice_at_once(server, nothing_stored):
+    """3,200 fields of 64 KiB and no file, two at once: refused after the first field, not after 200 MB."""
+    boundary = uuid.uuid4().hex
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\n'.encode() + b"a" * 65536 + b"\r\n"
+    results = []
+
+    def attack():
+        results.append(send_until_answered(server.port, server.key, 3200, part, boundary))
+
+    threads = [threading.Thread(target=attack) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2
+    for sent, answer in results:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 "), answer[:500]
+        assert json.loads(body)["error"]["code"] == "form_too_large"
+        assert sent < 3200 * len(part) // 10, sent  # the rest of the 200 MB was never read
+    status, _, body = server.request("GET", "/api/v1/ping")
+    assert status == 200
