@@ -59,6 +59,10 @@ MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before 
 MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s, 1 s, 2 s, 4 s, 8 s)
 RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
 CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a leading ' (OWASP CSV injection)
+# A plays job totals in memory: about 100 bytes a distinct (song, day) pair and 250 a distinct song, plus the
+# songs' names. Past either bound the task fails with the reason, before the worker runs out of memory.
+MAX_PLAY_GROUPS = 2_000_000
+MAX_PLAY_SONGS_MB = 256  # MiB of distinct song names (UTF-8) held
 
 # Authentication: every route needs an API key or a token of the right role (docs: README, Security).
 # false: anyone who reaches the port may do anything; the service warns at every start.

@@ -16,12 +16,19 @@ from tests.support.service import Service, multipart
 
 MOVIES = b"title,release_date\nHeat,1995-12-15\n"
 FORM_FIELDS, FORM_KB = 3, 1
+PLAY_GROUPS, PLAY_SONGS_MB = 4, 1
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bounds")
-    service = Service(workdir, MAX_FORM_FIELDS=str(FORM_FIELDS), MAX_FORM_KB=str(FORM_KB))
+    service = Service(
+        workdir,
+        MAX_FORM_FIELDS=str(FORM_FIELDS),
+        MAX_FORM_KB=str(FORM_KB),
+        MAX_PLAY_GROUPS=str(PLAY_GROUPS),
+        MAX_PLAY_SONGS_MB=str(PLAY_SONGS_MB),
+    )
     service.server = service.start()
     service.uploads = workdir / "uploads"
     yield service
@@ -143,3 +150,60 @@ def test_the_attack_of_issue_23_is_refused_early_twice_at_once(server, nothing_s
         assert sent < 3200 * len(part) // 10, sent  # the rest of the 200 MB was never read
     status, _, body = server.request("GET", "/api/v1/ping")
     assert status == 200
+
+
+# -- the plays aggregation: MAX_PLAY_GROUPS and MAX_PLAY_SONGS_MB -------------------------------------------
+
+
+def plays_file(pairs: list[tuple[str, str]]) -> bytes:
+    return b"Song,Date,Number of Plays\n" + b"".join(f"{song},{day},1\n".encode() for song, day in pairs)
+
+
+def run_plays(server, tmp_path, data: bytes) -> dict:
+    path = tmp_path / "plays.csv"
+    path.write_bytes(data)
+    status, _, body = server.upload(path, "plays.csv")
+    assert status == 202 and body["kind"] == "plays", body
+    return server.wait_for(body["task_id"])
+
+
+def assert_worker_goes_on(server, tmp_path):
+    task = run_plays(server, tmp_path, plays_file([("After", "2020-01-01")] * 3))
+    assert task["status"] == "completed" and task["groups"] == 1, task
+
+
+def test_max_play_groups_pairs_are_totalled(server, tmp_path):
+    pairs = [(song, day) for song in ("A", "B") for day in ("2020-01-01", "2020-01-02")]
+    task = run_plays(server, tmp_path, plays_file(pairs * 2))
+    assert task["status"] == "completed" and task["groups"] == PLAY_GROUPS, task
+    status, _, result = server.request("GET", task["result_url"], raw=True)
+    assert status == 200 and result.count(b",2\n") == PLAY_GROUPS
+
+
+@pytest.mark.parametrize("shape", ["one song, five days", "five songs"])
+def test_one_pair_more_fails_the_task_with_the_reason(server, tmp_path, shape):
+    if shape == "five songs":  # refused as the songs are numbered
+        pairs = [(f"Song {n}", "2020-01-01") for n in range(PLAY_GROUPS + 1)]
+    else:  # refused as the pairs are merged
+        pairs = [("A", f"2020-01-0{n}") for n in range(1, PLAY_GROUPS + 2)]
+    task = run_plays(server, tmp_path, plays_file(pairs))
+    assert task["status"] == "failed", task
+    assert task["error"].startswith(
+        f"the file has more than MAX_PLAY_GROUPS = {PLAY_GROUPS} distinct (song, date) pairs"
+    ), task
+    assert "result_url" not in task
+    assert_worker_goes_on(server, tmp_path)
+
+
+def test_song_names_of_max_play_songs_mb_are_totalled(server, tmp_path):
+    half = (PLAY_SONGS_MB << 20) // 2
+    task = run_plays(server, tmp_path, plays_file([("a" * half, "2020-01-01"), ("b" * half, "2020-01-01")]))
+    assert task["status"] == "completed" and task["groups"] == 2, task
+
+
+def test_one_byte_of_song_names_more_fails_the_task(server, tmp_path):
+    half = (PLAY_SONGS_MB << 20) // 2
+    task = run_plays(server, tmp_path, plays_file([("a" * half, "2020-01-01"), ("b" * (half + 1), "2020-01-01")]))
+    assert task["status"] == "failed", task
+    assert task["error"].startswith("the file's distinct song names hold more than MAX_PLAY_SONGS_MB = 1 MiB"), task
+    assert_worker_goes_on(server, tmp_path)
