@@ -65,6 +65,7 @@ class Config:
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
     CACHE_TTL: int = defaults.CACHE_TTL
+    MAX_PAGE_KB: int = defaults.MAX_PAGE_KB
     SSE_MAX_STREAMS: int = defaults.SSE_MAX_STREAMS
     SSE_POLL_MS: int = defaults.SSE_POLL_MS
     SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
@@ -148,6 +149,7 @@ _CHECKS = {
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
+    "MAX_PAGE_KB": lambda n, v: _int(n, v, 1, 256 * 1024),  # built and cached whole: 256 MiB at most
     "SSE_MAX_STREAMS": lambda n, v: _int(n, v, 0, 255),  # 0: no streams, the page polls
     "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
     "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),

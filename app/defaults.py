@@ -33,6 +33,9 @@ ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)
 ZMQ_INTAKE_PORT = 5556  # API → broker (API processes connect PUSH here)
 
 CACHE_TTL = 5  # seconds a cached movie page lives
+# KiB of movies one /api/v1/movies page may hold, as JSON: a page is built, cached and sent whole, so its bytes
+# are bounded as well as its rows. Past it the page is cut short and says where to go on (docs/api.md).
+MAX_PAGE_KB = 1024
 
 SSE_MAX_STREAMS = 8  # open progress streams per API process (< WEB_THREADS); more get 503 and the page polls
 SSE_POLL_MS = 500  # how often a progress stream reads its task
