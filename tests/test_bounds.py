@@ -8,8 +8,6 @@ import csv
 import io
 import json
 import re
-import select
-import socket
 import threading
 import time
 import uuid
@@ -18,7 +16,7 @@ import pytest
 
 from app.jobs.movies import schema
 from tests.support import REPO
-from tests.support.service import Service, multipart
+from tests.support.service import Service, multipart, send_until_answered
 
 MOVIES = b"title,release_date\nHeat,1995-12-15\n"
 FORM_FIELDS, FORM_KB = 3, 1
@@ -107,34 +105,6 @@ def test_one_byte_past_max_form_kb_is_413_form_too_large(server, nothing_stored)
     value = b"v" * (FORM_KB * 1024 - len("kind") - len("movies") - len("n") + 1)
     error = assert_error(*upload_form(server, [("kind", b"movies"), ("n", value)]), 413, "form_too_large")
     assert error["limit_kb"] == FORM_KB and "MAX_FORM_KB = 1 KiB" in error["message"]
-
-
-def send_until_answered(port: int, key: str, parts: int, part: bytes, boundary: str) -> tuple[int, bytes]:
-    """POST a form of `parts` copies of `part` and no file, announcing its whole length, writing until the
-    server answers; returns the body bytes written by then and the answer."""
-    closing = f"--{boundary}--\r\n".encode()
-    head = (
-        f"POST /api/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {parts * len(part) + len(closing)}\r\n\r\n"
-    ).encode()
-    sent, answer = 0, b""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head)
-        try:
-            for _ in range(parts):
-                if select.select([sock], [], [], 0)[0]:
-                    break  # the server answered
-                sock.sendall(part)
-                sent += len(part)
-        except OSError:  # it closed while we wrote: its answer is already on its way
-            pass
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return sent, answer
 
 
 def test_the_attack_of_issue_23_is_refused_early_twice_at_once(server, nothing_stored):
@@ -257,7 +227,7 @@ def test_text_fields_at_their_maximum_are_stored_and_one_byte_more_is_rejected_w
         schema.TEXT_MAX_BYTES["overview"],
         schema.OTHER_MAX_BYTES,
     )
-    assert (title_max, overview_max, other_max) == (1024, 16384, 4096)  # as docs/cleaning.md says
+    assert (title_max, overview_max, other_max) == (1024, 262144, 4096)  # as docs/cleaning.md says
     title = "é" * (title_max // 2)  # 1024 bytes of UTF-8, 512 characters
     rows = [
         [title, "1931-01-01", "o" * overview_max, "e" * other_max],  # line 2: every field at its maximum
@@ -270,7 +240,7 @@ def test_text_fields_at_their_maximum_are_stored_and_one_byte_more_is_rejected_w
     task = run_movies(server, tmp_path, movies_csv(["title", "release_date", "overview", "my_notes"], rows))
     assert task["rejects"] == [
         {"line": 3, "reason": "title is 1025 bytes, more than its maximum of 1024 (docs/cleaning.md)"},
-        {"line": 4, "reason": "overview is 16385 bytes, more than its maximum of 16384 (docs/cleaning.md)"},
+        {"line": 4, "reason": "overview is 262145 bytes, more than its maximum of 262144 (docs/cleaning.md)"},
         {"line": 5, "reason": "my_notes is 4097 bytes, more than its maximum of 4096 (docs/cleaning.md)"},
     ]
     assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (6, 3, 3)
@@ -352,3 +322,30 @@ def test_a_movie_alone_past_the_bound_is_sent_alone(server, tmp_path):
 def test_page_and_offset_together_are_refused(server):
     status, _, body = server.request("GET", "/api/v1/movies?page=2&offset=10")
     assert (status, body["error"]["code"], body["error"]["parameter"]) == (400, "invalid_parameter", "offset")
+
+
+# -- any other request body: BODY_LIMIT (app/__init__.py) ---------------------------------------------------
+
+
+def key_request(size: int) -> bytes:
+    """A valid key-creation body of exactly `size` bytes (JSON padded with spaces)."""
+    body = json.dumps({"name": f"padded {size}", "role": "reader"}).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_json_body_of_body_limit_is_read_and_one_byte_more_is_413(server, chunked):
+    from app import BODY_LIMIT
+
+    def post(body: bytes):
+        headers = {"Content-Type": "application/json"}
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        return server.request("POST", "/api/v1/keys", body, headers)
+
+    status, _, body = post(key_request(BODY_LIMIT))
+    assert status == 201 and body["key"]["name"] == f"padded {BODY_LIMIT}", body
+    status, headers, body = post(key_request(BODY_LIMIT + 1))
+    assert (status, body["error"]["code"]) == (413, "request_entity_too_large"), body
+    assert headers["Content-Type"] == "application/json"

@@ -34,7 +34,7 @@ COLUMNS = (
 TEXT_MAX = {
     "title": 1024,
     "original_title": 1024,
-    "overview": 16384,
+    "overview": 262144,
     "homepage": 2048,
     "original_language": 64,
     "status": 64,

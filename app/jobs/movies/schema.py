@@ -42,7 +42,7 @@ PARSED_COLUMNS = INT_COLUMNS + FLOAT_COLUMNS + ("release_date",)  # stored as nu
 TEXT_MAX_BYTES = {
     "title": 1024,  # after trimming
     "original_title": 1024,
-    "overview": 16 * 1024,
+    "overview": 256 * 1024,  # room for rows bigger than a read block, 64 times below MongoDB's 16 MB
     "homepage": 2048,
     "original_language": 64,
     "status": 64,
