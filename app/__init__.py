@@ -63,11 +63,25 @@ BODY_LIMIT = 64 * 1024  # bytes of any other request's body (a JSON object to /a
 
 
 def bound_body():
-    """Every body but an upload's is read whole into memory: at most BODY_LIMIT bytes of it, else 413."""
-    from flask import request
+    """Every body but an upload's is read whole into memory: at most BODY_LIMIT bytes of it, else 413.
 
-    if request.endpoint not in UPLOAD_ENDPOINTS:
-        request.max_content_length = BODY_LIMIT
+    werkzeug holds a chunked body (no Content-Length) to the limit by cutting it there, silently: read it
+    here instead, up to one byte past the limit, so that a longer one is refused too, not cut.
+    """
+    import io
+
+    from flask import request
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        return
+    request.max_content_length = BODY_LIMIT
+    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        body = request.environ["wsgi.input"].read(BODY_LIMIT + 1)
+        if len(body) > BODY_LIMIT:
+            raise RequestEntityTooLarge()
+        request.environ["wsgi.input"] = io.BytesIO(body)
+        request.environ["CONTENT_LENGTH"] = str(len(body))
 
 
 def security_headers(response):
