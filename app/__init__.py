@@ -48,6 +48,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     errors.register(app)
     # who is asking, then the per-key limits count the request, then may they (app/api/auth.py, app/api/limits.py)
     auth.install(app, between=limits.create(app, config, redis_client).install)
+    app.before_request(bound_body)
     app.after_request(security_headers)
     from app.api.routes import auth as auth_routes
     from app.api.routes import events, health, keys, legacy, movies, tasks, uploads, web
@@ -55,6 +56,32 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     for module in (uploads, tasks, events, movies, keys, auth_routes, health, legacy, web):
         app.register_blueprint(module.bp)
     return app
+
+
+UPLOAD_ENDPOINTS = ("uploads.upload", "legacy.upload")  # stream their bodies to disk (app/api/intake.py)
+BODY_LIMIT = 64 * 1024  # bytes of any other request's body (a JSON object to /api/v1/keys): read whole, into memory
+
+
+def bound_body():
+    """Every body but an upload's is read whole into memory: at most BODY_LIMIT bytes of it, else 413.
+
+    werkzeug holds a chunked body (no Content-Length) to the limit by cutting it there, silently: read it
+    here instead, up to one byte past the limit, so that a longer one is refused too, not cut.
+    """
+    import io
+
+    from flask import request
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        return
+    request.max_content_length = BODY_LIMIT
+    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        body = request.environ["wsgi.input"].read(BODY_LIMIT + 1)
+        if len(body) > BODY_LIMIT:
+            raise RequestEntityTooLarge()
+        request.environ["wsgi.input"] = io.BytesIO(body)
+        request.environ["CONTENT_LENGTH"] = str(len(body))
 
 
 def security_headers(response):

@@ -59,10 +59,13 @@ class Config:
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
     MAX_COLUMNS: int = defaults.MAX_COLUMNS
     MIN_FREE_MB: int = defaults.MIN_FREE_MB
+    MAX_FORM_FIELDS: int = defaults.MAX_FORM_FIELDS
+    MAX_FORM_KB: int = defaults.MAX_FORM_KB
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
     CACHE_TTL: int = defaults.CACHE_TTL
+    MAX_PAGE_KB: int = defaults.MAX_PAGE_KB
     SSE_MAX_STREAMS: int = defaults.SSE_MAX_STREAMS
     SSE_POLL_MS: int = defaults.SSE_POLL_MS
     SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
@@ -83,6 +86,8 @@ class Config:
     MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
     RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
     CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
+    MAX_PLAY_GROUPS: int = defaults.MAX_PLAY_GROUPS
+    MAX_PLAY_SONGS_MB: int = defaults.MAX_PLAY_SONGS_MB
     AUTH: bool = defaults.AUTH
     SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
     TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
@@ -139,9 +144,12 @@ _CHECKS = {
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1, 1 << 20),
     "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
     "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
+    "MAX_FORM_FIELDS": lambda n, v: _int(n, v, 0, 1000),  # 0: the file part only
+    "MAX_FORM_KB": lambda n, v: _int(n, v, 1, 16 * 1024),  # held in memory: 16 MiB at most
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
+    "MAX_PAGE_KB": lambda n, v: _int(n, v, 1, 256 * 1024),  # built and cached whole: 256 MiB at most
     "SSE_MAX_STREAMS": lambda n, v: _int(n, v, 0, 255),  # 0: no streams, the page polls
     "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
     "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),
@@ -164,6 +172,8 @@ _CHECKS = {
     "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
     "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
     "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
+    "MAX_PLAY_GROUPS": lambda n, v: _int(n, v, 1, 1_000_000_000),
+    "MAX_PLAY_SONGS_MB": lambda n, v: _int(n, v, 1, 1 << 20),
     "AUTH": lambda n, v: _bool(n, v),
     "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
     "RATE_LIMIT_PER_MINUTE": lambda n, v: _int(n, v, 0, 1_000_000),  # 0: off

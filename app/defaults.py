@@ -23,12 +23,19 @@ RESULT_FOLDER = "results"  # result files of plays jobs
 MAX_UPLOAD_MB = 4096  # at most 1048576 (1 TiB)
 MAX_COLUMNS = 500  # columns a header may have (a movies file has 15)
 MIN_FREE_MB = 512  # an upload that would leave less free in UPLOAD_FOLDER's filesystem is refused (507)
+# Form fields other than the file (the page sends one, `kind`): held in memory while the upload is read, so
+# their count and total bytes are bounded; passing either refuses the upload (413) at once, the rest unread.
+MAX_FORM_FIELDS = 16
+MAX_FORM_KB = 64  # KiB of those fields' names and values together
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)
 ZMQ_INTAKE_PORT = 5556  # API → broker (API processes connect PUSH here)
 
 CACHE_TTL = 5  # seconds a cached movie page lives
+# KiB of movies one /api/v1/movies page may hold, as JSON: a page is built, cached and sent whole, so its bytes
+# are bounded as well as its rows. Past it the page is cut short and says where to go on (docs/api.md).
+MAX_PAGE_KB = 1024
 
 SSE_MAX_STREAMS = 8  # open progress streams per API process (< WEB_THREADS); more get 503 and the page polls
 SSE_POLL_MS = 500  # how often a progress stream reads its task
@@ -55,6 +62,10 @@ MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before 
 MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s, 1 s, 2 s, 4 s, 8 s)
 RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
 CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a leading ' (OWASP CSV injection)
+# A plays job totals in memory: about 100 bytes a distinct (song, day) pair and 250 a distinct song, plus the
+# songs' names. Past either bound the task fails with the reason, before the worker runs out of memory.
+MAX_PLAY_GROUPS = 2_000_000
+MAX_PLAY_SONGS_MB = 256  # MiB of distinct song names (UTF-8) held
 
 # Authentication: every route needs an API key or a token of the right role (docs: README, Security).
 # false: anyone who reaches the port may do anything; the service warns at every start.

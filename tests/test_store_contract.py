@@ -620,8 +620,11 @@ def test_same_new_movies_written_at_once_end_up_once(store):
 
 def test_a_movie_over_16_mb_is_rejected_alone(store, tmp_path):
     path = tmp_path / "huge.csv"
-    huge = "x" * (17 * 1024 * 1024)
-    path.write_text(f"title,overview\nSmall,short\nHuge,{huge}\nAlso small,fine\n", encoding="utf-8")
+    # Each text field has a maximum (an extra column's is 4 KiB): 4,400 of them full make an 18 MB movie.
+    columns, full = 4_400, "x" * 4096
+    extras = ",".join(f"c{n}" for n in range(columns))
+    huge = ",".join([full] * columns)
+    path.write_text(f"title,{extras}\nSmall{',' * columns}\nHuge,{huge}\nAlso small{',' * columns}\n", encoding="utf-8")
     fields = ingest_movies(str(path), store.movies, block_size=40 * 1024 * 1024, batch_size=BATCH, max_rejects=10)
     assert (fields["rows_read"], fields["rows_inserted"], fields["rows_rejected"]) == (3, 2, 1)
     assert fields["rejects"] == [{"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]

@@ -26,6 +26,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
+from app import defaults
 from app.api.errors import APIError
 from app.store.files import remove
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024  # bytes read from the client at a time
 UTF8_SLICE = 64 * 1024  # bytes decoded at a time: validation builds a str this size, no bigger
 HEAD_LIMIT = 64 * 1024  # bytes of the header line, its line ending (LF, CRLF or CR) not counted; a BOM counts
-FIELD_LIMIT = 64 * 1024  # a form field other than the file
 RAW_TYPES = ("text/csv", "application/csv", "application/octet-stream", "text/plain")
 NAME_BYTES = 255  # a filename is kept to this many bytes of UTF-8
 # C0, DEL, C1, and the bidi embeddings, overrides and isolates: removed from client filenames
@@ -159,11 +159,27 @@ def check_free(folder: str, min_free: int, incoming: int = 0) -> None:
         )
 
 
-def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min_free: int = 0) -> Upload:
+@dataclass(frozen=True)
+class FormLimits:
+    """How much of a multipart form other than its file is held in memory (MAX_FORM_FIELDS, MAX_FORM_KB)."""
+
+    fields: int = defaults.MAX_FORM_FIELDS
+    bytes: int = defaults.MAX_FORM_KB * 1024
+
+
+def receive(
+    request: Request,
+    folder: str,
+    max_bytes: int,
+    max_columns: int,
+    min_free: int = 0,
+    form: FormLimits = FormLimits(),
+) -> Upload:
     """Store the request's CSV under UPLOAD_FOLDER/<task_id>.csv and return what was received.
 
     With `min_free`, the upload is refused (507) if its Content-Length would leave less than that free in
-    `folder`'s filesystem, and stopped as soon as free space falls below it while it streams in.
+    `folder`'s filesystem, and stopped as soon as free space falls below it while it streams in. `form`
+    bounds the other form fields: past it, 413 at once.
     """
     content_type, options = parse_options_header(request.headers.get("Content-Type", ""))
     task_id = str(uuid.uuid4())
@@ -174,7 +190,9 @@ def receive(request: Request, folder: str, max_bytes: int, max_columns: int, min
         if min_free:
             check_free(folder, min_free, request.content_length or 0)
         if content_type == "multipart/form-data":
-            filename, fields, sink = _receive_multipart(body, options, partial, max_bytes, max_columns, min_free)
+            filename, fields, sink = _receive_multipart(
+                body, options, partial, max_bytes, max_columns, min_free, _Form(form)
+            )
         elif content_type in RAW_TYPES:
             filename = _check_name(request.args.get("filename") or "upload.csv")
             sink = _Sink(partial, max_bytes, max_columns, min_free)
@@ -282,13 +300,45 @@ def _check_name(filename: str) -> str:
     return filename
 
 
-def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int, min_free: int):
+class _Form:
+    """The form fields other than the file, counted as they arrive: one past a limit is refused there (413)."""
+
+    def __init__(self, limits: FormLimits):
+        self.limits, self.count, self.size = limits, 0, 0
+        self.fields: dict[str, str] = {}
+
+    def part(self, name: str) -> None:
+        """A new part other than the file (a field, or a file part under another name, which is skipped)."""
+        self.count += 1
+        if self.count > self.limits.fields:
+            raise APIError(
+                413,
+                "too_many_fields",
+                f"The form has more than MAX_FORM_FIELDS = {self.limits.fields} fields besides the file; "
+                "send the file and at most that many fields.",
+                limit=self.limits.fields,
+            )
+        self.grow(len(name.encode("utf-8", "replace")))
+
+    def grow(self, n: int) -> None:
+        self.size += n
+        if self.size > self.limits.bytes:
+            raise APIError(
+                413,
+                "form_too_large",
+                f"The form's fields besides the file hold more than MAX_FORM_KB = {self.limits.bytes // 1024} KiB.",
+                limit_kb=self.limits.bytes // 1024,
+            )
+
+
+def _receive_multipart(
+    stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int, min_free: int, form: _Form
+):
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
     # The decoder's own limit applies to its buffer, which holds up to one read plus a partial boundary.
     decoder = MultipartDecoder(boundary, max_form_memory_size=2 * CHUNK + HEAD_LIMIT)
-    fields: dict[str, str] = {}
     sink = filename = None
     current = None  # the part being read: ("file",), ("field", name, bytearray) or ("skip",)
     ended = False  # the closing boundary was read
@@ -307,18 +357,19 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
                     sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)
                 elif isinstance(event, Field):
+                    form.part(event.name)
                     current = ("field", event.name, bytearray())
                 elif isinstance(event, File):
+                    form.part(event.name)
                     current = ("skip",)
                 elif isinstance(event, Data):
                     if current[0] == "file":
                         sink.write(event.data)
                     elif current[0] == "field":
+                        form.grow(len(event.data))
                         current[2].extend(event.data)
-                        if len(current[2]) > FIELD_LIMIT:
-                            raise APIError(413, "field_too_large", f"Form field {current[1]!r} is too large.")
                         if not event.more_data:
-                            fields[current[1]] = current[2].decode("utf-8", "replace")
+                            form.fields[current[1]] = current[2].decode("utf-8", "replace")
                 event = decoder.next_event()
             if isinstance(event, Epilogue):
                 ended = True
@@ -337,4 +388,4 @@ def _receive_multipart(stream: _Body, options: dict, partial: str, max_bytes: in
         raise
     if sink is None:
         raise APIError(400, "missing_file", "No file part named 'file' in the form; send it with -F file=@movies.csv.")
-    return filename, fields, sink
+    return filename, form.fields, sink

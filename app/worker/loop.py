@@ -23,7 +23,7 @@ from app.broker.taskqueue import Consumer
 from app.config import Config
 from app.jobs import registry
 from app.jobs.movies.pipeline import HelperDied
-from app.jobs.plays.aggregate import TotalTooLarge
+from app.jobs.plays.aggregate import PlaysFailed
 from app.store import mongo
 from app.store.files import remove
 from app.store.retry import Backoff
@@ -274,7 +274,7 @@ def _explain(error: Exception) -> str:
         return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
     if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
         return f"a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: {error}"
-    if isinstance(error, TotalTooLarge):
+    if isinstance(error, PlaysFailed):  # a total past 64 bits, past MAX_PLAY_GROUPS: its own words
         return str(error)
     if isinstance(error, pa.ArrowInvalid):
         return f"the file could not be read as CSV: {error}"

@@ -29,6 +29,20 @@ COLUMNS = (
     "genre_id",
     "languages",
 )
+# The most UTF-8 bytes a text value may hold (docs/cleaning.md); numbers and dates have no maximum, and a
+# column outside the contract may hold OTHER_MAX.
+TEXT_MAX = {
+    "title": 1024,
+    "original_title": 1024,
+    "overview": 262144,
+    "homepage": 2048,
+    "original_language": 64,
+    "status": 64,
+    "production_company_id": 256,
+    "genre_id": 256,
+    "languages": 4096,
+}
+OTHER_MAX = 4096
 # Digits are ASCII digits: \d is ASCII-only under re.ASCII (Python's default would take '١٢٣' too).
 DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
@@ -147,7 +161,24 @@ def read(path):
             if not row.get("title", "").strip():
                 yield line, None, "missing title"
                 continue
+            too_long = first_too_long(row)
+            if too_long:
+                yield line, None, too_long
+                continue
             yield line, clean_row(row), None
+
+
+def first_too_long(row: dict) -> str | None:
+    """The reject reason for the file's first column, in header order, whose text is over its maximum."""
+    for name, value in row.items():
+        if name in ("budget", "revenue", "runtime", "vote_count", "vote_average", "release_date"):
+            continue
+        size = len((value.strip() if name == "title" else value).encode("utf-8"))
+        limit = TEXT_MAX.get(name, OTHER_MAX)
+        if size > limit:
+            shown = name if len(name) <= 64 else name[:64] + "…"
+            return f"{shown} is {size} bytes, more than its maximum of {limit} (docs/cleaning.md)"
+    return None
 
 
 # -- plays ---------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,18 +24,53 @@ from tests.support import REPO, free_port
 AS_KEY = object()  # request(): send the server's key
 
 
-def multipart(data: bytes, filename: str) -> tuple[bytes, dict]:
-    """A multipart body with `data` as its `file` part, as a browser or `curl -F` sends it, and its header."""
+def multipart(data: bytes | None, filename: str, fields: list[tuple[str, bytes]] = ()) -> tuple[bytes, dict]:
+    """A multipart body with `data` as its `file` part (None: no file part) after `fields`, as a browser or
+    `curl -F` sends it, and its header."""
     boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            f"Content-Type: text/csv\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+        for name, value in fields
+    ]
+    if data is not None:
+        parts.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                f"Content-Type: text/csv\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def send_until_answered(port: int, key: str, parts: int, part: bytes, boundary: str) -> tuple[int, bytes]:
+    """POST a form of `parts` copies of `part` and no file, announcing its whole length, writing until the
+    server answers; returns the body bytes written by then and the answer."""
+    closing = f"--{boundary}--\r\n".encode()
+    head = (
+        f"POST /api/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {parts * len(part) + len(closing)}\r\n\r\n"
+    ).encode()
+    sent, answer = 0, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for _ in range(parts):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server answered
+                sock.sendall(part)
+                sent += len(part)
+        except OSError:  # it closed while we wrote: its answer is already on its way
+            pass
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return sent, answer
 
 
 class Server:

@@ -1,4 +1,9 @@
-"""GET /api/v1/movies: the catalogue, paginated, filtered and sorted, through a short Redis cache."""
+"""GET /api/v1/movies: the catalogue, paginated, filtered and sorted, through a short Redis cache.
+
+A page is built, cached and sent whole, so it is bounded in bytes as well as rows: its movies hold at most
+MAX_PAGE_KB of JSON. Past it the page is cut short, with `"truncated": true` and `"next_offset"`, the first
+movie left out, for `?offset=` (docs/api.md).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,27 @@ from flask import Blueprint, Response, current_app, request
 
 from app.api import params, views
 from app.api.auth import requires
+from app.api.errors import APIError
 from app.api.services import services
 from app.store import movies
 from app.store.serialize import to_json
 
 bp = Blueprint("movies", __name__, url_prefix="/api/v1")
 
-KNOWN = ("page", "limit", "year", "language", "sort_by", "order")
+KNOWN = ("page", "offset", "limit", "year", "language", "sort_by", "order")
+MAX_PAGE = 1_000_000
+MAX_LIMIT = 100
+MAX_OFFSET = MAX_PAGE * MAX_LIMIT  # as deep as `page` reaches
 
 
 def parse_query(args) -> dict:
     params.reject_unknown(args, KNOWN)
+    if "page" in args and "offset" in args:
+        raise APIError(400, "invalid_parameter", "Invalid 'offset': give page or offset, not both.", parameter="offset")
     return {
-        "page": params.integer(args, "page", 1, 1, 1_000_000),
-        "limit": params.integer(args, "limit", 10, 1, 100),
+        "page": params.integer(args, "page", 1, 1, MAX_PAGE),
+        "offset": params.integer(args, "offset", None, 0, MAX_OFFSET),
+        "limit": params.integer(args, "limit", 10, 1, MAX_LIMIT),
         "year": params.integer(args, "year", None, 1, 9999),
         "language": params.text(args, "language", r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?", "a language code such as en"),
         "sort_by": params.choice(args, "sort_by", "release_date", tuple(movies.SORT_FIELDS)),
@@ -27,22 +39,54 @@ def parse_query(args) -> dict:
     }
 
 
-def find_movies(db, q: dict) -> dict:
+def _skip(q: dict) -> int:
+    offset = q.get("offset")
+    return offset if offset is not None else (q["page"] - 1) * q["limit"]
+
+
+def _find(db, q: dict):
+    """The page's cursor, and how many movies match."""
     query = movies.query(q["year"], q["language"])
     # Unfiltered, the collection's own count is exact enough and needs no scan.
     total = db.movies.count_documents(query) if query else db.movies.estimated_document_count()
-    cursor = (
-        db.movies.find(query)
-        .sort(movies.sort_spec(q["sort_by"], q["order"]))
-        .skip((q["page"] - 1) * q["limit"])
-        .limit(q["limit"])
-    )
+    cursor = db.movies.find(query).sort(movies.sort_spec(q["sort_by"], q["order"])).skip(_skip(q)).limit(q["limit"])
+    return cursor, total
+
+
+def find_movies(db, q: dict) -> dict:
+    """The page as a dict, whole (no byte bound): what the store is asked, for tests of the stores."""
+    cursor, total = _find(db, q)
     return views.page("movies", [to_json(doc) for doc in cursor], q["page"], q["limit"], total)
 
 
-def render(page: dict) -> bytes:
-    """The response body, as jsonify() writes it (compact); cached as is, so a hit is never re-encoded."""
-    return (current_app.json.dumps(page, separators=(",", ":")) + "\n").encode()
+def render(db, q: dict, max_bytes: int) -> bytes:
+    """The response body, as jsonify() writes it (compact), its movies cut short past `max_bytes` of JSON.
+
+    Each movie is encoded once, as it comes from the cursor, and the encoding stops at the first one that does
+    not fit: memory holds the page, one movie and the driver's batch, never more. A page holds at least one
+    movie (a movie alone bigger than the bound is sent alone), so paging always moves on.
+    """
+    dumps = current_app.json.dumps
+    cursor, total = _find(db, q)
+    items: list[bytes] = []
+    size, truncated = 0, False
+    with cursor:
+        for doc in cursor:
+            item = dumps(to_json(doc), separators=(",", ":")).encode()
+            size += len(item) + (1 if items else 0)  # the comma before it
+            if size > max_bytes and items:
+                truncated = True
+                break
+            items.append(item)
+    page = views.page("movies", [], q["page"], q["limit"], total)
+    if q.get("offset") is not None:
+        del page["page"]
+        page["offset"] = q["offset"]
+    if truncated:
+        page["truncated"] = True
+        page["next_offset"] = _skip(q) + len(items)
+    head, tail = dumps(page, separators=(",", ":")).encode().split(b'"movies":[]', 1)
+    return head + b'"movies":[' + b",".join(items) + b"]" + tail + b"\n"
 
 
 @bp.get("/movies")
@@ -50,5 +94,6 @@ def render(page: dict) -> bytes:
 def list_movies():
     svc = services()
     q = parse_query(request.args)
-    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: render(find_movies(svc.db, q)))
+    max_bytes = svc.config.MAX_PAGE_KB * 1024
+    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: render(svc.db, q, max_bytes))
     return Response(body, mimetype=current_app.json.mimetype, headers={"X-Cache": "hit" if hit else "miss"})

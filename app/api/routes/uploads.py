@@ -10,7 +10,7 @@ from app import tasks
 from app.api import auth, limits
 from app.api.auth import requires
 from app.api.errors import APIError
-from app.api.intake import Upload, receive
+from app.api.intake import FormLimits, Upload, receive
 from app.api.services import services
 from app.jobs import registry
 from app.store.files import remove
@@ -33,7 +33,8 @@ def accept() -> tuple[Upload, str]:
     c = svc.config
     quota = limits.current()
     quota.admit_upload()  # 429 before the body is read: too many active tasks, or no upload bytes left today
-    received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes)
+    form = FormLimits(c.MAX_FORM_FIELDS, c.MAX_FORM_KB * 1024)
+    received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes, form)
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
         tasks.create(

@@ -35,6 +35,23 @@ COLUMNS = (
 REQUIRED = ("title",)
 INT_COLUMNS = ("budget", "revenue", "runtime", "vote_count")
 FLOAT_COLUMNS = ("vote_average",)
+PARSED_COLUMNS = INT_COLUMNS + FLOAT_COLUMNS + ("release_date",)  # stored as numbers or dates, never as text
+# The most UTF-8 bytes each text field may hold (docs/cleaning.md); a row with a longer value is rejected with
+# its line, so that no stored movie, and no page of them, grows with what a client chose to send. Generous:
+# the real data's longest overview is under 1 KB.
+TEXT_MAX_BYTES = {
+    "title": 1024,  # after trimming
+    "original_title": 1024,
+    "overview": 256 * 1024,  # room for rows bigger than a read block, 64 times below MongoDB's 16 MB
+    "homepage": 2048,
+    "original_language": 64,
+    "status": 64,
+    "production_company_id": 256,
+    "genre_id": 256,
+    "languages": 4096,  # the list as written, before it is parsed
+}
+OTHER_MAX_BYTES = 4096  # a column outside the contract, kept as text
+NAME_SHOWN = 64  # characters of a column name quoted in a reject reason
 UNDATED = "undated"
 _UNDATED = pa.scalar(UNDATED)
 _SLASH = pa.scalar("/")
@@ -46,7 +63,7 @@ class CleanBlock:
 
     columns: dict[str, pa.Array]  # the stored fields in document order: `_id`, the file's columns, `year`
     lines: np.ndarray  # the line each movie starts on
-    rejects: list[Reject] = field(default_factory=list)  # rows without a title
+    rejects: list[Reject] = field(default_factory=list)  # rows without a title, or with a text field too long
     unreadable: dict[str, np.ndarray] = field(default_factory=dict)  # per column: which values became null
 
     def __len__(self) -> int:
@@ -69,14 +86,39 @@ def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(day, title, _SLASH)
 
 
+def max_bytes(name: str) -> int | None:
+    """The most UTF-8 bytes column `name`'s value may hold; None for a column stored as a number or date."""
+    return None if name in PARSED_COLUMNS else TEXT_MAX_BYTES.get(name, OTHER_MAX_BYTES)
+
+
+def _too_long(batch: pa.RecordBatch, title: pa.Array) -> dict[int, str]:
+    """Rows with a text value longer than its maximum (max_bytes), each with the reason for its first one."""
+    reasons: dict[int, str] = {}
+    for name in batch.schema.names:
+        limit = max_bytes(name)
+        if limit is None:
+            continue
+        values = title if name == "title" else batch.column(name)
+        lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lengths > limit).tolist():
+            shown = name if len(name) <= NAME_SHOWN else name[:NAME_SHOWN] + "…"
+            reasons.setdefault(i, f"{shown} is {lengths[i]} bytes, more than its maximum of {limit} (docs/cleaning.md)")
+    return reasons
+
+
 def clean_block(batch: pa.RecordBatch, lines: np.ndarray) -> CleanBlock:
-    """Turn a block of raw string columns into movie fields ready to encode; rows without a title are rejected."""
+    """Turn a block of raw string columns into movie fields ready to encode; rows without a title, or with a text
+    value longer than its maximum (max_bytes), are rejected."""
     title = clean.trimmed(batch.column("title")) if batch.num_rows else pa.array([], pa.string())
-    has_title = pc.is_valid(title)
-    missing = np.flatnonzero(~has_title.to_numpy(zero_copy_only=False))
-    rejects = [Reject(int(lines[i]), "missing title") for i in missing]
+    keep = pc.is_valid(title).to_numpy(zero_copy_only=False)
+    reasons = {int(i): "missing title" for i in np.flatnonzero(~keep)}
+    for i, reason in _too_long(batch, title).items():
+        reasons.setdefault(i, reason)
+    rejects = [Reject(int(lines[i]), reason) for i, reason in sorted(reasons.items())]
     if rejects:
-        batch, title, lines = batch.filter(has_title), title.filter(has_title), np.delete(lines, missing)
+        keep[list(reasons)] = False
+        mask = pa.array(keep)
+        batch, title, lines = batch.filter(mask), title.filter(mask), lines[keep]
     if batch.num_rows == 0:
         return CleanBlock({}, lines, rejects)
 

@@ -1,6 +1,7 @@
 """Aggregate a plays CSV: stream blocks, keep running totals per (song, day), write the sorted result.
 
-Memory grows with the number of distinct (song, day) pairs, not with the file: see Totals.
+Memory grows with the number of distinct (song, day) pairs and songs, not with the file: see Totals. Both are
+bounded (MAX_PLAY_GROUPS, MAX_PLAY_SONGS_MB); past one, the job fails with TooManyGroups.
 """
 
 from __future__ import annotations
@@ -36,8 +37,30 @@ TOO_LARGE = "a total number of plays exceeds 9223372036854775807, the largest 64
 KEYED = pa.schema([("key", pa.int64()), ("plays", pa.int64())])
 
 
-class TotalTooLarge(ValueError):
+class PlaysFailed(ValueError):
+    """The file cannot be totalled; the message says why, in words the uploader can act on."""
+
+
+class TotalTooLarge(PlaysFailed):
     """A total does not fit in a 64-bit integer."""
+
+
+class TooManyGroups(PlaysFailed):
+    """The totals would pass MAX_PLAY_GROUPS pairs or MAX_PLAY_SONGS_MB of song names."""
+
+
+def too_many_groups(max_groups: int) -> TooManyGroups:
+    return TooManyGroups(
+        f"the file has more than MAX_PLAY_GROUPS = {max_groups} distinct (song, date) pairs, which a plays job "
+        "totals in memory; split the file, or ask the operator to raise MAX_PLAY_GROUPS"
+    )
+
+
+def too_many_song_bytes(max_song_bytes: int) -> TooManyGroups:
+    return TooManyGroups(
+        f"the file's distinct song names hold more than MAX_PLAY_SONGS_MB = {max_song_bytes >> 20} MiB, which a "
+        "plays job keeps in memory; split the file, or ask the operator to raise MAX_PLAY_SONGS_MB"
+    )
 
 
 class Totals:
@@ -46,10 +69,18 @@ class Totals:
     Each song gets a number the first time it is seen; a (song, day) pair is then one integer key,
     song number << 32 | day. Totals are two NumPy arrays sorted by key (16 bytes a pair); cleaned rows
     wait in a buffer of up to `merge_rows`, which is summed on its own and then merged in by binary search.
+    More than `max_groups` pairs (checked as each buffer is merged, and by the songs, each a pair at least, as
+    soon as they are numbered) or `max_song_bytes` of names raise TooManyGroups.
     """
 
-    def __init__(self, merge_rows: int = MERGE_ROWS):
-        self.merge_rows = merge_rows
+    def __init__(
+        self,
+        merge_rows: int = MERGE_ROWS,
+        max_groups: int = defaults.MAX_PLAY_GROUPS,
+        max_song_bytes: int = defaults.MAX_PLAY_SONGS_MB << 20,
+    ):
+        self.merge_rows, self.max_groups, self.max_song_bytes = merge_rows, max_groups, max_song_bytes
+        self.song_bytes = 0  # UTF-8 bytes of the names in `songs`
         self.songs: list[str] = []  # song number → name
         self.numbers: dict[str, int] = {}  # name → song number
         self.keys = np.empty(0, dtype=np.int64)  # sorted
@@ -71,6 +102,12 @@ class Totals:
         """The song number of each name, numbering the names not seen before."""
         numbers = list(map(self.numbers.get, names))
         if None in numbers:
+            new = [name for name, number in zip(names, numbers) if number is None]  # distinct: a dictionary's
+            if len(self.songs) + len(new) > self.max_groups:
+                raise too_many_groups(self.max_groups)
+            self.song_bytes += sum(len(name.encode("utf-8")) for name in new)
+            if self.song_bytes > self.max_song_bytes:
+                raise too_many_song_bytes(self.max_song_bytes)
             for i, name in enumerate(names):
                 if numbers[i] is None:
                     numbers[i] = self.numbers.setdefault(name, len(self.songs))
@@ -97,6 +134,8 @@ class Totals:
                 raise TotalTooLarge(TOO_LARGE)
             self.plays[at[found]] = after
         new = ~found
+        if len(self.keys) + int(new.sum()) > self.max_groups:
+            raise too_many_groups(self.max_groups)
         if new.any():
             self.keys = np.insert(self.keys, at[new], keys[new])
             self.plays = np.insert(self.plays, at[new], plays[new])
@@ -214,10 +253,12 @@ def aggregate_plays(
     on_progress: Callable[[dict], None] = lambda fields: None,  # totals live in memory: there is no checkpoint
     formula_guard: bool = True,  # CSV_FORMULA_GUARD: neutralise songs a spreadsheet would run as formulas
     max_row_mb: int = defaults.MAX_ROW_MB,  # a row bigger than a block is read alone up to this; rejected beyond
+    max_groups: int = defaults.MAX_PLAY_GROUPS,  # distinct (song, day) pairs held; TooManyGroups beyond
+    max_songs_mb: int = defaults.MAX_PLAY_SONGS_MB,  # MiB of distinct song names held; TooManyGroups beyond
 ) -> dict:
     """Total the plays of `path` per (song, day) into the CSV `result_path`; returns the final fields."""
     progress = Progress(bytes_total=os.path.getsize(path))
-    totals = Totals()
+    totals = Totals(max_groups=max_groups, max_song_bytes=max_songs_mb << 20)
     last_report = time.monotonic()
     for chunk in csvstream.stream(path, block_size, max_row_mb=max_row_mb):
         rejects = chunk.invalid

@@ -1,6 +1,6 @@
 """The plays kind: a `Song,Date,Number of Plays` file, totalled per (song, day) into a result file (aggregate.py).
 
-Totals live in memory until the end: a retake starts over.
+Totals live in memory until the end, bounded by MAX_PLAY_GROUPS and MAX_PLAY_SONGS_MB: a retake starts over.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def run(job: Job) -> dict:
         on_progress=job.on_progress,
         formula_guard=c.CSV_FORMULA_GUARD,
         max_row_mb=c.MAX_ROW_MB,
+        max_groups=c.MAX_PLAY_GROUPS,
+        max_songs_mb=c.MAX_PLAY_SONGS_MB,
     )
 
 
