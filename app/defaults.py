@@ -13,6 +13,14 @@ HEADER_TIMEOUT_SECONDS = 10
 # dropped: a floor of about 2 kB/s by default. The first 64 KiB are waited for by the event loop, too.
 BODY_TIMEOUT_SECONDS = 30
 EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is empty (0: none)
+# Each 64 KiB of an answer must be taken by the client within this many seconds, else the connection is cut:
+# a floor of about 2 kB/s. What it has not taken yet is sent by gunicorn's event loop, holding no thread.
+WRITE_TIMEOUT_SECONDS = 30
+# MB of the app's answer bytes one connection may leave for the event loop to send (result files count nothing:
+# they are sent from disk); past it, its thread sends the excess itself, within WRITE_TIMEOUT_SECONDS.
+WRITE_BUFFER_MB = 8
+# MB of answer bytes all connections of one API process may leave for the event loop; the memory bound.
+WRITE_BUFFER_TOTAL_MB = 128
 
 MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
 MONGO_DB = "movies_service"
