@@ -12,6 +12,7 @@ import json
 import select
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,141 @@ def test_pipelined_requests_on_one_connection_are_all_answered(service):
                 break
             answer += chunk
     assert answer.count(b"HTTP/1.1 200") == 3
+
+
+# --- clients that do not read their answer -------------------------------------------------------------------
+
+WRITE_TIMEOUT = 3
+READER_THREADS = 4  # fewer than the stalled clients below: each would have held one for as long as it stayed
+
+
+@pytest.fixture(scope="module")
+def readers(tmp_path_factory):
+    """A service with an ingest worker and a plays result of about 7.8 MB (far more than the socket buffers of a
+    client that reads nothing, so the server is left holding most of it); (service, result path, its bytes)."""
+    workdir = tmp_path_factory.mktemp("readers")
+    service = Service(
+        workdir, WEB_THREADS=str(READER_THREADS), SSE_MAX_STREAMS="2", WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT)
+    )
+    server = service.server = service.start()
+    try:
+        plays = workdir / "plays.csv"
+        plays.write_text(
+            "Song,Date,Number of Plays\n" + "".join(f"Song {i:07d},2020-01-01,1\n" for i in range(300_000))
+        )
+        status, _, task = server.upload(plays, "plays.csv")
+        assert status == 202, task
+        task = server.wait_for(task["task_id"], timeout=120)
+        status, headers, result = server.request("GET", task["result_url"], raw=True)
+        assert status == 200 and len(result) > 7_000_000, (status, len(result))
+        yield service, task["result_url"], result
+    finally:
+        service.stop()
+
+
+def ask_and_stall(port: int, path: str, key: str, extra: bytes = b"") -> socket.socket:
+    """Send a GET and read nothing; a small receive buffer, as an attacker would set, keeps the kernel from
+    taking the answer off the server's hands."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n".encode() + extra + b"\r\n"
+    )
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> tuple[bytes, bool]:
+    """Everything the server still sends; (bytes, whether the connection ended with a reset)."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            return bytes(data), True
+        if not chunk:
+            return bytes(data), False
+        data += chunk
+
+
+def body_of(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n\r\n")[2]
+
+
+def test_ping_and_health_answer_while_twenty_clients_never_read_a_large_result(readers):
+    service, url, result = readers
+    server = service.server
+    stalled = [ask_and_stall(service.port, url, server.key) for _ in range(20)]
+    try:
+        time.sleep(0.5)  # gthread would now have each of its 4 threads blocked in a send
+        quick = type(server)(service.port, server.key, timeout=5)
+        assert quick.request("GET", "/api/v1/ping")[::2] == (200, {"ok": True})
+        status, _, health = quick.request("GET", "/api/v1/health")
+        assert status == 200 and health["status"] == "ok", health
+
+        # Past the deadline: what the client's own socket buffer took counts, and the loop looks every second.
+        time.sleep(WRITE_TIMEOUT + 4)
+        for sock in stalled:  # now they read: what the kernel held, then the end the server gave them
+            answer, reset = read_to_end(sock)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert reset, "a client that stalled past the deadline was not cut"
+            assert len(body_of(answer)) < len(result)
+            assert result.startswith(body_of(answer))
+        assert service.log().count("it took less than 64 KiB of its answer in 3 s") >= 20
+    finally:
+        for sock in stalled:
+            sock.close()
+
+    # Their threads (and connections) are free: 12 downloads at once, three times the threads, each whole.
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: server.request("GET", url, raw=True), range(12)))
+    assert [(status, body == result) for status, _, body in answers] == [(200, True)] * 12
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.parametrize("pause", [0.4 * WRITE_TIMEOUT, WRITE_TIMEOUT + 4], ids=["within-the-deadline", "past-it"])
+def test_a_slow_reader_gets_every_byte_within_the_write_deadline_and_is_cut_past_it(readers, pause):
+    """Within: 64 KiB taken every 0.4 deadlines, six times over, then the rest at once. Past: one pause longer
+    than the deadline (and the loop's one-second check), then the rest at once."""
+    service, url, result = readers
+    with ask_and_stall(service.port, url, service.server.key) as sock:
+        taken = b""
+        for _ in range(6 if pause < WRITE_TIMEOUT else 1):
+            time.sleep(pause)
+            taken += read_exactly(sock, 64 * 1024)
+        rest, reset = read_to_end(sock)
+    body = body_of(taken + rest)
+    if pause < WRITE_TIMEOUT:
+        assert (reset, len(body), body == result) == (False, len(result), True)
+    else:
+        assert reset and len(body) < len(result) and result.startswith(body)
+
+
+def test_clients_that_ask_to_close_then_neither_read_nor_close_do_not_stall_the_others(readers):
+    """gthread closed such a connection with a blocking 2 s read on its event loop (RFC 9112's linger), one
+    after the other: twenty of them stalled every connection for 40 s."""
+    service, _, _ = readers
+    stalled = [
+        ask_and_stall(service.port, "/api/v1/ping", service.server.key, b"Connection: close\r\n") for _ in range(20)
+    ]
+    try:
+        time.sleep(0.5)
+        quick = type(service.server)(service.port, service.server.key, timeout=5)
+        for _ in range(3):
+            assert quick.request("GET", "/api/v1/ping")[::2] == (200, {"ok": True})
+        for sock in stalled:  # each was answered, and closed after its linger
+            answer, _ = read_to_end(sock)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"ok":true}\n'), answer
+    finally:
+        for sock in stalled:
+            sock.close()

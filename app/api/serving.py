@@ -38,11 +38,14 @@ TLS connections (gunicorn's certfile) are handed over as gthread does: their byt
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import selectors
 import socket
+import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -194,8 +197,9 @@ class Outbox:
         self.sock, self.budget, self.per_connection, self.timeout = sock, budget, per_connection, timeout
         self.items: deque = deque()  # memoryview | FileSpan, in the order they go out
         self.held = 0  # bytes of memoryviews in `items` (files count nothing)
+        self.written = 0  # bytes handed to the kernel
         self.window_start = 0.0
-        self.window_sent = 0
+        self.window_base = 0  # bytes the client had taken when the window started
         self.cut = False  # the client was too slow: close at once, send nothing more
 
     # --- what gunicorn's Response calls ------------------------------------------------------------
@@ -222,11 +226,29 @@ class Outbox:
 
     # --- sending ----------------------------------------------------------------------------------
 
+    def taken(self) -> int:
+        """Bytes the client's side has taken: written, less what the kernel still holds unacknowledged.
+
+        Counted from the kernel's queue, not from our sends: the socket turns writable only once a good part
+        of its buffer (often a megabyte or more) is free, so a client taking 64 KiB a second would look idle."""
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            queued = 0
+        return self.written - queued
+
     def _start_window(self) -> None:
-        self.window_start, self.window_sent = time.monotonic(), 0
+        self.window_start, self.window_base = time.monotonic(), self.taken()
 
     def expired(self, now: float) -> bool:
-        return bool(self.items) and now - self.window_start > self.timeout
+        """Bytes are waiting and the client took less than WRITE_WINDOW of them within the deadline (the loop
+        asks at least every second, so a window restarts within a second of being taken)."""
+        if not self.items:
+            return False
+        if self.taken() - self.window_base >= WRITE_WINDOW:
+            self._start_window()
+            return False
+        return now - self.window_start > self.timeout
 
     def deadline(self) -> float:
         return self.window_start + self.timeout
@@ -251,9 +273,7 @@ class Outbox:
                     done = not item
             except (BlockingIOError, InterruptedError):
                 return False
-            self.window_sent += sent
-            if self.window_sent >= WRITE_WINDOW:
-                self._start_window()
+            self.written += sent
             if done:
                 self.items.popleft()
                 if isinstance(item, FileSpan):
@@ -283,9 +303,9 @@ class Outbox:
         self.sock.setblocking(False)  # os.sendfile would block on a blocking socket
         try:
             while not self.drain() and (self.held > self.per_connection or (self.held and self.budget.over())):
-                remaining = self.deadline() - time.monotonic()
-                if remaining <= 0 or not _wait_writable(self.sock, remaining):
+                if self.expired(time.monotonic()):
                     self._cut()
+                _wait_writable(self.sock, 1.0)  # then look at what the client took meanwhile
             if self.expired(time.monotonic()):
                 self._cut()
         finally:
