@@ -17,7 +17,7 @@ gthread (threads, streaming bodies, keep-alive, graceful SIGTERM) and changes wh
   (a floor of 64 KiB per 30 s by default): a read that waits longer raises `BodyTimeout`, a 408 the app
   answers (an upload then removes its partial file and records no task), and the connection closes.
 
-And the other way, for clients that do not read their answer (app/api/serving.py's Outbox):
+And the other way, for clients that do not read their answer:
 
 - A thread writes its answer through an Outbox: what the socket takes at once is sent, the rest waits in the
   outbox (a reference to the app's bytes, or, for a result file, the open file and a range, sent from disk
