@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from app.api.serving import Budget, Outbox, WriteTimeout
 from tests.support.service import Service
 
 HEADER_TIMEOUT = 2
@@ -275,3 +276,63 @@ def test_clients_that_ask_to_close_then_neither_read_nor_close_do_not_stall_the_
     finally:
         for sock in stalled:
             sock.close()
+
+
+# --- a streamed answer, written by its thread (an event stream): the same deadline --------------------------
+
+
+@pytest.fixture
+def tcp_pair():
+    """(server side, client side) of a loopback TCP connection with small buffers, as an attacker sets them."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    yield server, client
+    server.close()
+    client.close()
+
+
+EVENT = b'event: progress\ndata: {"percent": 50, "status": "processing"}\n\n' * 40  # 2.6 KB
+
+
+def test_a_stream_to_a_client_that_does_not_read_is_cut_by_its_thread_at_the_write_deadline(tcp_pair):
+    """Past WRITE_BUFFER_BYTES waiting, the thread waits for the client, and gives up after the deadline."""
+    server, _client = tcp_pair
+    outbox = Outbox(server, Budget(1 << 30), per_connection=64 * 1024, timeout=1)
+    started = time.monotonic()
+    with pytest.raises(WriteTimeout):
+        for _ in range(10_000):
+            outbox.sendall(EVENT)
+    assert outbox.cut
+    assert 1 <= time.monotonic() - started < 5
+    outbox.discard()
+    assert outbox.budget.used == 0
+
+
+def test_a_stream_to_a_client_reading_fast_enough_is_not_cut(tcp_pair):
+    """64 KiB a second is the floor at timeout=1; this client takes 32 KiB every 0.2 s."""
+    server, client = tcp_pair
+    outbox = Outbox(server, Budget(1 << 30), per_connection=64 * 1024, timeout=1)
+    received = bytearray()
+    stop = time.monotonic() + 60
+
+    def read() -> None:
+        client.settimeout(10)
+        while len(received) < 200 * len(EVENT) and time.monotonic() < stop:
+            time.sleep(0.2)
+            received.extend(read_exactly(client, min(32 * 1024, 200 * len(EVENT) - len(received))))
+
+    with ThreadPoolExecutor(1) as pool:
+        reader = pool.submit(read)
+        for _ in range(200):  # 520 KB
+            outbox.sendall(EVENT)
+        server.setblocking(False)
+        while not outbox.drain():  # what the loop does once the thread is done
+            select.select([], [server], [], 1)
+            assert not outbox.expired(time.monotonic())
+        reader.result()
+    assert bytes(received) == EVENT * 200
+    assert not outbox.cut and outbox.budget.used == 0
