@@ -16,10 +16,10 @@ EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is 
 # Each 64 KiB of an answer must be taken by the client within this many seconds, else the connection is cut:
 # a floor of about 2 kB/s. What it has not taken yet is sent by gunicorn's event loop, holding no thread.
 WRITE_TIMEOUT_SECONDS = 30
-# MB of the app's answer bytes one connection may leave for the event loop to send (result files count nothing:
-# they are sent from disk); past it, its thread sends the excess itself, within WRITE_TIMEOUT_SECONDS.
+# MB of an answer one connection may leave in memory for the event loop to send; past it, the rest waits in a
+# temporary file (result files are sent from disk anyway and count nothing).
 WRITE_BUFFER_MB = 8
-# MB of answer bytes all connections of one API process may leave for the event loop; the memory bound.
+# MB of answers all connections of one API process may leave in memory (past it: temporary files); the bound.
 WRITE_BUFFER_TOTAL_MB = 128
 
 MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted

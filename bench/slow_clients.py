@@ -187,7 +187,10 @@ def upload_and_wait(server, data: bytes, filename: str) -> dict:
     task_id = json.loads(answer)["task_id"]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        task = json.loads(server.request("GET", f"/api/v1/process/{task_id}")[2])
+        status, _, answer = server.request("GET", f"/api/v1/process/{task_id}")
+        if status != 200:
+            raise RuntimeError(f"task {task_id}: {status} {answer[:300]!r}")
+        task = json.loads(answer)
         if task["status"] in ("completed", "failed", "cancelled"):
             return task
         time.sleep(0.2)

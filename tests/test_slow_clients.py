@@ -299,17 +299,20 @@ EVENT = b'event: progress\ndata: {"percent": 50, "status": "processing"}\n\n' * 
 
 
 def test_a_stream_to_a_client_that_does_not_read_is_cut_by_its_thread_at_the_write_deadline(tcp_pair):
-    """Past WRITE_BUFFER_BYTES waiting, the thread waits for the client, and gives up after the deadline."""
+    """An event every 20 ms: past 64 KiB waiting they go to a temporary file, not memory; the first write after
+    the deadline raises, which ends the stream (and frees its thread)."""
     server, _client = tcp_pair
     outbox = Outbox(server, Budget(1 << 30), per_connection=64 * 1024, timeout=1)
     started = time.monotonic()
     with pytest.raises(WriteTimeout):
-        for _ in range(10_000):
+        for _ in range(500):
             outbox.sendall(EVENT)
-    assert outbox.cut
+            assert outbox.held <= 64 * 1024
+            time.sleep(0.02)
+    assert outbox.cut and outbox.spilled > 0
     assert 1 <= time.monotonic() - started < 5
     outbox.discard()
-    assert outbox.budget.used == 0
+    assert outbox.budget.used == 0 and outbox.spill is None
 
 
 def test_a_stream_to_a_client_reading_fast_enough_is_not_cut(tcp_pair):

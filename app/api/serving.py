@@ -26,8 +26,9 @@ And the other way, for clients that do not read their answer:
 - Each WRITE_WINDOW bytes waiting must be taken by the client within WRITE_TIMEOUT_SECONDS (a floor of
   64 KiB per 30 s by default), else the connection is cut and its outbox freed, by the loop or the thread.
 - Memory: an outbox holds at most WRITE_BUFFER_BYTES of the app's bytes, and all of a process's outboxes
-  WRITE_BUFFER_TOTAL_BYTES (files count nothing: an open descriptor each). Past either, the thread sends the
-  excess itself, under the same deadline, before it is freed.
+  WRITE_BUFFER_TOTAL_BYTES (files count nothing: an open descriptor each). Past either, the bytes go to a
+  temporary file of the outbox's (unlinked, in the system's temp folder), sent from disk like a result: the
+  thread never waits for a client. A stream's thread keeps writing until the deadline cuts it.
 - Closing a connection after its answer (RFC 9112's linger: half-close, then read what the client still
   sends, for 2 s at most) is done by the loop without blocking it; gthread did it with a blocking read on
   the loop, so a client that neither read nor closed stalled every connection for 2 s.
@@ -45,11 +46,13 @@ import os
 import selectors
 import socket
 import struct
+import tempfile
 import termios
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from contextlib import contextmanager
 from functools import partial
 
 from gunicorn import util
@@ -161,15 +164,16 @@ class WriteTimeout(BrokenPipeError):
 
 
 class FileSpan:
-    """`count` bytes of an open file from `offset`: sent from disk by os.sendfile, never read into memory."""
+    """`count` bytes of an open file from `offset`: sent from disk by os.sendfile, never read into memory.
+    `owned`: the descriptor is this span's to close (a result file's duplicate), not the outbox's spill file."""
 
-    def __init__(self, fd: int, offset: int, count: int):
-        self.fd, self.offset, self.count = fd, offset, count
+    def __init__(self, fd: int, offset: int, count: int, owned: bool = True):
+        self.fd, self.offset, self.count, self.owned = fd, offset, count, owned
 
     def close(self) -> None:
-        if self.fd >= 0:
+        if self.owned and self.fd >= 0:
             os.close(self.fd)
-            self.fd = -1
+        self.fd = -1
 
 
 class Budget:
@@ -183,8 +187,13 @@ class Budget:
         with self.lock:
             self.used += n
 
-    def over(self) -> bool:
-        return self.used > self.limit
+    def take(self, n: int) -> bool:
+        """Count `n` more bytes if they fit."""
+        with self.lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
 
 
 class Outbox:
@@ -197,6 +206,8 @@ class Outbox:
         self.sock, self.budget, self.per_connection, self.timeout = sock, budget, per_connection, timeout
         self.items: deque = deque()  # memoryview | FileSpan, in the order they go out
         self.held = 0  # bytes of memoryviews in `items` (files count nothing)
+        self.spill = None  # a temporary file for what is past the memory bounds, while any of it waits
+        self.spilled = 0
         self.written = 0  # bytes handed to the kernel
         self.window_start = 0.0
         self.window_base = 0  # bytes the client had taken when the window started
@@ -206,8 +217,21 @@ class Outbox:
 
     def sendall(self, data) -> None:
         view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
-        if view:
-            self._queue(view, len(view))
+        if not view:
+            return
+        with self._nonblocking():
+            if not self.items:
+                try:  # most answers go out at once: nothing to keep
+                    sent = self.sock.send(view)
+                    view, self.written = view[sent:], self.written + sent
+                except (BlockingIOError, InterruptedError):
+                    pass
+            if not view:
+                return
+            if self.held + len(view) <= self.per_connection and self.budget.take(len(view)):
+                self._queue(view, len(view))
+            else:
+                self._spill(view)
             self._push()
 
     def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
@@ -216,7 +240,8 @@ class Outbox:
             count = os.fstat(fd).st_size - offset
         if count > 0:
             self._queue(FileSpan(fd, offset, count), 0)
-            self._push()
+            with self._nonblocking():
+                self._push()
         else:
             os.close(fd)
         return count
@@ -250,9 +275,6 @@ class Outbox:
             return False
         return now - self.window_start > self.timeout
 
-    def deadline(self) -> float:
-        return self.window_start + self.timeout
-
     def drain(self) -> bool:
         """Send what the socket takes now, without waiting; True once nothing is left."""
         while self.items:
@@ -278,7 +300,13 @@ class Outbox:
                 self.items.popleft()
                 if isinstance(item, FileSpan):
                     item.close()
+        self._close_spill()
         return True
+
+    def _close_spill(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
 
     def discard(self) -> None:
         """Forget what was not sent (the connection is being closed)."""
@@ -288,26 +316,39 @@ class Outbox:
         self.items.clear()
         self.budget.add(-self.held)
         self.held = 0
+        self._close_spill()
 
     def _queue(self, item, held: int) -> None:
+        """Add to what waits; `held` bytes of memory, already counted in the budget."""
         if not self.items:
             self._start_window()  # the clock runs while bytes wait
         self.items.append(item)
         self.held += held
-        self.budget.add(held)
+
+    def _spill(self, view: memoryview) -> None:
+        """Past WRITE_BUFFER_BYTES or WRITE_BUFFER_TOTAL_BYTES: to a temporary file, sent from disk like a result."""
+        if self.spill is None:
+            self.spill = tempfile.TemporaryFile(prefix="answer-", buffering=0)  # unlinked: gone when closed
+            self.spilled = 0
+        offset = self.spilled
+        while view:
+            n = self.spill.write(view)
+            view, self.spilled = view[n:], self.spilled + n
+        self._queue(FileSpan(self.spill.fileno(), offset, self.spilled - offset, owned=False), 0)
 
     def _push(self) -> None:
-        """In the thread: send what the socket takes; past a bound, wait for the client (each window within the
-        deadline) until the outbox is within it again. Cut once a window waited longer than the deadline."""
+        """In the thread: send what the socket takes now; cut if the client let a window wait past the deadline
+        (a stream's thread learns it at its next write)."""
+        if not self.drain() and self.expired(time.monotonic()):
+            self._cut()
+
+    @contextmanager
+    def _nonblocking(self):
+        """The thread's socket blocks (its parser reads the body so); a send here must not, nor os.sendfile."""
         prior = self.sock.gettimeout()
-        self.sock.setblocking(False)  # os.sendfile would block on a blocking socket
+        self.sock.setblocking(False)
         try:
-            while not self.drain() and (self.held > self.per_connection or (self.held and self.budget.over())):
-                if self.expired(time.monotonic()):
-                    self._cut()
-                _wait_writable(self.sock, 1.0)  # then look at what the client took meanwhile
-            if self.expired(time.monotonic()):
-                self._cut()
+            yield
         finally:
             self.sock.settimeout(prior)
 
@@ -319,12 +360,6 @@ class Outbox:
 def _peer(conn: TConn) -> str:
     client = conn.client
     return f"{client[0]}:{client[1]}" if isinstance(client, tuple) and len(client) >= 2 else str(client)
-
-
-def _wait_writable(sock, timeout: float) -> bool:
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_WRITE)
-        return bool(selector.select(timeout))
 
 
 class GuardedThreadWorker(ThreadWorker):
