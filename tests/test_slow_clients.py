@@ -152,7 +152,10 @@ def readers(tmp_path_factory):
     client that reads nothing, so the server is left holding most of it); (service, result path, its bytes)."""
     workdir = tmp_path_factory.mktemp("readers")
     service = Service(
-        workdir, WEB_THREADS=str(READER_THREADS), SSE_MAX_STREAMS="2", WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT)
+        workdir,
+        WEB_THREADS=str(READER_THREADS),
+        SSE_MAX_STREAMS="2",
+        WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT),
     )
     server = service.server = service.start()
     try:
@@ -339,3 +342,61 @@ def test_a_stream_to_a_client_reading_fast_enough_is_not_cut(tcp_pair):
         reader.result()
     assert bytes(received) == EVENT * 200
     assert not outbox.cut and outbox.budget.used == 0
+
+
+# --- the memory bound: past WRITE_BUFFER_MB / WRITE_BUFFER_TOTAL_MB, the rest waits on disk ------------------
+# (On loopback the kernel takes a movie page of MAX_PAGE_KB at once, so the server never holds one: the bounds are
+# shown on an outbox whose client does not read, with small socket buffers, as over a slow network.)
+
+
+def stuck_outbox(tcp_pair, budget: Budget, per_connection: int) -> Outbox:
+    server, _client = tcp_pair
+    outbox = Outbox(server, budget, per_connection=per_connection, timeout=30)
+    outbox.sendall(b"h" * (1 << 20))  # the socket buffers take part of it; the client reads nothing yet
+    return outbox
+
+
+def read_all_of(outbox: Outbox, client: socket.socket, n: int) -> bytes:
+    """What the loop does once the thread is done, while the client reads `n` bytes."""
+    outbox.sock.setblocking(False)
+    received = bytearray()
+    client.setblocking(False)
+    while len(received) < n:
+        outbox.drain()
+        select.select([client], [], [], 0.05)
+        try:
+            received += client.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert outbox.drain()
+    return bytes(received)
+
+
+@pytest.mark.parametrize("per_connection", [(1 << 20) + 4096, 64 * 1024], ids=["within-WRITE_BUFFER", "past-it"])
+def test_an_answer_past_the_connection_bound_waits_in_a_temporary_file_and_arrives_whole(tcp_pair, per_connection):
+    budget = Budget(1 << 30)
+    outbox = stuck_outbox(tcp_pair, budget, per_connection)
+    outbox.sendall(b"t" * 4096)
+    assert outbox.held <= per_connection and budget.used == outbox.held
+    assert (outbox.spill is not None) == (per_connection < (1 << 20))
+    assert read_all_of(outbox, tcp_pair[1], (1 << 20) + 4096) == b"h" * (1 << 20) + b"t" * 4096
+    assert (outbox.held, budget.used, outbox.spill) == (0, 0, None)
+
+
+def test_answers_past_the_process_bound_wait_in_temporary_files(tcp_pair):
+    """Two connections share WRITE_BUFFER_TOTAL_MB: the first fills it, the second's rest goes to disk."""
+    budget = Budget(1 << 20)
+    first = stuck_outbox(tcp_pair, budget, per_connection=8 << 20)
+    assert first.spill is None and 0 < budget.used <= 1 << 20
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        server, _ = listener.accept()
+    with server, client:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        second = Outbox(server, budget, per_connection=8 << 20, timeout=30)
+        second.sendall(b"s" * (1 << 20))
+        assert second.spill is not None and second.held == 0 and budget.used <= 1 << 20
+        assert read_all_of(second, client, 1 << 20) == b"s" * (1 << 20)
+    first.discard()
+    assert budget.used == 0
