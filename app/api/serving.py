@@ -1,4 +1,4 @@
-"""gunicorn's threaded worker, with request headers read by its event loop instead of a thread.
+"""gunicorn's threaded worker, with request headers read, and the rest of answers sent, by its event loop.
 
 gunicorn's gthread worker hands every new connection to a thread as soon as its first byte arrives, and the
 thread then blocks until the request's headers are complete: sixteen clients sending one byte a second
@@ -24,16 +24,19 @@ And the other way, for clients that do not read their answer:
   with sendfile as the socket drains). When the app is done, the thread is free: the event loop sends what
   is left as the client reads it, then keeps the connection alive (or closes it) as gthread would.
 - Each WRITE_WINDOW bytes waiting must be taken by the client within WRITE_TIMEOUT_SECONDS (a floor of
-  64 KiB per 30 s by default), else the connection is cut and its outbox freed, by the loop or the thread.
-- Memory: an outbox holds at most WRITE_BUFFER_BYTES of the app's bytes, and all of a process's outboxes
-  WRITE_BUFFER_TOTAL_BYTES (files count nothing: an open descriptor each). Past either, the bytes go to a
+  64 KiB per 30 s by default; taken means acknowledged by the client's side, read from the kernel's queue),
+  else the connection is reset and its outbox freed: by the loop, which looks every second, or by a
+  streaming answer's thread at its next write.
+- Memory: an outbox holds at most WRITE_BUFFER_MB of the app's bytes, and all of a process's outboxes
+  WRITE_BUFFER_TOTAL_MB (files count nothing: an open descriptor each). Past either, the bytes go to a
   temporary file of the outbox's (unlinked, in the system's temp folder), sent from disk like a result: the
   thread never waits for a client. A stream's thread keeps writing until the deadline cuts it.
 - Closing a connection after its answer (RFC 9112's linger: half-close, then read what the client still
   sends, for 2 s at most) is done by the loop without blocking it; gthread did it with a blocking read on
   the loop, so a client that neither read nor closed stalled every connection for 2 s.
 
-TLS connections (gunicorn's certfile) are handed over as gthread does: their bytes cannot be read here.
+TLS connections (gunicorn's certfile) are handed over as gthread does: their bytes cannot be read here, and
+their answers are written by their thread (run.py serves plain HTTP; TLS is terminated in front of it).
 """
 
 from __future__ import annotations
