@@ -16,7 +16,9 @@ reads one byte a second. Half ask for a plays result of about --result-mb MB (up
 first, by an embedded worker), half for a `limit=100` page of movies whose overviews are --overview-kb KB
 long (two pages, three sorts: six different answers of about 100 overviews each). A reader counts as cut
 if the server closed or reset its connection before the answer's end; the server's peak memory (its
-process tree's RSS) is reported too.
+process tree's RSS) is reported too. The probes start once every reader's answer has begun (the 200
+requests arrive at once; how long the server took to begin them all is reported): what is measured is
+the service while the readers stay, not the burst of their requests.
 
 The last line is JSON: connections, seconds, p50/p99 of ping and of movies (in ms; an attempt that timed
 out or was refused counts with the time it took), their errors, and how the slow connections ended.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import select
 import socket
 import statistics
 import sys
@@ -280,6 +283,12 @@ def run_readers(args, overrides: dict) -> dict:
                         readers.append(SlowReader(server.port, path, server.key))
                     except OSError:
                         refused += 1
+                answering = time.monotonic()
+                waiting = [r.sock for r in readers]
+                while waiting and time.monotonic() - answering < 60:  # every answer has begun: the burst is over
+                    ready, _, _ = select.select(waiting, [], [], 1)
+                    waiting = [sock for sock in waiting if sock not in ready]
+                answering = time.monotonic() - answering
                 stop = threading.Event()
                 probes = [
                     Probe(server.port, path, args.interval, stop, server.auth_header)
@@ -315,6 +324,8 @@ def run_readers(args, overrides: dict) -> dict:
         "ping": ping,
         "movies": movies,
         "refused_readers": refused,
+        "all_answers_begun_s": round(answering, 1),
+        "answers_not_begun": len(waiting),
         "cut": len(cut),
         "cut_after_s": {
             "min": round(min(cut), 1),
