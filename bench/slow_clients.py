@@ -62,9 +62,11 @@ class Probe(threading.Thread):
         self.port, self.path, self.interval, self.stop = port, path, interval, stop
         self.headers = headers or {}
         self.latencies: list[float] = []
+        self.when: list[float] = []  # seconds since the probe started, of each attempt
         self.errors = {"timeout": 0, "refused": 0, "other": 0, "status": 0}
 
     def run(self) -> None:
+        first = time.monotonic()
         while not self.stop.is_set():
             started = time.monotonic()
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PROBE_TIMEOUT)
@@ -84,6 +86,7 @@ class Probe(threading.Thread):
                 conn.close()
             elapsed = time.monotonic() - started
             self.latencies.append(elapsed * 1000)
+            self.when.append(started - first)
             self.stop.wait(max(0.0, self.interval - elapsed))
 
     def summary(self) -> dict:
@@ -92,6 +95,9 @@ class Probe(threading.Thread):
             "p50_ms": percentile(self.latencies, 0.5),
             "p99_ms": percentile(self.latencies, 0.99),
             "max_ms": percentile(self.latencies, 1.0),
+            "slowest_at_s": [
+                round(self.when[i]) for i in sorted(range(len(self.when)), key=self.latencies.__getitem__)[-6:]
+            ],
             "errors": sum(self.errors.values()),
             "error_kinds": self.errors,
         }
@@ -336,6 +342,7 @@ def run_readers(args, overrides: dict) -> dict:
         else None,
         "reader_ends": ends,
         "server_rss_mb": {"before": round(memory.before / 1e6), "peak": round(memory.peak / 1e6)},
+        "server_cpu_s": round(memory.cpu_seconds, 1),
     }
 
 
