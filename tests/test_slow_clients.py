@@ -1,15 +1,19 @@
-"""Slow clients on the real server (`python run.py`): they hold no thread, and are cut with a 408.
+"""Slow clients on the real server (`python run.py`): they hold no thread, and are cut.
 
 gunicorn's own gthread worker gave each connection a thread as soon as its first byte arrived, so a few
-clients sending their headers a byte at a time stopped every other request (app/api/serving.py). Timing is not
-measured here (bench/slow_clients.py does): only that ping answers at all while the slow ones are open, and
-that the timeouts cut them.
+clients sending their headers a byte at a time stopped every other request (app/api/serving.py); and its
+thread wrote the whole answer itself, so a few clients that asked for a large result and read nothing did
+the same. Timing is not measured here (bench/slow_clients.py does): only that ping answers at all while the
+slow ones are open, that the deadlines cut them (408 for senders, a reset for readers), and that what is
+answered arrives whole.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import select
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -146,16 +150,11 @@ WRITE_TIMEOUT = 3
 READER_THREADS = 4  # fewer than the stalled clients below: each would have held one for as long as it stayed
 
 
-@pytest.fixture(scope="module")
-def readers(tmp_path_factory):
+def with_a_large_result(workdir: Path) -> tuple[Service, str, bytes]:
     """A service with an ingest worker and a plays result of about 7.8 MB (far more than the socket buffers of a
     client that reads nothing, so the server is left holding most of it); (service, result path, its bytes)."""
-    workdir = tmp_path_factory.mktemp("readers")
     service = Service(
-        workdir,
-        WEB_THREADS=str(READER_THREADS),
-        SSE_MAX_STREAMS="2",
-        WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT),
+        workdir, WEB_THREADS=str(READER_THREADS), SSE_MAX_STREAMS="2", WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT)
     )
     server = service.server = service.start()
     try:
@@ -168,9 +167,17 @@ def readers(tmp_path_factory):
         task = server.wait_for(task["task_id"], timeout=120)
         status, headers, result = server.request("GET", task["result_url"], raw=True)
         assert status == 200 and len(result) > 7_000_000, (status, len(result))
-        yield service, task["result_url"], result
-    finally:
+    except BaseException:
         service.stop()
+        raise
+    return service, task["result_url"], result
+
+
+@pytest.fixture(scope="module")
+def readers(tmp_path_factory):
+    service, url, result = with_a_large_result(tmp_path_factory.mktemp("readers"))
+    yield service, url, result
+    service.stop()
 
 
 def ask_and_stall(port: int, path: str, key: str, extra: bytes = b"") -> socket.socket:
@@ -400,3 +407,23 @@ def test_answers_past_the_process_bound_wait_in_temporary_files(tcp_pair):
         assert read_all_of(second, client, 1 << 20) == b"s" * (1 << 20)
     first.discard()
     assert budget.used == 0
+
+
+def test_sigterm_lets_an_answer_the_loop_is_sending_finish_within_the_grace(tmp_path):
+    """The thread is long done; the loop, stopping, still sends the rest (gunicorn's 10 s grace) before exiting."""
+    service, url, result = with_a_large_result(tmp_path)
+    try:
+        with ask_and_stall(service.port, url, service.server.key) as sock:
+            time.sleep(0.5)  # the thread has handed the rest of the file to the loop
+            taken = read_exactly(sock, 256 * 1024)
+            os.killpg(service.proc.pid, signal.SIGTERM)
+            while True:  # 256 KiB every 50 ms: the rest within some 2 s
+                time.sleep(0.05)
+                chunk = read_exactly(sock, 256 * 1024)
+                taken += chunk
+                if len(chunk) < 256 * 1024:
+                    break
+        assert body_of(taken) == result
+        assert service.proc.wait(timeout=20) == 0
+    finally:
+        service.stop()
