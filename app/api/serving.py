@@ -180,7 +180,7 @@ class FileSpan:
 
 
 class Budget:
-    """The app's bytes waiting in all of a process's outboxes, against WRITE_BUFFER_TOTAL_BYTES."""
+    """The app's bytes waiting in memory in all of a process's outboxes, against WRITE_BUFFER_TOTAL_MB."""
 
     def __init__(self, limit: int):
         self.limit, self.used = limit, 0
@@ -329,7 +329,7 @@ class Outbox:
         self.held += held
 
     def _spill(self, view: memoryview) -> None:
-        """Past WRITE_BUFFER_BYTES or WRITE_BUFFER_TOTAL_BYTES: to a temporary file, sent from disk like a result."""
+        """Past WRITE_BUFFER_MB or WRITE_BUFFER_TOTAL_MB: to a temporary file, sent from disk like a result."""
         if self.spill is None:
             self.spill = tempfile.TemporaryFile(prefix="answer-", buffering=0)  # unlinked: gone when closed
             self.spilled = 0
