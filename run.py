@@ -1,7 +1,8 @@
 """`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded mode) a worker.
 
 gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk; its
-event loop reads each request's headers first (app/api/serving.py), so slow clients hold no thread.
+event loop reads each request's headers first and sends what a slow reader has not taken of its answer
+(app/api/serving.py), so slow clients hold no thread.
 With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers with `python worker.py`.
 With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
 hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
@@ -36,10 +37,14 @@ class Server(BaseApplication):
 
         GuardedThreadWorker.header_timeout = c.HEADER_TIMEOUT_SECONDS  # inherited by the forked workers
         GuardedThreadWorker.body_timeout = c.BODY_TIMEOUT_SECONDS
+        GuardedThreadWorker.write_timeout = c.WRITE_TIMEOUT_SECONDS
+        GuardedThreadWorker.write_buffer_bytes = c.WRITE_BUFFER_MB << 20
+        GuardedThreadWorker.write_buffer_total_bytes = c.WRITE_BUFFER_TOTAL_MB << 20
         settings = {
             "bind": f"{c.HOST}:{c.PORT}",
             "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,
-            # gthread, with headers and a body's first 64 KiB read by the event loop: slow clients hold no thread
+            # gthread, with headers and a body's first 64 KiB read by the event loop, and the rest of an answer
+            # sent by it: slow senders and slow readers hold no thread
             "worker_class": "app.api.serving.GuardedThreadWorker",
             "threads": c.WEB_THREADS,
             "timeout": 120,

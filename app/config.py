@@ -51,6 +51,9 @@ class Config:
     HEADER_TIMEOUT_SECONDS: int = defaults.HEADER_TIMEOUT_SECONDS
     BODY_TIMEOUT_SECONDS: int = defaults.BODY_TIMEOUT_SECONDS
     EMBEDDED_WORKERS: int = defaults.EMBEDDED_WORKERS
+    WRITE_TIMEOUT_SECONDS: int = defaults.WRITE_TIMEOUT_SECONDS
+    WRITE_BUFFER_MB: int = defaults.WRITE_BUFFER_MB
+    WRITE_BUFFER_TOTAL_MB: int = defaults.WRITE_BUFFER_TOTAL_MB
     MONGO_URI: str = defaults.MONGO_URI
     MONGO_DB: str = defaults.MONGO_DB
     REDIS_URL: str = defaults.REDIS_URL
@@ -139,6 +142,9 @@ _CHECKS = {
     "HEADER_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "BODY_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
+    "WRITE_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
+    "WRITE_BUFFER_MB": lambda n, v: _int(n, v, 1, 1024),
+    "WRITE_BUFFER_TOTAL_MB": lambda n, v: _int(n, v, 1, 65536),
     # 1 TiB: far beyond any CSV this service is meant for, and small enough that a typo (an extra zero or
     # three) is caught at start instead of turning the size check off.
     "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1, 1 << 20),

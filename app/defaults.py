@@ -13,6 +13,14 @@ HEADER_TIMEOUT_SECONDS = 10
 # dropped: a floor of about 2 kB/s by default. The first 64 KiB are waited for by the event loop, too.
 BODY_TIMEOUT_SECONDS = 30
 EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is empty (0: none)
+# Each 64 KiB of an answer must be taken by the client within this many seconds, else the connection is cut:
+# a floor of about 2 kB/s. What it has not taken yet is sent by gunicorn's event loop, holding no thread.
+WRITE_TIMEOUT_SECONDS = 30
+# MB of an answer one connection may leave in memory for the event loop to send; past it, the rest waits in a
+# temporary file (result files are sent from disk anyway and count nothing).
+WRITE_BUFFER_MB = 8
+# MB of answers all connections of one API process may leave in memory (past it: temporary files); the bound.
+WRITE_BUFFER_TOTAL_MB = 128
 
 MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
 MONGO_DB = "movies_service"
