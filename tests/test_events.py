@@ -188,12 +188,13 @@ def test_streams_must_leave_threads_for_other_requests():
 class Stream:
     """An event stream read over a socket of its own, as a browser holds one."""
 
-    def __init__(self, server, task_id: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    def __init__(self, server, task_id: str, key: str | None = None, timeout: float = 30):
+        """`key`: the secret (or token) to open it with; the server's admin key by default."""
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
         self.conn.request(
             "GET",
             f"/api/v1/process/{task_id}/events",
-            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {server.key}"},
+            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {key or server.key}"},
         )
         self.response = self.conn.getresponse()
         self.status = self.response.status
