@@ -286,6 +286,7 @@
     stopWatching();
     showSignIn(notice);
     keyInput.focus();
+    if (offered) offerKey(offered); // a key still asked about: no session to keep any more
   }
 
   // A 401 to a request of the current session: it is over. The API's message says why.
