@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 def create_app(config: Config | None = None, *, db=None, redis_client=None, producer=None) -> Flask:
     """The application factory; dependencies may be passed in (tests), else built from `config`."""
     # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
-    from flask import Flask
-
     from app.api import auth, errors, limits
     from app.api.services import Services
     from app.broker.taskqueue import Producer
@@ -26,7 +24,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     from app.store import cache, mongo
 
     config = config or load_config()
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config.update(
         DEBUG=config.DEBUG,
         MAX_CONTENT_LENGTH=config.max_upload_bytes + (1 << 20),  # room for the multipart envelope
@@ -46,6 +44,7 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
         producer=producer or Producer(config),
     )
     errors.register(app)
+    app.before_request(refuse_empty_segments)  # first: a 404 before a credential is even read
     # who is asking, then the per-key limits count the request, then may they (app/api/auth.py, app/api/limits.py)
     auth.install(app, between=limits.create(app, config, redis_client).install)
     app.before_request(bound_body)
@@ -82,6 +81,43 @@ def bound_body():
             raise RequestEntityTooLarge()
         request.environ["wsgi.input"] = io.BytesIO(body)
         request.environ["CONTENT_LENGTH"] = str(len(body))
+
+
+def _App(name: str) -> Flask:
+    """Flask that never answers with a redirect of its URL map.
+
+    Werkzeug's map answers a path with `//` (merge_slashes) or without a rule's trailing slash (strict_slashes)
+    with a 308 whose Location is built from the request's Host header: `POST /api/v1//upload` with
+    `Host: attacker.example` was sent on to http://attacker.example/…. Every such redirect is a JSON 404
+    instead, whichever rule or setting would have made it: a client sends the path the API documents.
+    """
+    from flask import Flask
+    from werkzeug.exceptions import NotFound
+    from werkzeug.routing import RequestRedirect
+
+    class App(Flask):
+        def raise_routing_exception(self, request):
+            if isinstance(request.routing_exception, RequestRedirect):
+                raise NotFound()
+            super().raise_routing_exception(request)
+
+    return App(name)
+
+
+def refuse_empty_segments() -> None:
+    """A path with `//` anywhere is a 404, as the client sent it (gunicorn turns a leading `//` into `/`
+    before Flask sees it, werkzeug would redirect one further on): one answer for every such path."""
+    from urllib.parse import urlsplit
+
+    from flask import request
+    from werkzeug.exceptions import NotFound
+
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    target = raw.partition("?")[0]
+    if not target.startswith("/"):  # absolute-form, `GET http://host/path`: its path
+        target = urlsplit(target).path
+    if "//" in target:
+        raise NotFound()
 
 
 def security_headers(response):

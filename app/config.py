@@ -73,6 +73,8 @@ class Config:
     SSE_POLL_MS: int = defaults.SSE_POLL_MS
     SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
     SSE_MAX_SECONDS: int = defaults.SSE_MAX_SECONDS
+    SSE_STREAMS_PER_KEY: int = defaults.SSE_STREAMS_PER_KEY
+    SSE_RECHECK_SECONDS: int = defaults.SSE_RECHECK_SECONDS
     BLOCK_SIZE: int = defaults.BLOCK_SIZE
     MAX_ROW_MB: int = defaults.MAX_ROW_MB
     BATCH_SIZE: int = defaults.BATCH_SIZE
@@ -160,6 +162,8 @@ _CHECKS = {
     "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
     "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "SSE_MAX_SECONDS": lambda n, v: _int(n, v, 1, 86400),
+    "SSE_STREAMS_PER_KEY": lambda n, v: _int(n, v, 0, 255),  # 0: no cap per key, only SSE_MAX_STREAMS
+    "SSE_RECHECK_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     # A block is parsed at once, so it bounds the memory of reading; a bigger row is read alone (MAX_ROW_MB).
     "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
     # A row is held whole, parsed and cleaned: a few times this much memory. 1 GiB: beyond it, a typo.

@@ -49,6 +49,8 @@ SSE_MAX_STREAMS = 8  # open progress streams per API process (< WEB_THREADS); mo
 SSE_POLL_MS = 500  # how often a progress stream reads its task
 SSE_KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
 SSE_MAX_SECONDS = 300  # a stream closes after this long; the browser reconnects
+SSE_STREAMS_PER_KEY = 3  # open progress streams one key may hold per API process, so one cannot take them all
+SSE_RECHECK_SECONDS = 5  # an open stream checks its key (revoked?) and token (expired?) this often, then ends
 
 BLOCK_SIZE = 1 << 20  # bytes PyArrow reads per block
 MAX_ROW_MB = 64  # a row bigger than a block is read alone up to this many MiB; a bigger one is rejected

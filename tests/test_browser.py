@@ -4,7 +4,8 @@ Never `playwright install`: the browser is /usr/bin/chromium (`apt-get install c
 Without it these tests skip with a message, except under CI (CI=true), where they fail. Each state the
 tests reach is saved as a screenshot under test-output/browser/ (git-ignored).
 
-Each page signs in as a person would: with the sign-in address the service printed (…/#key=<admin key>).
+Each page signs in as a person would: with the sign-in address the service printed (…/#key=<admin key>),
+answering the page's question "Sign in with the key in this link?".
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def movies_loaded(service, movie_file):
 
 
 def open_page(browser, service, request, viewport=None, init_script=None, before=None, key=None, role="admin"):
-    """A new page on the service, signed in with its sign-in address as `role`; `before(page)` runs before it
-    loads (to route requests, say). `key`: sign in with this key, not the service's admin key ("": do not);
-    `role`: None, do not wait for the sign-in to succeed."""
+    """A new page on the service, signed in with its sign-in address as `role` (the page asks first: the test
+    accepts); `before(page)` runs before it loads (to route requests, say). `key`: sign in with this key, not
+    the service's admin key ("": do not); `role`: None, do not wait for the sign-in to succeed."""
     key = service.key if key is None else key
     context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)  # Playwright's actions; `expect` has its own timeout (EXPECT_MS)
@@ -128,6 +129,8 @@ def open_page(browser, service, request, viewport=None, init_script=None, before
     if before:
         before(page)
     page.goto(service.url + "/" + (f"#key={key}" if key else ""))
+    if key and service.key:  # with AUTH=false there is no key to offer, and the page asks nothing
+        page.click("#address-key-accept")
     if key and role:
         signed_in(page, role)
     return page
@@ -644,6 +647,7 @@ def test_the_sign_in_address_signs_in_and_leaves_the_key_nowhere(browser, servic
     assert service.key not in page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
     assert page.evaluate("[localStorage.length, document.cookie]") == [0, ""]
     assert service.request("GET", "/api/v1/processes?limit=1", key=token)[0] == 200
+    expect(page.locator("#address-key")).to_be_hidden()  # asked once, answered
     # The key went only to the token exchange, in its header; every other call carried the token.
     assert [c["url"] for c in calls if c["authorization"] == f"Bearer {service.key}"] == [
         service.url + "/api/v1/auth/token"
@@ -661,6 +665,77 @@ def test_the_sign_in_address_signs_in_and_leaves_the_key_nowhere(browser, servic
     # The keyed address was replaced in this tab's history, not kept behind the page: Back leaves the page.
     page.go_back()
     assert page.url == "about:blank"
+
+
+def key_offered(page, key_id: str, secret: str) -> None:
+    """The page asks before signing in with the key in its address, naming it without showing its secret."""
+    offer = page.locator("#address-key")
+    expect(offer).to_be_visible()
+    expect(page.locator("#address-key-which")).to_contain_text(f"API key {key_id} ({secret[:25]}…)")
+    assert secret not in page.evaluate("document.documentElement.outerHTML")
+    assert page.evaluate("location.hash") == ""  # the fragment left the address bar before the question
+
+
+def own_task(service, page, path, secret: str, other: str) -> str:
+    """Upload `path` through the page; its task is `secret`'s (visible to it), not `other`'s (404 to it)."""
+    upload(page, path)
+    assert wait_until_finished(page) == "completed"
+    task_id = page.get_attribute("#job", "data-task-id")
+    assert service.request("GET", f"/api/v1/process/{task_id}", key=secret)[0] == 200
+    assert service.request("GET", f"/api/v1/process/{task_id}", key=other)[0] == 404
+    return task_id
+
+
+def test_a_link_with_someone_elses_key_asks_first_and_refusing_keeps_the_session(browser, service, request):
+    """Issue 23, #2: signed in as A, she follows a link to `/#key=<B's secret>` (from another site: a new
+    load of the page in her tab, which keeps her session). Nothing changes until she answers."""
+    _, a_secret = new_key(service, "uploader", "alice")
+    b_id, b_secret = new_key(service, "uploader", "mallory")
+    page = open_page(browser, service, request, key=a_secret, role="uploader")
+    calls = api_calls(page)
+    page.goto("about:blank")
+    page.goto(f"{service.url}/#key={b_secret}")
+    key_offered(page, b_id, b_secret)
+    expect(page.locator("#address-key-which")).to_contain_text("You are signed in as alice (uploader)")
+    refuse = page.locator("#address-key-refuse")
+    expect(refuse).to_have_text("Stay signed in as alice")
+    assert page.evaluate("document.activeElement.id") == "address-key-refuse"  # Enter keeps the session
+    expect(page.locator("#session-who")).to_have_text("Signed in as alice (uploader)")  # meanwhile: still A
+    shot(page, "18-key-in-link-asked")
+
+    refuse.click()
+    expect(page.locator("#address-key")).to_be_hidden()
+    expect(page.locator("#session-who")).to_have_text("Signed in as alice (uploader)")
+    assert page.url == service.url + "/"
+    assert not [c for c in calls if c["url"].endswith("/auth/token")], calls  # B's key was never sent
+    assert all(c["authorization"] != f"Bearer {b_secret}" for c in calls)
+    own_task(service, page, EXAMPLE, a_secret, b_secret)  # her next upload is hers
+
+    # The same link opened over the page (only the fragment changes): asked again; accepting switches to B.
+    page.evaluate(f"location.hash = '#key={b_secret}'")
+    key_offered(page, b_id, b_secret)
+    page.click("#address-key-accept")
+    expect(page.locator("#session-who")).to_have_text("Signed in as mallory (uploader)")
+    assert page.evaluate("location.hash") == ""
+    assert page.evaluate("JSON.stringify(sessionStorage)").count(b_secret) == 0
+    own_task(service, page, EXAMPLE, b_secret, a_secret)
+
+
+def test_a_sign_in_address_in_a_new_tab_asks_too(browser, service, request):
+    """No session to lose, but a link from another site opens a tab like this one: asked all the same."""
+    key_id, secret = new_key(service, "uploader", "new tab")
+    page = open_page(browser, service, request, key="", role=None)
+    calls = api_calls(page)
+    page.goto(f"{service.url}/#key={secret}")
+    key_offered(page, key_id, secret)
+    refuse = page.locator("#address-key-refuse")
+    expect(refuse).to_have_text("Do not sign in")
+    refuse.click()
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#address-key")).to_be_hidden()
+    assert page.evaluate("[document.activeElement.id, sessionStorage.length]") == ["sign-in-key", 0]
+    assert page.url == service.url + "/"
+    assert not [c for c in calls if "/api/" in c["url"]], calls  # nothing sent, signed out
 
 
 def test_sign_out_forgets_the_token_and_sends_it_no_more(page, service):

@@ -141,6 +141,37 @@ def test_keep_alive_comments_and_a_bounded_lifetime(config, db):
     assert now[0] == 5.0  # closed at SSE_MAX_SECONDS; the browser reconnects
 
 
+def test_a_stream_ends_at_the_first_check_after_its_credential_went(config, db):
+    task_id = new_task(db)
+    now, checks = [0.0], []
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    def allowed():
+        checks.append(now[0])
+        return now[0] < 4  # the key is revoked at 4 s
+
+    settings = config.with_overrides(SSE_POLL_MS=500, SSE_RECHECK_SECONDS=3, SSE_MAX_SECONDS=300)
+    stream = events.progress(db, task_id, settings, clock=lambda: now[0], sleep=sleep, allowed=allowed)
+    messages = parse("".join(stream))
+    assert [name for name, _ in messages] == ["retry", "progress"]
+    assert checks == [3.0, 6.0] and now[0] == 6.0  # checked every SSE_RECHECK_SECONDS, ended at the first False
+
+
+def test_per_key_slots_are_counted_apart_and_given_back():
+    per_key = events.PerKey(2)
+    assert [per_key.take("key:a") for _ in range(3)] == [True, True, False]
+    assert per_key.take("key:b")  # another key has its own
+    per_key.give("key:a")
+    assert per_key.take("key:a") and not per_key.take("key:a")
+    for _ in range(2):
+        per_key.give("key:a")
+    per_key.give("key:b")
+    assert per_key.open == {}  # nothing kept for keys with no stream open
+    assert all(events.PerKey(0).take("key:a") for _ in range(300))  # 0: no cap per key
+
+
 def test_stream_ends_quietly_when_the_database_goes(config, db, monkeypatch, caplog):
     task_id = new_task(db)
     stream = events.progress(db, task_id, config.with_overrides(SSE_POLL_MS=50), sleep=lambda s: None)
@@ -188,12 +219,13 @@ def test_streams_must_leave_threads_for_other_requests():
 class Stream:
     """An event stream read over a socket of its own, as a browser holds one."""
 
-    def __init__(self, server, task_id: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    def __init__(self, server, task_id: str, key: str | None = None, timeout: float = 30):
+        """`key`: the secret (or token) to open it with; the server's admin key by default."""
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
         self.conn.request(
             "GET",
             f"/api/v1/process/{task_id}/events",
-            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {server.key}"},
+            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {key or server.key}"},
         )
         self.response = self.conn.getresponse()
         self.status = self.response.status

@@ -244,6 +244,18 @@ def test_a_refused_upload_does_not_count(config, db, producer):
     assert_429(post_raw(uploader, csv_of(8)), "upload_quota_exceeded")
 
 
+def test_an_upload_refused_once_read_gives_its_bytes_back(config, db, producer, upload_dir):
+    app = limited_app(config, db, producer, UPLOAD_MB_PER_DAY=1)
+    uploader = signed_in(app, "uploader")
+    unknown = b"colour,shape\n" + b"x" * (600 * 1024) + b"\n"  # counted by its Content-Length, then refused
+    for _ in range(3):
+        response = post_raw(uploader, unknown)
+        assert 400 <= response.status_code < 500 and response.status_code != 429, response.get_json()
+    assert stored(upload_dir) == []
+    assert post_raw(uploader, csv_of(MIB)).status_code == 202  # the whole day's MiB: nothing else was counted
+    assert_429(post_raw(uploader, csv_of(8)), "upload_quota_exceeded")  # and that one was
+
+
 def test_an_upload_larger_than_the_whole_quota_is_refused_unread(config, db, producer, upload_dir):
     app = limited_app(config, db, producer, UPLOAD_MB_PER_DAY=1)
     uploader = signed_in(app, "uploader")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import uuid
 
 import pytest
@@ -134,3 +135,68 @@ def test_the_upload_past_the_days_bytes_is_429_and_leaves_nothing(service):
     assert uploads(workdir) == stored
     status, _, listing = server.request("GET", "/api/v1/processes", key=secret)
     assert status == 200 and listing["total_docs"] == 1
+
+
+# -- what a quota counts: what was stored (issue 23, #6) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quota_service(tmp_path_factory, real_redis):
+    """A day's quota of 4 GiB, as big as the largest upload (MAX_UPLOAD_MB): one 4 GiB announcement would
+    spend it all. No per-minute limit: the attack sends 25 uploads."""
+    svc = Service(
+        tmp_path_factory.mktemp("quota"),
+        REDIS_URL=URL,
+        EMBEDDED_WORKERS="0",
+        MAX_ACTIVE_TASKS="0",
+        UPLOAD_MB_PER_DAY="4096",
+        MAX_UPLOAD_MB="4096",
+    )
+    svc.server = svc.start()
+    yield svc
+    svc.stop()
+    for name in real_redis.scan_iter("LIMITS:*"):
+        if any(key_id in name.decode() for key_id in MADE):
+            real_redis.delete(name)
+
+
+def cut_off_upload(server, secret: str, announced: int, sent: bytes) -> bytes:
+    """An upload announcing `announced` bytes that sends `sent` and stops (its write side closed); the answer."""
+    head = (
+        f"POST /api/v1/upload?filename=movies.csv HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: text/csv\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + sent)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):  # to the end: the server has finished with the request
+            answer += chunk
+    return answer
+
+
+def test_cut_off_uploads_give_their_announced_bytes_back(quota_service, real_redis):
+    server = quota_service.server
+    key_id, secret = new_key(server, "uploader")
+    announced = 4 << 30
+    for _ in range(25):  # 4 GiB, 2 GiB, … 256 bytes: each counted before its body is read, then cut off
+        answer = cut_off_upload(server, secret, announced, b"title\nab")
+        assert not answer.startswith(b"HTTP/1.1 2"), answer[:200]
+        announced //= 2
+
+    data = b"title\nThe Matrix\n"
+    status, _, body = raw_upload(server, data, secret)
+    assert status == 202, body  # not 429 upload_quota_exceeded for 24 h
+    status, _, listing = server.request("GET", "/api/v1/processes", key=secret)
+    assert status == 200 and listing["total_docs"] == 1  # the cut-off uploads left no task
+    counters = [k for k in real_redis.scan_iter("LIMITS:*") if key_id in k.decode() and b"upload-bytes" in k]
+    assert len(counters) == 1 and int(real_redis.get(counters[0])) == len(data)  # what was stored, no more
+
+
+def test_a_stored_multipart_upload_counts_its_file_not_its_envelope(quota_service, real_redis):
+    server = quota_service.server
+    key_id, secret = new_key(server, "uploader")
+    status, _, body = server.upload(SAMPLE_MOVIES, "movies.csv", key=secret)
+    assert status == 202, body
+    counters = [k for k in real_redis.scan_iter("LIMITS:*") if key_id in k.decode() and b"upload-bytes" in k]
+    assert int(real_redis.get(counters[0])) == SAMPLE_MOVIES.stat().st_size

@@ -7,7 +7,10 @@
                            upload starts, before its body is read
     UPLOAD_MB_PER_DAY      bytes a key may upload in a day: an upload with a Content-Length is counted, and
                            refused if it does not fit, before its body is read; a chunked one (its length
-                           unknown) is refused only once the day's bytes are spent, and counted when stored
+                           unknown) is refused only once the day's bytes are spent, and counted when stored.
+                           What is counted is what was stored: an upload refused or cut off after it was
+                           counted gives its announced bytes back when its request ends, and a stored one
+                           keeps only its file's size (not its multipart envelope)
 
 Beyond one: 429 with `Retry-After` (seconds) and the error naming it: `rate_limited`, `too_many_active_tasks`,
 `upload_quota_exceeded`, each with its `limit`. 0 turns a limit off. Admin keys, and everyone with AUTH=false,
@@ -28,10 +31,11 @@ import threading
 import time
 
 import redis
-from flask import Flask, current_app, has_app_context, request
+from flask import Flask, current_app, g, has_app_context, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
+from limits.storage import RedisStorage
 
 from app import tasks
 from app.api import auth
@@ -46,6 +50,15 @@ WARN_EVERY = 10  # seconds: at most one "Redis unreachable" warning this often, 
 STORAGE_ERRORS = (redis.RedisError, StorageError, OSError)
 MIB = 1 << 20
 BYTES_SCOPE = "upload-bytes"
+# Gives bytes back to a counter, never below 0 and keeping its expiry: a refund after the day's window
+# ended (the counter gone) must not start a new window with room to spare.
+GIVE_BACK = """
+local left = tonumber(redis.call('get', KEYS[1]) or '0')
+if left <= 0 then return 0 end
+left = math.max(left - tonumber(ARGV[1]), 0)
+redis.call('set', KEYS[1], left, 'KEEPTTL')
+return left
+"""
 
 
 def identity() -> str:
@@ -91,6 +104,7 @@ class Limits:
         """Flask-Limiter's before_request hook (between auth's two, app/api/auth.py) and the 429 answer."""
         self.limiter.init_app(app)
         app.errorhandler(RateLimitExceeded)(self.rate_limited)
+        app.teardown_request(self.unstored_upload)
 
     # -- requests per minute ------------------------------------------------------------------------------
 
@@ -121,15 +135,43 @@ class Limits:
         if length is None:  # chunked: refused only once the day's bytes are spent; counted by counted_upload()
             self._take_bytes(1, test_only=True)
         elif length <= (current_app.config.get("MAX_CONTENT_LENGTH") or length):  # a bigger one is refused 413
-            self._take_bytes(max(length, 1))
+            if self._take_bytes(max(length, 1)):
+                g.upload_bytes_taken = max(length, 1)  # given back by unstored_upload() unless it is stored
 
     def counted_upload(self, size: int) -> None:
-        """After a chunked upload was stored: its bytes count against the day's (the next are refused if spent)."""
+        """After an upload was stored: it counts its file's `size`. A chunked one is counted now (the next are
+        refused if that spent the day's bytes); one counted by its Content-Length gives back the rest."""
         principal = auth.current()
-        if self.upload_bytes is None or request.content_length is not None or principal is None or principal.admin:
+        if self.upload_bytes is None or principal is None or principal.admin:
+            return
+        taken = g.pop("upload_bytes_taken", None)
+        if taken is not None:
+            self._give_back(taken - max(size, 1))
+            return
+        if request.content_length is not None:  # not counted before it was read (over MAX_CONTENT_LENGTH)
             return
         try:
             self.limiter.limiter.hit(self.upload_bytes, identity(), BYTES_SCOPE, cost=max(size, 1))
+        except STORAGE_ERRORS as e:
+            self.storage_down(e)
+
+    def unstored_upload(self, error: BaseException | None = None) -> None:
+        """When a request ends: an upload counted before its body was read, and then refused or cut off (nothing
+        stored), gives its bytes back. 25 uploads announcing gigabytes and sending 8 bytes cost nothing."""
+        taken = g.pop("upload_bytes_taken", None)
+        if taken is not None:
+            self._give_back(taken)
+
+    def _give_back(self, cost: int) -> None:
+        if cost <= 0:
+            return
+        storage = self.limiter.limiter.storage
+        key = self.upload_bytes.key_for(identity(), BYTES_SCOPE)
+        try:
+            if isinstance(storage, RedisStorage):
+                storage.get_connection().eval(GIVE_BACK, 1, storage.prefixed_key(key), cost)
+            else:  # memory: its decr stops at 0 and keeps the expiry
+                storage.decr(key, cost)
         except STORAGE_ERRORS as e:
             self.storage_down(e)
 
@@ -147,23 +189,25 @@ class Limits:
                 limit=limit,
             )
 
-    def _take_bytes(self, cost: int, test_only: bool = False) -> None:
-        """Count `cost` bytes against the key's day, or 429 if they do not fit (nothing is counted then)."""
+    def _take_bytes(self, cost: int, test_only: bool = False) -> bool:
+        """Count `cost` bytes against the key's day, or 429 if they do not fit (nothing is counted then).
+        True if they were counted (not `test_only`, and Redis answered)."""
         item, who = self.upload_bytes, identity()
         window = self.limiter.limiter  # Flask-Limiter's fixed-window strategy over its storage
         try:
             # test first, so that a refused upload is not counted; then hit, which counts atomically and
             # refuses this one too should another upload of the same key have taken the room meanwhile (its
-            # bytes then stay counted: a rare race, and it errs on the strict side)
-            fits = window.test(item, who, BYTES_SCOPE, cost=cost) and (
-                test_only or window.hit(item, who, BYTES_SCOPE, cost=cost)
-            )
-            if fits:
-                return
+            # bytes are then given back)
+            if window.test(item, who, BYTES_SCOPE, cost=cost):
+                if test_only:
+                    return False
+                if window.hit(item, who, BYTES_SCOPE, cost=cost):
+                    return True
+                self._give_back(cost)
             stats = window.get_window_stats(item, who, BYTES_SCOPE)
         except STORAGE_ERRORS as e:
             self.storage_down(e)
-            return
+            return False
         mb, left = self.config.UPLOAD_MB_PER_DAY, stats.remaining
         retry = self._retry_after(lambda: stats.reset_time, item.get_expiry())
         quota = f"the daily upload quota of UPLOAD_MB_PER_DAY = {mb} MB"

@@ -6,7 +6,7 @@
 
   // A sign-in address (…/#key=<API key>) leaves the address bar before anything else happens, so the key is
   // not left on the screen or in this tab's history. A fragment is never sent to a server, so it reached no
-  // access log either.
+  // access log either. The page then asks before signing in with it (offerKey, below).
   var addressKey = takeKeyFromAddress();
 
   function takeKeyFromAddress() {
@@ -24,6 +24,7 @@
   var RANK = { reader: 0, uploader: 1, admin: 2 }; // each role may do what the one before may, and more
   var STORED = 'movie-ingest.session'; // the sessionStorage item: {token, name, role, expires}
   var EXPIRED = 'Your session has expired; sign in again.';
+  var SHOWN_CHARS = 25; // of a key shown: `mcat_`, its id and 4 more, as the API lists a key's `prefix`
 
   var body = document.body;
   var maxUploadMb = Number(body.dataset.maxUploadMb) || 0;
@@ -285,6 +286,7 @@
     stopWatching();
     showSignIn(notice);
     keyInput.focus();
+    if (offered) offerKey(offered); // a key still asked about: no session to keep any more
   }
 
   // A 401 to a request of the current session: it is over. The API's message says why.
@@ -323,16 +325,59 @@
     exchange(key, true);
   });
 
-  // A sign-in address opened in a tab that already shows the page only changes the fragment.
-  window.addEventListener('hashchange', function () {
-    var key = takeKeyFromAddress();
-    if (key === null) return;
+  // -- a key in the address ---------------------------------------------------------------------------
+  // A link can carry anyone's key: one from another site could sign this tab in as its author, whose key
+  // would then own the next upload and download its result. So a key in the address is never taken
+  // silently: the page asks first, showing which key it is (its id and first characters, never the
+  // secret). It asks always, not only with a session open: a link followed from another site usually
+  // opens a new tab, which has no session yet, and that is where a swapped key would go unnoticed. Until
+  // answered, the key is held here only; either way it is then forgotten (it left the address bar at once).
+  var offer = $('address-key');
+  var refuseButton = $('address-key-refuse');
+  var offered = null;
+
+  function keyShown(key) {
+    var id = /^mcat_([0-9a-f]{16})/.exec(key);
+    var start = theirs(key.slice(0, Math.min(SHOWN_CHARS, Math.floor(key.length / 2))) + '…');
+    return id ? ['API key ', theirs('key_' + id[1]), ' (', start, ')'] :
+      ['a value that is not an API key (', start, ')'];
+  }
+
+  function offerKey(key) {
+    if (!authOn || !key) return;
+    offered = key;
+    var which = ['This link signs in with '].concat(keyShown(key));
+    which = which.concat(session ? ['. You are signed in as ', theirs(session.name), ' (' + session.role +
+      '): that session goes on unless you choose the key.'] : ['.']);
+    say($('address-key-which'), which);
+    say(refuseButton, session ? ['Stay signed in as ', theirs(session.name)] : 'Do not sign in');
+    offer.hidden = false;
+    refuseButton.focus(); // the safe answer is the one Enter gives
+  }
+
+  function answerOffer(accepted) {
+    var key = offered;
+    offered = null;
+    offer.hidden = true;
+    say($('address-key-which'), '');
+    if (!accepted) {
+      if (!session) keyInput.focus();
+      return;
+    }
     if (session) {
       lastWho = null;
       signOut('');
       forgetTasks();
     }
     exchange(key, false);
+  }
+
+  refuseButton.addEventListener('click', function () { answerOffer(false); });
+  $('address-key-accept').addEventListener('click', function () { answerOffer(true); });
+
+  // A sign-in address opened in a tab that already shows the page only changes the fragment.
+  window.addEventListener('hashchange', function () {
+    offerKey(takeKeyFromAddress());
   });
 
   // -- upload and the job's progress --------------------------------------------------------------
@@ -981,9 +1026,6 @@
   // -- start ----------------------------------------------------------------------------------------------
   if (!authOn) {
     begin({ token: null, name: 'anyone (AUTH=false)', role: 'admin', expires: Infinity }, false);
-  } else if (addressKey) {
-    unstore(); // a sign-in address replaces whatever session this tab had
-    exchange(addressKey, false);
   } else {
     var kept = restore();
     if (kept && kept.expires > Date.now()) {
@@ -994,5 +1036,6 @@
       showSignIn(kept ? EXPIRED : '');
       keyInput.focus();
     }
+    offerKey(addressKey); // a sign-in address: asked, never taken silently
   }
 }());
