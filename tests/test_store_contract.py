@@ -152,6 +152,19 @@ def test_write_movies_from_a_file_without_some_columns_keeps_what_it_lacks(store
     assert stored(store)["a"] == {"_id": "a", "title": "A2", "budget": 5, "overview": None, "year": 2001}
 
 
+def test_an_ingest_of_a_file_without_some_columns_keeps_the_stored_fields(store, tmp_path):
+    full = tmp_path / "full.csv"
+    full.write_text("title,release_date,budget,overview,runtime\nHeat,1995-12-15,60000000,A heist,170\n")
+    assert ingest(full, store)["rows_inserted"] == 1
+    partial = tmp_path / "partial.csv"
+    partial.write_text("title,release_date,overview\nHeat,1995-12-15,Two men\nHeat,12/15/1995,Last wins\nRonin,,\n")
+    fields = ingest(partial, store)
+    assert (fields["rows_read"], fields["rows_inserted"], fields["rows_updated"]) == (3, 1, 2)
+    heat = store.movies.find_one({"_id": "1995-12-15/Heat"})
+    assert (heat["budget"], heat["runtime"], heat["overview"], heat["year"]) == (60000000, 170, "Last wins", 1995)
+    assert stored(store)["undated/Ronin"] == load(partial)["documents"]["undated/Ronin"]
+
+
 # -- the catalogue: every filter and sort, paged to the end -----------------------------------------------
 
 
