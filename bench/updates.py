@@ -70,12 +70,6 @@ def movies(count: int, seed: int) -> list[tuple[str, RawBSONDocument]]:
     return list(found.items())[:count]
 
 
-def sendable(collection, docs: list[RawBSONDocument]) -> list:
-    from pymongo.collection import Collection
-
-    return docs if isinstance(collection, Collection) else [bson.decode(d.raw) for d in docs]
-
-
 def in_chunks(collection, requests: list, chunk: int) -> None:
     step = chunk or len(requests)
     for start in range(0, len(requests), step):
@@ -111,6 +105,8 @@ def upsert(coll, items, chunk):
 
 
 def find_then_split(coll, items, chunk):
+    from app.jobs.movies.ingest import sendable
+
     found = {d["_id"] for d in coll.find({"_id": {"$in": [key for key, _ in items]}}, {"_id": 1})}
     in_chunks(coll, [ReplaceOne({"_id": key}, doc) for key, doc in items if key in found], chunk)
     new = [doc for key, doc in items if key not in found]
@@ -119,6 +115,8 @@ def find_then_split(coll, items, chunk):
 
 
 def delete_insert(coll, items, chunk):
+    from app.jobs.movies.ingest import sendable
+
     coll.delete_many({"_id": {"$in": [key for key, _ in items]}})
     coll.insert_many(sendable(coll, [doc for _, doc in items]), ordered=False)
 
@@ -143,6 +141,7 @@ def changed(items: list) -> list:
 
 
 def measure(db, method: Callable, stored: list, updates: list, chunk: int) -> dict:
+    from app.jobs.movies.ingest import sendable
     from app.store import mongo
 
     db.movies.drop()

@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, BulkWriteError
 
 from app import create_app, tasks
+from app.jobs.movies.ingest import sendable
 from app.tools.generate import generate_movies
 from app.worker.loop import Worker
 from tests.support import ferretdb as ferretdb_support
@@ -46,7 +47,11 @@ class FlakyMovies:
     def insert_many(self, documents, ordered=True):
         self.batches += 1
         self.inserted_ids.update(doc["_id"] for doc in documents)
-        return self._apply(self.collection.insert_many, documents, ordered)
+
+        def insert(docs, ordered):
+            return self.collection.insert_many(sendable(self.collection, docs), ordered=ordered)
+
+        return self._apply(insert, documents, ordered)
 
     def bulk_write(self, requests, ordered=True):
         return self._apply(self.collection.bulk_write, requests, ordered)
