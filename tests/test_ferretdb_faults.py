@@ -32,11 +32,13 @@ from tests.test_processes import FINISHED, Cluster, assert_same_documents, mid_f
 
 pytestmark = pytest.mark.ferretdb
 
-ROWS = 1_200
+# Enough rows that the ingest is still writing when the test stops the server: new movies are inserted, at
+# about a thousand a second here, so the 1,200 rows this once had were written before the server went down.
+ROWS = 6_000
 # Not 250: FerretDB 1.24.2 (SQLite) holds one of its 100 SQLite connections for every statement of an update
 # command that matches an existing document until the command ends (a `defer` in a loop, msg_update.go), so a
 # bulk write replaying more than 100 movies already stored never returns. A batch replayed after an outage is
-# exactly that. Upserting a movie also scans the table (its `_id` is not a string: no pushdown), hence few rows.
+# exactly that. Rewriting a stored movie also scans the table (no `_id` pushdown), hence small batches.
 BATCH = 100
 # pymongo waits serverSelectionTimeoutMS (5 s, app/store/mongo.py) for a server before an operation fails.
 SELECTION_SECONDS = 5

@@ -106,6 +106,12 @@ def _too_long(batch: pa.RecordBatch, title: pa.Array) -> dict[int, str]:
     return reasons
 
 
+def absent(names: list[str]) -> tuple[str, ...]:
+    """The stored fields a file with these columns does not carry: a stored movie keeps its own values of them."""
+    missing = tuple(name for name in COLUMNS if name not in names)
+    return missing + ("year",) if "release_date" in missing else missing
+
+
 def clean_block(batch: pa.RecordBatch, lines: np.ndarray) -> CleanBlock:
     """Turn a block of raw string columns into movie fields ready to encode; rows without a title, or with a text
     value longer than its maximum (max_bytes), are rejected."""
