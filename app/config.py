@@ -83,6 +83,7 @@ class Config:
     MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
     RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
     CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
+    STALL_SECONDS: int = defaults.STALL_SECONDS
     AUTH: bool = defaults.AUTH
     SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
     TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
@@ -164,6 +165,7 @@ _CHECKS = {
     "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
     "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
     "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
+    "STALL_SECONDS": lambda n, v: _int(n, v, 1, 7 * 86400),
     "AUTH": lambda n, v: _bool(n, v),
     "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
     "RATE_LIMIT_PER_MINUTE": lambda n, v: _int(n, v, 0, 1_000_000),  # 0: off

@@ -55,6 +55,10 @@ MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before 
 MONGO_RETRY_DELAY_MS = 500  # the first retry's delay; doubled each time (0.5 s, 1 s, 2 s, 4 s, 8 s)
 RESULT_TTL_HOURS = 24  # a plays job's result file is kept this long after the job completes
 CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a leading ' (OWASP CSV injection)
+# A job with no progress (no batch written, no stretch of file read) this long is stuck: its worker stops renewing
+# the lease and gives the task up for another attempt. 10 minutes: above one MongoDB call's whole retry budget
+# (60 s socket timeout x 6 tries + 15.5 s of backoff = 376 s) and the slowest batch measured (~200 s, FerretDB).
+STALL_SECONDS = 600
 
 # Authentication: every route needs an API key or a token of the right role (docs: README, Security).
 # false: anyone who reaches the port may do anything; the service warns at every start.
