@@ -2,7 +2,8 @@
 
 A message names a task, but the loop does not depend on it: after every task, and every
 RECOVERY_SECONDS when idle, it sweeps MongoDB for pending or abandoned tasks, so a lost message or a
-dead worker delays a task and never loses it.
+dead worker delays a task and never loses it. While a task runs, a thread keeps its lease (app/worker/lease.py):
+renewed on a timer however long one write takes, given up when the job makes no progress for STALL_SECONDS.
 """
 
 from __future__ import annotations
