@@ -93,6 +93,7 @@ class Config:
     CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
     MAX_PLAY_GROUPS: int = defaults.MAX_PLAY_GROUPS
     MAX_PLAY_SONGS_MB: int = defaults.MAX_PLAY_SONGS_MB
+    STALL_SECONDS: int = defaults.STALL_SECONDS
     AUTH: bool = defaults.AUTH
     SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
     TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
@@ -184,6 +185,7 @@ _CHECKS = {
     "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
     "MAX_PLAY_GROUPS": lambda n, v: _int(n, v, 1, 1_000_000_000),
     "MAX_PLAY_SONGS_MB": lambda n, v: _int(n, v, 1, 1 << 20),
+    "STALL_SECONDS": lambda n, v: _int(n, v, 1, 7 * 86400),
     "AUTH": lambda n, v: _bool(n, v),
     "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
     "RATE_LIMIT_PER_MINUTE": lambda n, v: _int(n, v, 0, 1_000_000),  # 0: off

@@ -77,6 +77,10 @@ CSV_FORMULA_GUARD = True  # a result cell starting with = + - @ tab or CR gets a
 # songs' names. Past either bound the task fails with the reason, before the worker runs out of memory.
 MAX_PLAY_GROUPS = 2_000_000
 MAX_PLAY_SONGS_MB = 256  # MiB of distinct song names (UTF-8) held
+# A job with no progress (no batch written, no stretch of file read) this long is stuck: its worker stops renewing
+# the lease and gives the task up for another attempt. 10 minutes: above one MongoDB call's whole retry budget
+# (60 s socket timeout x 6 tries + 15.5 s of backoff = 376 s) and the slowest batch measured (~200 s, FerretDB).
+STALL_SECONDS = 600
 
 # Authentication: every route needs an API key or a token of the right role (docs: README, Security).
 # false: anyone who reaches the port may do anything; the service warns at every start.

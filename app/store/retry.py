@@ -19,11 +19,16 @@ class Backoff:
     attempts: int = 1  # 1: no retry
     first_delay: float = 0.5  # seconds; doubled after every failure
     max_delay: float = 30.0
+    # Called before each try; what it raises stops the call. A worker checks here that its task is still its
+    # own, so a worker that lost its lease writes nothing more (app/worker/lease.py).
+    before: Callable[[], None] | None = None
 
     def call(self, fn: Callable[..., T], *args, what: str = "MongoDB operation", **kwargs) -> T:
         """fn(*args, **kwargs), retried on ConnectionFailure; the last failure is raised. Only for idempotent fn."""
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
+            if self.before is not None:
+                self.before()
             try:
                 return fn(*args, **kwargs)
             except ConnectionFailure as e:

@@ -6,8 +6,10 @@
        │                   └── clean stop ──► pending (the attempt does not count; cancel requested: cancelled)
        └── cancel ──► cancelled                (a processing task is cancelled at its next batch)
 
-A worker owns a task while its lease lasts and renews it with every progress update; an update that finds
-the task no longer its own raises LostTask, so two workers never write progress for one task. Movie
+A worker owns a task while its lease lasts; a thread of the worker renews it on a timer, whatever one write
+takes, until the job makes no progress for STALL_SECONDS (app/worker/lease.py). Every write a worker makes
+to its task (progress, renewal, outcome) carries the same owner check (`_mine`); one that finds the task no
+longer its own raises LostTask, so two workers never write progress for one task. Movie
 tasks keep a `checkpoint` (the line after the last batch written, and the counters at that point): a
 retake goes on from there instead of from the start. Plays tasks keep their totals in memory and start over.
 """
@@ -207,19 +209,45 @@ def expire_results(db: Database, ttl_hours: int) -> list[dict]:
     return expired
 
 
+def _mine(task_id: str, worker_id: str) -> dict:
+    """The owner check of every write a worker makes to its task: progress, lease renewal, the outcome."""
+    return {"task_id": task_id, "status": PROCESSING, "worker": worker_id}
+
+
 def update(db: Database, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:
     """Record progress and renew the lease; LostTask if the task is no longer ours, Cancelled if cancelled."""
     t = now()
     result = db.processes.update_one(
-        {"task_id": task_id, "status": PROCESSING, "worker": worker_id, "cancel_requested": {"$ne": True}},
+        {**_mine(task_id, worker_id), "cancel_requested": {"$ne": True}},
         {"$set": {**fields, "updated_at": t, "lease_expires_at": t + timedelta(seconds=lease_seconds)}},
     )
     if result.matched_count == 0:
         _not_ours(db, task_id, worker_id)
 
 
+def renew(db: Database, task_id: str, worker_id: str, lease_seconds: int) -> None:
+    """Extend the lease by `lease_seconds` from now; LostTask if the task is no longer ours.
+
+    A task cancelled meanwhile keeps its lease (its worker needs it to record the cancellation) and
+    raises Cancelled, so the worker stops at its next step.
+    """
+    t = now()
+    task = db.processes.find_one_and_update(  # no projection: FerretDB 1.24 refuses one here
+        _mine(task_id, worker_id), {"$set": {"lease_expires_at": t + timedelta(seconds=lease_seconds)}}
+    )
+    if task is None:
+        raise LostTask(task_id)
+    if task.get("cancel_requested"):
+        raise Cancelled(task_id)
+
+
+def give_up(db: Database, task_id: str, worker_id: str) -> bool:
+    """End our lease now, so that any worker may claim the task (a new attempt); False if it was not ours."""
+    return db.processes.update_one(_mine(task_id, worker_id), {"$set": {"lease_expires_at": now()}}).matched_count > 0
+
+
 def _not_ours(db: Database, task_id: str, worker_id: str):
-    task = db.processes.find_one({"task_id": task_id, "status": PROCESSING, "worker": worker_id}, {"_id": 1})
+    task = db.processes.find_one(_mine(task_id, worker_id), {"_id": 1})
     raise Cancelled(task_id) if task is not None else LostTask(task_id)
 
 
@@ -228,7 +256,7 @@ def finish(db: Database, task_id: str, worker_id: str, status: str, **fields) ->
     task = db.processes.find_one({"task_id": task_id}, {"started_at": 1})
     started = task.get("started_at") if task else None
     result = db.processes.update_one(
-        {"task_id": task_id, "status": PROCESSING, "worker": worker_id},
+        _mine(task_id, worker_id),
         {
             "$set": {
                 **fields,
@@ -261,7 +289,7 @@ def release(db: Database, task_id: str, worker_id: str) -> None:
 
     A task someone asked to cancel meanwhile is cancelled instead of going back to the pool.
     """
-    mine = {"task_id": task_id, "status": PROCESSING, "worker": worker_id}
+    mine = _mine(task_id, worker_id)
     result = db.processes.update_one(
         {**mine, "cancel_requested": {"$ne": True}},
         {

@@ -2,7 +2,8 @@
 
 A message names a task, but the loop does not depend on it: after every task, and every
 RECOVERY_SECONDS when idle, it sweeps MongoDB for pending or abandoned tasks, so a lost message or a
-dead worker delays a task and never loses it.
+dead worker delays a task and never loses it. While a task runs, a thread keeps its lease (app/worker/lease.py):
+renewed on a timer however long one write takes, given up when the job makes no progress for STALL_SECONDS.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.store import mongo
 from app.store.files import remove
 from app.store.retry import Backoff
 from app.worker import heartbeats
+from app.worker.lease import Lease, Stalled
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,8 @@ class Worker:
             if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.CANCELLED, **e.fields):
                 log.info("task %s: cancelled; rows written so far stay", task_id)
                 remove(task["path"])
+        except Stalled as e:  # the lease's thread has said why, and given the task up
+            log.warning("task %s: stopped working on it: %s", task_id, e)
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
         except ConnectionFailure as e:
@@ -209,11 +213,36 @@ class Worker:
             return False
 
     def _execute(self, task: dict) -> dict:
-        """Run the task's job to the end; returns the fields its record gets on completion."""
+        """Run the task's job to the end, its lease kept meanwhile; returns the fields its record gets on completion."""
+        kind = registry.get(task["kind"])
+        lease = Lease(
+            self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, self.config.STALL_SECONDS, self.heartbeat
+        )
+        # Every write the job makes, and every progress update, first checks that the task is still ours.
+        retry = Backoff(self.config.MONGO_RETRIES + 1, self.config.MONGO_RETRY_DELAY_MS / 1000, before=lease.check)
+        result_path = (
+            os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
+            if kind.leaves_result
+            else None
+        )
+        job = registry.Job(
+            task=task,
+            config=self.config,
+            db=self.db,
+            on_progress=self._progress_recorder(task, lease, retry),
+            retry=retry,
+            result_path=result_path,
+        )
+        with lease:
+            fields = kind.run(job)
+        return {**fields, "result_path": result_path} if kind.leaves_result else fields
+
+    def _progress_recorder(self, task: dict, lease: Lease, retry: Backoff):
+        """The job's `on_progress(fields, checkpoint=None)`: records progress and stops the job when it must."""
         last_log = [time.monotonic()]
-        retry = Backoff(self.config.MONGO_RETRIES + 1, self.config.MONGO_RETRY_DELAY_MS / 1000)
 
         def on_progress(fields: dict, checkpoint: dict | None = None) -> None:
+            lease.progressed()
             saved = fields if checkpoint is None else {**fields, "checkpoint": checkpoint}
             try:
                 retry.call(
@@ -244,18 +273,7 @@ class Worker:
             if self.stop_event.is_set() and (checkpoint is not None or fields["percent"] < 100):
                 raise Stopping()
 
-        kind = registry.get(task["kind"])
-        result_path = (
-            os.path.abspath(os.path.join(self.config.RESULT_FOLDER, f"{task['task_id']}.csv"))
-            if kind.leaves_result
-            else None
-        )
-        fields = kind.run(
-            registry.Job(
-                task=task, config=self.config, db=self.db, on_progress=on_progress, retry=retry, result_path=result_path
-            )
-        )
-        return {**fields, "result_path": result_path} if kind.leaves_result else fields
+        return on_progress
 
     # -- liveness ---------------------------------------------------------------------------------
     def heartbeat(self, force: bool = False) -> None:
