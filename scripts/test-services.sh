@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The services the tests talk to, made ready on this machine: Redis, FerretDB, Chromium.
+# The services the tests talk to, made ready on this machine: Redis, FerretDB, PostgreSQL, Chromium.
 #
 #   bash scripts/test-services.sh             (make test and .ci/run call it)
 #   bash scripts/test-services.sh ferretdb    (only FerretDB: make run-ferretdb calls it)
 #
 # Prints one line per service: ready, or what is missing and the command that brings it. Installs what
-# Debian packages (redis-server, chromium) when it can, starts Redis on 127.0.0.1:6379 when nothing
+# Debian packages (redis-server, postgresql, chromium) when it can, starts Redis on 127.0.0.1:6379 when nothing
 # answers there, and builds FerretDB once into .services/bin (git-ignored), reused while its version
 # matches. Under CI=true a service that is not ready is an error (exit 1); elsewhere only a warning, and
 # the tests that need it skip with the same message.
@@ -17,7 +17,9 @@ FERRETDB_BIN=.services/bin/ferretdb
 REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
 
-wanted="${*:-redis ferretdb chromium}"
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}  # Debian 12's postgresql; the tests start throwaway clusters
+
+wanted="${*:-redis ferretdb postgresql chromium}"
 want() { case " $wanted " in *" $1 "*) return 0;; *) return 1;; esac; }
 missing=0
 ready() { printf '%-9s ready: %s\n' "$1" "$2"; }
@@ -88,6 +90,18 @@ elif command -v go >/dev/null; then
   lacking ferretdb "the build of $FERRETDB_VERSION failed (see .services/ferretdb-build.log)" "bash scripts/test-services.sh"
 else
   lacking ferretdb "no Go toolchain to build it" "install Go 1.26, then bash scripts/test-services.sh"
+fi
+
+# -- PostgreSQL (FerretDB's other backend; tests/support/postgres.py starts a cluster per test module) ------
+pg_ready() { [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] && [ -x "$PG_BIN/postgres" ]; }
+if want postgresql && ! pg_ready; then
+  apt_install postgresql
+fi
+if ! want postgresql; then :
+elif pg_ready && { [ "$(id -u)" -ne 0 ] || id postgres >/dev/null 2>&1; }; then
+  ready postgresql "$PG_BIN ($("$PG_BIN/postgres" --version 2>/dev/null); the tests start a throwaway cluster on a free port)"
+else
+  lacking postgresql "no initdb/pg_ctl/postgres in $PG_BIN (or, as root, no postgres account)" "apt-get install postgresql"
 fi
 
 # -- Chromium (the browser tests; Playwright never downloads a browser) ----------------------------

@@ -1,4 +1,5 @@
-"""FerretDB, a real MongoDB-compatible server, for the tests: a process on a free port, SQLite underneath.
+"""FerretDB, a real MongoDB-compatible server, for the tests: a process on a free port, SQLite underneath, or
+PostgreSQL when given a `postgresql_url` (a throwaway cluster from tests/support/postgres.py).
 
 `scripts/test-services.sh` builds the binary into `.services/bin/ferretdb` (FERRETDB_BIN overrides it).
 A server keeps its data in `data_dir`: stopped or killed, it can be started again on the same folder, as
@@ -54,10 +55,12 @@ def version() -> str:
 
 
 class FerretDB:
-    """One FerretDB process; `uri` is where pymongo reaches it. The port stays the same across restarts."""
+    """One FerretDB process; `uri` is where pymongo reaches it. The port stays the same across restarts.
+    `backend` says which handler: "sqlite" (its data in `data_dir`) or "postgresql" (its data in the cluster)."""
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, postgresql_url: str | None = None):
         self.root = Path(root)
+        self.postgresql_url = postgresql_url
         self.data_dir = self.root / "data"
         self.state_dir = self.root / "state"
         self.log_path = self.root / "ferretdb.log"
@@ -65,11 +68,18 @@ class FerretDB:
         self.uri = f"mongodb://127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.postgresql_url else "sqlite"
+
     def command(self) -> list[str]:
+        if self.postgresql_url:
+            backend = ["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"]
+        else:
+            backend = ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"]
         return [
             str(BINARY),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir}/",
+            *backend,
             f"--listen-addr=127.0.0.1:{self.port}",
             f"--debug-addr=127.0.0.1:{free_port()}",
             f"--state-dir={self.state_dir}",
