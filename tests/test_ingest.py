@@ -249,15 +249,19 @@ def test_lines_of_separators_quotes_or_spaces_count_as_the_reference_says(db, wo
 
 
 class CountingMovies:
-    """`movies` that records the size of every bulk_write command; `lose_races` commands of more than one
-    upsert fail as pymongo fails on FerretDB's reply without counts (after the server applied them)."""
+    """`movies` that records every command: ("insert", n) and ("write", n); `lose_races` bulk writes of more
+    than one request fail as pymongo fails on FerretDB's reply without counts (after the server applied them)."""
 
     def __init__(self, collection, lose_races: int = 0, missing: str = "nModified"):
         self.collection, self.lose_races, self.missing = collection, lose_races, missing
-        self.commands: list[int] = []
+        self.commands: list[tuple[str, int]] = []
+
+    def insert_many(self, documents, ordered=True):
+        self.commands.append(("insert", len(documents)))
+        return self.collection.insert_many(documents, ordered=ordered)
 
     def bulk_write(self, requests, ordered=True):
-        self.commands.append(len(requests))
+        self.commands.append(("write", len(requests)))
         result = self.collection.bulk_write(requests, ordered=ordered)
         if self.lose_races and len(requests) > 1:
             self.lose_races -= 1
@@ -265,42 +269,48 @@ class CountingMovies:
         return result
 
 
-def movie_requests(n: int, offset: int = 0):
+def movie_documents(n: int, offset: int = 0, **fields):
     import bson
     from bson.raw_bson import RawBSONDocument
-    from pymongo import ReplaceOne
 
-    docs = [{"_id": f"2000-01-01/M{i}", "title": f"M{i}"} for i in range(offset, offset + n)]
-    return [ReplaceOne({"_id": d["_id"]}, RawBSONDocument(bson.encode(d)), upsert=True) for d in docs]
+    docs = [{"_id": f"2000-01-01/M{i}", "title": f"M{i}", **fields} for i in range(offset, offset + n)]
+    return [RawBSONDocument(bson.encode(d)) for d in docs]
 
 
-def test_a_batch_goes_to_the_server_in_chunks_of_mongo_write_ops(db):
+def test_a_batch_is_inserted_in_one_command_and_only_stored_movies_are_rewritten_in_chunks(db):
     from app.jobs.movies.ingest import write_movies
 
     movies = CountingMovies(db.movies)
-    assert write_movies(movies, movie_requests(1000), chunk=25) == (1000, 0)
-    assert movies.commands == [25] * 40
-    assert write_movies(movies, movie_requests(10, offset=995), chunk=0) == (5, 5)  # 0: the batch in one command
-    assert movies.commands[-1] == 10 and db.movies.count_documents({}) == 1005
+    assert write_movies(movies, movie_documents(1000), chunk=25) == (1000, 0)
+    assert movies.commands == [("insert", 1000)]
+    # 995-999 are stored: refused by the insert, then replaced 2 per command.
+    assert write_movies(movies, movie_documents(10, offset=995, v=1), chunk=2) == (5, 5)
+    assert movies.commands[1:] == [("insert", 10), ("write", 2), ("write", 2), ("write", 1)]
+    assert write_movies(movies, movie_documents(10, offset=995, v=2), chunk=0) == (0, 10)  # 0: all in one
+    assert movies.commands[-2:] == [("insert", 10), ("write", 10)]
+    assert db.movies.count_documents({}) == 1005 and db.movies.count_documents({"v": 2}) == 10
 
 
 def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
     """FerretDB 1.24 answers an upsert that lost a duplicate-key race without `n`/`nModified`."""
     from app.jobs.movies.ingest import write_movies
 
+    db.movies.insert_many([{"_id": f"2000-01-01/M{i}"} for i in range(30)])
     movies = CountingMovies(db.movies, lose_races=1)
-    inserted, updated = write_movies(movies, movie_requests(30), chunk=10)
-    assert (inserted, updated) == (20, 10)  # the lost command's 10 inserts come back as updates
-    assert movies.commands == [10] + [1] * 10 + [10, 10]
-    assert sorted(d["_id"] for d in db.movies.find()) == sorted(f"2000-01-01/M{i}" for i in range(30))
+    assert write_movies(movies, movie_documents(30), chunk=10) == (0, 30)
+    assert movies.commands == [("insert", 30), ("write", 10)] + [("write", 1)] * 10 + [("write", 10)] * 2
+    assert sorted((d["_id"], d["title"]) for d in db.movies.find()) == sorted(
+        (f"2000-01-01/M{i}", f"M{i}") for i in range(30)
+    )
     assert "had no 'nModified' count; writing its 10 upserts one by one" in caplog.text
 
 
 def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
     from app.jobs.movies.ingest import write_movies
 
+    db.movies.insert_many([{"_id": f"2000-01-01/M{i}"} for i in range(5)])
     with pytest.raises(KeyError, match="upserted"):
-        write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_requests(5))
+        write_movies(CountingMovies(db.movies, lose_races=1, missing="upserted"), movie_documents(5))
 
 
 # -- rows larger than a block, and quotes that never close ---------------------------------------------------

@@ -39,18 +39,24 @@ class FlakyMovies:
         self.collection, self.budget, self.failures, self.error = collection, budget, failures, error
         self.written = 0
 
+    def insert_many(self, documents, ordered=True):
+        return self._apply(self.collection.insert_many, documents, ordered)
+
     def bulk_write(self, requests, ordered=True):
+        return self._apply(self.collection.bulk_write, requests, ordered)
+
+    def _apply(self, send, items, ordered):
         if self.failures:
             self.failures -= 1
             raise AutoReconnect("connection reset by peer")
-        if self.budget is not None and self.written + len(requests) > self.budget:
+        if self.budget is not None and self.written + len(items) > self.budget:
             room = self.budget - self.written
             if room > 0:
-                self.collection.bulk_write(requests[:room], ordered=ordered)
+                send(items[:room], ordered=ordered)
                 self.written += room
             raise self.error("killed")
-        self.written += len(requests)
-        return self.collection.bulk_write(requests, ordered=ordered)
+        self.written += len(items)
+        return send(items, ordered=ordered)
 
 
 class WithMovies:
@@ -175,8 +181,8 @@ def test_cancel_a_processing_task_stops_it_at_the_next_batch(client, db, config,
     answers = []
 
     class CancelAfterTwoBatches(FlakyMovies):
-        def bulk_write(self, requests, ordered=True):
-            result = super().bulk_write(requests, ordered)
+        def _apply(self, send, items, ordered):
+            result = super()._apply(send, items, ordered)
             if self.written >= 2 * 450 and not answers:
                 answers.append(client.delete(f"/api/v1/process/{task_id}"))
             return result

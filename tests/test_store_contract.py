@@ -113,19 +113,43 @@ def test_upload_reupload_and_changed_rows_give_exact_documents_and_counts(store,
     assert [after[k]["vote_average"] for k in update["documents"]][:3] == [0.5, 1.5, 2.5]
 
 
-def test_write_movies_counts_inserted_and_updated_per_batch(store):
-    def req(key, **fields):
-        return ReplaceOne({"_id": key}, RawBSONDocument(bson.encode({"_id": key, **fields})), upsert=True)
+def raw(key, **fields) -> RawBSONDocument:
+    return RawBSONDocument(bson.encode({"_id": key, **fields}))
 
-    assert write_movies(store.movies, [req("a", v=1), req("b", v=1)]) == (2, 0)
-    assert write_movies(store.movies, [req("a", v=2), req("c", v=1), req("b", v=1)]) == (1, 2)
-    assert write_movies(store.movies, [req("d", v=1), req("d", v=2)]) == (1, 1)  # a repeat in one batch
+
+def stored_bytes(db) -> dict:
+    """Each movie as the bytes the server holds (mongomock keeps no bytes: its documents, encoded)."""
+    if not is_real(db):
+        return {doc["_id"]: bson.encode(doc) for doc in db.movies.find()}
+    options = bson.CodecOptions(document_class=RawBSONDocument)
+    return {doc["_id"]: doc.raw for doc in db.movies.with_options(codec_options=options).find()}
+
+
+def test_write_movies_inserts_new_rewrites_stored_and_the_last_repeat_wins(store):
+    """Counts per document given: a new movie is inserted, a stored one or a repeat is an update."""
+    assert write_movies(store.movies, [raw("a", v=1), raw("b", v=1)]) == (2, 0)
+    # c is new and repeated (its last occurrence is stored), a is stored and repeated, b is stored.
+    batch = [raw("c", v=1), raw("a", v=2), raw("c", v=2), raw("b", v=1), raw("a", v=3), raw("c", v=3)]
+    assert write_movies(store.movies, batch) == (1, 5)
+    expected = {"a": raw("a", v=3).raw, "b": raw("b", v=1).raw, "c": raw("c", v=3).raw}
+    assert stored_bytes(store) == expected
+    assert write_movies(store.movies, batch) == (0, 6)  # the batch replayed, as after a crash: nothing changes
+    assert stored_bytes(store) == expected
+    assert write_movies(store.movies, [raw("d", v=1), raw("d", v=2)], chunk=1) == (1, 1)  # a repeat in one batch
+    assert stored(store)["d"] == {"_id": "d", "v": 2}
+
+
+def test_write_movies_from_a_file_without_some_columns_keeps_what_it_lacks(store):
+    """A stored movie gets only the fields the file has; a new movie is inserted whole, as any other."""
+    store.movies.insert_one({"_id": "a", "title": "A", "budget": 5, "overview": "kept", "year": 2001})
+    partial = [raw("a", title="A", budget=None, overview=None, year=2001), raw("b", title="B", budget=None)]
+    assert write_movies(store.movies, partial, absent=("budget", "overview")) == (1, 1)
     assert stored(store) == {
-        "a": {"_id": "a", "v": 2},
-        "b": {"_id": "b", "v": 1},
-        "c": {"_id": "c", "v": 1},
-        "d": {"_id": "d", "v": 2},
+        "a": {"_id": "a", "title": "A", "budget": 5, "overview": "kept", "year": 2001},
+        "b": {"_id": "b", "title": "B", "budget": None},
     }
+    assert write_movies(store.movies, [raw("a", title="A2", budget=None, overview=None)], absent=("budget",)) == (0, 1)
+    assert stored(store)["a"] == {"_id": "a", "title": "A2", "budget": 5, "overview": None, "year": 2001}
 
 
 # -- the catalogue: every filter and sort, paged to the end -----------------------------------------------
@@ -535,17 +559,15 @@ def clash_batch(db) -> list[ReplaceOne]:
 
 
 def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
-    """mongomock differs (and so does MongoDB, whose behaviour mongomock has here): write_movies replays
-    `requests[err["index"]]` of a BulkWriteError and adds its `nUpserted`/`nMatched`.
+    """mongomock differs (and so does MongoDB, whose behaviour mongomock has here) on an upsert batch with
+    duplicate keys; write_movies' rewrites (its only upserts) filter on `_id` alone, so they meet a duplicate
+    key only if another upload inserts the movie between the two (test_same_new_movies_written_at_once_end_up_once).
 
     mongomock, like MongoDB: every other request applied, writeErrors at indexes 1 and 3 with code 11000,
-    nUpserted 2, nMatched 1; write_movies replays the two, which fail again (no race: a real conflict), and
-    raises BulkWriteError.
+    nUpserted 2, nMatched 1.
     FerretDB 1.24: the unordered batch stops at the first conflict, the error names index 0 (not 1), and the
-    reply has no `n`/`nModified`, so pymongo itself fails (KeyError 'nModified') before any BulkWriteError:
-    write_movies cannot replay, and a task meeting this fails with "KeyError: 'nModified'". With production's
-    `{"_id": key}` filters the conflict only comes from two uploads racing, which FerretDB never reports as a
-    conflict (test_same_new_movies_written_at_once_end_up_once), so no code relies on it there.
+    reply has no `n`/`nModified`, so pymongo itself fails (KeyError 'nModified') before any BulkWriteError.
+    An insert_many with duplicate keys is answered as MongoDB does on both (test_write_movies_inserts_...).
     """
     batch = clash_batch(store)
     if is_real(store):
@@ -562,8 +584,6 @@ def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
         )
         assert [(e["index"], e["code"]) for e in raw["writeErrors"]] == [(0, 11000)]
         assert "n" not in raw and "nModified" not in raw
-        with pytest.raises(KeyError, match="nModified"):
-            write_movies(store.movies, batch)
         assert stored(store) == {"a": {"_id": "a", "v": 1}, "b": {"_id": "b", "v": 0}, "d": {"_id": "d", "v": 0}}
         return
     with pytest.raises(BulkWriteError) as e:
@@ -571,9 +591,6 @@ def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
     details = e.value.details
     assert [(err["index"], err["code"]) for err in details["writeErrors"]] == [(1, 11000), (3, 11000)]
     assert (details["nUpserted"], details["nMatched"]) == (2, 1)
-    with pytest.raises(BulkWriteError) as e:
-        write_movies(store.movies, batch)
-    assert [(err["index"], err["code"]) for err in e.value.details["writeErrors"]] == [(0, 11000), (1, 11000)]
     assert stored(store) == {
         "a": {"_id": "a", "v": 1},
         "b": {"_id": "b", "v": 1},
@@ -582,12 +599,30 @@ def test_mongomock_differs_a_duplicate_key_in_an_unordered_bulk_upsert(store):
     }
 
 
+def test_an_insert_with_duplicate_keys_is_answered_alike_on_both(store):
+    """What write_movies reads from a refused insert: nInserted and the index of each duplicate, code 11000."""
+    store.movies.insert_many([{"_id": i} for i in range(0, 10, 2)])
+    with pytest.raises(BulkWriteError) as e:
+        store.movies.insert_many([{"_id": i, "v": 1} for i in [0, 1, 2, 3, 3, 5]], ordered=False)
+    details = e.value.details
+    assert details["nInserted"] == 3
+    assert [(err["index"], err["code"]) for err in details["writeErrors"]] == [(0, 11000), (2, 11000), (4, 11000)]
+    assert sorted((d["_id"], d.get("v")) for d in store.movies.find()) == [
+        (0, None),
+        (1, 1),
+        (2, None),
+        (3, 1),
+        (4, None),
+        (5, 1),
+        (6, None),
+        (8, None),
+    ]
+
+
 def test_same_new_movies_written_at_once_end_up_once(store):
     """Three uploads of the same new movies at once: every movie is stored once, and every row is counted
-    once, as inserted or updated. (MongoDB reports the upsert that loses the insert race as a duplicate key,
-    which write_movies replays as an update, so there exactly 150 are counted inserted. FerretDB applies
-    racing upserts without any error, and mongomock under threads likewise, but they may count an insert as
-    an update or the reverse: only the sum is exact.)"""
+    once: the insert that wins counts it inserted, the others are refused as duplicate keys and rewrite it,
+    counted updated. (mongomock is not thread-safe: there only the sum is checked.)"""
     keys = [f"m{i:03d}" for i in range(150)]
     inserted, updated, errors = [], [], []
     start = threading.Barrier(3)
@@ -596,11 +631,9 @@ def test_same_new_movies_written_at_once_end_up_once(store):
         db, close = other_client_db(store)
         try:
             start.wait()
-            reqs = [
-                ReplaceOne({"_id": k}, RawBSONDocument(bson.encode({"_id": k, "title": k})), upsert=True) for k in keys
-            ]
+            docs = [raw(k, title=k) for k in keys]
             for i in range(0, len(keys), 10):
-                a, b = write_movies(db.movies, reqs[i : i + 10])
+                a, b = write_movies(db.movies, docs[i : i + 10])
                 inserted.append(a)
                 updated.append(b)
         except Exception as e:  # pragma: no cover - reported below
@@ -616,6 +649,8 @@ def test_same_new_movies_written_at_once_end_up_once(store):
     assert errors == []
     assert stored(store) == {k: {"_id": k, "title": k} for k in keys}
     assert sum(inserted) + sum(updated) == 450, (sum(inserted), sum(updated))
+    if is_real(store):
+        assert (sum(inserted), sum(updated)) == (150, 300)
 
 
 def test_a_movie_over_16_mb_is_rejected_alone(store, tmp_path):
@@ -628,11 +663,11 @@ def test_a_movie_over_16_mb_is_rejected_alone(store, tmp_path):
     assert sorted(stored(store)) == ["undated/Also small", "undated/Small"]
 
 
-def test_mongomock_differs_documents_over_16_mb_are_refused_only_on_insert(store):
+def test_mongomock_differs_documents_over_16_mb_are_refused_only_on_insert_one(store):
     """mongomock differs: it stores a 17 MB document however it is written. Against FerretDB pymongo
-    refuses it on insert (DocumentTooLarge, before sending), but an upsert of it, the ingest's write, is
-    sent and FerretDB 1.24 stores it (MongoDB would answer a write error). No store can be relied on to
-    refuse it, which is why the ingest rejects such a movie itself (test_a_movie_over_16_mb_is_rejected_alone)."""
+    refuses it in insert_one (DocumentTooLarge, before sending), but an insert_many of it, the ingest's
+    write, is sent and FerretDB 1.24 stores it (MongoDB would answer a write error). No store can be relied
+    on to refuse it, which is why the ingest rejects such a movie itself (test_a_movie_over_16_mb_is_rejected_alone)."""
     doc = {"_id": "huge", "overview": "x" * (17 * 1024 * 1024)}
     if is_real(store):
         with pytest.raises(DocumentTooLarge):
@@ -641,8 +676,7 @@ def test_mongomock_differs_documents_over_16_mb_are_refused_only_on_insert(store
     else:
         store.movies.insert_one(doc)
         store.movies.delete_one({"_id": "huge"})
-    huge = ReplaceOne({"_id": "huge"}, RawBSONDocument(bson.encode(doc)), upsert=True)
-    assert write_movies(store.movies, [huge]) == (1, 0)
+    assert write_movies(store.movies, [RawBSONDocument(bson.encode(doc))]) == (1, 0)
     assert len(store.movies.find_one({"_id": "huge"})["overview"]) == 17 * 1024 * 1024
 
 

@@ -7,8 +7,9 @@ import logging
 import os
 from collections.abc import Callable
 
+import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
@@ -27,29 +28,73 @@ REPLY_WITHOUT_COUNTS_TRIES = 3  # a lone upsert that lost a race matches the win
 HELPER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 
 
-def requests(batch: Batch) -> list[ReplaceOne]:
-    """The batch as upserts by `_id`, each document the raw BSON prepared for it."""
+def documents(batch: Batch) -> list[RawBSONDocument]:
+    """The batch's movies, each the raw BSON prepared for it."""
     data, bounds = batch.documents, batch.bounds
-    return [
-        ReplaceOne({"_id": key}, RawBSONDocument(data[a:b]), upsert=True)
-        for key, a, b in zip(batch.ids, bounds, bounds[1:])
-    ]
+    return [RawBSONDocument(data[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def write_movies(collection: Collection, requests: list[ReplaceOne], chunk: int = 0) -> tuple[int, int]:
-    """Upsert by `_id`, `chunk` requests per command (0: all in one); returns (inserted, updated).
+def write_movies(
+    collection: Collection,
+    documents: list[RawBSONDocument],
+    chunk: int = 0,
+    absent: tuple[str, ...] = (),
+    ids: list | None = None,
+) -> tuple[int, int]:
+    """Store the movies, inserting first; returns (inserted, updated), counted per document given.
 
-    Replaying a batch changes nothing.
+    A movie repeated in `documents` is stored as its last occurrence (the earlier ones count as updated).
+    The movies are inserted in one unordered command; those refused as duplicate keys (stored before, or
+    inserted by another upload meanwhile) are written again by `_id`, `chunk` per command (0: all in one):
+    replaced whole, or, when the file lacks the fields `absent`, given only the fields it has ($set).
+    Replaying the same documents changes nothing.
     """
-    step = chunk or len(requests) or 1
-    inserted = updated = 0
-    for start in range(0, len(requests), step):
-        i, u = _write_chunk(collection, requests[start : start + step])
+    ids = [doc["_id"] for doc in documents] if ids is None else ids
+    last = {key: i for i, key in enumerate(ids)}
+    keep = sorted(last.values())
+    repeats = len(ids) - len(keep)  # earlier occurrences: each one an update by the one after it
+    inserted, refused = _insert(collection, [documents[i] for i in keep])
+    again = [_rewrite(documents[keep[i]], ids[keep[i]], absent) for i in refused]
+    step = chunk or len(again) or 1
+    updated = repeats
+    for start in range(0, len(again), step):
+        i, u = _write_chunk(collection, again[start : start + step])
         inserted, updated = inserted + i, updated + u
     return inserted, updated
 
 
-def _write_chunk(collection: Collection, requests: list[ReplaceOne]) -> tuple[int, int]:
+def _insert(collection: Collection, documents: list[RawBSONDocument]) -> tuple[int, list[int]]:
+    """Insert unordered; returns how many were inserted and the indexes refused as duplicate keys."""
+    if not documents:
+        return 0, []
+    try:
+        collection.insert_many(_sendable(collection, documents), ordered=False)
+        return len(documents), []
+    except BulkWriteError as e:
+        errors = e.details.get("writeErrors", [])
+        if not errors or any(err.get("code") != DUPLICATE_KEY for err in errors):
+            raise
+        return e.details["nInserted"], sorted(err["index"] for err in errors)
+
+
+def _sendable(collection: Collection, documents: list[RawBSONDocument]) -> list:
+    """mongomock's insert_many refuses RawBSONDocument: the embedded stand-in gets them decoded."""
+    if isinstance(collection, Collection):
+        return documents
+    return [bson.decode(doc.raw) for doc in documents]
+
+
+def _rewrite(document: RawBSONDocument, key, absent: tuple[str, ...]) -> ReplaceOne | UpdateOne:
+    """The write of a movie that is already stored: the whole document, or only the fields the file has."""
+    if not absent:
+        return ReplaceOne({"_id": key}, document, upsert=True)
+    carried = {name: value for name, value in bson.decode(document.raw).items() if name not in absent}
+    del carried["_id"]
+    # Were the movie gone meanwhile, the upsert still stores every field, the absent ones empty as on insert.
+    return UpdateOne({"_id": key}, {"$set": carried, "$setOnInsert": dict.fromkeys(absent)}, upsert=True)
+
+
+def _write_chunk(collection: Collection, requests: list) -> tuple[int, int]:
     try:
         return _upsert(collection, requests)
     except KeyError as e:
@@ -81,13 +126,13 @@ def _reply_without_counts(error: KeyError) -> bool:
     return bool(error.args) and error.args[0] in ("n", "nModified")
 
 
-def _upsert(collection: Collection, requests: list[ReplaceOne]) -> tuple[int, int]:
+def _upsert(collection: Collection, requests: list) -> tuple[int, int]:
     try:
         result = collection.bulk_write(requests, ordered=False)
         return result.upserted_count, result.matched_count
     except BulkWriteError as e:
-        # Two uploads inserting the same new movie at once: one upsert loses the race. Replaying the
-        # losers turns them into updates; anything else is a real failure.
+        # A movie removed and re-inserted by another upload between our insert and this upsert: the upsert
+        # loses the race. Replaying the losers turns them into updates; anything else is a real failure.
         errors = e.details.get("writeErrors", [])
         if not errors or any(err.get("code") != DUPLICATE_KEY for err in errors):
             raise
@@ -129,7 +174,13 @@ def ingest_movies(
             for batch in block:
                 if batch.ids:
                     inserted, updated = retry.call(
-                        write_movies, collection, requests(batch), write_chunk, what="bulk write"
+                        write_movies,
+                        collection,
+                        documents(batch),
+                        write_chunk,
+                        batch.absent,
+                        batch.ids,
+                        what="bulk write",
                     )
                     progress.rows_inserted += inserted
                     progress.rows_updated += updated

@@ -35,6 +35,7 @@ class Batch:
     rows_read: int
     rejects: list[Reject] = field(default_factory=list)
     warnings: dict[str, int] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()  # fields the file lacks (schema.absent): a stored movie keeps its own
 
 
 def prepare(
@@ -46,6 +47,7 @@ def prepare(
     bytes_before = 0  # where the current chunk's bytes start
     for chunk in in_thread(blocks, depth=1):
         block = schema.clean_block(chunk.batch, chunk.lines)
+        absent = schema.absent(chunk.batch.schema.names)
         ids, documents, bounds = _encoded(block)
         oversized = np.flatnonzero(np.diff(bounds) > MAX_DOCUMENT_BYTES)
         if len(oversized):  # rare: reject those rows, encode the rest again
@@ -77,6 +79,7 @@ def prepare(
                     rows_read=rows + n_invalid,
                     rejects=sorted(invalid[:n_invalid] + missing[:n_missing], key=lambda r: r.line),
                     warnings=block.warnings(start, end),
+                    absent=absent,
                 )
             )
             invalid, missing, line = invalid[n_invalid:], missing[n_missing:], end_line

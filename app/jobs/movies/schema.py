@@ -69,6 +69,12 @@ def identity(title: pa.Array, release_date: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(day, title, _SLASH)
 
 
+def absent(names: list[str]) -> tuple[str, ...]:
+    """The stored fields a file with these columns does not carry: a stored movie keeps its own values of them."""
+    missing = tuple(name for name in COLUMNS if name not in names)
+    return missing + ("year",) if "release_date" in missing else missing
+
+
 def clean_block(batch: pa.RecordBatch, lines: np.ndarray) -> CleanBlock:
     """Turn a block of raw string columns into movie fields ready to encode; rows without a title are rejected."""
     title = clean.trimmed(batch.column("title")) if batch.num_rows else pa.array([], pa.string())
