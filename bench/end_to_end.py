@@ -559,6 +559,8 @@ def main() -> int:
         print(json.dumps(baseline_child(*args.baseline_one)))
         return 0
 
+    # Stopped with SIGTERM (kill, a CI timeout): unwind, so the servers and clusters it started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if unknown := set(stores) - set(STORES):
         parser.error(f"unknown store(s): {', '.join(sorted(unknown))}")
@@ -581,6 +583,7 @@ def main() -> int:
             print(f"file {path.name}: {size / MB:.1f} MB, {made['rows']:,} rows (generated, not timed)", flush=True)
             for store in stores:
                 rows.append(figures(measure(store, path, workdir, args), size))
+                print(f"    {json.dumps(rows[-1])}", flush=True)  # each run as it ends: a stopped bench keeps them
             path.unlink()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
