@@ -346,10 +346,16 @@ def drive(http, path: Path, time_limit: float) -> dict:
     if task["status"] != "completed":
         return {"finished": False, "status": task["status"], "error": str(task.get("error"))[:200]}
     pages = {}
-    for sort in SORTS:
-        pages[sort], body = timed_page(http, f"?sort_by={sort}")
-    browsable = time.perf_counter() - start
-    pages["year=2000"], _ = timed_page(http, FILTERED)
+    try:
+        for sort in SORTS:
+            # A page may take long on a big catalogue: it may use what is left of the run's time.
+            http.timeout = max(5.0, time_limit - (time.perf_counter() - start))
+            pages[sort], body = timed_page(http, f"?sort_by={sort}")
+        browsable = time.perf_counter() - start
+        pages["year=2000"], _ = timed_page(http, FILTERED)
+    except TimeoutError:
+        done = ", ".join(f"{k} {v:.1f} s" for k, v in pages.items())
+        return {"finished": False, "status": f"completed in {completed:.0f} s; pages past {time_limit:g} s ({done})"}
     return {
         "finished": True,
         "status": "completed",
