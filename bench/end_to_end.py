@@ -575,12 +575,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="`python worker.py` processes (FerretDB stores)")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds one run may take before it is stopped")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--report", nargs="+", metavar="OUTPUT", help="print the table of runs saved in outputs")
     parser.add_argument("--baseline-one", nargs=3, metavar=("STORE", "INPUT", "URI"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_one:
         print(json.dumps(baseline_child(*args.baseline_one)))
         return 0
 
+    if args.report:
+        rows = saved_runs(args.report)
+        return report(rows, list(dict.fromkeys(r["store"] for r in rows)), args)
     # Stopped with SIGTERM (kill, a CI timeout): unwind, so the servers and clusters it started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -592,7 +596,6 @@ def main() -> int:
     sizes = sorted(float(s) for s in args.size_mb.split(","))
 
     from app.tools.generate import generate_movies
-    from tests.support import ferretdb as ferretdb_support
 
     OUT.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="end-to-end-", dir=OUT))
@@ -610,6 +613,12 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    return report(rows, stores, args)
+
+
+def report(rows: list[dict], stores: list[str], args) -> int:
+    from tests.support import ferretdb as ferretdb_support
+
     server = "embedded"
     if any(store.startswith("ferretdb") for store in stores):
         server = f"{args.workers} worker.py on FerretDB {ferretdb_support.version()}"
@@ -626,6 +635,17 @@ def main() -> int:
     counts_ok = all(r.get("counts_match", True) for r in rows)
     print(json.dumps({"runs": rows, "growth": growth, "counts_match": counts_ok}))
     return 0 if counts_ok else 1
+
+
+def saved_runs(paths: list[str]) -> list[dict]:
+    """The per-run lines ("    {...}") of earlier outputs of this bench, in order: a run stopped midway, or
+    sizes run one command at a time, still give their table."""
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("    {"):
+                rows.append(json.loads(line))
+    return rows
 
 
 if __name__ == "__main__":
