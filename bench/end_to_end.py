@@ -309,8 +309,8 @@ def run_service(store: str, uri: str, path: Path, workdir: Path, args, peaks: Pe
         _, secret = keys.create(client[SERVICE_DB], "bench", "admin")  # as `python -m app.tools.keys create`
         settings["EMBEDDED_WORKERS"] = "0"  # not used with MONGO_URI; tells Service.start not to wait for one
     service = Service(workdir, **settings)
+    stack.callback(service.stop)  # before start: a SIGTERM while it starts must stop it too
     http = service.start()
-    stack.callback(service.stop)
     peaks.watch("api", service.proc.pid)
     if uri:
         http.key = secret
