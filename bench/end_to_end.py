@@ -621,7 +621,8 @@ def report(rows: list[dict], stores: list[str], args) -> int:
 
     server = "embedded"
     if any(store.startswith("ferretdb") for store in stores):
-        server = f"{args.workers} worker.py on FerretDB {ferretdb_support.version()}"
+        version = ferretdb_support.version() if ferretdb_support.available() is None else "(binary not found)"
+        server = f"{args.workers} worker.py on FerretDB {version}"
     print()
     print(
         f"end to end: upload (curl -F) -> task completed -> first /api/v1/movies page of each sort; "
