@@ -46,9 +46,10 @@ WORKER_TIMEOUT = 30  # a worker silent for longer counts as gone
 RECOVERY_SECONDS = 10  # an idle worker looks for unclaimed pending tasks this often
 LEASE_SECONDS = 60  # a claimed task returns to the pool if its worker is silent this long
 MAX_ATTEMPTS = 3  # claims of one task before it is failed
-# Upserts per bulk_write command (0: a whole batch in one). FerretDB 1.24 holds one of its 100 pooled
-# backend connections per matched upsert until the command ends, so batches of re-written movies hang
-# it: run it with at most 100 / (concurrent writers), e.g. 25 (docs/stores.md).
+# Rewrites of stored movies per bulk_write command (0: all of a batch in one; new movies go in one insert
+# whatever this says). FerretDB 1.24 holds one of its 100 pooled backend connections per matched update
+# until the command ends, so 100 rewrites in one command hang it: run it with at most 100 / (concurrent
+# writers), e.g. 25 (docs/stores.md).
 MONGO_WRITE_OPS = 0
 MONGO_SOCKET_TIMEOUT_SECONDS = 60  # a MongoDB call with no answer this long fails (and is retried) instead of hanging
 MONGO_RETRIES = 5  # a failed write is retried this often, with backoff, before the attempt gives up

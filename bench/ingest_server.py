@@ -20,9 +20,9 @@ run's) and, for PostgreSQL, the largest sum of PSS over its processes, sampled e
 stored documents are counted against the inserts the ingest reported and across stores (exit 1 if they
 differ). The last line is JSON.
 
-FerretDB v1.24's upsert (`update` with `upsert: true`, as the worker's `ReplaceOne`s are) finds its
-document by reading the collection, not through the `_id` index: each batch costs in proportion to what is
-already stored, so the whole ingest grows with the square of the file. Keep FerretDB files small (a few MB).
+The worker inserts new movies (the `_id` index checks them) and rewrites stored ones by `_id`; FerretDB v1.24
+finds a rewrite's document by reading the collection, not through the `_id` index, so a file with many movies
+already stored (or repeated) costs in proportion to what is stored (docs/stores.md, bench/updates.py).
 """
 
 from __future__ import annotations

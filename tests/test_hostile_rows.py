@@ -97,3 +97,45 @@ def test_a_plays_file_with_a_quote_never_closed_totals_the_rows_before(server, t
     status, _, result = server.request("GET", task["result_url"], raw=True)
     assert status == 200
     assert result == b"Song,Date,Total Number of Plays for Date\nIn The End,2020-01-02,5\nUmbrella,2020-01-01,150\n"
+
+
+def movie_page(server, year: int, sort_by: str) -> dict:
+    """The year's movies by title; each read with its own sort, since a page is cached for CACHE_TTL."""
+    status, _, page = server.request("GET", f"/api/v1/movies?year={year}&limit=100&sort_by={sort_by}")
+    assert status == 200
+    return {movie["title"]: movie for movie in page["movies"]}
+
+
+def test_a_file_without_some_columns_updates_only_the_fields_it_has(server, tmp_path):
+    """Issue 23 #9: `title,release_date` and one row for a stored movie erased its budget, overview, rating
+    and runtime. The stored movie keeps every field the file lacks; a new movie in it is stored as always."""
+    full = {
+        "title": "Partial Header",
+        "release_date": "1987-06-05",
+        "budget": "1000",
+        "overview": "kept overview",
+        "vote_average": "7.5",
+        "runtime": "101",
+        "languages": "['English']",
+    }
+    upload(server, tmp_path, "full.csv", movie_lines(full))
+    before = movie_page(server, 1987, "title")["Partial Header"]
+    assert (before["budget"], before["overview"], before["vote_average"], before["runtime"]) == (
+        1000,
+        "kept overview",
+        7.5,
+        101,
+    )
+
+    task = upload(
+        server, tmp_path, "partial.csv", "title,release_date\r\nPartial Header,1987-06-05\r\nNew One,6/7/1987\r\n"
+    )
+    assert (task["rows_read"], task["rows_inserted"], task["rows_updated"], task["rows_rejected"]) == (2, 1, 1, 0)
+    assert task["columns_missing"] == [c for c in COLUMNS if c not in ("title", "release_date")]
+    after = movie_page(server, 1987, "release_date")
+    assert after["Partial Header"] == before
+    new = after["New One"]
+    assert new["_id"] == "1987-06-07/New One" and new["release_date"] == "1987-06-07T00:00:00Z"
+    assert {
+        name: new[name] for name in ("budget", "overview", "vote_average", "runtime", "languages")
+    } == dict.fromkeys(("budget", "overview", "vote_average", "runtime", "languages"))

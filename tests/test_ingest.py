@@ -257,8 +257,10 @@ class CountingMovies:
         self.commands: list[tuple[str, int]] = []
 
     def insert_many(self, documents, ordered=True):
+        from app.jobs.movies.ingest import sendable
+
         self.commands.append(("insert", len(documents)))
-        return self.collection.insert_many(documents, ordered=ordered)
+        return self.collection.insert_many(sendable(self.collection, documents), ordered=ordered)
 
     def bulk_write(self, requests, ordered=True):
         self.commands.append(("write", len(requests)))

@@ -152,6 +152,19 @@ def test_write_movies_from_a_file_without_some_columns_keeps_what_it_lacks(store
     assert stored(store)["a"] == {"_id": "a", "title": "A2", "budget": 5, "overview": None, "year": 2001}
 
 
+def test_an_ingest_of_a_file_without_some_columns_keeps_the_stored_fields(store, tmp_path):
+    full = tmp_path / "full.csv"
+    full.write_text("title,release_date,budget,overview,runtime\nHeat,1995-12-15,60000000,A heist,170\n")
+    assert ingest(full, store)["rows_inserted"] == 1
+    partial = tmp_path / "partial.csv"
+    partial.write_text("title,release_date,overview\nHeat,1995-12-15,Two men\nHeat,12/15/1995,Last wins\nRonin,,\n")
+    fields = ingest(partial, store)
+    assert (fields["rows_read"], fields["rows_inserted"], fields["rows_updated"]) == (3, 1, 2)
+    heat = store.movies.find_one({"_id": "1995-12-15/Heat"})
+    assert (heat["budget"], heat["runtime"], heat["overview"], heat["year"]) == (60000000, 170, "Last wins", 1995)
+    assert stored(store)["undated/Ronin"] == load(partial)["documents"]["undated/Ronin"]
+
+
 # -- the catalogue: every filter and sort, paged to the end -----------------------------------------------
 
 
@@ -727,15 +740,22 @@ def test_a_worker_on_ferretdb_is_told_to_chunk_its_writes(ferret_db):
 
 
 def test_ferretdb_differs_an_update_command_rewriting_100_stored_documents_never_answers(ferretdb, tmp_path):
-    """Why MONGO_WRITE_OPS exists: FerretDB 1.24 holds one of its 100 pooled backend connections per upsert
+    """Why MONGO_WRITE_OPS exists: FerretDB 1.24 holds one of its 100 pooled backend connections per update
     that matches a stored document until the command ends. 99 answer; 100 never do (MongoDB takes 100,000).
-    On a server of its own, since the hang outlives the command."""
+    Inserts are not held so: 1,000 in one command answer, and so do 1,000 refused as duplicate keys, which
+    is why the setting chunks only the rewrites of stored movies. On a server of its own, since the hang
+    outlives the command."""
     from tests.support.ferretdb import FerretDB
 
     with FerretDB(tmp_path / "own") as server:
+        with pymongo.MongoClient(server.uri) as patient:
+            inserts = patient["t"]["m"]
+            assert len(inserts.insert_many([{"_id": i, "x": 0} for i in range(1000)]).inserted_ids) == 1000
+            with pytest.raises(BulkWriteError) as refused:
+                inserts.insert_many([{"_id": i, "x": 1} for i in range(1000)], ordered=False)
+        assert refused.value.details["nInserted"] == 0 and len(refused.value.details["writeErrors"]) == 1000
         client = pymongo.MongoClient(server.uri, socketTimeoutMS=3000)
         coll = client["t"]["m"]
-        coll.insert_many([{"_id": i, "x": 0} for i in range(100)])
         rewrite = [ReplaceOne({"_id": i}, {"_id": i, "x": 1}, upsert=True) for i in range(100)]
         assert coll.bulk_write(rewrite[:99], ordered=False).matched_count == 99
         with pytest.raises(pymongo.errors.NetworkTimeout):

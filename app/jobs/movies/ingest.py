@@ -68,7 +68,7 @@ def _insert(collection: Collection, documents: list[RawBSONDocument]) -> tuple[i
     if not documents:
         return 0, []
     try:
-        collection.insert_many(_sendable(collection, documents), ordered=False)
+        collection.insert_many(sendable(collection, documents), ordered=False)
         return len(documents), []
     except BulkWriteError as e:
         errors = e.details.get("writeErrors", [])
@@ -77,11 +77,12 @@ def _insert(collection: Collection, documents: list[RawBSONDocument]) -> tuple[i
         return e.details["nInserted"], sorted(err["index"] for err in errors)
 
 
-def _sendable(collection: Collection, documents: list[RawBSONDocument]) -> list:
-    """mongomock's insert_many refuses RawBSONDocument: the embedded stand-in gets them decoded."""
-    if isinstance(collection, Collection):
-        return documents
-    return [bson.decode(doc.raw) for doc in documents]
+def sendable(collection: Collection, documents: list[RawBSONDocument]) -> list:
+    """What `collection.insert_many` takes: the raw BSON itself, except on mongomock (the embedded stand-in),
+    whose insert_many refuses RawBSONDocument: it gets the documents decoded."""
+    if type(collection).__module__.startswith("mongomock"):
+        return [bson.decode(doc.raw) for doc in documents]
+    return documents
 
 
 def _rewrite(document: RawBSONDocument, key, absent: tuple[str, ...]) -> ReplaceOne | UpdateOne:

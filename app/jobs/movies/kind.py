@@ -1,4 +1,4 @@
-"""The movies kind: a file with a `title` column, upserted into the `movies` collection (ingest.py).
+"""The movies kind: a file with a `title` column, written into the `movies` collection (ingest.py).
 
 A retake goes on from the task's checkpoint. The task record notes the known columns the file lacks.
 """
