@@ -11,8 +11,8 @@ as `create_app` makes them; created before the clock starts):
   embedded             `app.embedded.embedded_client()`, the in-memory store of MONGO_URI-less runs (it lives
                        in the worker process, so its documents are in the worker's RSS).
   ferretdb             FerretDB (tests/support/ferretdb.py: SQLite backend), a fresh server and data folder.
-  ferretdb-postgresql  the same FerretDB on PostgreSQL: a throwaway cluster (initdb into a temporary
-                       folder, a free port on 127.0.0.1, run as the `postgres` user when we are root).
+  ferretdb-postgresql  the same FerretDB on PostgreSQL: a throwaway cluster (tests/support/postgres.py: initdb
+                       into a temporary folder, a free port on 127.0.0.1, as the `postgres` user when root).
 
 Each run reports MB/s (10^6 bytes of file), rows/s, the peak RSS (VmHWM, MiB) of the worker process and of
 its ingest helper, and of the server: FerretDB's own VmHWM (a fresh server per run, so the peak is that
@@ -28,11 +28,8 @@ already stored (or repeated) costs in proportion to what is stored (docs/stores.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,10 +42,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _measure import ChildPeaks, rss_mb, run_child, warm
 
+from tests.support.ferretdb import FerretDB
+from tests.support.postgres import PostgreSQL
+
 OUT = REPO / "bench" / "out"  # git-ignored
 STORES = ("embedded", "ferretdb", "ferretdb-postgresql")
 DB_NAME = "bench_ingest"
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 # -- in the child: one ingest ---------------------------------------------------------------------------------
@@ -96,91 +95,6 @@ def run_one(store: str, path: str, uri: str) -> dict:
 # -- servers --------------------------------------------------------------------------------------------------
 
 
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL will not run as root: run its tools as the `postgres` user then."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-class PostgresCluster:
-    """A throwaway PostgreSQL cluster: initdb into a temporary folder, trust auth, a free port on 127.0.0.1."""
-
-    def __init__(self):
-        from tests.support import free_port
-
-        self.root = Path(tempfile.mkdtemp(prefix="ingest-pg-"))  # not under the repo: `postgres` must reach it
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.user = "postgres" if os.geteuid() == 0 else getpass.getuser()
-        self.pid: int | None = None
-
-    def start(self) -> PostgresCluster:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-
-        def run(*command: str) -> None:
-            subprocess.run(_as_postgres(list(command)), check=True, capture_output=True, text=True)
-
-        run(
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            self.user,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        )
-        run(
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "postgres.log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}",
-        )
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        return self
-
-    def create_database(self, name: str) -> str:
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name]),
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return f"postgres://{self.user}@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def ferretdb_class():
-    from tests.support.ferretdb import FerretDB
-
-    class PostgresFerretDB(FerretDB):
-        """tests/support's FerretDB, on a PostgreSQL database instead of SQLite."""
-
-        def __init__(self, root: Path, postgresql_url: str):
-            super().__init__(root)
-            self.postgresql_url = postgresql_url
-
-        def command(self) -> list[str]:
-            return [arg for arg in super().command() if not arg.startswith(("--handler=", "--sqlite-url="))] + [
-                "--handler=postgresql",
-                f"--postgresql-url={self.postgresql_url}",
-            ]
-
-    return FerretDB, PostgresFerretDB
-
-
 class PssPeak:
     """The largest sum of PSS over a process and its descendants (a PostgreSQL server), sampled."""
 
@@ -224,18 +138,17 @@ class PssPeak:
 # -- the parent -----------------------------------------------------------------------------------------------
 
 
-def measure(store: str, path: Path, workdir: Path, pg: PostgresCluster | None) -> dict:
+def measure(store: str, path: Path, workdir: Path, pg: PostgreSQL | None) -> dict:
     print(f"running {store}...", flush=True)
     if store == "embedded":
         r = run_child(__file__, "--run-one", store, str(path), "")
         server = {}
     else:
-        FerretDB, PostgresFerretDB = ferretdb_class()
         root = Path(tempfile.mkdtemp(prefix=f"{store}-", dir=workdir))
         if store == "ferretdb":
             ferret = FerretDB(root)
         else:
-            ferret = PostgresFerretDB(root, pg.create_database(f"ferretdb_{root.name.replace('-', '_')}"))
+            ferret = FerretDB(root, postgresql_url=pg.create_database(f"ferretdb_{root.name.replace('-', '_')}"))
         ferret.start()
         try:
             import psutil
@@ -320,7 +233,7 @@ def main() -> int:
             print(f"generated {path}: {made['rows']:,} rows in {time.perf_counter() - start:.1f} s (not counted)")
         size = path.stat().st_size
         if "ferretdb-postgresql" in stores:
-            pg = PostgresCluster().start()
+            pg = PostgreSQL().start()
         warm(path)
         runs = [measure(store, path, workdir, pg) for store in stores]
     finally:

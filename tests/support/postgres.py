@@ -129,6 +129,13 @@ class PostgreSQL:
                 raise RuntimeError(f"createdb {DATABASE} failed: {out.stderr[-1000:]}")
             time.sleep(0.2)
 
+    def create_database(self, name: str) -> str:
+        """Another database in the cluster (e.g. one per FerretDB run); its URL for `--postgresql-url`."""
+        out = self._run(PG_BIN / "createdb", "-h", self.socket_dir, "-p", str(self.port), name)
+        if out.returncode != 0:
+            raise RuntimeError(f"createdb {name} failed: {out.stderr[-1000:]}")
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def psql(self, sql: str) -> str:
         """One statement through psql on the unix socket; its unaligned output, stripped."""
         out = self._run(PG_BIN / "psql", "-h", self.socket_dir, "-p", str(self.port), "-d", DATABASE, "-XAtc", sql)
