@@ -139,6 +139,50 @@ def test_write_movies_inserts_new_rewrites_stored_and_the_last_repeat_wins(store
     assert stored(store)["d"] == {"_id": "d", "v": 2}
 
 
+class WriteCommands(pymongo.monitoring.CommandListener):
+    """The write commands a client sends, as the server receives them."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def started(self, event):
+        if event.command_name in ("insert", "update", "delete"):
+            self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_stored_movie_is_not_rewritten_when_the_file_has_it_unchanged(store, monkeypatch):
+    """A re-upload or a replayed batch sends its insert, reads the refused movies once, and rewrites only those
+    that changed: on FerretDB 1.24 each rewrite by `_id` reads the whole collection."""
+    first = [raw(f"m{i}", v=i) for i in range(40)]
+    assert write_movies(store.movies, first) == (40, 0)
+    again = [*first[:30], *(raw(f"m{i}", v=-i) for i in range(30, 40)), raw("new", v=0)]
+    if is_real(store):
+        listener = WriteCommands()
+        host, port = store.client.address
+        client = pymongo.MongoClient(host, port, event_listeners=[listener])
+        collection = client[store.name].movies
+    else:  # mongomock has no command monitoring: count what reaches the rewrite step instead
+        from app.jobs.movies import ingest as ingest_module
+
+        rewritten: list[int] = []
+        real = ingest_module._write_chunk
+        monkeypatch.setattr(ingest_module, "_write_chunk", lambda c, r: rewritten.append(len(r)) or real(c, r))
+        collection = store.movies
+    assert write_movies(collection, again) == (1, 40)  # counts as before: every stored movie counts as updated
+    assert stored_bytes(store) == {doc["_id"]: doc.raw for doc in again}
+    if is_real(store):
+        assert listener.names == ["insert", "update"]  # one insert, one update command of the ten changed
+        client.close()
+    else:
+        assert sum(rewritten) == 10
+
+
 def test_write_movies_from_a_file_without_some_columns_keeps_what_it_lacks(store):
     """A stored movie gets only the fields the file has; a new movie is inserted whole, as any other."""
     store.movies.insert_one({"_id": "a", "title": "A", "budget": 5, "overview": "kept", "year": 2001})

@@ -45,18 +45,23 @@ def write_movies(
 
     A movie repeated in `documents` is stored as its last occurrence (the earlier ones count as updated).
     The movies are inserted in one unordered command; those refused as duplicate keys (stored before, or
-    inserted by another upload meanwhile) are written again by `_id`, `chunk` per command (0: all in one):
-    replaced whole, or, when the file lacks the fields `absent`, given only the fields it has ($set).
-    Replaying the same documents changes nothing.
+    inserted by another upload meanwhile) are looked up in one query, and those that differ from the file are
+    written again by `_id`, `chunk` per command (0: all in one): replaced whole, or, when the file lacks the
+    fields `absent`, given only the fields it has ($set). Replaying the same documents writes nothing.
     """
     ids = [doc["_id"] for doc in documents] if ids is None else ids
     last = {key: i for i, key in enumerate(ids)}
     keep = sorted(last.values())
     repeats = len(ids) - len(keep)  # earlier occurrences: each one an update by the one after it
     inserted, refused = _insert(collection, [documents[i] for i in keep])
-    again = [_rewrite(documents[keep[i]], ids[keep[i]], absent) for i in refused]
+    refused = [keep[i] for i in refused]
+    stored = {} if absent else _stored(collection, [ids[i] for i in refused])
+    # A movie stored byte for byte as the file has it (a re-upload, a replayed batch) is not written again:
+    # it counts as updated, as a matched rewrite would, and costs no write (on FerretDB 1.24 a rewrite by
+    # `_id` reads the collection to find its movie; the look-up above reads it once for the whole batch).
+    again = [_rewrite(documents[i], ids[i], absent) for i in refused if stored.get(ids[i]) != documents[i].raw]
     step = chunk or len(again) or 1
-    updated = repeats
+    updated = repeats + len(refused) - len(again)
     for start in range(0, len(again), step):
         i, u = _write_chunk(collection, again[start : start + step])
         inserted, updated = inserted + i, updated + u
@@ -75,6 +80,16 @@ def _insert(collection: Collection, documents: list[RawBSONDocument]) -> tuple[i
         if not errors or any(err.get("code") != DUPLICATE_KEY for err in errors):
             raise
         return e.details["nInserted"], sorted(err["index"] for err in errors)
+
+
+def _stored(collection: Collection, keys: list) -> dict:
+    """The stored movies among `keys`, each as its BSON bytes (mongomock keeps no bytes: its documents, encoded)."""
+    if not keys:
+        return {}
+    if type(collection).__module__.startswith("mongomock"):
+        return {doc["_id"]: bson.encode(doc) for doc in collection.find({"_id": {"$in": keys}})}
+    raw = collection.with_options(codec_options=bson.CodecOptions(document_class=RawBSONDocument))
+    return {doc["_id"]: doc.raw for doc in raw.find({"_id": {"$in": keys}})}
 
 
 def sendable(collection: Collection, documents: list[RawBSONDocument]) -> list:
