@@ -109,6 +109,24 @@ def test_a_client_that_sends_nothing_is_closed_after_the_header_timeout(service)
         assert HEADER_TIMEOUT - 0.2 <= time.monotonic() - started < HEADER_TIMEOUT + 10
 
 
+def test_headers_past_64_kib_are_431_at_once_and_headers_within_are_served(service):
+    """The loop holds a connection's bytes until its headers end: 1 MiB each before (a thousand connections that
+    sent 1,000,000 bytes of headers and stalled held a gigabyte until the header timeout answered 408)."""
+    line = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+    start = b"GET /api/v1/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with connect(service.port) as sock:
+        sock.sendall(start + line * 8)  # 64,100 bytes: within, still waited for
+        sock.sendall(b"X-Last: 1\r\nConnection: close\r\n\r\n")
+        answer, _ = read_to_end(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"ok":true}\n'), answer[:200]
+    with connect(service.port) as sock:
+        sock.sendall(start + line * 9)  # 72,100 bytes, no end of headers: then it stalls
+        answer, _ = read_to_end(sock)
+    status, body = status_and_json(answer)
+    assert (status, body["error"]["code"]) == (431, "request_header_fields_too_large"), body
+    assert body["error"]["message"] == "The request line and headers are longer than 64 KiB."
+
+
 @pytest.mark.parametrize("sent_first", [0, 200_000], ids=["from-the-start", "after-200KB"])
 def test_a_slow_upload_body_is_cut_and_leaves_no_task_and_no_file(service, sent_first):
     """From the start: cut by the event loop; after 200 KB (streamed to a partial file by a thread): cut there."""

@@ -10,6 +10,8 @@ gthread (threads, streaming bodies, keep-alive, graceful SIGTERM) and changes wh
   `Expect: 100-continue` is answered first, so such clients send it). Only then is a thread given the
   connection, with those bytes already in its parser's buffer. Waiting connections cost a buffer, no
   thread (gunicorn's worker_connections, 1000, caps them per process).
+- A request line and headers past HEAD_LIMIT (64 KiB) are answered 431 by the loop, at once: what it holds for a
+  connection is bounded (its headers, then at most BODY_PREFIX bytes of body).
 - Headers not complete within HEADER_TIMEOUT_SECONDS, or the body's first BODY_PREFIX bytes not within
   BODY_TIMEOUT_SECONDS after them, and the loop answers 408 (JSON, `Connection: close`) and closes. A
   connection that sent nothing at all is closed without an answer.
@@ -62,7 +64,10 @@ from gunicorn import util
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
-HEAD_LIMIT = 1 << 20  # headers longer than this are handed over as they are: gunicorn's parser refuses them
+# A request line and headers longer than this are answered 431 by the loop. The loop holds what a connection sent
+# until its headers end, for up to HEADER_TIMEOUT_SECONDS, and a process takes 1000 connections (gunicorn's
+# worker_connections): at 1 MiB each, clients that sent big headers and stalled held a gigabyte.
+HEAD_LIMIT = 64 * 1024
 RECV = 64 * 1024
 WRITE_WINDOW = 64 * 1024  # each this many bytes of an answer must be taken within write_timeout
 SENDFILE_CHUNK = 1 << 20  # bytes of a file one os.sendfile call may send (the loop serves others between)
@@ -554,7 +559,14 @@ class GuardedThreadWorker(ThreadWorker):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > HEAD_LIMIT:
-                    self._hand_over(conn)
+                    self._drop(
+                        conn,
+                        _json_error(
+                            431,
+                            "Request Header Fields Too Large",
+                            f"The request line and headers are longer than {HEAD_LIMIT // 1024} KiB.",
+                        ),
+                    )
                 return
             conn.ahead_head_end = end + 4
             wanted = _body_wanted(bytes(buf[:end]))
