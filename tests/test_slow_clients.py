@@ -225,6 +225,38 @@ def test_one_key_gets_uploads_per_key_slots_and_they_come_back(service):
     assert status == 202, answer
 
 
+def test_a_chunked_body_to_another_route_is_413_unless_it_ends_in_the_loop(service):
+    """No key needed: a chunked POST in one-byte chunks (six bytes of wire a byte) that stalls after 130 KiB of
+    wire. The loop handed it to a thread after 64 KiB, and the thread waited BODY_TIMEOUT_SECONDS for the rest
+    of a body no route reads: sixteen such requests held every thread, again after each 408."""
+    chunks = b"1\r\nx\r\n" * (130 * 1024 // 6)
+    socks = []
+    for path in ("/nowhere", "/api/v1/keys", "/api/v1/ping") * 6:
+        sock = connect(service.port)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+        socks.append(sock)
+    try:
+        for sock in socks:
+            status, body = status_and_json(read_to_end(sock)[0])
+            assert (status, body["error"]["code"]) == (413, "request_entity_too_large"), body
+    finally:
+        for sock in socks:
+            sock.close()
+    # An upload's chunked body goes on to its thread past that, whichever form its target has.
+    rows = b"title,release_date\n" + b"Chunked Movie,2000-01-01\n" * 12_000  # 300 KB
+    body = b"".join(b"%x\r\n%s\r\n" % (len(rows[i : i + 4096]), rows[i : i + 4096]) for i in range(0, len(rows), 4096))
+    target = f"http://127.0.0.1:{service.port}/api/v1/upload?filename=chunked.csv"
+    with connect(service.port) as sock:
+        sock.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {service.server.key}\r\n"
+            "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+            + body
+            + b"0\r\n\r\n"
+        )
+        status, answer = status_and_json(read_to_end(sock)[0])
+    assert status == 202, answer
+
+
 # --- clients that do not read their answer -------------------------------------------------------------------
 
 WRITE_TIMEOUT = 3

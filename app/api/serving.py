@@ -59,6 +59,7 @@ from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
+from urllib.parse import unquote, urlsplit
 
 from gunicorn import util
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
@@ -129,6 +130,33 @@ def _body_wanted(head: bytes) -> tuple[int, bool, bool] | None:
     if chunked:
         want = BODY_PREFIX
     return want, chunked, expect
+
+
+# The upload routes (app/__init__.py's UPLOAD_ENDPOINTS): the only ones whose body may pass BODY_PREFIX.
+UPLOAD_PATHS = ("/api/v1/upload", "/upload")
+# Wire bytes a chunked body to any other route must end within: its payload is at most BODY_LIMIT (64 KiB), and
+# its chunks' framing gets as much again.
+CHUNKED_WIRE_LIMIT = 2 * BODY_PREFIX
+
+
+def _is_upload(head: bytes) -> bool:
+    """The request line's target is an upload route (origin- or absolute-form, percent-decoded as werkzeug does)."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3:
+        return True  # malformed: gunicorn's parser answers it
+    return unquote(urlsplit(parts[1].decode("latin-1")).path) in UPLOAD_PATHS
+
+
+def _response_413_chunked() -> bytes:
+    """Any other body is at most BODY_LIMIT (64 KiB, app/__init__.py). A chunked one whose first BODY_PREFIX bytes
+    did not end it was handed to a thread, which waited for the rest: sixteen such requests, with no key, in
+    one-byte chunks, held every thread for BODY_TIMEOUT_SECONDS, again and again. The loop refuses it instead."""
+    return _json_error(
+        413,
+        "Request Entity Too Large",
+        f"A chunked request body to this route did not end within {CHUNKED_WIRE_LIMIT // 1024} KiB of chunks; only an "
+        "upload's may be longer.",
+    )
 
 
 class BodyClock:
@@ -581,7 +609,12 @@ class GuardedThreadWorker(ThreadWorker):
                 except OSError:
                     pass
         body = len(buf) - conn.ahead_head_end
-        if body >= conn.ahead_want or (conn.ahead_chunked and buf.endswith(b"0\r\n\r\n")):
+        if conn.ahead_chunked and buf.endswith(b"0\r\n\r\n"):
+            self._hand_over(conn)
+        elif body >= conn.ahead_want and conn.ahead_chunked and not _is_upload(bytes(buf[: conn.ahead_head_end])):
+            if body > CHUNKED_WIRE_LIMIT:  # not an upload: handed over only whole, so no thread waits for its rest
+                self._drop(conn, _response_413_chunked())
+        elif body >= conn.ahead_want:
             self._hand_over(conn)
 
     def _hand_over(self, conn: TConn) -> None:
