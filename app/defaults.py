@@ -38,7 +38,7 @@ MAX_FORM_KB = 64  # KiB of those fields' names and values together
 # Uploads whose body one API process reads at once: each holds a thread of WEB_THREADS until its body is in
 # (a client may send 64 KiB per BODY_TIMEOUT_SECONDS for hours), so they cannot take every thread; more: 503.
 MAX_UPLOADS_RECEIVING = 4
-UPLOADS_PER_KEY = 2  # of those, one key's at once (429 beyond), so one uploader cannot take them all (0: no cap)
+UPLOADS_PER_KEY = 2  # of those, one key's at once (429 beyond; admins exempt), so one cannot take all (0: no cap)
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)

@@ -40,8 +40,10 @@ def receiving_slot(config):
     Each upload's thread waits for its body, and a client may send 64 KiB per BODY_TIMEOUT_SECONDS for
     hours: without a bound, WEB_THREADS such uploads held every thread, and ping, reads and the page hung."""
     slots, per_key = current_app.extensions["uploads_receiving"]
-    who = limits.identity()
-    if not per_key.take(who):
+    principal = auth.current()
+    # An admin key is exempt, as from the other per-key limits (it can make keys anyway); not AUTH=false's anyone.
+    who = None if principal.admin and principal.key_id else limits.identity()
+    if who is not None and not per_key.take(who):
         raise limits.too_many_error(
             "too_many_uploads_for_key",
             f"This key has UPLOADS_PER_KEY = {per_key.cap} uploads arriving on this server; retry when one is in.",
@@ -49,7 +51,8 @@ def receiving_slot(config):
             limit=per_key.cap,
         )
     if not slots.acquire(blocking=False):
-        per_key.give(who)
+        if who is not None:
+            per_key.give(who)
         raise APIError(
             503,
             "too_many_uploads",
@@ -63,7 +66,8 @@ def receiving_slot(config):
         yield
     finally:
         slots.release()
-        per_key.give(who)
+        if who is not None:
+            per_key.give(who)
 
 
 def choose_kind(header: list[str], requested: str | None) -> registry.JobKind:
