@@ -64,6 +64,8 @@ class Config:
     MIN_FREE_MB: int = defaults.MIN_FREE_MB
     MAX_FORM_FIELDS: int = defaults.MAX_FORM_FIELDS
     MAX_FORM_KB: int = defaults.MAX_FORM_KB
+    MAX_UPLOADS_RECEIVING: int = defaults.MAX_UPLOADS_RECEIVING
+    UPLOADS_PER_KEY: int = defaults.UPLOADS_PER_KEY
     ZMQ_HOST: str = defaults.ZMQ_HOST
     ZMQ_PORT: int = defaults.ZMQ_PORT
     ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
@@ -155,6 +157,8 @@ _CHECKS = {
     "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
     "MAX_FORM_FIELDS": lambda n, v: _int(n, v, 0, 1000),  # 0: the file part only
     "MAX_FORM_KB": lambda n, v: _int(n, v, 1, 16 * 1024),  # held in memory: 16 MiB at most
+    "MAX_UPLOADS_RECEIVING": lambda n, v: _int(n, v, 1, 255),  # 0 would refuse every upload
+    "UPLOADS_PER_KEY": lambda n, v: _int(n, v, 0, 255),  # 0: no cap per key, only MAX_UPLOADS_RECEIVING
     "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
     "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
     "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
@@ -282,5 +286,10 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
         raise ConfigError(
             f"SSE_MAX_STREAMS ({config.SSE_MAX_STREAMS}) must be smaller than WEB_THREADS "
             f"({config.WEB_THREADS}): each open progress stream holds one thread"
+        )
+    if config.MAX_UPLOADS_RECEIVING >= config.WEB_THREADS:  # each holds a thread while its body arrives
+        raise ConfigError(
+            f"MAX_UPLOADS_RECEIVING ({config.MAX_UPLOADS_RECEIVING}) must be smaller than WEB_THREADS "
+            f"({config.WEB_THREADS}): each upload holds one thread while its body arrives"
         )
     return config

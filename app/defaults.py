@@ -35,6 +35,10 @@ MIN_FREE_MB = 512  # an upload that would leave less free in UPLOAD_FOLDER's fil
 # their count and total bytes are bounded; passing either refuses the upload (413) at once, the rest unread.
 MAX_FORM_FIELDS = 16
 MAX_FORM_KB = 64  # KiB of those fields' names and values together
+# Uploads whose body one API process reads at once: each holds a thread of WEB_THREADS until its body is in
+# (a client may send 64 KiB per BODY_TIMEOUT_SECONDS for hours), so they cannot take every thread; more: 503.
+MAX_UPLOADS_RECEIVING = 4
+UPLOADS_PER_KEY = 2  # of those, one key's at once (429 beyond; admins exempt), so one cannot take all (0: no cap)
 
 ZMQ_HOST = "127.0.0.1"  # where the broker listens
 ZMQ_PORT = 5555  # broker → workers (workers connect PULL here)

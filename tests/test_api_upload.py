@@ -422,6 +422,7 @@ def test_multi_megabyte_multipart_upload_is_stored_byte_for_byte(client, db, upl
         (b'title,"budget\nA,1\n', "bad_header"),  # unterminated quote
         (b"title,$x\nA,1\n", "bad_columns"),  # MongoDB reads $ as an operator
         (b"title,a\x00b\nA,1\n", "bad_columns"),  # MongoDB refuses NUL in names
+        (b"title,a.b\nA,1\n", "bad_columns"),  # and reads a dot as a path
     ],
 )
 def test_headers_mongodb_cannot_store_are_refused(client, db, producer, upload_dir, header, code):

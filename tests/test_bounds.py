@@ -95,6 +95,23 @@ def test_a_file_part_under_another_name_counts_as_a_field(server, nothing_stored
     assert (status, answer["error"]["code"]) == (413, "too_many_fields"), answer
 
 
+def with_unnamed_parts(dispositions: list[str]) -> tuple[bytes, dict]:
+    """A form of the file after parts whose Content-Disposition has no `name`, as no browser sends them."""
+    body, headers = multipart(MOVIES, "form.csv")
+    boundary = headers["Content-Type"].split("boundary=")[1]
+    parts = "".join(f"--{boundary}\r\nContent-Disposition: {d}\r\n\r\nx\r\n" for d in dispositions)
+    return parts.encode() + body, headers
+
+
+@pytest.mark.parametrize("disposition", ["form-data", 'form-data; filename="x.csv"'], ids=["field", "file"])
+def test_parts_with_no_name_count_as_fields(server, disposition):
+    """They were a 500 (the form's count read the name of a part that has none)."""
+    status, _, answer = server.request("POST", "/api/v1/upload", *with_unnamed_parts([disposition] * FORM_FIELDS))
+    assert status == 202, answer
+    status, _, answer = server.request("POST", "/api/v1/upload", *with_unnamed_parts([disposition] * (FORM_FIELDS + 1)))
+    assert (status, answer["error"]["code"]) == (413, "too_many_fields"), answer
+
+
 def test_fields_of_exactly_max_form_kb_are_accepted(server):
     value = b"v" * (FORM_KB * 1024 - len("kind") - len("movies") - len("n"))  # names and values count
     status, _, body = upload_form(server, [("kind", b"movies"), ("n", value)])

@@ -259,3 +259,13 @@ def test_max_row_mb_defaults_to_64_and_must_hold_a_block():
     assert str(info.value) == (
         "MAX_ROW_MB (1 MiB) must be at least BLOCK_SIZE (2097152 bytes): a row that fits in a block is always read"
     )
+
+
+def test_uploads_receiving_must_leave_threads_for_other_requests():
+    assert (Config().MAX_UPLOADS_RECEIVING, Config().UPLOADS_PER_KEY) == (4, 2)
+    small = {"WEB_THREADS": "4", "SSE_MAX_STREAMS": "3"}
+    assert load_config({**small, "MAX_UPLOADS_RECEIVING": "3"}).MAX_UPLOADS_RECEIVING == 3
+    with pytest.raises(ConfigError, match=r"^MAX_UPLOADS_RECEIVING \(4\) must be smaller than WEB_THREADS \(4\)"):
+        load_config(small)
+    with pytest.raises(ConfigError, match=r"^MAX_UPLOADS_RECEIVING must be between 1 and 255, got 0$"):
+        load_config({"MAX_UPLOADS_RECEIVING": "0"})

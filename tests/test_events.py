@@ -210,7 +210,7 @@ def test_no_streams_at_all_when_the_cap_is_zero(make_client, db):
 def test_streams_must_leave_threads_for_other_requests():
     with pytest.raises(ConfigError, match=r"SSE_MAX_STREAMS \(4\) must be smaller than WEB_THREADS \(4\)"):
         load_config({"WEB_THREADS": "4", "SSE_MAX_STREAMS": "4"})
-    assert load_config({"WEB_THREADS": "4", "SSE_MAX_STREAMS": "3"}).SSE_MAX_STREAMS == 3
+    assert load_config({"WEB_THREADS": "4", "SSE_MAX_STREAMS": "3", "MAX_UPLOADS_RECEIVING": "3"}).SSE_MAX_STREAMS == 3
 
 
 # -- the real server ----------------------------------------------------------------------------------
@@ -260,6 +260,7 @@ def capped(tmp_path_factory):
         EMBEDDED_WORKERS="0",
         WEB_THREADS="4",
         SSE_MAX_STREAMS="2",
+        MAX_UPLOADS_RECEIVING="2",
         SSE_KEEPALIVE_SECONDS="1",
         SSE_POLL_MS="100",
     )

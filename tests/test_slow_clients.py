@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from app.api.serving import Budget, Outbox, WriteTimeout
-from tests.support.service import Service
+from tests.support.service import Server, Service, multipart
+from tests.test_streams_server import new_uploader
 
 HEADER_TIMEOUT = 2
 BODY_TIMEOUT = 2
@@ -107,6 +109,24 @@ def test_a_client_that_sends_nothing_is_closed_after_the_header_timeout(service)
         assert HEADER_TIMEOUT - 0.2 <= time.monotonic() - started < HEADER_TIMEOUT + 10
 
 
+def test_headers_past_64_kib_are_431_at_once_and_headers_within_are_served(service):
+    """The loop holds a connection's bytes until its headers end: 1 MiB each before (a thousand connections that
+    sent 1,000,000 bytes of headers and stalled held a gigabyte until the header timeout answered 408)."""
+    line = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+    start = b"GET /api/v1/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with connect(service.port) as sock:
+        sock.sendall(start + line * 8)  # 64,100 bytes: within, still waited for
+        sock.sendall(b"X-Last: 1\r\nConnection: close\r\n\r\n")
+        answer, _ = read_to_end(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"ok":true}\n'), answer[:200]
+    with connect(service.port) as sock:
+        sock.sendall(start + line * 9)  # 72,100 bytes, no end of headers: then it stalls
+        answer, _ = read_to_end(sock)
+    status, body = status_and_json(answer)
+    assert (status, body["error"]["code"]) == (431, "request_header_fields_too_large"), body
+    assert body["error"]["message"] == "The request line and headers are longer than 64 KiB."
+
+
 @pytest.mark.parametrize("sent_first", [0, 200_000], ids=["from-the-start", "after-200KB"])
 def test_a_slow_upload_body_is_cut_and_leaves_no_task_and_no_file(service, sent_first):
     """From the start: cut by the event loop; after 200 KB (streamed to a partial file by a thread): cut there."""
@@ -144,6 +164,105 @@ def test_pipelined_requests_on_one_connection_are_all_answered(service):
     assert answer.count(b"HTTP/1.1 200") == 3
 
 
+def start_upload(port: int, key: str, first: int = 64 * 1024) -> socket.socket:
+    """An upload announcing 50 MB, its headers and `first` bytes of its body sent at once."""
+    head = (
+        b"POST /api/v1/upload?filename=slow.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: " + str(50 << 20).encode() + b"\r\n\r\n"
+    )
+    sock = connect(port)
+    sock.sendall(head + b"title,release_date\n" + b"x" * first)
+    return sock
+
+
+def test_uploads_sent_just_fast_enough_cannot_take_every_thread(service):
+    """WEB_THREADS (16) uploads from eight uploader keys, each sending 64 KiB a second (above the floor of 64 KiB
+    per BODY_TIMEOUT_SECONDS, so never cut): each held a thread while its body arrived, and ping hung for as
+    long as they went on. MAX_UPLOADS_RECEIVING (4) are read; the others are refused at once, 503."""
+    secrets = [new_uploader(service.server)[1] for _ in range(8)]
+    socks = [start_upload(service.port, secret) for secret in secrets for _ in range(2)]
+    answers: dict[int, bytes] = {}
+    stop = threading.Event()
+
+    def feed() -> None:  # 16 KiB to each open upload every 0.25 s; an answered one stops
+        while not stop.wait(0.25):
+            for i, sock in enumerate(socks):
+                if i in answers:
+                    continue
+                if select.select([sock], [], [], 0)[0]:
+                    answers[i] = sock.recv(65536)
+                    continue
+                try:
+                    sock.send(b"x" * 16384)
+                except OSError:
+                    answers[i] = b""
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        time.sleep(2 * BODY_TIMEOUT)  # past a body deadline: the uploads still arriving are not being cut
+        pings = [Server(service.port, timeout=5).request("GET", "/api/v1/ping", key=None)[0] for _ in range(3)]
+        assert pings == [200, 200, 200]
+        refused = {i: status_and_json(answer) for i, answer in answers.items()}
+        assert len(refused) == len(socks) - 4, refused
+        assert {(status, body["error"]["code"]) for status, body in refused.values()} == {(503, "too_many_uploads")}
+    finally:
+        stop.set()
+        feeder.join()
+        for sock in socks:
+            sock.close()
+
+
+def test_one_key_gets_uploads_per_key_slots_and_they_come_back(service):
+    _, secret = new_uploader(service.server)
+    first, second, third = (start_upload(service.port, secret) for _ in range(3))
+    with first, second, third:
+        status, body = status_and_json(read_to_end(third)[0])
+        assert status == 429 and body["error"]["code"] == "too_many_uploads_for_key", body
+    time.sleep(0.5)  # the server sees them close
+    admin = [start_upload(service.port, service.server.key) for _ in range(3)]  # admins: exempt, as from quotas
+    time.sleep(0.5)
+    assert not select.select(admin, [], [], 0)[0], "an admin's upload was refused"
+    for sock in admin:
+        sock.close()
+    time.sleep(0.5)
+    body, headers = multipart(b"title,release_date\nBack,2000-01-01\n", "back.csv")
+    status, _, answer = Server(service.port).request("POST", "/api/v1/upload", body, headers, key=secret)
+    assert status == 202, answer
+
+
+def test_a_chunked_body_to_another_route_is_413_unless_it_ends_in_the_loop(service):
+    """No key needed: a chunked POST in one-byte chunks (six bytes of wire a byte) that stalls after 130 KiB of
+    wire. The loop handed it to a thread after 64 KiB, and the thread waited BODY_TIMEOUT_SECONDS for the rest
+    of a body no route reads: sixteen such requests held every thread, again after each 408."""
+    chunks = b"1\r\nx\r\n" * (130 * 1024 // 6)
+    socks = []
+    for path in ("/nowhere", "/api/v1/keys", "/api/v1/ping") * 6:
+        sock = connect(service.port)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+        socks.append(sock)
+    try:
+        for sock in socks:
+            status, body = status_and_json(read_to_end(sock)[0])
+            assert (status, body["error"]["code"]) == (413, "request_entity_too_large"), body
+    finally:
+        for sock in socks:
+            sock.close()
+    # An upload's chunked body goes on to its thread past that, whichever form its target has.
+    rows = b"title,release_date\n" + b"Chunked Movie,2000-01-01\n" * 12_000  # 300 KB
+    body = b"".join(b"%x\r\n%s\r\n" % (len(rows[i : i + 4096]), rows[i : i + 4096]) for i in range(0, len(rows), 4096))
+    target = f"http://127.0.0.1:{service.port}/api/v1/upload?filename=chunked.csv"
+    with connect(service.port) as sock:
+        sock.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {service.server.key}\r\n"
+            "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+            + body
+            + b"0\r\n\r\n"
+        )
+        status, answer = status_and_json(read_to_end(sock)[0])
+    assert status == 202, answer
+
+
 # --- clients that do not read their answer -------------------------------------------------------------------
 
 WRITE_TIMEOUT = 3
@@ -154,7 +273,11 @@ def with_a_large_result(workdir: Path) -> tuple[Service, str, bytes]:
     """A service with an ingest worker and a plays result of about 7.8 MB (far more than the socket buffers of a
     client that reads nothing, so the server is left holding most of it); (service, result path, its bytes)."""
     service = Service(
-        workdir, WEB_THREADS=str(READER_THREADS), SSE_MAX_STREAMS="2", WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT)
+        workdir,
+        WEB_THREADS=str(READER_THREADS),
+        SSE_MAX_STREAMS="2",
+        MAX_UPLOADS_RECEIVING="2",
+        WRITE_TIMEOUT_SECONDS=str(WRITE_TIMEOUT),
     )
     server = service.server = service.start()
     try:

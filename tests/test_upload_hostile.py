@@ -347,3 +347,26 @@ def test_long_non_csv_name_is_refused_without_echoing_it(server):
 def test_name_of_control_characters_only_is_empty(server):
     status, _, body = upload_named(server, "query", "\r\n\x00")
     assert status == 400 and body["error"]["code"] == "empty_filename"
+
+
+@pytest.mark.parametrize("column", ["a.b", "runtime.minutes"])
+def test_a_column_name_with_a_dot_is_refused_and_the_stored_movie_is_unchanged(service, server, tmp_path, column):
+    """MongoDB reads a dot in a field name as a path: a movie rewritten with only the fields its file carries
+    ($set) got `a: {"b": …}` beside the `a.b` its insert stored, and `runtime.minutes` was dropped silently
+    (or failed the write, on MongoDB), while the task said completed."""
+    stored = tmp_path / "stored.csv"
+    stored.write_text("title,release_date,budget,runtime\nDotted,2002-01-01,5,90\n")
+    status, _, body = server.upload(stored, "stored.csv")
+    assert status == 202, body
+    assert server.wait_for(body["task_id"])["status"] == "completed"
+    before = task_ids(server)
+    dotted = tmp_path / "dotted.csv"
+    dotted.write_text(f"title,release_date,{column}\nDotted,2002-01-01,v\n")
+    status, _, body = server.upload(dotted, "dotted.csv")
+    assert (status, body["error"]["code"]) == (422, "bad_columns"), body
+    assert column in body["error"]["message"]
+    assert task_ids(server) == before
+    _, _, page = server.request("GET", "/api/v1/movies?year=2002")
+    (movie,) = [m for m in page["movies"] if m["title"] == "Dotted"]
+    assert (movie["budget"], movie["runtime"]) == (5, 90)
+    assert "a" not in movie and "a.b" not in movie and "runtime.minutes" not in movie

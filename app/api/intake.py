@@ -357,10 +357,10 @@ def _receive_multipart(
                     sink = _Sink(partial, max_bytes, max_columns, min_free)
                     current = ("file",)
                 elif isinstance(event, Field):
-                    form.part(event.name)
-                    current = ("field", event.name, bytearray())
+                    form.part(event.name or "")  # a part may have no name: counted all the same
+                    current = ("field", event.name or "", bytearray())
                 elif isinstance(event, File):
-                    form.part(event.name)
+                    form.part(event.name or "")
                     current = ("skip",)
                 elif isinstance(event, Data):
                     if current[0] == "file":

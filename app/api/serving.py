@@ -10,6 +10,8 @@ gthread (threads, streaming bodies, keep-alive, graceful SIGTERM) and changes wh
   `Expect: 100-continue` is answered first, so such clients send it). Only then is a thread given the
   connection, with those bytes already in its parser's buffer. Waiting connections cost a buffer, no
   thread (gunicorn's worker_connections, 1000, caps them per process).
+- A request line and headers past HEAD_LIMIT (64 KiB) are answered 431 by the loop, at once: what it holds for a
+  connection is bounded (its headers, then at most BODY_PREFIX bytes of body).
 - Headers not complete within HEADER_TIMEOUT_SECONDS, or the body's first BODY_PREFIX bytes not within
   BODY_TIMEOUT_SECONDS after them, and the loop answers 408 (JSON, `Connection: close`) and closes. A
   connection that sent nothing at all is closed without an answer.
@@ -57,12 +59,16 @@ from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
+from urllib.parse import unquote, urlsplit
 
 from gunicorn import util
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
-HEAD_LIMIT = 1 << 20  # headers longer than this are handed over as they are: gunicorn's parser refuses them
+# A request line and headers longer than this are answered 431 by the loop. The loop holds what a connection sent
+# until its headers end, for up to HEADER_TIMEOUT_SECONDS, and a process takes 1000 connections (gunicorn's
+# worker_connections): at 1 MiB each, clients that sent big headers and stalled held a gigabyte.
+HEAD_LIMIT = 64 * 1024
 RECV = 64 * 1024
 WRITE_WINDOW = 64 * 1024  # each this many bytes of an answer must be taken within write_timeout
 SENDFILE_CHUNK = 1 << 20  # bytes of a file one os.sendfile call may send (the loop serves others between)
@@ -124,6 +130,33 @@ def _body_wanted(head: bytes) -> tuple[int, bool, bool] | None:
     if chunked:
         want = BODY_PREFIX
     return want, chunked, expect
+
+
+# The upload routes (app/__init__.py's UPLOAD_ENDPOINTS): the only ones whose body may pass BODY_PREFIX.
+UPLOAD_PATHS = ("/api/v1/upload", "/upload")
+# Wire bytes a chunked body to any other route must end within: its payload is at most BODY_LIMIT (64 KiB), and
+# its chunks' framing gets as much again.
+CHUNKED_WIRE_LIMIT = 2 * BODY_PREFIX
+
+
+def _is_upload(head: bytes) -> bool:
+    """The request line's target is an upload route (origin- or absolute-form, percent-decoded as werkzeug does)."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3:
+        return True  # malformed: gunicorn's parser answers it
+    return unquote(urlsplit(parts[1].decode("latin-1")).path) in UPLOAD_PATHS
+
+
+def _response_413_chunked() -> bytes:
+    """Any other body is at most BODY_LIMIT (64 KiB, app/__init__.py). A chunked one whose first BODY_PREFIX bytes
+    did not end it was handed to a thread, which waited for the rest: sixteen such requests, with no key, in
+    one-byte chunks, held every thread for BODY_TIMEOUT_SECONDS, again and again. The loop refuses it instead."""
+    return _json_error(
+        413,
+        "Request Entity Too Large",
+        f"A chunked request body to this route did not end within {CHUNKED_WIRE_LIMIT // 1024} KiB of chunks; only an "
+        "upload's may be longer.",
+    )
 
 
 class BodyClock:
@@ -554,7 +587,14 @@ class GuardedThreadWorker(ThreadWorker):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > HEAD_LIMIT:
-                    self._hand_over(conn)
+                    self._drop(
+                        conn,
+                        _json_error(
+                            431,
+                            "Request Header Fields Too Large",
+                            f"The request line and headers are longer than {HEAD_LIMIT // 1024} KiB.",
+                        ),
+                    )
                 return
             conn.ahead_head_end = end + 4
             wanted = _body_wanted(bytes(buf[:end]))
@@ -569,7 +609,12 @@ class GuardedThreadWorker(ThreadWorker):
                 except OSError:
                     pass
         body = len(buf) - conn.ahead_head_end
-        if body >= conn.ahead_want or (conn.ahead_chunked and buf.endswith(b"0\r\n\r\n")):
+        if conn.ahead_chunked and buf.endswith(b"0\r\n\r\n"):
+            self._hand_over(conn)
+        elif body >= conn.ahead_want and conn.ahead_chunked and not _is_upload(bytes(buf[: conn.ahead_head_end])):
+            if body > CHUNKED_WIRE_LIMIT:  # not an upload: handed over only whole, so no thread waits for its rest
+                self._drop(conn, _response_413_chunked())
+        elif body >= conn.ahead_want:
             self._hand_over(conn)
 
     def _hand_over(self, conn: TConn) -> None:

@@ -3,20 +3,71 @@
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from app import tasks
 from app.api import auth, limits
 from app.api.auth import requires
 from app.api.errors import APIError
 from app.api.intake import FormLimits, Upload, receive
+from app.api.routes.events import PerKey
 from app.api.services import services
 from app.jobs import registry
 from app.store.files import remove
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__, url_prefix="/api/v1")
+
+RETRY_SECONDS = 5  # Retry-After of an upload refused for want of a slot
+
+
+@bp.record_once
+def _limit_uploads(state) -> None:
+    config = state.app.extensions["movie_service"].config
+    state.app.extensions["uploads_receiving"] = (
+        threading.BoundedSemaphore(config.MAX_UPLOADS_RECEIVING),
+        PerKey(config.UPLOADS_PER_KEY),
+    )
+
+
+@contextmanager
+def receiving_slot(config):
+    """A slot to read one more upload's body in this process, for this key, or 429/503 (the body unread).
+
+    Each upload's thread waits for its body, and a client may send 64 KiB per BODY_TIMEOUT_SECONDS for
+    hours: without a bound, WEB_THREADS such uploads held every thread, and ping, reads and the page hung."""
+    slots, per_key = current_app.extensions["uploads_receiving"]
+    principal = auth.current()
+    # An admin key is exempt, as from the other per-key limits (it can make keys anyway); not AUTH=false's anyone.
+    who = None if principal.admin and principal.key_id else limits.identity()
+    if who is not None and not per_key.take(who):
+        raise limits.too_many_error(
+            "too_many_uploads_for_key",
+            f"This key has UPLOADS_PER_KEY = {per_key.cap} uploads arriving on this server; retry when one is in.",
+            RETRY_SECONDS,
+            limit=per_key.cap,
+        )
+    if not slots.acquire(blocking=False):
+        if who is not None:
+            per_key.give(who)
+        raise APIError(
+            503,
+            "too_many_uploads",
+            f"MAX_UPLOADS_RECEIVING = {config.MAX_UPLOADS_RECEIVING} uploads are arriving on this server; "
+            f"retry in {RETRY_SECONDS} s.",
+            headers={"Retry-After": str(RETRY_SECONDS)},
+            retry_after=RETRY_SECONDS,
+            limit=config.MAX_UPLOADS_RECEIVING,
+        )
+    try:
+        yield
+    finally:
+        slots.release()
+        if who is not None:
+            per_key.give(who)
 
 
 def choose_kind(header: list[str], requested: str | None) -> registry.JobKind:
@@ -34,7 +85,8 @@ def accept() -> tuple[Upload, str]:
     quota = limits.current()
     quota.admit_upload()  # 429 before the body is read: too many active tasks, or no upload bytes left today
     form = FormLimits(c.MAX_FORM_FIELDS, c.MAX_FORM_KB * 1024)
-    received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes, form)
+    with receiving_slot(c):
+        received = receive(request, c.UPLOAD_FOLDER, c.max_upload_bytes, c.MAX_COLUMNS, c.min_free_bytes, form)
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
         tasks.create(

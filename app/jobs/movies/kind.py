@@ -29,8 +29,11 @@ def check(header: list[str]) -> None:
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise JobRefused(422, "duplicate_columns", f"The header repeats column(s): {', '.join(duplicated)}.")
-    # MongoDB refuses field names with NUL and treats a leading $ as an operator.
-    unusable = [name for name in header if name in RESERVED or name == "" or name.startswith("$") or "\0" in name]
+    # MongoDB refuses field names with NUL and treats a leading $ as an operator, and a dot as a path: a movie
+    # rewritten with only the fields its file carries ($set) got `a: {b: …}` beside the `a.b` its insert stored.
+    unusable = [
+        name for name in header if name in RESERVED or name == "" or name.startswith("$") or "\0" in name or "." in name
+    ]
     if unusable:
         raise JobRefused(422, "bad_columns", f"The header has column names the service cannot store: {unusable}.")
 
