@@ -86,8 +86,9 @@ def _stored(collection: Collection, keys: list) -> dict:
     """The stored movies among `keys`, each as its BSON bytes (mongomock keeps no bytes: its documents, encoded)."""
     if not keys:
         return {}
-    if type(collection).__module__.startswith("mongomock"):
-        return {doc["_id"]: bson.encode(doc) for doc in collection.find({"_id": {"$in": keys}})}
+    if type(collection).__module__.startswith("mongomock"):  # `{_id: value}` is its one dictionary look-up
+        found = (collection.find_one({"_id": key}) for key in keys)  # (app/embedded.py); `$in` scans every movie
+        return {doc["_id"]: bson.encode(doc) for doc in found if doc is not None}
     raw = collection.with_options(codec_options=bson.CodecOptions(document_class=RawBSONDocument))
     return {doc["_id"]: doc.raw for doc in raw.find({"_id": {"$in": keys}})}
 
