@@ -21,7 +21,8 @@ import pytest
 from app.tools.generate import generate_movies
 from tests.support.reference import load
 from tests.support.slowlink import SlowLink
-from tests.test_processes import FINISHED, Cluster, Proc, assert_same_documents, mid_file, started_lines
+from tests.test_ferretdb_faults import assert_exact
+from tests.test_processes import FINISHED, Cluster, Proc, mid_file, started_lines
 
 pytestmark = pytest.mark.ferretdb
 
@@ -60,17 +61,6 @@ def finished(cluster: Cluster, task_id: str, timeout: float) -> dict:
         timeout=timeout,
         interval=0.2,
     )
-
-
-def assert_exact(cluster: Cluster, done: dict, expected: dict, path: Path) -> None:
-    """Completed on the whole file: every movie once with the reference's contents, the counters exact."""
-    assert done["status"] == "completed", (done, cluster.logs())
-    assert_same_documents(cluster.movies(), expected["documents"])
-    assert done["rows_read"] == expected["rows_read"], done
-    assert done["rows_rejected"] == len(expected["rejects"]) and done["rejects"] == expected["rejects"][:100]
-    assert done["rows_inserted"] + done["rows_updated"] == expected["valid"], done
-    assert done["percent"] == 100.0 and done["bytes_read"] == path.stat().st_size, done
-    assert "checkpoint" not in done and "lease_expires_at" not in done, done
 
 
 def start(cluster: Cluster, workers: int) -> list[Proc]:
