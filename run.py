@@ -1,11 +1,12 @@
-"""`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded mode) a worker.
+"""`python run.py`: the API under gunicorn, plus the ZeroMQ broker, plus (embedded store) the workers.
 
 gunicorn's threaded workers hand the request body to the app as it arrives, so uploads stream to disk; its
 event loop reads each request's headers first and sends what a slow reader has not taken of its answer
 (app/api/serving.py), so slow clients hold no thread.
 With MONGO_URI set: a broker process, WEB_CONCURRENCY API processes; run workers with `python worker.py`.
-With MONGO_URI unset: everything shares one in-memory database, so the API runs as one process that also
-hosts the broker and a worker thread, still talking over real ZeroMQ TCP sockets.
+With MONGO_URI unset: the store is one SQLite file in DATA_FOLDER; a broker process, one API process (its cache
+and rate limits live in its memory when REDIS_URL is empty too) and WORKERS `python worker.py` processes on the
+same file, over real ZeroMQ TCP sockets. Ctrl-C (or SIGTERM) stops them all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import select
 import subprocess
 import sys
-import threading
 
 from gunicorn.app.base import BaseApplication
 
@@ -42,7 +42,8 @@ class Server(BaseApplication):
         GuardedThreadWorker.write_buffer_total_bytes = c.WRITE_BUFFER_TOTAL_MB << 20
         settings = {
             "bind": f"{c.HOST}:{c.PORT}",
-            "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,
+            "workers": 1 if c.embedded_mongo else c.WEB_CONCURRENCY,  # one process: the page's tokens are signed
+            # with a key made at start, and embedded Redis lives in that process
             # gthread, with headers and a body's first 64 KiB read by the event loop, and the rest of an answer
             # sent by it: slow senders and slow readers hold no thread
             "worker_class": "app.api.serving.GuardedThreadWorker",
@@ -52,7 +53,6 @@ class Server(BaseApplication):
             "loglevel": c.LOG_LEVEL.lower(),
             "accesslog": "-",
             "control_socket_disable": True,  # not used; and several servers on one host would share its path
-            "post_worker_init": (lambda gunicorn_worker: _start_embedded_worker(c)) if c.embedded_mongo else None,
         }
         for key, value in settings.items():
             if value is not None:
@@ -61,11 +61,11 @@ class Server(BaseApplication):
     def load(self):
         app = create_app(self.config)
         if self.config.AUTH:
-            first_key(self.config, app.extensions["movie_service"].db)
+            first_key(self.config, app.extensions["movie_service"].store)
         return app
 
 
-def first_key(config: Config, db) -> None:
+def first_key(config: Config, store) -> None:
     """With no key yet, nobody could sign in: embedded, make one admin key and print where to sign in.
 
     Printed to the terminal, not logged: log collectors must never hold a secret. The secret rides in the
@@ -73,7 +73,13 @@ def first_key(config: Config, db) -> None:
     """
     from app.api import keys
 
-    if keys.any_key(db):
+    if keys.any_key(store):
+        if config.embedded_mongo:
+            log.info(
+                "API keys exist in %s; sign in with one of them, or make another with "
+                "`python -m app.tools.keys create --name NAME --role admin`",
+                config.DATA_FOLDER,
+            )
         return
     if not config.embedded_mongo:
         log.warning(
@@ -81,24 +87,15 @@ def first_key(config: Config, db) -> None:
             "`python -m app.tools.keys create --name admin --role admin`"
         )
         return
-    doc, secret = keys.create(db, "embedded admin", "admin")
+    doc, secret = keys.create(store, "embedded admin", "admin")
     host = "127.0.0.1" if config.HOST in ("0.0.0.0", "::") else config.HOST
     sys.stderr.write(
         f"\n  Sign in to the page:  {keys.sign_in_url(f'http://{host}:{config.PORT}', secret)}\n"
         f"  or use the API with:  Authorization: Bearer {secret}\n"
-        f"  (admin key {doc['_id']}, in memory: a new one at every start; more keys at /api/v1/keys)\n\n"
+        f"  (admin key {doc['_id']}, kept in {config.DATA_FOLDER}; shown this once: more keys at /api/v1/keys\n"
+        f"   or with `python -m app.tools.keys create --name NAME --role ROLE`)\n\n"
     )
     sys.stderr.flush()
-
-
-def _start_embedded_worker(config: Config) -> None:
-    """Embedded mode: broker and ingest worker live in the single API process, beside the app."""
-    from app.broker.taskqueue import Broker
-    from app.worker.loop import Worker
-
-    Broker(config).start()
-    for n in range(config.EMBEDDED_WORKERS):
-        threading.Thread(target=Worker(config).run, name=f"ingest-worker-{n}", daemon=True).start()
 
 
 def _start_broker() -> subprocess.Popen | None:
@@ -116,32 +113,58 @@ def _start_broker() -> subprocess.Popen | None:
     return broker
 
 
+def _start_workers(count: int) -> list[subprocess.Popen]:
+    """`python worker.py` children, on the same store; they log as they start."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+    return [subprocess.Popen([sys.executable, script]) for _ in range(count)]
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGTERM each (a worker hands its task back at the next batch), then wait; SIGKILL what lingers."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def main() -> int:
     config = logs.start_command(listen=True)
-    broker = None
-    if not config.embedded_mongo:
-        broker = _start_broker()
-        if broker is None:
-            log.error(
-                "the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its error above",
-                config.ZMQ_PORT,
-                config.ZMQ_INTAKE_PORT,
-            )
+    if config.embedded_mongo:
+        from app.store import connect
+
+        try:
+            connect(config).setup()  # the file is made (or checked) once, before any process opens it
+        except Exception as e:
+            log.error("the embedded store cannot be used: %s", e)
             return 1
+    broker = _start_broker()
+    if broker is None:
+        log.error(
+            "the ZeroMQ broker did not start (is ZMQ_PORT %d or ZMQ_INTAKE_PORT %d taken?); see its error above",
+            config.ZMQ_PORT,
+            config.ZMQ_INTAKE_PORT,
+        )
+        return 1
+    children = [broker] + (_start_workers(config.WORKERS) if config.embedded_mongo else [])
     auth.warn_if_off(config)
     limits.warn_if_per_process(config)
     log.info(
         "serving on http://%s:%d (%s)",
         config.HOST,
         config.PORT,
-        "embedded MongoDB and worker, in-memory, not persisted" if config.embedded_mongo else config.MONGO_DB,
+        f"embedded store {os.path.join(config.DATA_FOLDER, 'service.sqlite3')}, {config.WORKERS} worker(s)"
+        if config.embedded_mongo
+        else config.MONGO_DB,
     )
     try:
         Server(config).run()
     finally:
-        if broker is not None:
-            broker.terminate()
-            broker.wait(timeout=10)
+        _stop(children[1:] + children[:1])  # workers first: they may still hand a task back through the broker
     return 0
 
 

@@ -1,25 +1,25 @@
-"""`python worker.py`: run one ingest worker (needs MONGO_URI: workers and API share one database)."""
+"""`python worker.py`: one ingest worker, on the API's store (MONGO_URI, or the SQLite file in DATA_FOLDER)."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
 from app import logs
 from app.worker.loop import Worker
 
+log = logging.getLogger("app.worker")
+
 
 def main() -> int:
     config = logs.start_command()
-    if config.embedded_mongo:
-        print(
-            "worker.py needs MONGO_URI: with the embedded in-memory database a separate worker process "
-            "would see none of the API's tasks. `make run` (python run.py) runs a worker inside the API "
-            "process in that mode.",
-            file=sys.stderr,
-        )
+    try:
+        worker = Worker(config)
+        worker.store.setup()
+    except Exception as e:  # a foreign file at DATA_FOLDER, a server refusing: one line, then out
+        log.error("worker cannot start: %s", e)
         return 2
-    worker = Worker(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run()

@@ -14,14 +14,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None, *, db=None, redis_client=None, producer=None) -> Flask:
+def create_app(config: Config | None = None, *, store=None, redis_client=None, producer=None) -> Flask:
     """The application factory; dependencies may be passed in (tests), else built from `config`."""
     # Imported here: processes that only ingest (the worker's helper) then load no Flask, Redis or ZeroMQ.
     from app.api import auth, errors, limits
     from app.api.services import Services
     from app.broker.taskqueue import Producer
     from app.config import load_config
-    from app.store import cache, mongo
+    from app.store import cache, connect, of
+    from app.store.sqlite import ForeignFile
 
     config = config or load_config()
     app = _App(__name__)
@@ -31,15 +32,17 @@ def create_app(config: Config | None = None, *, db=None, redis_client=None, prod
     )
     os.makedirs(config.UPLOAD_FOLDER, exist_ok=True)
     os.makedirs(config.RESULT_FOLDER, exist_ok=True)
-    db = db if db is not None else mongo.connect(config)
+    store = of(store) if store is not None else connect(config)  # a test may hand in a pymongo Database
     try:
-        mongo.ensure_indexes(db)
-    except Exception as e:  # the API still starts; reads answer 503 until MongoDB is back
-        log.error("could not create MongoDB indexes: %s", e)
+        store.setup()
+    except ForeignFile:  # not ours to overwrite: the start stops, naming the file
+        raise
+    except Exception as e:  # the API still starts; reads answer 503 until the store is back
+        log.error("could not set up the %s store: %s", store.name, e)
     redis_client = redis_client if redis_client is not None else cache.connect(config)
     app.extensions["movie_service"] = Services(
         config=config,
-        db=db,
+        store=store,
         cache=cache.Cache(redis_client, config.CACHE_TTL),
         producer=producer or Producer(config),
     )

@@ -50,13 +50,15 @@ class Config:
     WEB_THREADS: int = defaults.WEB_THREADS
     HEADER_TIMEOUT_SECONDS: int = defaults.HEADER_TIMEOUT_SECONDS
     BODY_TIMEOUT_SECONDS: int = defaults.BODY_TIMEOUT_SECONDS
-    EMBEDDED_WORKERS: int = defaults.EMBEDDED_WORKERS
+    WORKERS: int = defaults.WORKERS
     WRITE_TIMEOUT_SECONDS: int = defaults.WRITE_TIMEOUT_SECONDS
     WRITE_BUFFER_MB: int = defaults.WRITE_BUFFER_MB
     WRITE_BUFFER_TOTAL_MB: int = defaults.WRITE_BUFFER_TOTAL_MB
     MONGO_URI: str = defaults.MONGO_URI
     MONGO_DB: str = defaults.MONGO_DB
     REDIS_URL: str = defaults.REDIS_URL
+    DATA_FOLDER: str = defaults.DATA_FOLDER
+    SQLITE_BUSY_MS: int = defaults.SQLITE_BUSY_MS
     UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
     RESULT_FOLDER: str = defaults.RESULT_FOLDER
     MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
@@ -146,7 +148,8 @@ _CHECKS = {
     "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
     "HEADER_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "BODY_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "EMBEDDED_WORKERS": lambda n, v: _int(n, v, 0, 16),
+    "WORKERS": lambda n, v: _int(n, v, 0, 16),
+    "SQLITE_BUSY_MS": lambda n, v: _int(n, v, 100, 600_000),
     "WRITE_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
     "WRITE_BUFFER_MB": lambda n, v: _int(n, v, 1, 1024),
     "WRITE_BUFFER_TOTAL_MB": lambda n, v: _int(n, v, 1, 65536),
@@ -262,7 +265,7 @@ def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Confi
         check = _CHECKS.get(setting.name)
         values[setting.name] = check(setting.name, raw) if check else raw.strip()
     config = Config(**values)
-    for name in ("UPLOAD_FOLDER", "RESULT_FOLDER"):
+    for name in ("UPLOAD_FOLDER", "RESULT_FOLDER", "DATA_FOLDER"):
         if not getattr(config, name):
             raise ConfigError(f"{name} must not be empty")
     _check_mongo_uri(config.MONGO_URI)

@@ -12,7 +12,7 @@ HEADER_TIMEOUT_SECONDS = 10
 # Each 64 KiB of a request body (or its rest) must arrive within this many seconds, else 408 and the upload is
 # dropped: a floor of about 2 kB/s by default. The first 64 KiB are waited for by the event loop, too.
 BODY_TIMEOUT_SECONDS = 30
-EMBEDDED_WORKERS = 1  # worker threads inside the API process when MONGO_URI is empty (0: none)
+WORKERS = 1  # worker processes run.py starts beside the API when MONGO_URI is empty (0: none, tasks wait)
 # Each 64 KiB of an answer must be taken by the client within this many seconds, else the connection is cut:
 # a floor of about 2 kB/s. What it has not taken yet is sent by gunicorn's event loop, holding no thread.
 WRITE_TIMEOUT_SECONDS = 30
@@ -22,9 +22,13 @@ WRITE_BUFFER_MB = 8
 # MB of answers all connections of one API process may leave in memory (past it: temporary files); the bound.
 WRITE_BUFFER_TOTAL_MB = 128
 
-MONGO_URI = ""  # empty: embedded in-memory stand-in (mongomock), not persisted
+MONGO_URI = ""  # empty: the embedded store, a SQLite file in DATA_FOLDER, kept across restarts
 MONGO_DB = "movies_service"
 REDIS_URL = ""  # empty: embedded in-memory stand-in (fakeredis), not persisted
+DATA_FOLDER = "data"  # the embedded store's file (service.sqlite3) lives here, when MONGO_URI is empty
+# How long a write waits for the embedded store's file while another process writes, before the call fails as
+# "store unavailable" (and is retried): writers take turns, and one batch takes well under a second.
+SQLITE_BUSY_MS = 30_000
 
 UPLOAD_FOLDER = "uploads"
 RESULT_FOLDER = "results"  # result files of plays jobs

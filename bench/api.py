@@ -115,12 +115,12 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
         {"UPLOAD_FOLDER": str(workdir / "reference-uploads"), "RESULT_FOLDER": str(workdir / "reference-results")}
     )
     db = embedded_client()["reference"]
-    client = create_app(config, db=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
+    client = create_app(config, store=db, redis_client=fakeredis.FakeRedis(), producer=_NoQueue()).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + keys.create(db, "bench reference", "admin")[1]
     response = client.post("/api/v1/upload?filename=movies.csv", data=csv_path.read_bytes(), content_type="text/csv")
     if response.status_code != 202:
         raise RuntimeError(f"the reference upload was refused: {response.get_data(as_text=True)}")
-    Worker(config, db=db, name="bench-reference").work()
+    Worker(config, store=db, name="bench-reference").work()
     task = client.get(f"/api/v1/process/{response.json['task_id']}").json
     if task["status"] != "completed":
         raise RuntimeError(f"the reference ingest ended {task['status']}: {task.get('error')}")

@@ -307,7 +307,7 @@ def run_service(store: str, uri: str, path: Path, workdir: Path, args, peaks: Pe
         settings.update(MONGO_URI=uri, MONGO_DB=SERVICE_DB, SECRET_KEY=secrets.token_urlsafe(32))
         client = stack.enter_context(pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000))
         _, secret = keys.create(client[SERVICE_DB], "bench", "admin")  # as `python -m app.tools.keys create`
-        settings["EMBEDDED_WORKERS"] = "0"  # not used with MONGO_URI; tells Service.start not to wait for one
+        settings["WORKERS"] = "0"  # not used with MONGO_URI; tells Service.start not to wait for one
     service = Service(workdir, **settings)
     stack.callback(service.stop)  # before start: a SIGTERM while it starts must stop it too
     http = service.start()

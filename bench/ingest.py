@@ -93,11 +93,12 @@ def floor(path: str) -> dict:
 def pipeline(path: str) -> dict:
     from app import defaults
     from app.jobs.movies.ingest import ingest_movies
+    from app.store.mongo.movies import Movies as MongoMovies
 
     collection = RecordingCollection()
     fields = ingest_movies(
         path,
-        collection,
+        MongoMovies(collection),
         block_size=defaults.BLOCK_SIZE,
         batch_size=defaults.BATCH_SIZE,
         max_rejects=defaults.MAX_REJECTS_KEPT,

@@ -59,6 +59,7 @@ def run_one(store: str, path: str, uri: str) -> dict:
     from app import defaults
     from app.embedded import embedded_client
     from app.jobs.movies.ingest import ingest_movies
+    from app.store.mongo.movies import Movies as MongoMovies
     from app.store import mongo
 
     client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
@@ -71,7 +72,7 @@ def run_one(store: str, path: str, uri: str) -> dict:
         start = time.perf_counter()
         fields = ingest_movies(
             path,
-            db.movies,
+            MongoMovies(db.movies),
             block_size=defaults.BLOCK_SIZE,
             batch_size=defaults.BATCH_SIZE,
             max_rejects=defaults.MAX_REJECTS_KEPT,

@@ -276,7 +276,7 @@ class SlowReader:
 def run_readers(args, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="slow-readers-") as tmp:
         workdir = Path(tmp)
-        env = server_env(workdir, EMBEDDED_WORKERS="1", **overrides)
+        env = server_env(workdir, WORKERS="1", **overrides)
         with serve("run.py", env, workdir / "server.log") as server:
             paths, sizes = large_answers(server, args.result_mb, args.overview_kb)
             for _ in range(3):  # warm the small movie page's cache
@@ -377,7 +377,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="slow-bench-") as tmp:
         workdir = Path(tmp)
-        env = server_env(workdir, EMBEDDED_WORKERS="0", **overrides)
+        env = server_env(workdir, WORKERS="0", **overrides)
         with serve("run.py", env, workdir / "server.log") as server:
             for _ in range(3):  # warm the movie page's cache
                 server.request("GET", "/api/v1/movies")

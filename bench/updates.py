@@ -95,7 +95,7 @@ def bulk_set(coll, items, chunk):
 
 
 def insert_first(coll, items, chunk):
-    from app.jobs.movies.ingest import write_movies
+    from app.store.mongo.movies import write_movies
 
     write_movies(coll, [doc for _, doc in items], chunk, ids=[key for key, _ in items])
 
@@ -105,7 +105,7 @@ def upsert(coll, items, chunk):
 
 
 def find_then_split(coll, items, chunk):
-    from app.jobs.movies.ingest import sendable
+    from app.store.mongo.movies import sendable
 
     found = {d["_id"] for d in coll.find({"_id": {"$in": [key for key, _ in items]}}, {"_id": 1})}
     in_chunks(coll, [ReplaceOne({"_id": key}, doc) for key, doc in items if key in found], chunk)
@@ -115,7 +115,7 @@ def find_then_split(coll, items, chunk):
 
 
 def delete_insert(coll, items, chunk):
-    from app.jobs.movies.ingest import sendable
+    from app.store.mongo.movies import sendable
 
     coll.delete_many({"_id": {"$in": [key for key, _ in items]}})
     coll.insert_many(sendable(coll, [doc for _, doc in items]), ordered=False)
@@ -141,7 +141,7 @@ def changed(items: list) -> list:
 
 
 def measure(db, method: Callable, stored: list, updates: list, chunk: int) -> dict:
-    from app.jobs.movies.ingest import sendable
+    from app.store.mongo.movies import sendable
     from app.store import mongo
 
     db.movies.drop()

@@ -127,7 +127,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def measure(path: Path, size: int, workdir: Path, repeat: int) -> dict:
-    service_env = server_env(workdir, EMBEDDED_WORKERS="0", MAX_UPLOAD_MB=str(size // (1 << 20) + 16))
+    service_env = server_env(workdir, WORKERS="0", MAX_UPLOAD_MB=str(size // (1 << 20) + 16))
     with ExitStack() as stack:
         service = stack.enter_context(serve("run.py", service_env, workdir / "service.log"))
         stack.enter_context(drained(int(service_env["ZMQ_PORT"])))

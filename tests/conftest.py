@@ -75,7 +75,7 @@ def producer():
 
 @pytest.fixture
 def app(config, db, redis_client, producer):
-    return create_app(config, db=db, redis_client=redis_client, producer=producer)
+    return create_app(config, store=db, redis_client=redis_client, producer=producer)
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def anonymous(app):
 
 @pytest.fixture
 def worker(config, db):
-    return Worker(config, db=db, name="test-worker")
+    return Worker(config, store=db, name="test-worker")
 
 
 @pytest.fixture

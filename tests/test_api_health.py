@@ -24,7 +24,7 @@ def test_ping_answers_while_mongodb_and_redis_are_down(config, producer):
     dead_redis = redis.Redis(
         host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
-    app = create_app(config, db=dead_mongo, redis_client=dead_redis, producer=producer)
+    app = create_app(config, store=dead_mongo, redis_client=dead_redis, producer=producer)
     client = app.test_client()  # no key: ping needs none, and the database is down
     assert client.get("/api/v1/health").get_json()["status"] == "degraded"
     response = client.get("/api/v1/ping")

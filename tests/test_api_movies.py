@@ -299,7 +299,7 @@ def test_redis_down_still_serves_from_mongo(config, db, producer, caplog):
     dead = redis.Redis(
         host="127.0.0.1", port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
     )
-    app = create_app(config, db=db, redis_client=dead, producer=producer)
+    app = create_app(config, store=db, redis_client=dead, producer=producer)
     client = signed_in(app)
     db.movies.insert_many([movie("Heat", "1995-12-15"), movie("Toy Story", "1995-10-30")])
 

@@ -278,7 +278,7 @@ def test_queue_message_not_sent_still_accepts(client, db, producer, monkeypatch)
 
 @pytest.fixture
 def small_app(config, db, redis_client, producer):
-    return create_app(config.with_overrides(MAX_UPLOAD_MB=1), db=db, redis_client=redis_client, producer=producer)
+    return create_app(config.with_overrides(MAX_UPLOAD_MB=1), store=db, redis_client=redis_client, producer=producer)
 
 
 def test_file_over_the_limit_multipart(small_app, db, producer, upload_dir):
@@ -482,7 +482,7 @@ def test_min_free_mb_zero_turns_the_check_off(config, db, redis_client, producer
     from app.api import intake
 
     monkeypatch.setattr(intake, "free_bytes", lambda folder: 0)
-    app = create_app(config.with_overrides(MIN_FREE_MB=0), db=db, redis_client=redis_client, producer=producer)
+    app = create_app(config.with_overrides(MIN_FREE_MB=0), store=db, redis_client=redis_client, producer=producer)
     assert post_file(signed_in(app), SAMPLE_MOVIES.read_bytes()).status_code == 202
 
 

@@ -326,7 +326,7 @@ def test_only_the_hash_of_a_secret_is_stored_and_last_use_is_recorded(store):
 
 
 def test_auth_off_lets_anyone_in_and_warns(config, db, redis_client, producer, caplog):
-    app = create_app(config.with_overrides(AUTH=False), db=db, redis_client=redis_client, producer=producer)
+    app = create_app(config.with_overrides(AUTH=False), store=db, redis_client=redis_client, producer=producer)
     assert upload(app.test_client()).status_code == 202
     assert app.test_client().get("/api/v1/processes").json["total_docs"] == 1
     with caplog.at_level(logging.WARNING, logger="app.api.auth"):
@@ -348,7 +348,7 @@ def test_tokens_signed_with_secret_key_are_accepted_by_another_app_with_the_same
     config, db, redis_client, producer
 ):
     shared = config.with_overrides(SECRET_KEY="k" * 40)
-    one, two = (create_app(shared, db=db, redis_client=redis_client, producer=producer) for _ in range(2))
+    one, two = (create_app(shared, store=db, redis_client=redis_client, producer=producer) for _ in range(2))
     token = token_for(signed_in(one, "uploader"))
     assert two.test_client().get("/api/v1/processes", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 

@@ -874,7 +874,7 @@ def test_signed_in_on_a_phone(browser, service, request):
 
 
 def test_with_auth_off_the_page_needs_no_sign_in(browser, tmp_path_factory, request):
-    running = Service(tmp_path_factory.mktemp("web-open"), AUTH="false", EMBEDDED_WORKERS="0")
+    running = Service(tmp_path_factory.mktemp("web-open"), AUTH="false", WORKERS="0")
     server = running.start()
     request.addfinalizer(running.stop)
     assert server.key is None  # nothing to sign in with, and nothing printed

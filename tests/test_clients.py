@@ -1,11 +1,12 @@
-"""One client per process and server (app/store/clients.py), as app/store/mongo.py and app/store/cache.py use it."""
+"""One client per process and server (app/store/clients.py), as app/store/__init__.py and app/store/cache.py use it."""
 
 from __future__ import annotations
 
 import threading
 
 from app.config import load_config
-from app.store import cache, clients, mongo
+from app import store
+from app.store import cache, clients
 
 
 def test_a_client_is_made_once_per_store_and_address_even_when_asked_for_at_once():
@@ -31,8 +32,7 @@ def test_a_client_is_made_once_per_store_and_address_even_when_asked_for_at_once
     assert clients.shared("other-store", "here", object) is not made[0]
 
 
-def test_the_embedded_stores_are_one_client_each_per_process():
-    config = load_config({"MONGO_URI": "", "REDIS_URL": ""})
-    assert mongo.connect(config).client is mongo.connect(config).client
+def test_the_embedded_stores_are_one_each_per_process(tmp_path):
+    config = load_config({"MONGO_URI": "", "REDIS_URL": "", "DATA_FOLDER": str(tmp_path)})
+    assert store.connect(config) is store.connect(config)
     assert cache.connect(config) is cache.connect(config)
-    assert cache.connect(config) is not mongo.connect(config).client

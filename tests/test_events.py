@@ -67,7 +67,7 @@ def make_client(config, db, redis_client, producer):
     def make(**settings):
         settings = {"SSE_POLL_MS": 20, **settings}
         return signed_in(
-            create_app(config.with_overrides(**settings), db=db, redis_client=redis_client, producer=producer)
+            create_app(config.with_overrides(**settings), store=db, redis_client=redis_client, producer=producer)
         )
 
     return make
@@ -257,7 +257,7 @@ def capped(tmp_path_factory):
     # No worker: an uploaded task stays pending, so its streams stay open for as long as the test likes.
     service = Service(
         tmp_path_factory.mktemp("events-capped"),
-        EMBEDDED_WORKERS="0",
+        WORKERS="0",
         WEB_THREADS="4",
         SSE_MAX_STREAMS="2",
         MAX_UPLOADS_RECEIVING="2",

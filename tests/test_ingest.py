@@ -9,6 +9,7 @@ import pytest
 
 from app import tasks
 from app.jobs.movies.ingest import ingest_movies
+from app.store.mongo.movies import Movies as MongoMovies
 from app.tools.generate import generate_movies
 from app.worker.loop import Worker
 from tests.conftest import SAMPLE_MOVIES
@@ -53,7 +54,7 @@ def test_generated_file_of_50000_rows_matches_reference(db, config, upload_dir, 
     generate_movies(str(path), rows=50_000, seed=7)
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
-    worker = Worker(config.with_overrides(INGEST_HELPER_MIN_MB=helper_from_mb), db=db, name="w")
+    worker = Worker(config.with_overrides(INGEST_HELPER_MIN_MB=helper_from_mb), store=db, name="w")
     assert worker.work() is True
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
@@ -115,7 +116,7 @@ def test_progress_is_reported_after_every_batch(db, tmp_path):
             checkpoints.append(checkpoint)
 
     final = ingest_movies(
-        str(path), db.movies, block_size=1 << 20, batch_size=1000, max_rejects=100, on_progress=on_progress
+        str(path), MongoMovies(db.movies), block_size=1 << 20, batch_size=1000, max_rejects=100, on_progress=on_progress
     )
     assert len(seen) >= 4  # 3 500 rows at 1 000 per batch
     lines = path.read_bytes().count(b"\n")
@@ -257,7 +258,7 @@ class CountingMovies:
         self.commands: list[tuple[str, int]] = []
 
     def insert_many(self, documents, ordered=True):
-        from app.jobs.movies.ingest import sendable
+        from app.store.mongo.movies import sendable
 
         self.commands.append(("insert", len(documents)))
         return self.collection.insert_many(sendable(self.collection, documents), ordered=ordered)
@@ -280,7 +281,7 @@ def movie_documents(n: int, offset: int = 0, **fields):
 
 
 def test_a_batch_is_inserted_in_one_command_and_only_stored_movies_are_rewritten_in_chunks(db):
-    from app.jobs.movies.ingest import write_movies
+    from app.store.mongo.movies import write_movies
 
     movies = CountingMovies(db.movies)
     assert write_movies(movies, movie_documents(1000), chunk=25) == (1000, 0)
@@ -295,7 +296,7 @@ def test_a_batch_is_inserted_in_one_command_and_only_stored_movies_are_rewritten
 
 def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
     """FerretDB 1.24 answers an upsert that lost a duplicate-key race without `n`/`nModified`."""
-    from app.jobs.movies.ingest import write_movies
+    from app.store.mongo.movies import write_movies
 
     db.movies.insert_many([{"_id": f"2000-01-01/M{i}"} for i in range(30)])
     movies = CountingMovies(db.movies, lose_races=1)
@@ -308,7 +309,7 @@ def test_a_reply_without_counts_is_written_again_upsert_by_upsert(db, caplog):
 
 
 def test_any_other_key_error_in_a_write_is_not_taken_for_a_lost_race(db):
-    from app.jobs.movies.ingest import write_movies
+    from app.store.mongo.movies import write_movies
 
     db.movies.insert_many([{"_id": f"2000-01-01/M{i}"} for i in range(5)])
     with pytest.raises(KeyError, match="upserted"):
@@ -368,7 +369,7 @@ def test_a_movie_row_three_blocks_long_loads_alone_and_every_movie_after_it_too(
     path, big_line = movies_around(tmp_path, big)
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
-    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), db=db, name="w").work()
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), store=db, name="w").work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert stored(db) == expected["documents"]
@@ -387,7 +388,7 @@ def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_load
     header = SAMPLE_MOVIES.read_text(encoding="utf-8").splitlines()[0]
     path.write_text(header + "\r\n" + text, encoding="utf-8", newline="")
     task_id = queue_file(db, path, upload_dir)
-    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK, MAX_ROW_MB=1), db=db, name="w").work()
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK, MAX_ROW_MB=1), store=db, name="w").work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert task["rejects"] == [
@@ -405,7 +406,12 @@ def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_load
 def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp_path, big_fields):
     path, big_line = movies_around(tmp_path, movie_row("Long Story", long_overview(3 * SMALL_BLOCK)), rows=800)
     whole = ingest_movies(
-        str(path), db.movies, block_size=SMALL_BLOCK, batch_size=100, max_rejects=100, in_process_from=1 << 40
+        str(path),
+        MongoMovies(db.movies),
+        block_size=SMALL_BLOCK,
+        batch_size=100,
+        max_rejects=100,
+        in_process_from=1 << 40,
     )
     expected = stored(db)
     db.movies.drop()
@@ -423,7 +429,7 @@ def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp
     with pytest.raises(Stop):
         ingest_movies(
             str(path),
-            db.movies,
+            MongoMovies(db.movies),
             block_size=SMALL_BLOCK,
             batch_size=100,
             max_rejects=100,
@@ -432,7 +438,7 @@ def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp
         )
     resumed = ingest_movies(
         str(path),
-        db.movies,
+        MongoMovies(db.movies),
         block_size=SMALL_BLOCK,
         batch_size=100,
         max_rejects=100,
@@ -456,7 +462,7 @@ def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db
     rows = [row("Small", 0), row("Huge", columns), row("Five", 1_280), row("Also small", 0)]  # 18 MB, 5.2 MB
     path.write_text(header + "\r\n" + "".join(rows), encoding="utf-8", newline="")
     task_id = queue_file(db, path, upload_dir)
-    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), db=db, name="w").work()
+    Worker(config.with_overrides(BLOCK_SIZE=SMALL_BLOCK), store=db, name="w").work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert task["rejects"] == [{"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]
@@ -479,7 +485,7 @@ def test_a_quote_never_closed_is_rejected_naming_its_line_and_the_rows_before_lo
     path = tmp_path / "unclosed.csv"
     path.write_text("\n".join(sample[:6]) + '\n5,"Heat,1995-12-15,Michael Mann\n' + rest, encoding="utf-8")
     task_id = queue_file(db, path, upload_dir)
-    Worker(config.with_overrides(BLOCK_SIZE=block_size), db=db, name="w").work()
+    Worker(config.with_overrides(BLOCK_SIZE=block_size), store=db, name="w").work()
     task = db.processes.find_one({"task_id": task_id})
     assert task["status"] == "completed", task.get("error")
     assert task["rejects"] == [{"line": 7, "reason": UNCLOSED.format(7)}]

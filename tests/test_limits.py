@@ -33,7 +33,7 @@ def limited_app(config, db, producer, redis_client=None, **settings):
     """An app with these settings (the rest as the `config` fixture has them), counting in memory by default."""
     return create_app(
         config.with_overrides(**settings),
-        db=db,
+        store=db,
         producer=producer,
         redis_client=redis_client if redis_client is not None else fakeredis.FakeRedis(),
     )

@@ -2,7 +2,7 @@
 
 What a client hammering the service sees over HTTP: the request past RATE_LIMIT_PER_MINUTE is 429 with
 Retry-After, counted in Redis (REDIS_TEST_URL, default db 15 of 127.0.0.1:6379, as tests/test_redis_real.py);
-the upload past MAX_ACTIVE_TASKS (EMBEDDED_WORKERS=0: tasks stay pending) or past UPLOAD_MB_PER_DAY is 429
+the upload past MAX_ACTIVE_TASKS (WORKERS=0: tasks stay pending) or past UPLOAD_MB_PER_DAY is 429
 and leaves no file and no task. Without a Redis the tests skip, except under CI (CI=true), where they fail.
 """
 
@@ -40,7 +40,7 @@ def service(tmp_path_factory, real_redis):
     svc = Service(
         workdir,
         REDIS_URL=URL,
-        EMBEDDED_WORKERS="0",
+        WORKERS="0",
         RATE_LIMIT_PER_MINUTE="5",
         MAX_ACTIVE_TASKS="2",
         UPLOAD_MB_PER_DAY="1",
@@ -147,7 +147,7 @@ def quota_service(tmp_path_factory, real_redis):
     svc = Service(
         tmp_path_factory.mktemp("quota"),
         REDIS_URL=URL,
-        EMBEDDED_WORKERS="0",
+        WORKERS="0",
         MAX_ACTIVE_TASKS="0",
         UPLOAD_MB_PER_DAY="4096",
         MAX_UPLOAD_MB="4096",

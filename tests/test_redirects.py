@@ -22,7 +22,7 @@ HOST = "attacker.example"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    service = Service(tmp_path_factory.mktemp("redirects"), EMBEDDED_WORKERS="0")
+    service = Service(tmp_path_factory.mktemp("redirects"), WORKERS="0")
     yield service.start()
     service.stop()
 

@@ -39,7 +39,7 @@ def real_redis():
 @pytest.fixture
 def real_client(config, db, producer, real_redis):
     client, prefix = real_redis
-    app = create_app(config.with_overrides(CACHE_TTL=1), db=db, redis_client=client, producer=producer)
+    app = create_app(config.with_overrides(CACHE_TTL=1), store=db, redis_client=client, producer=producer)
     app.extensions["movie_service"].cache.prefix = prefix  # keep this test's keys apart
     db.movies.insert_many([{"_id": f"2000-01-0{i}/M{i}", "title": f"M{i}", "year": 2000} for i in range(1, 4)])
     return signed_in(app), client, prefix
@@ -87,7 +87,7 @@ def test_default_ttl_is_five_seconds(real_redis):
 def test_outage_falls_back_to_mongodb_and_warns(config, db, producer, caplog):
     # A real client pointed at a port where no Redis listens: what the API sees when Redis goes away.
     dead = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.2, socket_connect_timeout=0.2)
-    app = create_app(config, db=db, redis_client=dead, producer=producer)
+    app = create_app(config, store=db, redis_client=dead, producer=producer)
     db.movies.insert_one({"_id": "2000-01-01/M", "title": "M", "year": 2000})
     with caplog.at_level(logging.WARNING, logger="app.store.cache"):
         response = signed_in(app).get("/api/v1/movies")

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, BulkWriteError
 
 from app import create_app, tasks
-from app.jobs.movies.ingest import sendable
+from app.store.mongo.movies import sendable
 from app.tools.generate import generate_movies
 from app.worker.loop import Worker
 from tests.support import ferretdb as ferretdb_support
@@ -102,7 +102,7 @@ def test_a_crash_anywhere_is_resumed_from_the_last_batch_with_exact_results(db, 
     flaky = FlakyMovies(db.movies, budget=budget)
 
     with pytest.raises(Crash):
-        Worker(config, db=WithMovies(db, flaky), name="doomed").work()
+        Worker(config, store=WithMovies(db, flaky), name="doomed").work()
 
     crashed = tasks.get(db, task_id)
     assert crashed["status"] == "processing" and crashed["worker"] == "doomed"
@@ -112,7 +112,7 @@ def test_a_crash_anywhere_is_resumed_from_the_last_batch_with_exact_results(db, 
 
     expire_lease(db, task_id)
     survivor = FlakyMovies(db.movies)
-    assert Worker(config, db=WithMovies(db, survivor), name="survivor").work() is True
+    assert Worker(config, store=WithMovies(db, survivor), name="survivor").work() is True
 
     task = tasks.get(db, task_id)
     assert task["status"] == "completed" and task["attempts"] == 2 and task["worker"] == "survivor"
@@ -129,10 +129,10 @@ def test_a_crash_before_any_checkpoint_restarts_from_the_top(db, config, upload_
     path, expected = movie_file
     task_id = queue_file(db, path, upload_dir)
     with pytest.raises(Crash):
-        Worker(config, db=WithMovies(db, FlakyMovies(db.movies, budget=0)), name="doomed").work()
+        Worker(config, store=WithMovies(db, FlakyMovies(db.movies, budget=0)), name="doomed").work()
     assert "checkpoint" not in tasks.get(db, task_id)
     expire_lease(db, task_id)
-    Worker(config, db=db, name="survivor").work()
+    Worker(config, store=db, name="survivor").work()
     assert stored(db) == expected["documents"]
 
 
@@ -141,7 +141,7 @@ def test_transient_write_errors_are_retried_with_backoff(db, config, upload_dir,
     config = config.with_overrides(MONGO_RETRIES=3, MONGO_RETRY_DELAY_MS=1)
     task_id = queue_file(db, path, upload_dir)
     flaky = FlakyMovies(db.movies, failures=3)
-    Worker(config, db=WithMovies(db, flaky), name="w").work()
+    Worker(config, store=WithMovies(db, flaky), name="w").work()
     task = tasks.get(db, task_id)
     assert task["status"] == "completed" and task["attempts"] == 1
     assert stored(db) == expected["documents"]
@@ -152,12 +152,12 @@ def test_a_write_that_keeps_failing_never_completes_the_task(db, config, upload_
     path, expected = movie_file
     config = config.with_overrides(MONGO_RETRIES=2, MONGO_RETRY_DELAY_MS=1)
     task_id = queue_file(db, path, upload_dir)
-    Worker(config, db=WithMovies(db, FlakyMovies(db.movies, failures=10**6)), name="w").work()
+    Worker(config, store=WithMovies(db, FlakyMovies(db.movies, failures=10**6)), name="w").work()
     task = tasks.get(db, task_id)
     assert task["status"] == "processing"  # left for its lease to run out; then another attempt
     assert (upload_dir / path.name).exists() or any(upload_dir.iterdir())  # the upload is kept for it
     expire_lease(db, task_id)
-    Worker(config, db=db, name="later").work()
+    Worker(config, store=db, name="later").work()
     assert tasks.get(db, task_id)["status"] == "completed" and stored(db) == expected["documents"]
 
 
@@ -168,9 +168,9 @@ def test_out_of_attempts_the_task_fails_with_the_reason_and_its_file_goes(db, co
     upload = tasks.get(db, task_id)["path"]
     for budget in (500, 1500):
         with pytest.raises(Crash):
-            Worker(config, db=WithMovies(db, FlakyMovies(db.movies, budget=budget)), name="doomed").work()
+            Worker(config, store=WithMovies(db, FlakyMovies(db.movies, budget=budget)), name="doomed").work()
         expire_lease(db, task_id)
-    Worker(config, db=db, name="sweeper").sweep()
+    Worker(config, store=db, name="sweeper").sweep()
     task = tasks.get(db, task_id)
     assert task["status"] == "failed" and "gave up after 2 attempts" in task["error"]
     assert not os.path.exists(upload)
@@ -202,7 +202,7 @@ def test_cancel_a_processing_task_stops_it_at_the_next_batch(client, db, config,
                 answers.append(client.delete(f"/api/v1/process/{task_id}"))
             return result
 
-    Worker(config, db=WithMovies(db, CancelAfterTwoBatches(db.movies)), name="w").work()
+    Worker(config, store=WithMovies(db, CancelAfterTwoBatches(db.movies)), name="w").work()
     assert answers[0].status_code == 202 and answers[0].get_json()["cancel_requested"] is True
     task = client.get(f"/api/v1/process/{task_id}").get_json()
     assert task["status"] == "cancelled"
@@ -220,7 +220,7 @@ def test_a_cancelled_task_whose_worker_died_is_settled_not_retaken(db, config, u
     tasks.claim(db, "dead", 60, 3, task_id)
     tasks.request_cancel(db, task_id)
     expire_lease(db, task_id)
-    worker = Worker(config, db=db, name="w")
+    worker = Worker(config, store=db, name="w")
     worker.sweep()
     assert tasks.get(db, task_id)["status"] == "cancelled" and db.movies.count_documents({}) == 0
 
@@ -254,7 +254,7 @@ def test_result_files_are_removed_after_their_ttl(client, db, config, worker):
 
 def test_with_redis_down_uploads_status_and_movies_keep_working(config, db, producer, worker, caplog):
     dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2)
-    client = signed_in(create_app(config, db=db, redis_client=dead, producer=producer))
+    client = signed_in(create_app(config, store=db, redis_client=dead, producer=producer))
     heat = io.BytesIO(b"title,release_date\nHeat,1995-12-15\n")
     upload = client.post("/api/v1/upload", data={"file": (heat, "m.csv")})
     assert upload.status_code == 202
@@ -286,7 +286,7 @@ def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(
     def db():
         return MongoClient(ferretdb.uri)[ferret_db.name]
 
-    app = create_app(config, db=db(), redis_client=redis_client, producer=producer)
+    app = create_app(config, store=db(), redis_client=redis_client, producer=producer)
 
     def upload():
         answers.append(signed_in(app).post("/api/v1/upload", data={"file": (io.BytesIO(data), "m.csv")}))
@@ -296,7 +296,7 @@ def test_two_uploads_of_the_same_file_at_once_leave_each_movie_once(
 
     write_ops = int(ferretdb_support.SERVICE_SETTINGS["MONGO_WRITE_OPS"])
     config = config.with_overrides(BATCH_SIZE=100, MONGO_WRITE_OPS=write_ops)
-    run_together([Worker(config, db=db(), name=f"w{i}").work for i in range(2)])
+    run_together([Worker(config, store=db(), name=f"w{i}").work for i in range(2)])
     done = [tasks.get(db(), a.get_json()["task_id"]) for a in answers]
     assert [t["status"] for t in done] == ["completed", "completed"]
     assert {t["worker"] for t in done} == {"w0", "w1"}

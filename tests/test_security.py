@@ -91,7 +91,7 @@ def test_with_the_guard_off_the_raw_values_come_back(client, config, db):
         "/api/v1/upload", data={"file": (io.BytesIO(HOSTILE), "hostile.csv")}, content_type="multipart/form-data"
     )
     task_id = response.get_json()["task_id"]
-    assert Worker(config.with_overrides(CSV_FORMULA_GUARD=False), db=db, name="unguarded").work(task_id)
+    assert Worker(config.with_overrides(CSV_FORMULA_GUARD=False), store=db, name="unguarded").work(task_id)
     assert client.get(f"/api/v1/process/{task_id}/result").get_data() == HOSTILE_RAW
 
 
@@ -282,7 +282,7 @@ HEAD_LIMIT = 64 * 1024  # app.api.intake.HEAD_LIMIT: bytes of the header line, i
 def limited(tmp_path_factory):
     """A server of its own, default limits (MAX_COLUMNS=500), so that its upload folder can be watched."""
     workdir = tmp_path_factory.mktemp("limits")
-    service = Service(workdir, EMBEDDED_WORKERS="0")  # tasks stay pending: their files stay put, countable
+    service = Service(workdir, WORKERS="0")  # tasks stay pending: their files stay put, countable
     server = service.start()
     yield server, workdir / "uploads"
     service.stop()

@@ -34,7 +34,7 @@ BODY_TIMEOUT = 2
 def service(tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("slow"),
-        EMBEDDED_WORKERS="0",
+        WORKERS="0",
         HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
     )

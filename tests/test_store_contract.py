@@ -23,7 +23,9 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 from app import create_app, tasks
 from app.api.routes.movies import find_movies
 from app.embedded import embedded_client
-from app.jobs.movies.ingest import ingest_movies, write_movies
+from app.jobs.movies.ingest import ingest_movies
+from app.store.mongo.movies import Movies as MongoMovies
+from app.store.mongo.movies import write_movies
 from app.store import mongo, movies
 from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
@@ -55,7 +57,9 @@ def stored(db) -> dict:
 
 
 def ingest(path, db, **kw) -> dict:
-    return ingest_movies(str(path), db.movies, block_size=BLOCK, batch_size=BATCH, max_rejects=10_000, **kw)
+    return ingest_movies(
+        str(path), MongoMovies(db.movies), block_size=BLOCK, batch_size=BATCH, max_rejects=10_000, **kw
+    )
 
 
 # -- ingest: upserts and their counts ---------------------------------------------------------------------
@@ -168,7 +172,7 @@ def test_a_stored_movie_is_not_rewritten_when_the_file_has_it_unchanged(store, m
         client = pymongo.MongoClient(host, port, event_listeners=[listener])
         collection = client[store.name].movies
     else:  # mongomock has no command monitoring: count what reaches the rewrite step instead
-        from app.jobs.movies import ingest as ingest_module
+        from app.store.mongo import movies as ingest_module
 
         rewritten: list[int] = []
         real = ingest_module._write_chunk
@@ -272,7 +276,7 @@ def test_every_filter_and_sort_pages_to_the_full_sorted_list(store, catalogue):
 
 
 def test_the_api_answers_pages_from_the_store(store, catalogue, config):
-    app = create_app(config, db=store, redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
+    app = create_app(config, store=store, redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
     client = signed_in(app)
     en = [d for d in catalogue if d["original_language"] == "en"]
     expected = mongo_order(en, "vote_average", -1)
@@ -717,7 +721,9 @@ def test_a_movie_over_16_mb_is_rejected_alone(store, tmp_path):
     extras = ",".join(f"c{n}" for n in range(columns))
     huge = ",".join([full] * columns)
     path.write_text(f"title,{extras}\nSmall{',' * columns}\nHuge,{huge}\nAlso small{',' * columns}\n", encoding="utf-8")
-    fields = ingest_movies(str(path), store.movies, block_size=40 * 1024 * 1024, batch_size=BATCH, max_rejects=10)
+    fields = ingest_movies(
+        str(path), MongoMovies(store.movies), block_size=40 * 1024 * 1024, batch_size=BATCH, max_rejects=10
+    )
     assert (fields["rows_read"], fields["rows_inserted"], fields["rows_rejected"]) == (3, 2, 1)
     assert fields["rejects"] == [{"line": 3, "reason": "the movie is larger than MongoDB's 16 MB document limit"}]
     assert sorted(stored(store)) == ["undated/Also small", "undated/Small"]
@@ -746,7 +752,7 @@ def test_unreachable_server_answers_503_and_the_health_says_so(config):
         f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=200, connectTimeoutMS=200
     )
     try:
-        app = create_app(config, db=client["dead"], redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
+        app = create_app(config, store=client["dead"], redis_client=fakeredis.FakeRedis(), producer=RecordingProducer())
         web = app.test_client()  # a key the server cannot look up: that too is 503, not 401
         web.environ_base["HTTP_AUTHORIZATION"] = "Bearer mcat_" + "k" * 43
         unavailable = {

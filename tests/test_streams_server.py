@@ -5,7 +5,7 @@
 - One uploader opening eight streams gets SSE_STREAMS_PER_KEY of them and 429 `too_many_streams_for_key` for
   the rest; another key still gets its own, and the process-wide cap still answers 503 `too_many_streams`.
 
-No worker (EMBEDDED_WORKERS=0): an uploaded task stays pending, so its streams stay open until the server
+No worker (WORKERS=0): an uploaded task stays pending, so its streams stay open until the server
 ends them.
 """
 
@@ -28,7 +28,7 @@ WAIT_SECONDS = 10  # how long a test waits for a stream the server should end wi
 def server(tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("streams"),
-        EMBEDDED_WORKERS="0",
+        WORKERS="0",
         WEB_THREADS="12",
         SSE_MAX_STREAMS="5",
         SSE_STREAMS_PER_KEY="2",

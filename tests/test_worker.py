@@ -37,7 +37,7 @@ def wait_until(predicate, timeout=10.0):
 def running(config, db):
     """A broker and a worker thread on it; yields (worker, producer)."""
     broker = Broker(config).start()
-    worker = Worker(config.with_overrides(RECOVERY_SECONDS=3600), db=db, name="w1")
+    worker = Worker(config.with_overrides(RECOVERY_SECONDS=3600), store=db, name="w1")
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     producer = Producer(config)
@@ -66,7 +66,7 @@ def test_message_wakes_the_worker(running, db, upload_dir):
 def test_task_queued_while_no_worker_ran_is_picked_up_at_start(config, db, upload_dir):
     queue_sample(db, upload_dir)  # no message is ever sent
     broker = Broker(config).start()
-    worker = Worker(config, db=db, name="late")
+    worker = Worker(config, store=db, name="late")
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -84,7 +84,7 @@ def test_heartbeat_makes_the_worker_visible_and_stop_removes_it(running, db):
 
 def test_stopped_worker_is_no_longer_alive(config, db):
     broker = Broker(config).start()
-    worker = Worker(config, db=db, name="gone")
+    worker = Worker(config, store=db, name="gone")
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     assert wait_until(lambda: alive_workers(db, 30) == 1)
@@ -134,7 +134,7 @@ def test_stop_between_batches_hands_the_task_back(db, config, upload_dir, tmp_pa
     path = upload_dir / "big.csv"
     generate_movies(str(path), rows=5_000, seed=4)
     tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
-    worker = Worker(config, db=db, name="stopping")
+    worker = Worker(config, store=db, name="stopping")
     worker.stop()  # asked to stop before the first batch is done
     assert worker.work() is True
     task = db.processes.find_one({"task_id": "big"})
@@ -146,7 +146,7 @@ def test_stop_between_batches_hands_the_task_back(db, config, upload_dir, tmp_pa
     # The rows read up to there include the rejected ones.
     assert task["checkpoint"]["rows_read"] == task["rows_read"] == 1000 + task["rows_rejected"]
     assert task["rows_rejected"] > 0 and task["checkpoint"]["line"] > 1000
-    assert Worker(config, db=db, name="next").work() is True
+    assert Worker(config, store=db, name="next").work() is True
     assert status(db, "big") == "completed"
 
 
@@ -200,7 +200,7 @@ def test_row_larger_than_a_block_loads_with_the_rest(db, config, upload_dir):
     path = upload_dir / "wide.csv"
     path.write_text('title,overview\nA,short\nB,"' + "x" * 200_000 + '"\nC,short\n', encoding="utf-8")
     tasks.create(db, task_id="wide", kind="movies", filename="wide.csv", path=str(path), size=path.stat().st_size)
-    Worker(config.with_overrides(BLOCK_SIZE=65536), db=db, name="small-blocks").work()
+    Worker(config.with_overrides(BLOCK_SIZE=65536), store=db, name="small-blocks").work()
     task = db.processes.find_one({"task_id": "wide"})
     assert task["status"] == "completed", task.get("error")
     assert (task["rows_read"], task["rows_inserted"], task["rows_rejected"]) == (3, 3, 0)
@@ -230,7 +230,7 @@ def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, 
     tasks.create(db, task_id="big", kind="movies", filename="big.csv", path=str(path), size=path.stat().st_size)
     config = config.with_overrides(INGEST_HELPER_MIN_MB=0, BLOCK_SIZE=64 * 1024, LEASE_SECONDS=2)
     monkeypatch.setattr("app.jobs.movies.ingest.prepare", dies_after_one_block)
-    assert Worker(config, db=db, name="first").work() is True
+    assert Worker(config, store=db, name="first").work() is True
     task = db.processes.find_one({"task_id": "big"})
     # Not failed, and the upload kept: the lease brings it back, as if the worker itself had died.
     assert task["status"] == "processing" and task["attempts"] == 1 and path.exists()
@@ -238,7 +238,7 @@ def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, 
 
     monkeypatch.undo()
     time.sleep(2.5)  # the lease runs out
-    assert Worker(config, db=db, name="second").work() is True
+    assert Worker(config, store=db, name="second").work() is True
     done = db.processes.find_one({"task_id": "big"})
     assert done["status"] == "completed" and done["attempts"] == 2
     assert done["rows_read"] == expected["rows_read"] and done["rows_rejected"] == len(expected["rejects"])
@@ -295,7 +295,7 @@ class IdleConsumer:
 
 def test_an_idle_worker_sweeps_again_every_recovery_seconds(config, db):
     """A lost wake-up is found by the sweep: once at start, then again and again while nothing arrives."""
-    worker = Worker(config.with_overrides(RECOVERY_SECONDS=1), db=db, name="idle")
+    worker = Worker(config.with_overrides(RECOVERY_SECONDS=1), store=db, name="idle")
     sweeps = []
     worker.sweep = lambda: sweeps.append(time.monotonic())
     thread = threading.Thread(target=worker.run, args=(IdleConsumer(),))

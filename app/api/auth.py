@@ -137,17 +137,17 @@ def identify(header: str) -> Principal:
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL:
         raise unauthorized("The Authorization header must be 'Bearer <secret>'.")
-    db = services().db
+    store = services().store
     if keys.looks_like_secret(credential):
-        key, via = keys.by_secret(db, credential), "key"
+        key, via = keys.by_secret(store, credential), "key"
         if key is None:
             raise unauthorized("This API key is unknown or revoked.")
     else:
         claims = decode_token(credential)
-        key, via = keys.by_id(db, claims["sub"]), "token"
+        key, via = keys.by_id(store, claims["sub"]), "token"
         if key is None:
             raise unauthorized("The key this token was issued for has been revoked.")
-    keys.touch(db, key)
+    keys.touch(store, key)
     return Principal(key["_id"], key["name"], key["role"], via)
 
 
@@ -185,12 +185,12 @@ def may_see(task: dict) -> bool:
     return principal.admin or (task.get("owner") or {}).get("key_id") == principal.key_id
 
 
-def owner_filter() -> dict:
-    """The query that keeps a task listing to what the caller may see."""
+def owner_key_id() -> str | None:
+    """Whose tasks the caller may list: their key's id, or None for an admin (everyone's)."""
     principal = current()
     if principal is None:  # only routes that need a role list tasks
-        raise RuntimeError("owner_filter() outside an authenticated request")
-    return {} if principal.admin else {"owner.key_id": principal.key_id}
+        raise RuntimeError("owner_key_id() outside an authenticated request")
+    return None if principal.admin else principal.key_id
 
 
 def warn_if_off(config) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
-from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException, RequestTimeout
+
+from app.store.errors import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,12 @@ def register(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(e.valid_methods)
         return response, status
 
-    @app.errorhandler(PyMongoError)
-    def database_error(e: PyMongoError):
+    def database_error(e: Exception):
         log.error("database unavailable: %s", e)
         return error_response(503, "database_unavailable", "The database is unreachable; try again shortly.")
+
+    for error in ERRORS:  # a store away, or busy past its wait, whichever store it is
+        app.register_error_handler(error, database_error)
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):

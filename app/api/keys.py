@@ -1,4 +1,4 @@
-"""API keys: who may call the API, with which role. MongoDB's `api_keys` collection holds them.
+"""API keys: who may call the API, with which role. The store keeps them (app/store/: `api_keys`, or the file's `keys`).
 
 A secret is `mcat_`, the key's id (16 hex digits) and 43 URL-safe characters (256 random bits): the prefix
 lets people and secret scanners recognise a leaked one, and the id finds its record by primary key, after
@@ -17,11 +17,9 @@ import re
 import secrets
 from datetime import timedelta
 
-from pymongo import ASCENDING
-from pymongo.database import Database
-
+from app.store import of
 from app.store.serialize import to_json
-from app.tasks import now
+from app.store.tasks import now
 
 ROLES = ("reader", "uploader", "admin")  # each may do what the one before may, and more
 SECRET_PREFIX = "mcat_"
@@ -67,7 +65,7 @@ def check_role(role: str) -> str:
     return role
 
 
-def create(db: Database, name: str, role: str) -> tuple[dict, str]:
+def create(store, name: str, role: str) -> tuple[dict, str]:
     """A new key; returns its record and its secret, which is shown this once and stored nowhere."""
     check_name(name)
     check_role(role)
@@ -83,44 +81,45 @@ def create(db: Database, name: str, role: str) -> tuple[dict, str]:
         "last_used_at": None,
         "revoked_at": None,
     }
-    db.api_keys.insert_one(doc)
+    of(store).keys.insert(doc)
     return doc, secret
 
 
-def by_secret(db: Database, secret: str) -> dict | None:
+def by_secret(store, secret: str) -> dict | None:
     """The live (unrevoked) key with this secret, or None."""
     id_hex = secret[len(SECRET_PREFIX) : len(SECRET_PREFIX) + ID_HEX]
-    key = by_id(db, "key_" + id_hex) if len(id_hex) == ID_HEX else None
+    key = by_id(store, "key_" + id_hex) if len(id_hex) == ID_HEX else None
     return key if key is not None and hmac.compare_digest(key["hash"], digest(secret)) else None
 
 
-def by_id(db: Database, key_id: str) -> dict | None:
+def by_id(store, key_id: str) -> dict | None:
     """The live (unrevoked) key with this id, or None. By `_id` alone: a primary-key lookup on any server."""
-    key = db.api_keys.find_one({"_id": key_id})
+    key = of(store).keys.get(key_id)
     return key if key is not None and key["revoked_at"] is None else None
 
 
-def touch(db: Database, key: dict) -> None:
+def touch(store, key: dict) -> None:
     """Record that the key was used, at most once a minute (a write per request would double the load)."""
     t = now()
     last = key.get("last_used_at")
     if last is None or t - last >= timedelta(seconds=TOUCH_SECONDS):
-        db.api_keys.update_one({"_id": key["_id"]}, {"$set": {"last_used_at": t}})
+        of(store).keys.touch(key["_id"], t)
 
 
-def listing(db: Database) -> list[dict]:
-    return [public(doc) for doc in db.api_keys.find({}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])]
+def listing(store) -> list[dict]:
+    return [public(doc) for doc in of(store).keys.listing()]
 
 
-def revoke(db: Database, key_id: str) -> dict | None:
+def revoke(store, key_id: str) -> dict | None:
     """Revoke a key (its secret and its tokens stop working at once); None if there is no such key."""
-    db.api_keys.update_one({"_id": key_id, "revoked_at": None}, {"$set": {"revoked_at": now()}})
-    doc = db.api_keys.find_one({"_id": key_id})
+    keys = of(store).keys
+    keys.revoke(key_id, now())
+    doc = keys.get(key_id)
     return public(doc) if doc else None
 
 
-def any_key(db: Database) -> bool:
-    return db.api_keys.find_one({"revoked_at": None}, {"_id": 1}) is not None
+def any_key(store) -> bool:
+    return of(store).keys.any_live()
 
 
 def public(doc: dict) -> dict:

@@ -37,7 +37,6 @@ from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import RedisStorage
 
-from app import tasks
 from app.api import auth
 from app.api.errors import APIError, error_response
 from app.config import Config
@@ -176,10 +175,7 @@ class Limits:
             self.storage_down(e)
 
     def _check_active(self, key_id: str, limit: int) -> None:
-        db = current_app.extensions["movie_service"].db
-        active = db.processes.count_documents(
-            {"owner.key_id": key_id, "status": {"$in": [tasks.PENDING, tasks.PROCESSING]}}, limit=limit
-        )
+        active = current_app.extensions["movie_service"].store.tasks.count_active(key_id, limit)
         if active >= limit:
             raise too_many_error(
                 "too_many_active_tasks",

@@ -1,21 +1,21 @@
-"""What a request handler needs, built once per app: settings, database, cache, queue producer."""
+"""What a request handler needs, built once per app: settings, store, cache, queue producer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import current_app
-from pymongo.database import Database
 
 from app.broker.taskqueue import Producer
 from app.config import Config
 from app.store.cache import Cache
+from app.store.interface import Store
 
 
 @dataclass
 class Services:
     config: Config
-    db: Database
+    store: Store
     cache: Cache
     producer: Producer
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pymongo.database import Database
-
     from app.config import Config
+    from app.store.interface import Store
     from app.store.retry import Backoff
 
 
@@ -31,7 +30,7 @@ class Job:
 
     task: dict
     config: Config
-    db: Database
+    store: Store
     on_progress: Callable[..., None]  # on_progress(fields, checkpoint=None): records progress, renews the lease
     retry: Backoff
     result_path: str | None = None  # where the result file goes, for a kind that leaves one

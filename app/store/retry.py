@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pymongo.errors import ConnectionFailure
+from app.store.errors import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,15 +23,15 @@ class Backoff:
     # own, so a worker that lost its lease writes nothing more (app/worker/lease.py).
     before: Callable[[], None] | None = None
 
-    def call(self, fn: Callable[..., T], *args, what: str = "MongoDB operation", **kwargs) -> T:
-        """fn(*args, **kwargs), retried on ConnectionFailure; the last failure is raised. Only for idempotent fn."""
+    def call(self, fn: Callable[..., T], *args, what: str = "store operation", **kwargs) -> T:
+        """fn(*args, **kwargs), retried while the store is unavailable; the last failure raised. Idempotent fn only."""
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
             if self.before is not None:
                 self.before()
             try:
                 return fn(*args, **kwargs)
-            except ConnectionFailure as e:
+            except UNAVAILABLE as e:
                 if attempt == self.attempts:
                     raise
                 log.warning(

@@ -4,9 +4,8 @@
     list                                           id, name, role, prefix, created, last used, revoked
     revoke KEY_ID                                  the key and its tokens stop working at once
 
-Keys live in the service's MongoDB (MONGO_URI, MONGO_DB, from the environment or `.env`). With MONGO_URI
-empty the service's database is in its own memory, out of this command's reach: use the admin key that
-`make run` prints, and /api/v1/keys.
+Keys live in the service's store: MongoDB at MONGO_URI (MONGO_DB), or, with MONGO_URI empty, the embedded store's
+file in DATA_FOLDER (from the environment or `.env`), which this command opens beside a running service.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import sys
 
 from app.api import keys
 from app.config import ConfigError, load_config
-from app.store import mongo
+from app.store import connect
 
 COLUMNS = ("id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
 
@@ -40,18 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    if config.embedded_mongo:
-        print(
-            "MONGO_URI is empty: the service keeps its keys in its own memory, out of reach of this command. "
-            "Use the admin key `make run` printed, and /api/v1/keys; or set MONGO_URI.",
-            file=sys.stderr,
-        )
+    try:
+        store = connect(config)  # MONGO_URI's server, or the embedded store's file in DATA_FOLDER
+        store.setup()
+    except Exception as e:
+        print(f"cannot open the store: {e}", file=sys.stderr)
         return 2
-    db = mongo.connect(config)
-    mongo.ensure_indexes(db)
     if args.command == "create":
         try:
-            doc, secret = keys.create(db, args.name, args.role)
+            doc, secret = keys.create(store, args.name, args.role)
         except keys.BadKey as e:
             print(f"cannot create the key: {e}", file=sys.stderr)
             return 2
@@ -59,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         print(secret)
         return 0
     if args.command == "list":
-        rows = [[str(key.get(c) or "") for c in COLUMNS] for key in keys.listing(db)]
+        rows = [[str(key.get(c) or "") for c in COLUMNS] for key in keys.listing(store)]
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
         for row in [list(COLUMNS), *rows]:
             print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
         return 0
-    doc = keys.revoke(db, args.key_id)
+    doc = keys.revoke(store, args.key_id)
     if doc is None:
         print(f"no key with id {args.key_id!r}", file=sys.stderr)
         return 1

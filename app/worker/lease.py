@@ -18,10 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from pymongo.database import Database
-from pymongo.errors import PyMongoError
-
 from app import tasks
+from app.store.errors import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,14 @@ class Lease:
 
     def __init__(
         self,
-        db: Database,
+        store,
         task_id: str,
         worker_id: str,
         lease_seconds: float,
         stall_seconds: float,
         beat: Callable[[], None] = lambda: None,
     ):
-        self.db, self.task_id, self.worker_id = db, task_id, worker_id
+        self.store, self.task_id, self.worker_id = store, task_id, worker_id
         self.lease_seconds, self.stall_seconds = lease_seconds, stall_seconds
         self.every = lease_seconds / 3
         self.beat = beat  # the worker's heartbeat: a worker busy in one long write is still alive
@@ -81,13 +79,13 @@ class Lease:
                 self._give_up(idle)
                 return
             try:
-                tasks.renew(self.db, self.task_id, self.worker_id, self.lease_seconds)
+                tasks.renew(self.store, self.task_id, self.worker_id, self.lease_seconds)
             except tasks.Cancelled as e:  # renewed still: the job records the cancellation at its next step
                 self.lost = e
             except tasks.LostTask as e:
                 self.lost = e
                 return
-            except PyMongoError as e:  # MongoDB away for a moment: try again soon, well within the lease
+            except ERRORS as e:  # the store away for a moment: try again soon, well within the lease
                 log.warning("task %s: lease renewal failed, retrying in %.2fs: %s", self.task_id, retry_in, e)
                 wait, retry_in = min(retry_in, self.every), retry_in * 2
                 continue
@@ -106,6 +104,6 @@ class Lease:
             self.stall_seconds,
         )
         try:
-            tasks.give_up(self.db, self.task_id, self.worker_id)
-        except PyMongoError as e:  # the lease, no longer renewed, runs out by itself
+            tasks.give_up(self.store, self.task_id, self.worker_id)
+        except ERRORS as e:  # the lease, no longer renewed, runs out by itself
             log.warning("task %s: could not end the lease early, it runs out by itself: %s", self.task_id, e)

@@ -1,7 +1,7 @@
 """The worker loop: wait for a wake-up, claim a task, run it, report, repeat; heartbeat throughout.
 
 A message names a task, but the loop does not depend on it: after every task, and every
-RECOVERY_SECONDS when idle, it sweeps MongoDB for pending or abandoned tasks, so a lost message or a
+RECOVERY_SECONDS when idle, it sweeps the store for pending or abandoned tasks, so a lost message or a
 dead worker delays a task and never loses it. While a task runs, a thread keeps its lease (app/worker/lease.py):
 renewed on a timer however long one write takes, given up when the job makes no progress for STALL_SECONDS.
 """
@@ -16,8 +16,6 @@ import time
 import uuid
 
 import pyarrow as pa
-from pymongo.database import Database
-from pymongo.errors import ConnectionFailure, PyMongoError
 
 from app import tasks
 from app.broker.taskqueue import Consumer
@@ -25,7 +23,8 @@ from app.config import Config
 from app.jobs import registry
 from app.jobs.movies.pipeline import HelperDied
 from app.jobs.plays.aggregate import PlaysFailed
-from app.store import mongo
+from app.store import connect, of
+from app.store.errors import ERRORS, UNAVAILABLE
 from app.store.files import remove
 from app.store.retry import Backoff
 from app.worker import heartbeats
@@ -41,9 +40,9 @@ class Stopping(Exception):
 
 
 class Worker:
-    def __init__(self, config: Config, db: Database | None = None, name: str | None = None):
+    def __init__(self, config: Config, store=None, name: str | None = None):
         self.config = config
-        self.db = db if db is not None else mongo.connect(config)
+        self.store = of(store) if store is not None else connect(config)  # a test may hand in a Database
         os.makedirs(config.RESULT_FOLDER, exist_ok=True)
         self.id = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
@@ -54,8 +53,7 @@ class Worker:
     def run(self, consumer: Consumer | None = None) -> None:
         consumer = consumer or Consumer(self.config)
         log.info("worker %s: listening on %s", self.id, consumer.endpoint)
-        if not self.config.embedded_mongo:
-            mongo.warn_about_server(self.db, self.config.MONGO_WRITE_OPS)
+        self.store.warning(self.config.MONGO_WRITE_OPS)
         next_sweep = 0.0  # sweep at once: tasks may have arrived while no worker ran
         try:
             while not self.stop_event.is_set():
@@ -73,7 +71,7 @@ class Worker:
                 next_sweep = time.monotonic() + self.config.RECOVERY_SECONDS
         finally:
             consumer.close()
-            heartbeats.forget(self.db, self.id)
+            heartbeats.forget(self.store, self.id)
             log.info("worker %s: stopped", self.id)
 
     def stop(self) -> None:
@@ -82,18 +80,18 @@ class Worker:
     def sweep(self) -> None:
         """The maintenance pass: settle abandoned tasks, drop old results, run every claimable task."""
         try:
-            for task in tasks.settle_abandoned(self.db, self.config.MAX_ATTEMPTS):
+            for task in tasks.settle_abandoned(self.store, self.config.MAX_ATTEMPTS):
                 log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
                 remove(task.get("path"))
             self._clean_uploads()
             self._clean_partial_results()
-            for task in tasks.expire_results(self.db, self.config.RESULT_TTL_HOURS):
+            for task in tasks.expire_results(self.store, self.config.RESULT_TTL_HOURS):
                 log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
                 remove(task.get("result_path"))
             while not self.stop_event.is_set() and self.work():
                 pass
-        except PyMongoError as e:
-            log.error("worker %s: MongoDB unavailable during sweep: %s", self.id, e)
+        except ERRORS as e:
+            log.error("worker %s: the store is unavailable during sweep: %s", self.id, e)
         except Exception:  # never let one bad record end the loop
             log.exception("worker %s: sweep failed", self.id)
 
@@ -106,11 +104,8 @@ class Worker:
         except OSError:
             return
         if stored:
-            finished = self.db.processes.find(
-                {"task_id": {"$in": list(stored)}, "status": {"$in": list(tasks.FINISHED)}}, {"task_id": 1}
-            )
-            for task in finished:
-                remove(os.path.join(folder, stored[task["task_id"]]))
+            for task_id in self.store.tasks.with_status(list(stored), tasks.FINISHED):
+                remove(os.path.join(folder, stored[task_id]))
 
     def _clean_partial_results(self) -> None:
         """Remove the half-written results (`<task>.csv.<attempt>.part`) of writers that died mid-write.
@@ -126,12 +121,7 @@ class Worker:
         if not parts:
             return
         owners = {name: name.split(".", 1)[0] for name in parts}
-        running = {
-            t["task_id"]
-            for t in self.db.processes.find(
-                {"task_id": {"$in": list(set(owners.values()))}, "status": tasks.PROCESSING}, {"task_id": 1}
-            )
-        }
+        running = self.store.tasks.with_status(list(set(owners.values())), (tasks.PROCESSING,))
         stale_before = time.time() - 2 * self.config.LEASE_SECONDS
         for name, task_id in owners.items():
             path = os.path.join(folder, name)
@@ -145,9 +135,9 @@ class Worker:
     def work(self, task_id: str | None = None) -> bool:
         """Claim one task (the named one, else the oldest claimable) and run it; False if none."""
         try:
-            task = tasks.claim(self.db, self.id, self.config.LEASE_SECONDS, self.config.MAX_ATTEMPTS, task_id)
-        except PyMongoError as e:
-            log.error("worker %s: cannot claim a task, MongoDB unavailable: %s", self.id, e)
+            task = tasks.claim(self.store, self.id, self.config.LEASE_SECONDS, self.config.MAX_ATTEMPTS, task_id)
+        except ERRORS as e:
+            log.error("worker %s: cannot claim a task, the store is unavailable: %s", self.id, e)
             return False
         if task is None:
             return False
@@ -171,7 +161,7 @@ class Worker:
         )
         try:
             fields = self._execute(task)
-            tasks.finish(self.db, task_id, self.id, tasks.COMPLETED, **fields)
+            tasks.finish(self.store, task_id, self.id, tasks.COMPLETED, **fields)
             log.info(
                 "task %s: completed: %s",
                 task_id,
@@ -179,36 +169,36 @@ class Worker:
             )
             remove(task["path"])
         except Stopping:
-            self._record(task, tasks.release, self.db, task_id, self.id)
+            self._record(task, tasks.release, self.store, task_id, self.id)
             log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
         except tasks.Cancelled as e:  # rows written stay, and the record says how many
-            if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.CANCELLED, **e.fields):
+            if self._record(task, tasks.finish, self.store, task_id, self.id, tasks.CANCELLED, **e.fields):
                 log.info("task %s: cancelled; rows written so far stay", task_id)
                 remove(task["path"])
         except Stalled as e:  # the lease's thread has said why, and given the task up
             log.warning("task %s: stopped working on it: %s", task_id, e)
         except tasks.LostTask:
             log.warning("task %s: lost to another worker (lease expired); stopped working on it", task_id)
-        except ConnectionFailure as e:
-            # MongoDB is away: the lease will run out and another attempt will start; nothing is marked done.
-            log.error("task %s: MongoDB unreachable, leaving it for a retry: %s", task_id, e)
+        except UNAVAILABLE as e:
+            # The store is away (or its file busy): the lease will run out and another attempt will start.
+            log.error("task %s: the store is unavailable, leaving it for a retry: %s", task_id, e)
         except HelperDied as e:  # killed, out of memory: the next attempt (after the lease) resumes at the checkpoint
             log.error("task %s: %s; leaving it for a retry", task_id, e)
         except Exception as e:  # the same error would come back on every attempt: fail now, with the reason
             message = _explain(e)
-            expected = (OSError, UnicodeDecodeError, pa.ArrowException, PyMongoError)
+            expected = (OSError, UnicodeDecodeError, pa.ArrowException, *ERRORS)
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
-            if self._record(task, tasks.finish, self.db, task_id, self.id, tasks.FAILED, error=message):
+            if self._record(task, tasks.finish, self.store, task_id, self.id, tasks.FAILED, error=message):
                 remove(task["path"])
         finally:
             self._current = None
 
     def _record(self, task: dict, change, *args, **kwargs) -> bool:
-        """Apply a final change to the task record; if MongoDB refuses, the lease settles it later."""
+        """Apply a final change to the task record; if the store refuses, the lease settles it later."""
         try:
             change(*args, **kwargs)
             return True
-        except Exception as e:  # MongoDB away, the task lost, a record it refuses: the lease settles it later
+        except Exception as e:  # the store away, the task lost, a record it refuses: the lease settles it later
             log.error("task %s: could not record the outcome, its lease will bring it back: %s", task["task_id"], e)
             return False
 
@@ -216,7 +206,7 @@ class Worker:
         """Run the task's job to the end, its lease kept meanwhile; returns the fields its record gets on completion."""
         kind = registry.get(task["kind"])
         lease = Lease(
-            self.db, task["task_id"], self.id, self.config.LEASE_SECONDS, self.config.STALL_SECONDS, self.heartbeat
+            self.store, task["task_id"], self.id, self.config.LEASE_SECONDS, self.config.STALL_SECONDS, self.heartbeat
         )
         # Every write the job makes, and every progress update, first checks that the task is still ours.
         retry = Backoff(self.config.MONGO_RETRIES + 1, self.config.MONGO_RETRY_DELAY_MS / 1000, before=lease.check)
@@ -228,7 +218,7 @@ class Worker:
         job = registry.Job(
             task=task,
             config=self.config,
-            db=self.db,
+            store=self.store,
             on_progress=self._progress_recorder(task, lease, retry),
             retry=retry,
             result_path=result_path,
@@ -247,7 +237,7 @@ class Worker:
             try:
                 retry.call(
                     tasks.update,
-                    self.db,
+                    self.store,
                     task["task_id"],
                     self.id,
                     self.config.LEASE_SECONDS,
@@ -281,7 +271,7 @@ class Worker:
         if not force and now - self._last_beat < self.config.HEARTBEAT_SECONDS:
             return
         self._last_beat = now
-        heartbeats.beat(self.db, self.id, self._current)
+        heartbeats.beat(self.store, self.id, self._current)
 
 
 def _explain(error: Exception) -> str:

@@ -14,5 +14,7 @@ def bearer(db, role: str = "admin", name: str | None = None) -> dict[str, str]:
 def signed_in(app, role: str = "admin", name: str | None = None):
     """A test client of `app` sending a new `role` key with every request."""
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app.extensions["movie_service"].db, role, name)["Authorization"]
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app.extensions["movie_service"].store, role, name)[
+        "Authorization"
+    ]
     return client

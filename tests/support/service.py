@@ -1,7 +1,7 @@
 """The real service for tests that talk to it over HTTP: `python run.py` (or `make run`) on free ports.
 
 Embedded mode (MONGO_URI and REDIS_URL unset, whatever a .env says): one gunicorn API process hosting the
-ZeroMQ broker and, unless EMBEDDED_WORKERS=0, a worker fed over real TCP sockets.
+ZeroMQ broker and, unless WORKERS=0, a worker fed over real TCP sockets.
 """
 
 from __future__ import annotations
@@ -138,13 +138,13 @@ class Service:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> Server:
-        """Start it; returns once /health answers (and reports a live worker, unless EMBEDDED_WORKERS=0)."""
+        """Start it; returns once /health answers (and reports a live worker, unless WORKERS=0)."""
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         server = Server(self.port)
-        need_worker = self.env.get("EMBEDDED_WORKERS") != "0"
+        need_worker = self.env.get("WORKERS") != "0"
         deadline = time.monotonic() + timeout
         while True:
             try:

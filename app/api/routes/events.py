@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, current_app, request
-from pymongo.errors import PyMongoError
 
 from app import tasks
 from app.api import auth, keys, limits, views
@@ -39,6 +38,7 @@ from app.api.errors import APIError
 from app.api.routes.tasks import find
 from app.api.services import services
 from app.config import Config
+from app.store.errors import ERRORS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__, url_prefix="/api/v1")
@@ -82,7 +82,7 @@ def message(event: str, data: dict) -> str:
 
 
 def progress(
-    db,
+    store,
     task_id: str,
     config: Config,
     admin: bool = False,
@@ -102,12 +102,12 @@ def progress(
                 if not allowed():
                     log.info("event stream of task %s: its credential is no longer valid; closed", task_id)
                     return
-            except PyMongoError as e:
+            except ERRORS as e:
                 log.warning("event stream of task %s: database unavailable: %s", task_id, e)
                 return
         try:
-            task = tasks.get(db, task_id)
-        except PyMongoError as e:  # the client reconnects, or polls, and is answered 503 until MongoDB is back
+            task = tasks.get(store, task_id)
+        except ERRORS as e:  # the client reconnects, or polls, and is answered 503 until MongoDB is back
             log.warning("event stream of task %s: database unavailable: %s", task_id, e)
             return
         if task is None:  # removed while we watched it
@@ -127,7 +127,7 @@ def progress(
         sleep(config.SSE_POLL_MS / 1000)
 
 
-def still_valid(db, principal: auth.Principal) -> Callable[[], bool] | None:
+def still_valid(store, principal: auth.Principal) -> Callable[[], bool] | None:
     """What an open stream asks every SSE_RECHECK_SECONDS: is its key still live, its token unexpired?
     None with AUTH=false (no credential to check)."""
     if principal.key_id is None:
@@ -140,7 +140,7 @@ def still_valid(db, principal: auth.Principal) -> Callable[[], bool] | None:
     def allowed() -> bool:
         if expires is not None and time.time() >= expires:
             return False
-        return keys.by_id(db, principal.key_id) is not None
+        return keys.by_id(store, principal.key_id) is not None
 
     return allowed
 
@@ -182,11 +182,11 @@ def task_events(task_id: str):
     svc = services()
     find(task_id)  # 404 for an unknown task, before taking a slot
     principal = auth.current()
-    allowed = still_valid(svc.db, principal)
+    allowed = still_valid(svc.store, principal)
     # Released on close, not in the generator's `finally`: a stream the client left before its first read is
     # closed without ever being started, and its finally would never run.
     release = take_slot(task_id, svc.config)
-    stream = progress(svc.db, task_id, svc.config, principal.admin, allowed=allowed)
+    stream = progress(svc.store, task_id, svc.config, principal.admin, allowed=allowed)
     response = Response(stream, mimetype="text/event-stream")
     response.call_on_close(release)
     response.headers["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back in its buffer

@@ -7,7 +7,6 @@ from flask import Blueprint, jsonify
 from app.api.auth import ANYONE, requires
 from app.api.intake import free_bytes
 from app.api.services import services
-from app.store import mongo
 from app.worker.heartbeats import alive_workers
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
@@ -17,9 +16,9 @@ bp = Blueprint("health", __name__, url_prefix="/api/v1")
 @requires(ANYONE)  # load balancers and monitors ask without a key; it tells no data, only what is up
 def health():
     svc = services()
-    mongo_ok = mongo.ping(svc.db)
+    mongo_ok = svc.store.ping()
     redis_ok = svc.cache.ping()
-    workers = alive_workers(svc.db, svc.config.WORKER_TIMEOUT) if mongo_ok else 0
+    workers = alive_workers(svc.store, svc.config.WORKER_TIMEOUT) if mongo_ok else 0
     try:
         free_mb = free_bytes(svc.config.UPLOAD_FOLDER) >> 20
     except OSError:

@@ -18,7 +18,7 @@ bp = Blueprint("keys", __name__, url_prefix="/api/v1")
 @bp.get("/keys")
 @requires("admin")
 def list_keys():
-    return jsonify({"keys": keys.listing(services().db)})
+    return jsonify({"keys": keys.listing(services().store)})
 
 
 @bp.post("/keys")
@@ -28,7 +28,7 @@ def create_key():
     if not isinstance(body, dict) or set(body) - {"name", "role"}:
         raise APIError(400, "bad_request", 'Send a JSON object {"name": "...", "role": "reader|uploader|admin"}.')
     try:
-        doc, secret = keys.create(services().db, body.get("name"), body.get("role"))
+        doc, secret = keys.create(services().store, body.get("name"), body.get("role"))
     except keys.BadKey as e:
         raise APIError(400, "bad_key", str(e)) from None
     log.info("API key %s (%s) created", doc["_id"], doc["role"])
@@ -38,7 +38,7 @@ def create_key():
 @bp.delete("/keys/<key_id>")
 @requires("admin")
 def revoke_key(key_id: str):
-    doc = keys.revoke(services().db, key_id)
+    doc = keys.revoke(services().store, key_id)
     if doc is None:
         raise APIError(404, "key_not_found", f"No API key with id {key_id[:64]!r}.")
     log.info("API key %s revoked", doc["id"])

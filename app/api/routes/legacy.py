@@ -25,7 +25,7 @@ def upload():
 @bp.get("/result/<task_id>")
 @requires("uploader")
 def result(task_id: str):
-    task = tasks.get(services().db, task_id)
+    task = tasks.get(services().store, task_id)
     if task is not None and auth.may_see(task) and task["status"] == tasks.COMPLETED:
         try:
             return result_file(task)

@@ -13,7 +13,7 @@ from app.api import params, views
 from app.api.auth import requires
 from app.api.errors import APIError
 from app.api.services import services
-from app.store import movies
+from app.store import movies, of
 from app.store.serialize import to_json
 
 bp = Blueprint("movies", __name__, url_prefix="/api/v1")
@@ -44,22 +44,19 @@ def _skip(q: dict) -> int:
     return offset if offset is not None else (q["page"] - 1) * q["limit"]
 
 
-def _find(db, q: dict):
-    """The page's cursor, and how many movies match."""
-    query = movies.query(q["year"], q["language"])
-    # Unfiltered, the collection's own count is exact enough and needs no scan.
-    total = db.movies.count_documents(query) if query else db.movies.estimated_document_count()
-    cursor = db.movies.find(query).sort(movies.sort_spec(q["sort_by"], q["order"])).skip(_skip(q)).limit(q["limit"])
-    return cursor, total
+def _find(store, q: dict):
+    """The page's movies (read inside `with`), and how many match."""
+    return of(store).movies.page(q["year"], q["language"], q["sort_by"], q["order"], _skip(q), q["limit"])
 
 
-def find_movies(db, q: dict) -> dict:
+def find_movies(store, q: dict) -> dict:
     """The page as a dict, whole (no byte bound): what the store is asked, for tests of the stores."""
-    cursor, total = _find(db, q)
-    return views.page("movies", [to_json(doc) for doc in cursor], q["page"], q["limit"], total)
+    cursor, total = _find(store, q)
+    with cursor as found:
+        return views.page("movies", [to_json(doc) for doc in found], q["page"], q["limit"], total)
 
 
-def render(db, q: dict, max_bytes: int) -> bytes:
+def render(store, q: dict, max_bytes: int) -> bytes:
     """The response body, as jsonify() writes it (compact), its movies cut short past `max_bytes` of JSON.
 
     Each movie is encoded once, as it comes from the cursor, and the encoding stops at the first one that does
@@ -67,11 +64,11 @@ def render(db, q: dict, max_bytes: int) -> bytes:
     movie (a movie alone bigger than the bound is sent alone), so paging always moves on.
     """
     dumps = current_app.json.dumps
-    cursor, total = _find(db, q)
+    cursor, total = _find(store, q)
     items: list[bytes] = []
     size, truncated = 0, False
-    with cursor:
-        for doc in cursor:
+    with cursor as found:
+        for doc in found:
             item = dumps(to_json(doc), separators=(",", ":")).encode()
             size += len(item) + (1 if items else 0)  # the comma before it
             if size > max_bytes and items:
@@ -95,5 +92,5 @@ def list_movies():
     svc = services()
     q = parse_query(request.args)
     max_bytes = svc.config.MAX_PAGE_KB * 1024
-    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: render(svc.db, q, max_bytes))
+    body, hit = svc.cache.get_or_compute(svc.cache.key("movies", q), lambda: render(svc.store, q, max_bytes))
     return Response(body, mimetype=current_app.json.mimetype, headers={"X-Cache": "hit" if hit else "miss"})

@@ -24,7 +24,7 @@ RESULT_SUFFIX = "-totals.csv"  # a result downloads as <upload's name without .c
 
 def find(task_id: str) -> dict:
     """The task, if the caller may see it; else 404, the same answer as for no task at all."""
-    task = tasks.get(services().db, task_id)
+    task = tasks.get(services().store, task_id)
     if task is None or not auth.may_see(task):
         raise APIError(404, "task_not_found", f"No task with id {task_id[:64]!r}.")
     return task
@@ -89,9 +89,9 @@ def get_task(task_id: str):
 @requires("uploader")
 def cancel_task(task_id: str):
     """Cancel a pending task at once (200), or a processing one at its next batch (202)."""
-    db = services().db
+    store = services().store
     find(task_id)  # someone else's task is not found, and not cancelled
-    task = tasks.request_cancel(db, task_id)
+    task = tasks.request_cancel(store, task_id)
     if task is None:
         status = find(task_id)["status"]
         raise APIError(
@@ -123,6 +123,5 @@ def list_tasks():
     page = params.integer(args, "page", 1, 1, 1_000_000)
     limit = params.integer(args, "limit", 10, 1, 100)
     status = params.choice(args, "status", None, tasks.STATUSES)
-    query = {**auth.owner_filter(), **({"status": status} if status else {})}
-    docs, total = tasks.page(services().db, query, page, limit)
+    docs, total = tasks.page(services().store, page, limit, auth.owner_key_id(), status)
     return jsonify(views.page("processes", [show(doc) for doc in docs], page, limit, total))

@@ -90,7 +90,7 @@ def accept() -> tuple[Upload, str]:
     try:
         kind = choose_kind(received.header, received.fields.get("kind") or request.args.get("kind") or None)
         tasks.create(
-            svc.db,
+            svc.store,
             task_id=received.task_id,
             kind=kind.name,
             filename=received.filename,

@@ -46,7 +46,7 @@ def run(job: Job) -> dict:
     c = job.config
     return ingest_movies(
         job.task["path"],
-        job.db.movies,
+        job.store.movies,
         block_size=c.BLOCK_SIZE,
         batch_size=c.BATCH_SIZE,
         max_rejects=c.MAX_REJECTS_KEPT,

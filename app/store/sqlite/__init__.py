@@ -42,6 +42,7 @@ def ms(value: datetime | None) -> int | None:
 
 class SqliteStore:
     name = "sqlite"
+    is_store = True
 
     def __init__(self, path: str, busy_ms: int = 30_000):
         self.path, self.busy_ms = path, busy_ms

@@ -1,7 +1,6 @@
-"""MongoDB: the client, the collections, and their indexes.
-
-With `MONGO_URI` unset the service runs on an in-memory stand-in (mongomock, app/embedded.py), shared by
-everything in this process and lost when it exits.
+"""The MongoDB store: the client, the collections and their indexes, and MongoStore, which the service reaches
+them through (app/store/interface.py). Production and many hosts; FerretDB in the tests; mongomock (app/embedded.py)
+as the fast test double.
 """
 
 from __future__ import annotations
@@ -12,22 +11,43 @@ import pymongo
 from pymongo.database import Database
 
 from app.config import Config
-from app.store import clients, movies
+from app.store import clients
+from app.store.movies import index_specs
+from app.store.mongo.keys import Keys
+from app.store.mongo.movies import Movies
+from app.store.mongo.tasks import Tasks
+from app.store.mongo.workers import Workers
 
 log = logging.getLogger(__name__)
 
 
+class MongoStore:
+    name = "mongodb"
+    is_store = True
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.movies = Movies(db.movies)
+        self.tasks = Tasks(db)
+        self.keys = Keys(db.api_keys)
+        self.workers = Workers(db.workers)
+
+    def setup(self) -> None:
+        ensure_indexes(self.db)
+
+    def ping(self) -> bool:
+        return ping(self.db)
+
+    def warning(self, write_ops: int) -> str | None:
+        return warn_about_server(self.db, write_ops)
+
+
 def connect(config: Config) -> Database:
     """The service's database; one client per process and URI, as pymongo recommends."""
-    return clients.shared("mongo", config.MONGO_URI or "embedded", lambda: _new_client(config))[config.MONGO_DB]
+    return clients.shared("mongo", config.MONGO_URI, lambda: _new_client(config))[config.MONGO_DB]
 
 
 def _new_client(config: Config):
-    if config.embedded_mongo:
-        from app.embedded import embedded_client
-
-        log.warning("MONGO_URI is not set: using an embedded MongoDB stand-in (in-memory, not persisted)")
-        return embedded_client()
     return pymongo.MongoClient(
         config.MONGO_URI,
         serverSelectionTimeoutMS=5000,
@@ -37,7 +57,7 @@ def _new_client(config: Config):
 
 
 def ensure_indexes(db: Database) -> None:
-    for spec in movies.index_specs():
+    for spec in index_specs():
         db.movies.create_index(spec)
     db.processes.create_index("task_id", unique=True)
     db.processes.create_index([("created_at", pymongo.DESCENDING)])
