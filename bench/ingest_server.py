@@ -59,8 +59,8 @@ def run_one(store: str, path: str, uri: str) -> dict:
     from app import defaults
     from app.embedded import embedded_client
     from app.jobs.movies.ingest import ingest_movies
-    from app.store.mongo.movies import Movies as MongoMovies
     from app.store import mongo
+    from app.store.mongo.movies import Movies as MongoMovies
 
     client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
     db = client[DB_NAME]

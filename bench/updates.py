@@ -141,8 +141,8 @@ def changed(items: list) -> list:
 
 
 def measure(db, method: Callable, stored: list, updates: list, chunk: int) -> dict:
-    from app.store.mongo.movies import sendable
     from app.store import mongo
+    from app.store.mongo.movies import sendable
 
     db.movies.drop()
     mongo.ensure_indexes(db)

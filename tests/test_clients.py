@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from app.config import load_config
 from app import store
+from app.config import load_config
 from app.store import cache, clients
 
 

@@ -24,9 +24,9 @@ from app import create_app, tasks
 from app.api.routes.movies import find_movies
 from app.embedded import embedded_client
 from app.jobs.movies.ingest import ingest_movies
+from app.store import mongo, movies
 from app.store.mongo.movies import Movies as MongoMovies
 from app.store.mongo.movies import write_movies
-from app.store import mongo, movies
 from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
 from tests.support import free_port

@@ -12,11 +12,11 @@ from pymongo.database import Database
 
 from app.config import Config
 from app.store import clients
-from app.store.movies import index_specs
 from app.store.mongo.keys import Keys
 from app.store.mongo.movies import Movies
 from app.store.mongo.tasks import Tasks
 from app.store.mongo.workers import Workers
+from app.store.movies import index_specs
 
 log = logging.getLogger(__name__)
 
