@@ -52,7 +52,7 @@ class Server:
 
 
 def server_env(workdir: Path, **overrides: str) -> dict[str, str]:
-    """run.py's environment: embedded MongoDB and Redis, free ports, folders under `workdir`."""
+    """run.py's environment: the embedded store and Redis, free ports, folders under `workdir`."""
     env = {**os.environ, "MONGO_URI": "", "REDIS_URL": ""}  # embedded, whatever a .env says
     env.update(
         PORT=str(free_port()),
@@ -60,6 +60,7 @@ def server_env(workdir: Path, **overrides: str) -> dict[str, str]:
         ZMQ_INTAKE_PORT=str(free_port()),
         UPLOAD_FOLDER=str(workdir / "uploads"),
         RESULT_FOLDER=str(workdir / "results"),
+        DATA_FOLDER=str(workdir / "data"),
         LOG_LEVEL="WARNING",
         RATE_LIMIT_PER_MINUTE="0",
     )  # a benchmark measures the server, not its limit

@@ -51,6 +51,7 @@ def config(tmp_path):
     env = {
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "RESULT_FOLDER": str(tmp_path / "results"),
+        "DATA_FOLDER": str(tmp_path / "data"),
         "ZMQ_PORT": str(free_port()),
         "ZMQ_INTAKE_PORT": str(free_port()),
         "HEARTBEAT_SECONDS": "1",

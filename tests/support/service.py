@@ -1,7 +1,8 @@
 """The real service for tests that talk to it over HTTP: `python run.py` (or `make run`) on free ports.
 
-Embedded mode (MONGO_URI and REDIS_URL unset, whatever a .env says): one gunicorn API process hosting the
-ZeroMQ broker and, unless WORKERS=0, a worker fed over real TCP sockets.
+Embedded mode (MONGO_URI and REDIS_URL unset, whatever a .env says): one gunicorn API process, the ZeroMQ broker
+and, unless WORKERS=0, `python worker.py` processes fed over real TCP sockets, all on the SQLite file in the
+test's own DATA_FOLDER.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class Service:
             "ZMQ_INTAKE_PORT": str(free_port()),
             "UPLOAD_FOLDER": str(workdir / "uploads"),
             "RESULT_FOLDER": str(workdir / "results"),
+            "DATA_FOLDER": str(workdir / "data"),
             # The per-minute limit is off unless a test sets it (tests/test_limits_server.py): a module of tests
             # shares one key and may send more than a minute's worth.
             "HEARTBEAT_SECONDS": "1",
