@@ -16,6 +16,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 
 from gunicorn.app.base import BaseApplication
 
@@ -113,10 +114,37 @@ def _start_broker() -> subprocess.Popen | None:
     return broker
 
 
-def _start_workers(count: int) -> list[subprocess.Popen]:
-    """`python worker.py` children, on the same store; they log as they start."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-    return [subprocess.Popen([sys.executable, script]) for _ in range(count)]
+class Workers:
+    """WORKERS `python worker.py` children on the embedded store, each replaced when it dies (killed, out of
+    memory): its task's lease runs out and the new one resumes it from the checkpoint. A worker that dies at
+    once, again and again (a store it cannot open), is restarted ever more slowly, up to once a minute."""
+
+    SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+
+    def __init__(self, count: int):
+        self.children = [self._spawn() for _ in range(count)]
+        self.stopping = threading.Event()
+        self.delay = 1.0
+        threading.Thread(target=self._watch, name="workers", daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, self.SCRIPT])
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(self.delay):
+            for i, child in enumerate(self.children):
+                code = child.poll()
+                if code is not None and not self.stopping.is_set():
+                    log.error("worker process %d exited (%s); starting another", child.pid, code)
+                    self.children[i] = self._spawn()
+                    self.delay = min(self.delay * 2, 60.0)
+                    break
+            else:
+                self.delay = 1.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        _stop(self.children)
 
 
 def _stop(children: list[subprocess.Popen]) -> None:
@@ -150,7 +178,7 @@ def main() -> int:
             config.ZMQ_INTAKE_PORT,
         )
         return 1
-    children = [broker] + (_start_workers(config.WORKERS) if config.embedded_mongo else [])
+    workers = Workers(config.WORKERS) if config.embedded_mongo else None
     auth.warn_if_off(config)
     limits.warn_if_per_process(config)
     log.info(
@@ -164,7 +192,9 @@ def main() -> int:
     try:
         Server(config).run()
     finally:
-        _stop(children[1:] + children[:1])  # workers first: they may still hand a task back through the broker
+        if workers is not None:  # first: a worker may still hand its task back
+            workers.stop()
+        _stop([broker])
     return 0
 
 

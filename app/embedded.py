@@ -1,34 +1,10 @@
-"""The in-memory stand-ins the service runs on when `MONGO_URI` or `REDIS_URL` is empty: mongomock and fakeredis.
+"""The in-memory stand-in the service's cache runs on when `REDIS_URL` is empty: fakeredis, in the API process,
+lost when it exits. app/store/cache.py imports this module only then; with a real Redis nothing here loads.
 
-Shared by everything in the process that asks app/store/mongo.py or app/store/cache.py for its client, and lost when it
-exits. Those modules import this one only when their URI is empty; with real servers nothing here loads.
+(With `MONGO_URI` empty the store is the SQLite file in DATA_FOLDER: app/store/sqlite/.)
 """
 
 from __future__ import annotations
-
-
-def embedded_client():
-    """A mongomock client whose lookups by `_id` are dictionary look-ups.
-
-    mongomock scans every document for every query, so upserting n movies one `_id` at a time costs
-    O(n²): hours for the real 45 000-row file. Its store is already keyed by `_id`; this only lets an
-    exact `{"_id": value}` filter use that. Query semantics are unchanged.
-    """
-    import mongomock_ng
-    from mongomock_ng.collection import Collection
-
-    if not getattr(Collection, "_id_fast_path", False):
-        scan = Collection._iter_documents
-
-        def _iter_documents(self, filter):
-            if isinstance(filter, dict) and len(filter) == 1 and isinstance(filter.get("_id"), (str, int)):
-                key = filter["_id"]
-                return iter([self._store[key]] if key in self._store else [])
-            return scan(self, filter)
-
-        Collection._iter_documents = _iter_documents
-        Collection._id_fast_path = True
-    return mongomock_ng.MongoClient()
 
 
 def redis_client():

@@ -108,8 +108,8 @@ def reference_pages(csv_path: Path, paths: tuple[str, ...], workdir: Path) -> di
 
     from app import create_app
     from app.api import keys
-    from app.embedded import embedded_client
     from app.worker.loop import Worker
+    from tests.support.mongomock_db import mongomock_client as embedded_client
 
     config = load_config(
         {"UPLOAD_FOLDER": str(workdir / "reference-uploads"), "RESULT_FOLDER": str(workdir / "reference-results")}

@@ -126,8 +126,8 @@ def original_load(path: str, collection) -> dict:
 def baseline_child(store: str, path: str, uri: str) -> dict:
     import pymongo
 
-    from app.embedded import embedded_client
     from app.store import mongo
+    from tests.support.mongomock_db import mongomock_client as embedded_client
 
     client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
     db = client[BASELINE_DB]

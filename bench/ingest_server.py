@@ -57,10 +57,10 @@ def run_one(store: str, path: str, uri: str) -> dict:
     import pymongo
 
     from app import defaults
-    from app.embedded import embedded_client
     from app.jobs.movies.ingest import ingest_movies
     from app.store import mongo
     from app.store.mongo.movies import Movies as MongoMovies
+    from tests.support.mongomock_db import mongomock_client as embedded_client
 
     client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
     db = client[DB_NAME]

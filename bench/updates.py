@@ -166,7 +166,7 @@ class Store:
 
     def __enter__(self):
         if self.name == "mongomock":
-            from app.embedded import embedded_client
+            from tests.support.mongomock_db import mongomock_client as embedded_client
 
             return embedded_client()["bench_updates"]
         import pymongo

@@ -12,13 +12,14 @@ import fakeredis
 import pymongo
 import pytest
 
-from app import create_app, embedded
+from app import create_app
 from app.config import load_config
 from app.worker.loop import Worker
 from tests.support import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in
 from tests.support.ferretdb import FerretDB
+from tests.support.mongomock_db import mongomock_client
 
 SHARED_DATA = REPO / "tests" / "data"  # copies of ../shared/data, so a clone tests anywhere
 SAMPLE_MOVIES = SHARED_DATA / "movies_data_assignment.head10.csv"
@@ -61,7 +62,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def db():
-    return embedded.embedded_client()["test"]
+    return mongomock_client()["test"]
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def ferret_db(ferretdb):
 def store(request):
     """The same test against both stores: the embedded stand-in and a real server."""
     if request.param == "mongomock":
-        return embedded.embedded_client()[f"t_{uuid.uuid4().hex[:12]}"]
+        return mongomock_client()[f"t_{uuid.uuid4().hex[:12]}"]
     return request.getfixturevalue("ferret_db")
 
 

@@ -22,7 +22,6 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 
 from app import create_app, tasks
 from app.api.routes.movies import find_movies
-from app.embedded import embedded_client
 from app.jobs.movies.ingest import ingest_movies
 from app.store import mongo, movies
 from app.store.mongo.movies import Movies as MongoMovies
@@ -31,6 +30,7 @@ from app.tools.generate import generate_movies
 from tests.conftest import RecordingProducer
 from tests.support import free_port
 from tests.support.auth import signed_in
+from tests.support.mongomock_db import mongomock_client as embedded_client
 from tests.support.reference import load
 
 LEASE = 60

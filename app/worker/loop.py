@@ -24,6 +24,7 @@ from app.jobs import registry
 from app.jobs.movies.pipeline import HelperDied
 from app.jobs.plays.aggregate import PlaysFailed
 from app.store import connect, of
+from app.store import errors as store_errors
 from app.store.errors import ERRORS, UNAVAILABLE
 from app.store.files import remove
 from app.store.retry import Backoff
@@ -282,6 +283,9 @@ def _explain(error: Exception) -> str:
         return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
     if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
         return f"a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: {error}"
+    explained = store_errors.explain(error)
+    if explained is not None:
+        return explained
     if isinstance(error, PlaysFailed):  # a total past 64 bits, past MAX_PLAY_GROUPS: its own words
         return str(error)
     if isinstance(error, pa.ArrowInvalid):

@@ -1,6 +1,6 @@
 """The MongoDB store: the client, the collections and their indexes, and MongoStore, which the service reaches
-them through (app/store/interface.py). Production and many hosts; FerretDB in the tests; mongomock (app/embedded.py)
-as the fast test double.
+them through (app/store/interface.py). Production and many hosts; FerretDB in the tests; mongomock
+(tests/support/mongomock_db.py) as the fast test double.
 """
 
 from __future__ import annotations

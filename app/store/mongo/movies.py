@@ -104,7 +104,7 @@ def _stored(collection: Collection, keys: list) -> dict:
     if not keys:
         return {}
     if type(collection).__module__.startswith("mongomock"):  # `{_id: value}` is its one dictionary look-up
-        found = (collection.find_one({"_id": key}) for key in keys)  # (app/embedded.py); `$in` scans every movie
+        found = (collection.find_one({"_id": key}) for key in keys)  # (tests/support/mongomock_db.py); `$in` scans
         return {doc["_id"]: bson.encode(doc) for doc in found if doc is not None}
     if not hasattr(collection, "with_options"):  # a writer that cannot be read back (a test's or a bench's
         return {}  # recording double): every refused movie is rewritten, which is correct, only slower
