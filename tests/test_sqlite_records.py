@@ -704,11 +704,14 @@ def test_racing_threads_claim_each_task_once(sqlite_store):
 
 def claim_all(path: str, name: str, start, results) -> None:
     """A worker process of its own: opens the file, waits for the others, claims until nothing is left."""
-    store = SqliteStore(path)
-    start.wait()
     taken = []
-    while (task := store.tasks.claim(name, LEASE, 3)) is not None:
-        taken.append(task["task_id"])
+    try:
+        store = SqliteStore(path)
+        start.wait()
+        while (task := store.tasks.claim(name, LEASE, 3)) is not None:
+            taken.append(task["task_id"])
+    except Exception as e:  # told to the test, which fails naming it
+        taken.append(f"{type(e).__name__}: {e}")
     results.put((name, taken))
 
 
@@ -748,12 +751,22 @@ def test_a_busy_file_is_waited_for_and_the_call_then_succeeds(tmp_path, clock):
     new_task(store, "t")
     holder = hold_the_file(path)
     got = {}
-    waiter = threading.Thread(target=lambda: got.update(task=store.tasks.claim("w1", LEASE, 3)))
+
+    def claim():
+        try:
+            got["task"] = store.tasks.claim("w1", LEASE, 3)
+        except Exception as e:  # pragma: no cover - reported below
+            got["error"] = e
+
+    waiter = threading.Thread(target=claim)
     waiter.start()
-    waiter.join(1.0)
-    assert waiter.is_alive() and got == {}  # waiting for the file, not failed
-    holder.execute("COMMIT")
-    waiter.join(30)
+    try:
+        waiter.join(1.0)
+        assert waiter.is_alive() and got == {}  # waiting for the file, not failed
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+        waiter.join(30)
     assert (got["task"]["task_id"], got["task"]["worker"]) == ("t", "w1")
     assert store.tasks.get("t") == got["task"]
 
