@@ -56,12 +56,22 @@ COLUMNS = (
 INSERT = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SAVE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
 # MongoDB's `claimable` in app.tasks.claim: pending, or processing with its lease run out; attempts left; not
-# cancelled. The oldest first; tasks created in the same millisecond in the order they were stored.
+# cancelled; the oldest first (tasks created in the same millisecond by `_id`, as the listing breaks ties).
+# Each status is its own walk of tasks_by_status, stopping at the first row that qualifies, so a claim costs
+# the same with 10 or 100,000 tasks waiting (an `OR` of the two would sort every pending task each time).
 CLAIMABLE = """
-SELECT seq, doc FROM tasks
-WHERE (status = 'pending' OR (status = 'processing' AND lease_expires_at < :t))
-  AND attempts < :max_attempts AND cancel_requested = 0 {named}
-ORDER BY created_at, seq LIMIT 1
+SELECT seq, doc FROM (
+    SELECT * FROM (
+        SELECT seq, doc, created_at, id FROM tasks
+        WHERE status = 'pending' AND attempts < :max_attempts AND cancel_requested = 0 {named}
+        ORDER BY created_at, id LIMIT 1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT seq, doc, created_at, id FROM tasks
+        WHERE status = 'processing' AND lease_expires_at < :t AND attempts < :max_attempts
+          AND cancel_requested = 0 {named}
+        ORDER BY created_at, id LIMIT 1))
+ORDER BY created_at, id LIMIT 1
 """
 IN_CHUNK = 500  # task ids per `IN (...)`: well under SQLite's limit on parameters
 
