@@ -19,6 +19,7 @@ import bson
 import mongomock_ng
 import pytest
 from bson import ObjectId
+from bson.errors import InvalidDocument
 
 from app import tasks
 from app.store.errors import Unavailable
@@ -700,6 +701,39 @@ def test_racing_threads_claim_each_task_once(sqlite_store):
     assert {k: (d["worker"], d["attempts"], d["claims"]) for k, d in records.items()} == {
         k: (v[0], 1, 1) for k, v in claims.items()
     }
+
+
+def test_racing_threads_for_a_lease_run_out_one_takes_it_once(sqlite_store, clock):
+    new_task(sqlite_store, "t")
+    sqlite_store.tasks.claim("w0", LEASE, 3)
+    clock.advance(seconds=LEASE + 1)
+    won, start = [], threading.Barrier(6)
+
+    def work(name: str):
+        start.wait()
+        if sqlite_store.tasks.claim(name, LEASE, 3) is not None:
+            won.append(name)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(won) == 1
+    got = sqlite_store.tasks.get("t")
+    assert (got["worker"], got["attempts"], got["claims"]) == (won[0], 2, 2)
+    assert outcome(sqlite_store.tasks.update, "t", "w0", LEASE, rows_read=1) == "raised LostTask(t)"
+
+
+def test_a_value_bson_cannot_hold_changes_nothing_and_the_next_call_works(sqlite_store, clock):
+    new_task(sqlite_store, "t")
+    sqlite_store.tasks.claim("w1", LEASE, 3)
+    before = sqlite_store.tasks.get("t")
+    with pytest.raises(InvalidDocument):  # as pymongo refuses it
+        sqlite_store.tasks.update("t", "w1", LEASE, rows_read=1, odd={1, 2})
+    assert sqlite_store.tasks.get("t") == before  # rolled back, the file's lock let go
+    sqlite_store.tasks.update("t", "w1", LEASE, rows_read=2)
+    assert sqlite_store.tasks.get("t")["rows_read"] == 2
 
 
 def claim_all(path: str, name: str, start, results) -> None:
