@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import bson
@@ -557,6 +557,18 @@ def test_keys_insert_get_touch_listing_and_revoke(impl):
     impl.keys.revoke("key_b", t)
     impl.keys.revoke("key_c", t)
     assert impl.keys.any_live() is False
+
+
+def test_an_aware_datetime_is_stored_as_its_utc_instant(sqlite_store):
+    """As BSON stores it: read back naive UTC, and ordered by that instant."""
+    plus_two = timezone(timedelta(hours=2))
+    sqlite_store.keys.insert(key("key_aware", datetime(2026, 3, 1, 13, 0, tzinfo=plus_two)))  # 11:00 UTC
+    sqlite_store.keys.insert(key("key_naive", datetime(2026, 3, 1, 12, 0)))
+    listed = sqlite_store.keys.listing()
+    assert [(k["_id"], k["created_at"]) for k in listed] == [
+        ("key_aware", datetime(2026, 3, 1, 11, 0)),
+        ("key_naive", datetime(2026, 3, 1, 12, 0)),
+    ]
 
 
 def test_no_keys_is_no_live_key(impl):

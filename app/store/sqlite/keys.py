@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from app.store.sqlite import ms, records
+from app.store.sqlite import records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -69,10 +69,9 @@ def _save(conn: sqlite3.Connection, doc: dict) -> None:
 
 
 def _columns(doc: dict) -> tuple:
-    created = doc.get("created_at")
     return (
         records.id_key(doc["_id"]),
-        ms(created) if isinstance(created, datetime) else None,
+        records.time_column(doc.get("created_at")),
         0 if doc.get("revoked_at") is None else 1,
         records.encode(doc),
     )

@@ -10,8 +10,12 @@ The transaction holds the file's write lock from its start, so nothing changes b
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import bson
 from bson import ObjectId
+
+from app.store.sqlite import ms
 
 
 def encode(doc: dict) -> bytes:
@@ -36,6 +40,16 @@ def id_key(value) -> bytes | str | int:
     if isinstance(value, str | int) and not isinstance(value, bool):
         return value
     raise TypeError(f"an _id must be an ObjectId, a string or an integer here, not {type(value).__name__}")
+
+
+def time_column(value) -> int | None:
+    """A datetime field as its column (milliseconds); anything else (absent, None, another type) is NULL, which
+    matches no time comparison, as on MongoDB, where a date compares only with dates."""
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is not None:  # BSON stores an aware datetime as its UTC instant
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return ms(value)
 
 
 def apply(doc: dict, set_: dict | None = None, unset: tuple[str, ...] = (), inc: dict | None = None) -> dict:

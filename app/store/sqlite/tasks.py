@@ -11,7 +11,7 @@ MongoDB needs because a server may apply two racing updates to one task have not
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from app import tasks as states
 from app.store.sqlite import ms, records
@@ -302,30 +302,20 @@ def _columns(doc: dict) -> tuple:
     owner = doc.get("owner")
     key_id = owner.get("key_id") if isinstance(owner, dict) else None
     attempts = doc.get("attempts")
-    finished = _time(doc.get("finished_at"))
+    finished = records.time_column(doc.get("finished_at"))
     kept = doc.get("status") == COMPLETED and "result_path" in doc and "result_removed_at" not in doc
     return (
         records.id_key(doc["_id"]),
         doc["task_id"],
         doc.get("status"),
         key_id if isinstance(key_id, str) else None,
-        _time(doc.get("created_at")),
-        _time(doc.get("lease_expires_at")),
+        records.time_column(doc.get("created_at")),
+        records.time_column(doc.get("lease_expires_at")),
         attempts if isinstance(attempts, int | float) and not isinstance(attempts, bool) else None,
         1 if _cancel_requested(doc) else 0,
         finished if kept else None,
         records.encode(doc),
     )
-
-
-def _time(value) -> int | None:
-    """A datetime field as its column; anything else (absent, None, another type) matches no time comparison,
-    as on MongoDB, where a date compares only with dates."""
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is not None:  # BSON stores an aware datetime as its UTC instant
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return ms(value)
 
 
 def _filters(owner_key_id: str | None, status: str | None) -> tuple[str, tuple]:
