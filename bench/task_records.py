@@ -3,13 +3,14 @@
     python bench/task_records.py                    # 2,000 tasks stored, 100 of them run through every step
     python bench/task_records.py --tasks 20000 --steps 300 --stores sqlite   # mongomock takes minutes there
 
-For each store a fresh file (SQLite: app/store/sqlite, on a temporary folder) or database (mongomock, today's
-embedded default, through app/tasks) gets `--tasks` pending tasks of three owners; then `--steps` of them are
-claimed, given 5 progress updates each, and finished, every call timed. Then the reads the API and the worker's
-sweep make at that size: a task page (first and deep, all and one owner's), count_active, with_status of 200
-ids, settle_abandoned and expire_results. Prints the median and p99 of each call in microseconds and the SQLite
-figure's ratio to mongomock's. Then `--procs` processes on one SQLite file, each claiming, updating 5 times and
-finishing tasks until none is left: the steps per second they make together (writers take turns on the file).
+For each store a fresh file (SQLite: app/store/sqlite, on a temporary folder) or database (the MongoDB store,
+app/store/mongo, over mongomock, until now the embedded default) gets `--tasks` pending tasks of three owners;
+then `--steps` of them are claimed, given 5 progress updates each, and finished, every call timed. Then the
+reads the API and the worker's sweep make at that size: a task page (first and deep, all and one owner's),
+count_active, with_status of 200 ids, settle_abandoned and expire_results. Prints the median and p99 of each
+call in microseconds and the SQLite figure's ratio to mongomock's. Then `--procs` processes on one SQLite file,
+each claiming, updating 5 times and finishing tasks until none is left: the calls per second they make together
+(writers take turns on the file).
 The last line is JSON. Figures move 20% or more between runs on a shared 2-core machine.
 """
 
@@ -23,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,50 +35,21 @@ LEASE = 60
 OWNERS = ({"key_id": "key_a", "name": "a"}, {"key_id": "key_b", "name": "b"}, {"key_id": "key_c", "name": "c"})
 
 
-class MongoTasks:
-    """Today's MongoDB code (app/tasks) behind the store interface's task methods."""
-
-    def __init__(self, db):
-        self.db = db
-
-    def insert(self, doc):
-        self.db.processes.insert_one(doc)
-
-    def page(self, page_number, limit, owner_key_id=None, status=None):
-        query = {**({"owner.key_id": owner_key_id} if owner_key_id else {}), **({"status": status} if status else {})}
-        return tasks.page(self.db, query, page_number, limit)
-
-    def count_active(self, owner_key_id, limit):
-        query = {"owner.key_id": owner_key_id, "status": {"$in": [tasks.PENDING, tasks.PROCESSING]}}
-        return self.db.processes.count_documents(query, limit=limit)
-
-    def with_status(self, task_ids, statuses):
-        query = {"task_id": {"$in": list(task_ids)}, "status": {"$in": list(statuses)}}
-        return {t["task_id"] for t in self.db.processes.find(query, {"task_id": 1})}
-
-    def __getattr__(self, name):
-        step = getattr(tasks, name)
-        return lambda *args, **kwargs: step(self.db, *args, **kwargs)
-
-
 def open_store(name: str, folder: str):
     if name == "sqlite":
         store = SqliteStore(str(Path(folder) / "service.sqlite3"))
-        store.setup()
-        return store.tasks
-    from app import embedded
-    from app.store import mongo
+    else:
+        from app.store.mongo import MongoStore
+        from tests.support.mongomock_db import mongomock_client
 
-    db = embedded.embedded_client()["bench"]
-    mongo.ensure_indexes(db)
-    return MongoTasks(db)
+        store = MongoStore(mongomock_client()["bench"])
+    store.setup()
+    return store
 
 
 def create(store, task_id: str, owner: dict) -> None:
-    db = SimpleNamespace(processes=SimpleNamespace(insert_one=store.insert))
-    tasks.create(
-        db, task_id=task_id, kind="movies", filename=f"{task_id}.csv", path=f"/up/{task_id}", size=1, owner=owner
-    )
+    path = f"/up/{task_id}"
+    tasks.create(store, task_id=task_id, kind="movies", filename=f"{task_id}.csv", path=path, size=1, owner=owner)
 
 
 def timed(times: dict, label: str, call, *args, **kwargs):
@@ -109,6 +80,7 @@ def measure(name: str, n_tasks: int, steps: int) -> dict:
         store = open_store(name, folder)
         for i in range(n_tasks):
             timed(times, "create", create, store, f"t{i:07d}", OWNERS[i % 3])
+        store = store.tasks
         run_steps(store, "w1", times, steps)
         ids = [f"t{i:07d}" for i in range(0, n_tasks, max(1, n_tasks // 200))]
         for _ in range(20):
@@ -146,7 +118,7 @@ def measure_processes(n_procs: int, n_tasks: int) -> dict:
         store = SqliteStore(path)
         store.setup()
         for i in range(n_tasks):
-            create(store.tasks, f"t{i:07d}", OWNERS[i % 3])
+            create(store, f"t{i:07d}", OWNERS[i % 3])
         store.close()
         ctx = multiprocessing.get_context("spawn")
         start, results = ctx.Barrier(n_procs), ctx.Queue()

@@ -1,10 +1,9 @@
 """The SQLite store's tasks, keys and workers (app/store/sqlite/{tasks,keys,workers}.py): every step of the task
 state machine, the races that matter (threads and real processes on one file), a busy file, and the same calls
-on mongomock through today's MongoDB code (app/tasks, app/api/keys.py, app/worker/heartbeats.py), whose answers
-the SQLite ones must equal.
+on the MongoDB store over mongomock (app/store/mongo/), whose answers the SQLite ones must equal.
 
-Time is a clock the test moves (app.tasks.now, which both implementations read): a lease runs out because the
-clock passed it, and both stores see the very same instants, so their answers compare whole.
+Time is a clock the test moves (app.store.tasks.now, which both stores read): a lease runs out because the clock
+passed it, and both stores see the very same instants, so their answers compare whole.
 """
 
 from __future__ import annotations
@@ -13,24 +12,26 @@ import multiprocessing
 import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import bson
-import mongomock_ng
 import pytest
 from bson import ObjectId
 from bson.errors import InvalidDocument
 
 from app import tasks
+from app.store import tasks as shared_tasks
 from app.store.errors import Unavailable
+from app.store.mongo import MongoStore
+from app.store.mongo import tasks as mongo_tasks
 from app.store.sqlite import SqliteStore, ms
+from tests.support.mongomock_db import mongomock_client
 
 LEASE = 60
 START = datetime(2026, 3, 1, 12, 0, 0, 123000)
 
 
 class Clock:
-    """app.tasks.now for a test: moves only when told."""
+    """app.store.tasks.now for a test: moves only when told."""
 
     def __init__(self):
         self.t = START
@@ -42,11 +43,16 @@ class Clock:
         self.t += timedelta(**delta)
 
 
+def set_clock(monkeypatch, clock: Clock) -> Clock:
+    """Every reader of the clock: both stores' tasks and app.tasks.create."""
+    for module in (shared_tasks, mongo_tasks, tasks):
+        monkeypatch.setattr(module, "now", clock)
+    return clock
+
+
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(tasks, "now", c)
-    return c
+    return set_clock(monkeypatch, Clock())
 
 
 def open_store(path, busy_ms: int = 30_000) -> SqliteStore:
@@ -62,89 +68,24 @@ def sqlite_store(tmp_path):
     store.close()
 
 
-# -- today's MongoDB code behind the same interface (the lead's app/store/mongo will take its place) ---------------
-
-
-class MongoTasks:
-    def __init__(self, db):
-        self.db = db
-
-    def insert(self, doc):
-        self.db.processes.insert_one(doc)
-
-    def page(self, page_number, limit, owner_key_id=None, status=None):
-        query = {**({"owner.key_id": owner_key_id} if owner_key_id else {}), **({"status": status} if status else {})}
-        return tasks.page(self.db, query, page_number, limit)
-
-    def count_active(self, owner_key_id, limit):
-        query = {"owner.key_id": owner_key_id, "status": {"$in": [tasks.PENDING, tasks.PROCESSING]}}
-        return self.db.processes.count_documents(query, limit=limit)
-
-    def with_status(self, task_ids, statuses):
-        query = {"task_id": {"$in": list(task_ids)}, "status": {"$in": list(statuses)}}
-        return {t["task_id"] for t in self.db.processes.find(query, {"task_id": 1})}
-
-    def __getattr__(self, name):  # get, claim, settle_abandoned, ...: app.tasks' function on this database
-        step = getattr(tasks, name)
-        return lambda *args, **kwargs: step(self.db, *args, **kwargs)
-
-
-class MongoKeys:
-    def __init__(self, db):
-        self.db = db
-
-    def insert(self, doc):
-        self.db.api_keys.insert_one(doc)
-
-    def get(self, key_id):
-        return self.db.api_keys.find_one({"_id": key_id})
-
-    def touch(self, key_id, at):
-        self.db.api_keys.update_one({"_id": key_id}, {"$set": {"last_used_at": at}})
-
-    def listing(self):
-        return list(self.db.api_keys.find({}).sort([("created_at", 1), ("_id", 1)]))
-
-    def revoke(self, key_id, at):
-        self.db.api_keys.update_one({"_id": key_id, "revoked_at": None}, {"$set": {"revoked_at": at}})
-
-    def any_live(self):
-        return self.db.api_keys.find_one({"revoked_at": None}, {"_id": 1}) is not None
-
-
-class MongoWorkers:
-    def __init__(self, db):
-        self.db = db
-
-    def beat(self, worker_id, host, pid, at, task_id):
-        change = {"$set": {"host": host, "pid": pid, "beat_at": at, "task_id": task_id}}
-        self.db.workers.update_one({"_id": worker_id}, change, upsert=True)
-
-    def forget(self, worker_id):
-        self.db.workers.delete_one({"_id": worker_id})
-
-    def alive(self, since):
-        return self.db.workers.count_documents({"beat_at": {"$gt": since}})
-
-
-def mongomock_store():
-    db = mongomock_ng.MongoClient()["records"]
-    return SimpleNamespace(name="mongomock", tasks=MongoTasks(db), keys=MongoKeys(db), workers=MongoWorkers(db))
+def mongomock_store() -> MongoStore:
+    store = MongoStore(mongomock_client()["records"])
+    store.setup()
+    return store
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])
 def impl(request, tmp_path):
-    """The same test on the SQLite store and on today's MongoDB code over mongomock."""
+    """The same test on the SQLite store and on the MongoDB store over mongomock."""
     if request.param == "mongomock":
         return mongomock_store()
     return request.getfixturevalue("sqlite_store")
 
 
-def new_task(impl, task_id: str, **extra) -> dict:
-    """A pending task as app.tasks.create builds it, stored through `impl`."""
+def new_task(store, task_id: str, **extra) -> dict:
+    """A pending task as app.tasks.create builds and stores it."""
     extra.setdefault("path", f"/up/{task_id}.csv")
-    db = SimpleNamespace(processes=SimpleNamespace(insert_one=impl.tasks.insert))
-    return tasks.create(db, task_id=task_id, kind="movies", filename=f"{task_id}.csv", size=100, **extra)
+    return tasks.create(store, task_id=task_id, kind="movies", filename=f"{task_id}.csv", size=100, **extra)
 
 
 def outcome(call, *args, **kwargs):
@@ -662,9 +603,7 @@ def story(store, clock: Clock) -> list:
 def test_the_whole_story_answers_alike_on_sqlite_and_mongomock(sqlite_store, monkeypatch):
     told = {}
     for name, store in (("sqlite", sqlite_store), ("mongomock", mongomock_store())):
-        clock = Clock()
-        monkeypatch.setattr(tasks, "now", clock)
-        told[name] = story(store, clock)
+        told[name] = story(store, set_clock(monkeypatch, Clock()))
     assert [label for label, _ in told["sqlite"]] == [label for label, _ in told["mongomock"]]
     for (label, on_sqlite), (_, on_mongomock) in zip(told["sqlite"], told["mongomock"]):
         assert on_sqlite == on_mongomock, label

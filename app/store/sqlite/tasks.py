@@ -1,4 +1,5 @@
-"""The task records and their state machine on SQLite (app/tasks/__init__.py says what each step means).
+"""The task records and their state machine on SQLite (app/tasks/__init__.py says what each step means; the
+MongoDB store, app/store/mongo/tasks.py, gives the same answers).
 
 Each record is kept whole as its BSON (app/store/sqlite/records.py), beside the columns its queries filter and
 sort on. Every step is one write transaction: the record is read, the conditions of MongoDB's query checked on
@@ -13,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta
 
-from app import tasks as states
+from app.store import tasks as shared  # the clock is read as shared.now(): a test moves it there
 from app.store.sqlite import ms, records
-from app.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask
+from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask
 
 # `id` has no type: an ObjectId's bytes stay a BLOB, a string TEXT, and they sort as on MongoDB. Times are
 # milliseconds since the epoch. `cancel_requested` is 1 when the record's field is True (MongoDB's `$ne: true`
@@ -55,8 +56,8 @@ COLUMNS = (
 )
 INSERT = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 SAVE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE seq = ?"
-# MongoDB's `claimable` in app.tasks.claim: pending, or processing with its lease run out; attempts left; not
-# cancelled; the oldest first (tasks created in the same millisecond by `_id`, as the listing breaks ties).
+# The `claimable` query of app/store/mongo/tasks.py: pending, or processing with its lease run out; attempts left;
+# not cancelled; the oldest first (tasks created in the same millisecond by `_id`, as the listing breaks ties).
 # Each status is its own walk of tasks_by_status, stopping at the first row that qualifies, so a claim costs
 # the same with 10 or 100,000 tasks waiting (an `OR` of the two would sort every pending task each time).
 CLAIMABLE = """
@@ -94,7 +95,7 @@ class Tasks:
 
     def claim(self, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> dict | None:
         """Take one task (the named one, else the oldest claimable); returns it after the claim, or None."""
-        t = states.now()
+        t = shared.now()
         sql = CLAIMABLE.format(named="AND task_id = :task_id" if task_id is not None else "")
         with self.store.transaction() as conn:
             row = conn.execute(sql, {"t": ms(t), "max_attempts": max_attempts, "task_id": task_id}).fetchone()
@@ -114,7 +115,7 @@ class Tasks:
     def settle_abandoned(self, max_attempts: int) -> list[dict]:
         """Expired leases: cancelled if cancel was asked, failed when out of attempts. Returns each settled task
         as MongoDB's code does: {_id, task_id, path, status}, the cancelled ones first."""
-        t = states.now()
+        t = shared.now()
         error = f"gave up after {max_attempts} attempts: each worker stopped before finishing"
         settled = []
         with self.store.transaction() as conn:
@@ -138,7 +139,7 @@ class Tasks:
 
     def request_cancel(self, task_id: str) -> dict | None:
         """Cancel a pending task now, or ask its worker to stop; the task after, or None if finished or unknown."""
-        t = states.now()
+        t = shared.now()
         changes = {
             PENDING: {"status": CANCELLED, "cancel_requested": True, "finished_at": t, "updated_at": t},
             PROCESSING: {"cancel_requested": True, "updated_at": t},
@@ -152,7 +153,7 @@ class Tasks:
 
     def expire_results(self, ttl_hours: int) -> list[dict]:
         """Mark result files finished over `ttl_hours` ago as removed; returns {_id, task_id, result_path} each."""
-        t = states.now()
+        t = shared.now()
         expired = []
         with self.store.transaction() as conn:
             rows = conn.execute(
@@ -167,7 +168,7 @@ class Tasks:
 
     def update(self, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:
         """Record progress and renew the lease; LostTask if the task is no longer ours, Cancelled if cancelled."""
-        t = states.now()
+        t = shared.now()
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             mine = found is not None and _mine(found[1], worker_id)
@@ -179,7 +180,7 @@ class Tasks:
 
     def renew(self, task_id: str, worker_id: str, lease_seconds: int) -> None:
         """Extend the lease; LostTask if not ours. A task cancelled meanwhile keeps the lease and raises Cancelled."""
-        t = states.now()
+        t = shared.now()
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             if found is None or not _mine(found[1], worker_id):
@@ -195,7 +196,7 @@ class Tasks:
 
     def give_up(self, task_id: str, worker_id: str) -> bool:
         """End our lease now, so that any worker may claim the task; False if it was not ours."""
-        t = states.now()
+        t = shared.now()
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             if found is None or not _mine(found[1], worker_id):
@@ -204,7 +205,7 @@ class Tasks:
             return True
 
     def finish(self, task_id: str, worker_id: str, status: str, **fields) -> None:
-        t = states.now()
+        t = shared.now()
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             if found is not None and _mine(found[1], worker_id):
@@ -214,7 +215,7 @@ class Tasks:
 
     def release(self, task_id: str, worker_id: str) -> None:
         """Hand a task back (not counted as an attempt); one asked to cancel meanwhile is cancelled instead."""
-        t = states.now()
+        t = shared.now()
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             if found is None or not _mine(found[1], worker_id):
@@ -266,7 +267,7 @@ class Tasks:
 
 
 def _mine(doc: dict, worker_id: str) -> bool:
-    """app.tasks._mine: the owner check of every write a worker makes to its task."""
+    """app/store/mongo/tasks.py's _mine: the owner check of every write a worker makes to its task."""
     return doc.get("status") == PROCESSING and doc.get("worker") == worker_id
 
 
