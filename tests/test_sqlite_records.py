@@ -1,6 +1,7 @@
 """The SQLite store's tasks, keys and workers (app/store/sqlite/{tasks,keys,workers}.py): every step of the task
 state machine, the races that matter (threads and real processes on one file), a busy file, and the same calls
-on the MongoDB store over mongomock (app/store/mongo/), whose answers the SQLite ones must equal.
+on the MongoDB store (app/store/mongo/) over mongomock and over FerretDB, whose answers the SQLite ones must
+equal.
 
 Time is a clock the test moves (app.store.tasks.now, which both stores read): a lease runs out because the clock
 passed it, and both stores see the very same instants, so their answers compare whole.
@@ -14,6 +15,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import bson
+import pymongo
 import pytest
 from bson import ObjectId
 from bson.errors import InvalidDocument
@@ -74,12 +76,25 @@ def mongomock_store() -> MongoStore:
     return store
 
 
-@pytest.fixture(params=["sqlite", "mongomock"])
-def impl(request, tmp_path):
-    """The same test on the SQLite store and on the MongoDB store over mongomock."""
+def ferretdb_store(request) -> MongoStore:
+    store = MongoStore(request.getfixturevalue("ferret_db"))
+    store.setup()
+    return store
+
+
+@pytest.fixture(params=["sqlite", "mongomock", "ferretdb"])
+def impl(request):
+    """The same test on the SQLite store and on the MongoDB store, over mongomock and over a real server."""
+    if request.param == "ferretdb":
+        return ferretdb_store(request)
     if request.param == "mongomock":
         return mongomock_store()
     return request.getfixturevalue("sqlite_store")
+
+
+def keeps_field_order(store) -> bool:
+    """SQLite and a real server return `_id` first; mongomock keeps the order the caller's dict had."""
+    return store.name == "sqlite" or isinstance(store.db.client, pymongo.MongoClient)
 
 
 def new_task(store, task_id: str, **extra) -> dict:
@@ -115,7 +130,7 @@ def test_a_task_is_read_back_as_mongodb_returns_it(impl, clock):
         "nested": {"list": [1, 2.5, "x", None, {"deep": [datetime(2001, 2, 3, 4, 5, 6, 789000)]}], "empty": {}},
         "at": datetime(1969, 12, 31, 23, 59, 59, 999000),
     }
-    if impl.name == "sqlite":  # as a server returns it (mongomock keeps the caller's order)
+    if keeps_field_order(impl):
         assert list(got)[0] == "_id"
     assert (got["status"], got["attempts"], got["created_at"], got["warnings"], got["rejects"]) == (
         "pending",
@@ -600,13 +615,15 @@ def story(store, clock: Clock) -> list:
     return said
 
 
-def test_the_whole_story_answers_alike_on_sqlite_and_mongomock(sqlite_store, monkeypatch):
+@pytest.mark.parametrize("reference", ["mongomock", "ferretdb"])
+def test_the_whole_story_answers_alike_on_sqlite_and_mongodb(sqlite_store, reference, request, monkeypatch):
     told = {}
-    for name, store in (("sqlite", sqlite_store), ("mongomock", mongomock_store())):
+    mongodb = mongomock_store() if reference == "mongomock" else ferretdb_store(request)
+    for name, store in (("sqlite", sqlite_store), ("mongodb", mongodb)):
         told[name] = story(store, set_clock(monkeypatch, Clock()))
-    assert [label for label, _ in told["sqlite"]] == [label for label, _ in told["mongomock"]]
-    for (label, on_sqlite), (_, on_mongomock) in zip(told["sqlite"], told["mongomock"]):
-        assert on_sqlite == on_mongomock, label
+    assert [label for label, _ in told["sqlite"]] == [label for label, _ in told["mongodb"]]
+    for (label, on_sqlite), (_, on_mongodb) in zip(told["sqlite"], told["mongodb"]):
+        assert on_sqlite == on_mongodb, label
     final = dict(told["sqlite"])
     assert [(t["task_id"], t["status"]) for t in final["everything"][0]] == [
         ("d", "completed"),
