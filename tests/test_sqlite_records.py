@@ -171,6 +171,38 @@ def test_milliseconds_agree_with_bson_for_every_datetime():
         assert ms(stored) * 1000 == int((stored - datetime(1970, 1, 1)) / timedelta(microseconds=1))
 
 
+@pytest.mark.parametrize(
+    "set_, unset, inc",
+    [
+        ({"b": 2, "new": [1, {"x": None}]}, (), None),
+        ({"n.deep": 5, "n.fresh": "f", "made.on.the.way": 1}, ("a", "missing", "n.keep", "none.x"), None),
+        (None, ("n",), {"count": -1, "fresh": 2.5, "n.keep": 1}),
+    ],
+)
+def test_update_operators_applied_in_python_give_what_mongodb_gives(set_, unset, inc):
+    """records.apply, the SQLite store's $set/$unset/$inc, on the same document and changes as mongomock."""
+    from app.store.sqlite import records
+
+    doc = {"_id": 1, "a": 1, "b": "x", "count": 3, "n": {"keep": 1, "deep": 0}}
+    collection = mongomock_client()["ops"]["docs"]
+    collection.insert_one(dict(doc, n=dict(doc["n"])))
+    operators = {"$set": set_, "$unset": {name: "" for name in unset}, "$inc": inc}
+    collection.update_one({"_id": 1}, {op: v for op, v in operators.items() if v})
+    assert records.apply(dict(doc, n=dict(doc["n"])), set_, unset, inc) == collection.find_one({"_id": 1})
+
+
+def test_a_dotted_set_through_a_value_that_is_not_a_document_is_refused_as_a_server_refuses_it(ferret_db):
+    """mongomock differs: it lets such a $set through; FerretDB refuses it, as MongoDB does."""
+    from app.store.sqlite import records
+
+    with pytest.raises(ValueError, match="not a document"):
+        records.apply({"_id": 1, "a": 5}, {"a.b": 1})
+    collection = ferret_db["docs"]
+    collection.insert_one({"_id": 1, "a": 5})
+    with pytest.raises(pymongo.errors.WriteError):
+        collection.update_one({"_id": 1}, {"$set": {"a.b": 1}})
+
+
 # -- the state machine ----------------------------------------------------------------------------------------
 
 
