@@ -186,9 +186,8 @@ class Tasks:
             if found is None or not _mine(found[1], worker_id):
                 found = None
             else:
-                _save(
-                    conn, found[0], records.apply(found[1], {"lease_expires_at": t + timedelta(seconds=lease_seconds)})
-                )
+                lease = {"lease_expires_at": t + timedelta(seconds=lease_seconds)}
+                _save(conn, found[0], records.apply(found[1], lease))
         if found is None:
             raise LostTask(task_id)
         if _cancel_requested(found[1]):  # raised after the commit: the lease is kept
