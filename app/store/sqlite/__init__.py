@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from app.store.errors import Unavailable
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 APPLICATION_ID = 0x4D436174  # "MCat": PRAGMA application_id marks the file as this service's
 SCHEMA_VERSION = 1  # PRAGMA user_version; a file of a later version is refused, not guessed at
 FILE_NAME = "service.sqlite3"
+EPOCH = datetime(1970, 1, 1)
 
 
 class ForeignFile(Exception):
@@ -37,7 +38,8 @@ def ms(value: datetime | None) -> int | None:
     """A naive UTC datetime (as app.tasks.now gives) as milliseconds since the epoch: how times sort in SQL."""
     if value is None:
         return None
-    return int((value - datetime(1970, 1, 1)).total_seconds() * 1000)
+    # Integer arithmetic, floored as BSON truncates: total_seconds() * 1000 is a float, one in 160 off by one.
+    return (value - EPOCH) // timedelta(milliseconds=1)
 
 
 class SqliteStore:
