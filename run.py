@@ -133,9 +133,9 @@ class Workers:
     def _watch(self) -> None:
         while not self.stopping.wait(self.delay):
             for i, child in enumerate(self.children):
-                code = child.poll()
-                if code is not None and not self.stopping.is_set():
-                    log.error("worker process %d exited (%s); starting another", child.pid, code)
+                if child.poll() is not None and not self.stopping.is_set():
+                    # gunicorn's arbiter may have reaped it first, so its exit status is not always known
+                    log.error("worker process %d exited; starting another", child.pid)
                     self.children[i] = self._spawn()
                     self.delay = min(self.delay * 2, 60.0)
                     break

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 APPLICATION_ID = 0x4D436174  # "MCat": PRAGMA application_id marks the file as this service's
 SCHEMA_VERSION = 1  # PRAGMA user_version; a file of a later version is refused, not guessed at
 FILE_NAME = "service.sqlite3"
+# Bytes kept on the file's disk, in `<file>.reserve`, and given up when the disk fills: room for the writes that
+# record why the task failed, its heartbeats and leases. Made again at the next start.
+RESERVE_BYTES = 8 << 20
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -103,6 +106,7 @@ class SqliteStore:
                         c.execute(statement)
             c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._keep_reserve()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -115,14 +119,42 @@ class SqliteStore:
             raise _translated(e) from e
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as e:
+            _rollback(conn)
+            self._if_full(e)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.OperationalError as e:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
+            self._if_full(e)
             raise _translated(e) from e
+
+    def _if_full(self, error: BaseException) -> None:
+        """The disk is full: give up the reserve, so that the failure can still be recorded."""
+        if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+            try:
+                os.remove(self.path + ".reserve")
+                log.error("the disk of %s is full: its %d MB reserve is given up", self.path, RESERVE_BYTES >> 20)
+            except FileNotFoundError:
+                pass
+
+    def _keep_reserve(self) -> None:
+        path = self.path + ".reserve"
+        try:
+            if os.path.getsize(path) >= RESERVE_BYTES:
+                return
+        except OSError:
+            pass
+        try:
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        except OSError as e:
+            log.warning("could not keep %d MB free beside %s: %s", RESERVE_BYTES >> 20, self.path, e)
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -149,6 +181,16 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo the transaction, if SQLite has not already: on a full disk (SQLITE_FULL) and some I/O errors it rolls
+    back by itself, and a ROLLBACK then would fail and hide the error that matters."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            log.warning("rollback failed: %s", e)
 
 
 def _translated(error: sqlite3.OperationalError) -> Exception:
