@@ -141,9 +141,7 @@ def main() -> None:
     from app import defaults
     from app.store.sqlite import SqliteStore
     from app.tools.generate import generate_movies
-    from tests.support.sqlite_stubs import stub_missing_concerns
 
-    stubbed = stub_missing_concerns()
     batch_size = args.batch_size or defaults.BATCH_SIZE
     work = Path(tempfile.mkdtemp(prefix="sqlite-store-bench-", dir="/tmp"))
     try:
@@ -153,8 +151,6 @@ def main() -> None:
         warm(path)
         print("SQLite store, component figure (bench/sqlite_store.py): the ingest pipeline into SqliteStore.movies")
         print(f"file: {size / MB:,.1f} MB, {made['rows']:,} rows (generated, not timed); batch {batch_size}")
-        if stubbed:
-            print(f"(concerns stubbed, not in this tree yet: {', '.join(stubbed)})")
         store_path = str(work / "data" / "service.sqlite3")
         store = SqliteStore(store_path)
         store.setup()

@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import sqlite3
-import sys
 import threading
 import uuid
 from datetime import datetime
@@ -19,7 +18,6 @@ import pytest
 from bson.raw_bson import RawBSONDocument
 
 from app.api.routes.movies import _find
-from app.embedded import embedded_client
 from app.jobs.movies.ingest import documents, write_movies
 from app.jobs.movies.prepare import prepare
 from app.jobs.movies.schema import COLUMNS
@@ -27,15 +25,14 @@ from app.store import movies as catalogue
 from app.store.serialize import to_json
 from app.store.sqlite import SqliteStore
 from app.tools.generate import generate_movies
-from tests.support.sqlite_stubs import stub_missing_concerns
+from tests.support.mongomock_db import mongomock_client as embedded_client
 
 BLOCK = 64 * 1024
 SORTS = [(sort_by, order) for sort_by in catalogue.SORT_FIELDS for order in (1, -1)]
 
 
 @pytest.fixture
-def sqlite_store(tmp_path, monkeypatch):
-    stub_missing_concerns(lambda name, module: monkeypatch.setitem(sys.modules, name, module))
+def sqlite_store(tmp_path):
     store = SqliteStore(str(tmp_path / "data" / "service.sqlite3"))
     store.setup()
     yield store
