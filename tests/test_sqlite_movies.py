@@ -18,10 +18,11 @@ import pytest
 from bson.raw_bson import RawBSONDocument
 
 from app.api.routes.movies import _find
-from app.jobs.movies.ingest import documents, write_movies
+from app.jobs.movies.ingest import documents
 from app.jobs.movies.prepare import prepare
 from app.jobs.movies.schema import COLUMNS
 from app.store import movies as catalogue
+from app.store.mongo.movies import write_movies
 from app.store.serialize import to_json
 from app.store.sqlite import SqliteStore
 from app.tools.generate import generate_movies
@@ -67,7 +68,8 @@ def write_both(sqlite_store, mongo, path, batch_size: int = 100) -> list[tuple[i
 def mongo_page(mongo, year, language, sort_by, order, skip, limit) -> tuple[list[dict], int]:
     q = {"year": year, "language": language, "sort_by": sort_by, "order": order, "offset": skip, "limit": limit}
     cursor, total = _find(mongo, q)
-    return list(cursor), total
+    with cursor as found:
+        return list(found), total
 
 
 def sqlite_page(store, year, language, sort_by, order, skip, limit) -> tuple[list[dict], int]:
