@@ -42,8 +42,9 @@ _YEAR, _LANGUAGE = FIELDS.index("year") + 1, FIELDS.index("original_language") +
 _NOTHING = b""  # movie_counts' key for a NULL year or language: a BLOB equals no year and no language code
 IN_CHUNK = 10_000  # ids per `_id IN (...)` look-up, below SQLite's 32,766 parameters
 # SQLite's page cache for the connection that writes movies (KiB; the default is 2 MB): each movie goes into
-# 13 B-trees at random places, so the cache decides how many pages are read again per batch. Measured on a
-# 30 MB file (85,000 movies, 1,000 a batch): 2,091 rows/s with the default, 2,663 with 256 MB; bench/sqlite_store.py.
+# 13 B-trees at random places, so the cache decides how many pages are read again per batch. Measured once, ad
+# hoc, on a quiet machine (85,000 movies of a 30 MB file, 1,000 a batch, same batches): 2,091 rows/s with the
+# default, 2,663 with 256 MB. It costs the worker up to that much RSS (bench/sqlite_store.py prints the peak).
 WRITE_CACHE_KIB = 256 * 1024
 
 
