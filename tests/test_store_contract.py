@@ -48,6 +48,7 @@ from tests.support import free_port
 from tests.support.auth import signed_in
 from tests.support.clock import START
 from tests.support.mongomock_db import mongomock_client
+from tests.support.records import key, new_task, outcome
 from tests.support.reference import COLUMNS, load
 
 LEASE = 60
@@ -477,20 +478,6 @@ def test_the_api_answers_pages_from_the_store(store, catalogue, config):
 # -- task records and their state machine -----------------------------------------------------------------
 
 
-def new_task(store, task_id: str, **extra) -> dict:
-    """A pending task as app.tasks.create builds and stores it."""
-    extra.setdefault("path", f"/up/{task_id}.csv")
-    return tasks.create(store, task_id=task_id, kind="movies", filename=f"{task_id}.csv", size=100, **extra)
-
-
-def outcome(call, *args, **kwargs):
-    """What a call gave: its value, or the name of the exception it raised."""
-    try:
-        return call(*args, **kwargs)
-    except (tasks.LostTask, tasks.Cancelled) as e:
-        return f"raised {type(e).__name__}({e})"
-
-
 def test_a_task_is_read_back_as_mongodb_returns_it(store, clock):
     odd = {
         "nested": {"list": [1, 2.5, "x", None, {"deep": [datetime(2001, 2, 3, 4, 5, 6, 789999)]}], "empty": {}},
@@ -904,20 +891,6 @@ def test_with_status_answers_for_many_ids(store, clock):
 
 
 # -- keys and workers ----------------------------------------------------------------------------------------
-
-
-def key(key_id: str, created_at: datetime, **extra) -> dict:
-    return {
-        "_id": key_id,
-        "name": key_id,
-        "role": "reader",
-        "hash": "h" * 64,
-        "prefix": "mcat_",
-        "created_at": created_at,
-        "last_used_at": None,
-        "revoked_at": None,
-        **extra,
-    }
 
 
 def test_keys_insert_get_touch_listing_and_revoke(store):
