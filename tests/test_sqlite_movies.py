@@ -44,7 +44,7 @@ def batches(path, batch_size: int = 100) -> list[tuple[list[RawBSONDocument], tu
 
 
 def write_both(sqlite_store, db, path, batch_size: int = 100) -> list[tuple[int, int]]:
-    """Each batch written to both stores; their counts must agree batch by batch. Returns the counts."""
+    """Each batch written to the SQLite store and to mongomock; their counts must agree batch by batch; the counts."""
     counts = []
     for docs, absent, ids in batches(path, batch_size):
         expected = write_movies(db.movies, docs, 0, absent, ids)

@@ -108,7 +108,7 @@ def test_an_aware_datetime_is_stored_as_its_utc_instant(sqlite_store):
     ]
 
 
-# -- the same story on both stores gives the same answers ---------------------------------------------------
+# -- the same story on SQLite and on MongoDB gives the same answers -----------------------------------------
 
 
 def same_form(value):
