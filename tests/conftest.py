@@ -14,10 +14,13 @@ import pytest
 
 from app import create_app
 from app.config import load_config
+from app.store.mongo import MongoStore
+from app.store.sqlite import SqliteStore
 from app.worker.loop import Worker
 from tests.support import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in
+from tests.support.clock import Clock, set_clock
 from tests.support.ferretdb import FerretDB
 from tests.support.mongomock_db import mongomock_client
 
@@ -123,31 +126,66 @@ def ferret_db(ferretdb):
     client.close()
 
 
-@pytest.fixture(params=["mongomock", "ferretdb"])
-def store(request):
-    """The same test against both stores: the embedded stand-in and a real server."""
-    if request.param == "mongomock":
+def mongo_database(kind: str, request):
+    """A fresh database of the MongoDB store: mongomock's (the fast double) or the session's FerretDB's."""
+    if kind == "mongomock":
         return mongomock_client()[f"t_{uuid.uuid4().hex[:12]}"]
     return request.getfixturevalue("ferret_db")
 
 
-def _store_of(item) -> str | None:
-    """Which MongoDB a test talks to: "ferretdb" (a real server), "mongomock" (the stand-in), or None."""
-    param = getattr(item, "callspec", None) and item.callspec.params.get("store")
-    if param:
-        return param
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """The SQLite store on a fresh file of its own, set up as at a start."""
+    made = SqliteStore(str(tmp_path / "data" / "service.sqlite3"))
+    made.setup()
+    yield made
+    made.close()
+
+
+@pytest.fixture(params=["sqlite", "mongomock", "ferretdb"])
+def store(request):
+    """The same test on every store, set up as at a start: SQLite (the embedded default), and the MongoDB store
+    over mongomock (its fast double) and over a real server (FerretDB)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_store")
+    made = MongoStore(mongo_database(request.param, request))
+    made.setup()
+    return made
+
+
+@pytest.fixture(params=["mongomock", "ferretdb"])
+def mongo_db(request):
+    """For tests about MongoDB itself: the Database (no indexes yet), on the stand-in and on a real server."""
+    return mongo_database(request.param, request)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The task records' clock, moved by the test (tests/support/clock.py)."""
+    return set_clock(monkeypatch, Clock())
+
+
+STORES = ("sqlite", "mongomock", "ferretdb")
+STORE_PARAMS = ("store", "mongo_db", "reference")  # the parameters whose values name a store
+
+
+def _stores_of(item) -> set[str]:
+    """Which stores a test talks to: "sqlite" (the SQLite store), "ferretdb" (a real server), "mongomock"."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    found = {params[name] for name in STORE_PARAMS if params.get(name) in STORES}
     names = set(getattr(item, "fixturenames", ()))
     if names & {"ferretdb", "ferret_db"}:
-        return "ferretdb"
+        found.add("ferretdb")
     if "db" in names:
-        return "mongomock"
-    return None
+        found.add("mongomock")
+    if "sqlite_store" in names:
+        found.add("sqlite")
+    return found
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        store = _store_of(item)
-        if store:
+        for store in _stores_of(item):
             item.add_marker(store)
 
 
@@ -156,7 +194,7 @@ _ran: dict[str, int] = {}
 
 def pytest_runtest_logreport(report):
     if report.when == "call" and report.passed:
-        for store in ("ferretdb", "mongomock"):
+        for store in STORES:
             if store in report.keywords:
                 _ran[store] = _ran.get(store, 0) + 1
 
@@ -165,6 +203,7 @@ def pytest_terminal_summary(terminalreporter):
     if _ran:
         version = ferretdb_support.version() if ferretdb_support.available() is None else "not built"
         terminalreporter.write_line(
-            f"stores: {_ran.get('ferretdb', 0)} passed tests ran on FerretDB {version} (SQLite), "
-            f"{_ran.get('mongomock', 0)} on mongomock (the rest need no database, or run the service embedded)"
+            f"stores: {_ran.get('sqlite', 0)} passed tests ran on the SQLite store, "
+            f"{_ran.get('ferretdb', 0)} on FerretDB {version} (SQLite), "
+            f"{_ran.get('mongomock', 0)} on mongomock (the rest need no store, or run the service on its own file)"
         )

@@ -311,13 +311,13 @@ def test_a_bad_key_request_is_400_and_creates_nothing(client, db, body):
 
 def test_only_the_hash_of_a_secret_is_stored_and_last_use_is_recorded(store):
     doc, secret = keys.create(store, "loader", "uploader")
-    stored = store.api_keys.find_one({"_id": doc["_id"]})
+    stored = store.keys.get(doc["_id"])
     assert stored["hash"] == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in repr(stored) and secret[25:] not in repr(stored)
     assert stored["last_used_at"] is None
     found = keys.by_secret(store, secret)
     keys.touch(store, found)
-    assert store.api_keys.find_one({"_id": doc["_id"]})["last_used_at"] is not None
+    assert store.keys.get(doc["_id"])["last_used_at"] is not None
     keys.revoke(store, doc["_id"])
     assert keys.by_secret(store, secret) is None and keys.by_id(store, doc["_id"]) is None
 

@@ -1,4 +1,4 @@
-"""A task's lease: the owner check every worker write carries (on both stores), and the thread that renews the
+"""A task's lease: the owner check every worker write carries (on every store), and the thread that renews the
 lease on a timer, gives a stuck job's task up, and tells the job when the task is no longer its own.
 
 The same with real processes on a real server (a slow link, SIGSTOP, a hung helper): tests/test_lease_server.py.
@@ -22,8 +22,8 @@ def new_task(db, task_id: str = "t") -> dict:
     return tasks.create(db, task_id=task_id, kind="movies", filename="f.csv", path=f"/up/{task_id}.csv", size=10)
 
 
-def record(db, task_id: str = "t") -> dict:
-    return db.processes.find_one({"task_id": task_id}, {"_id": 0})
+def record(store, task_id: str = "t") -> dict:
+    return {k: v for k, v in tasks.get(store, task_id).items() if k != "_id"}
 
 
 def wait_until(check, timeout: float = 5.0):
@@ -34,7 +34,7 @@ def wait_until(check, timeout: float = 5.0):
     return value
 
 
-# -- the owner check, on both stores ------------------------------------------------------------------------
+# -- the owner check, on every store ------------------------------------------------------------------------
 
 
 def test_renew_extends_the_lease_of_its_owner_only(store):

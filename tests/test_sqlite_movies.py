@@ -1,6 +1,10 @@
-"""The SQLite store's movies (app/store/sqlite/movies.py) against what MongoDB does, on mongomock: the same
-batches written by the current `write_movies` and read back by the API's query (routes/movies.py `_find`) give
-the same counts, the same documents and the same pages, totals included.
+"""The SQLite store's own matters for movies (app/store/sqlite/movies.py): odd values and documents of any shape
+read back as MongoDB returns them (the same batches written to mongomock by `write_movies` and read back by the
+API's query give the same counts, documents and pages, totals included), each filter × sort served by an index,
+typed columns in the file, and a movie the file leaves unchanged not written again.
+
+What every store must do with movies (counts, repeats, missing columns, pages, racing writers):
+tests/test_store_contract.py.
 """
 
 from __future__ import annotations
@@ -9,8 +13,6 @@ import csv
 import json
 import math
 import sqlite3
-import threading
-import uuid
 from datetime import datetime
 
 import bson
@@ -24,25 +26,11 @@ from app.jobs.movies.schema import COLUMNS
 from app.store import movies as catalogue
 from app.store.mongo.movies import write_movies
 from app.store.serialize import to_json
-from app.store.sqlite import SqliteStore
-from app.tools.generate import generate_movies
-from tests.support.mongomock_db import mongomock_client as embedded_client
+
+pytestmark = pytest.mark.sqlite
 
 BLOCK = 64 * 1024
 SORTS = [(sort_by, order) for sort_by in catalogue.SORT_FIELDS for order in (1, -1)]
-
-
-@pytest.fixture
-def sqlite_store(tmp_path):
-    store = SqliteStore(str(tmp_path / "data" / "service.sqlite3"))
-    store.setup()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def mongo():
-    return embedded_client()[f"t_{uuid.uuid4().hex[:12]}"]
 
 
 def batches(path, batch_size: int = 100) -> list[tuple[list[RawBSONDocument], tuple, list]]:
@@ -55,25 +43,20 @@ def batches(path, batch_size: int = 100) -> list[tuple[list[RawBSONDocument], tu
     ]
 
 
-def write_both(sqlite_store, mongo, path, batch_size: int = 100) -> list[tuple[int, int]]:
-    """Each batch written to both stores; their counts must agree batch by batch. Returns the counts."""
+def write_both(sqlite_store, db, path, batch_size: int = 100) -> list[tuple[int, int]]:
+    """Each batch written to the SQLite store and to mongomock; their counts must agree batch by batch; the counts."""
     counts = []
     for docs, absent, ids in batches(path, batch_size):
-        expected = write_movies(mongo.movies, docs, 0, absent, ids)
+        expected = write_movies(db.movies, docs, 0, absent, ids)
         assert sqlite_store.movies.write(docs, 0, absent, ids) == expected
         counts.append(expected)
     return counts
 
 
-def mongo_page(mongo, year, language, sort_by, order, skip, limit) -> tuple[list[dict], int]:
+def page_of(store, year, language, sort_by, order, skip, limit) -> tuple[list[dict], int]:
+    """The page the API's query reads from `store` (the SQLite store, or a mongomock Database), and the total."""
     q = {"year": year, "language": language, "sort_by": sort_by, "order": order, "offset": skip, "limit": limit}
-    cursor, total = _find(mongo, q)
-    with cursor as found:
-        return list(found), total
-
-
-def sqlite_page(store, year, language, sort_by, order, skip, limit) -> tuple[list[dict], int]:
-    rows, total = store.movies.page(year, language, sort_by, order, skip, limit)
+    rows, total = _find(store, q)
     with rows as found:
         return list(found), total
 
@@ -84,13 +67,13 @@ def as_json(docs: list[dict]) -> str:
 
 
 def everything(store) -> dict:
-    found, _ = sqlite_page(store, None, None, "title", 1, 0, 10**9)
+    found, _ = page_of(store, None, None, "title", 1, 0, 10**9)
     return {doc["_id"]: doc for doc in found}
 
 
-def assert_same_catalogue(sqlite_store, mongo) -> None:
+def assert_same_catalogue(sqlite_store, db) -> None:
     """Every movie, every count, and pages of every filter × sort, as MongoDB gives them."""
-    expected = {doc["_id"]: doc for doc in mongo.movies.find()}
+    expected = {doc["_id"]: doc for doc in db.movies.find()}
     assert everything(sqlite_store) == expected
     assert sqlite_store.movies.count() == len(expected)
     years = sorted({d.get("year") for d in expected.values() if type(d.get("year")) is int}) or [2000]
@@ -101,8 +84,8 @@ def assert_same_catalogue(sqlite_store, mongo) -> None:
     for year, language in filters:
         for sort_by, order in SORTS:
             for skip, limit in ((0, 10), (7, 25), (0, 10**6), (10**6, 10)):
-                mine = sqlite_page(sqlite_store, year, language, sort_by, order, skip, limit)
-                theirs = mongo_page(mongo, year, language, sort_by, order, skip, limit)
+                mine = page_of(sqlite_store, year, language, sort_by, order, skip, limit)
+                theirs = page_of(db, year, language, sort_by, order, skip, limit)
                 assert mine == theirs, (year, language, sort_by, order, skip, limit)
                 assert as_json(mine[0]) == as_json(theirs[0])
 
@@ -118,119 +101,31 @@ def raw(key, **fields) -> RawBSONDocument:
     return RawBSONDocument(bson.encode({"_id": key, **fields}))
 
 
-# -- a generated file, as the API reads it ----------------------------------------------------------------
+# -- write ------------------------------------------------------------------------------------------------
 
 
-def test_a_generated_file_gives_mongodbs_counts_documents_pages_and_totals(sqlite_store, mongo, tmp_path):
-    path = tmp_path / "gen.csv"
-    generate_movies(str(path), rows=1500, seed=5)
-    counts = write_both(sqlite_store, mongo, path)
-    inserted, updated = map(sum, zip(*counts))
-    assert inserted == mongo.movies.count_documents({}) > 1300 and updated > 0  # the file has repeats
-    assert_same_catalogue(sqlite_store, mongo)
-
-
-def test_a_replayed_batch_changes_nothing_and_the_same_file_again_inserts_nothing(sqlite_store, mongo, tmp_path):
-    path = tmp_path / "gen.csv"
-    generate_movies(str(path), rows=600, seed=8)
-    conn = sqlite_store.conn
-    first = []
-    for docs, absent, ids in batches(path):  # each batch twice, as after a crash before its checkpoint
-        first.append(write_movies(mongo.movies, docs, 0, absent, ids))
-        assert sqlite_store.movies.write(docs, 0, absent, ids) == first[-1]
-        before = (conn.total_changes, list(conn.execute("SELECT rowid, * FROM movies ORDER BY rowid")))
-        assert sqlite_store.movies.write(docs, 0, absent, ids) == (0, len(ids))
-        assert (conn.total_changes, list(conn.execute("SELECT rowid, * FROM movies ORDER BY rowid"))) == before
-    again = write_both(sqlite_store, mongo, path)
-    assert [i for i, _ in again] == [0] * len(again)
-    assert sum(u for _, u in again) == sum(i + u for i, u in first)
-    assert_same_catalogue(sqlite_store, mongo)
-
-
-def test_changed_rows_are_rewritten_and_a_changed_language_moves_the_counts(sqlite_store, mongo, tmp_path):
-    path = tmp_path / "gen.csv"
-    generate_movies(str(path), rows=400, seed=2)
-    write_both(sqlite_store, mongo, path)
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["title"].strip() and r["release_date"][:2] in ("19", "20")]
-    changed = rows[:30:3]
-    for i, row in enumerate(changed):
-        row["overview"], row["vote_average"], row["original_language"] = f"changed {i}", f"{i}.25", "xx"
-    later = tmp_path / "later.csv"
-    write_csv(later, changed, header=list(changed[0]))
-    assert write_both(sqlite_store, mongo, later) == [(0, len(changed))]
-    assert sqlite_page(sqlite_store, None, "xx", "title", 1, 0, 100)[1] == len({r["title"] for r in changed})
-    assert_same_catalogue(sqlite_store, mongo)
-
-
-# -- write: the semantics of write_movies -----------------------------------------------------------------
-
-
-def test_repeats_in_a_batch_the_last_one_wins_and_stored_movies_count_as_updated(sqlite_store, mongo):
-    steps = [
-        [raw("a", v=1), raw("b", v=1)],
-        [raw("c", v=1), raw("a", v=2), raw("c", v=2), raw("b", v=1), raw("a", v=3), raw("c", v=3)],
-        [raw("c", v=1), raw("a", v=2), raw("c", v=2), raw("b", v=1), raw("a", v=3), raw("c", v=3)],  # replayed
-        [raw("d", v=1), raw("d", v=2)],
-    ]
-    counts = [(2, 0), (1, 5), (0, 6), (1, 1)]
-    for batch, expected in zip(steps, counts):
-        assert write_movies(mongo.movies, batch) == expected
-        assert sqlite_store.movies.write(batch) == expected
-    assert everything(sqlite_store) == {doc["_id"]: doc for doc in mongo.movies.find()}
-    assert everything(sqlite_store)["a"] == {"_id": "a", "v": 3}  # no contract field is made up
-    assert sqlite_store.movies.write([]) == (0, 0)
-
-
-def test_a_file_without_some_columns_leaves_stored_movies_their_values_and_gives_new_ones_nulls(
-    sqlite_store, mongo, tmp_path
-):
-    full = tmp_path / "full.csv"
-    rows = [
-        {"title": "Kept", "release_date": "1999-03-04", "budget": "100", "overview": "old", "languages": "['en']"},
-        {"title": "Other", "release_date": "1999-05-06", "budget": "5", "vote_average": "6.5"},
-    ]
-    write_csv(full, rows)
-    write_both(sqlite_store, mongo, full)
-    partial = tmp_path / "partial.csv"  # no budget, no languages, no release_date (so no year either)
-    write_csv(
-        partial,
-        [{"title": "Kept", "overview": "new", "director": "X"}, {"title": "New", "overview": "n", "director": "Y"}],
-        header=["title", "overview", "director"],
-    )
-    write_both(sqlite_store, mongo, partial)
-    assert_same_catalogue(sqlite_store, mongo)
-    kept = everything(sqlite_store)["1999-03-04/Kept"]
-    assert (kept["budget"], kept["overview"], kept["languages"], kept["year"]) == (100, "old", ["en"], 1999)
-    new = everything(sqlite_store)["undated/New"]
-    assert (new["budget"], new["languages"], new["director"], new["year"]) == (None, None, "Y", None)
-    # the same file again, and one with the columns of the contract: the extra column is replaced away
-    write_both(sqlite_store, mongo, partial)
-    write_both(sqlite_store, mongo, full)
-    assert_same_catalogue(sqlite_store, mongo)
-
-
-def test_stored_movies_that_keep_their_fields_are_written_whole_again_only_if_the_file_differs(
-    sqlite_store, mongo, tmp_path
-):
+def test_a_file_lacking_columns_again_writes_nothing(sqlite_store, db, tmp_path):
+    """The SQLite store compares even a movie given only some fields with the stored one, and writes nothing when
+    it is unchanged (the MongoDB store sends such a movie's `$set` every time; for whole movies every store writes
+    nothing: test_store_contract's test_a_stored_movie_is_not_rewritten_when_the_file_has_it_unchanged)."""
     path = tmp_path / "a.csv"
     write_csv(
         path,
         [{"title": "A", "release_date": "2001-01-01", "director": "x", "budget": "7"}],
         ["title", "release_date", "director", "budget"],
     )
-    write_both(sqlite_store, mongo, path)
+    write_both(sqlite_store, db, path)
     conn = sqlite_store.conn
     changes = conn.total_changes
-    write_both(sqlite_store, mongo, path)  # absent fields, nothing new: nothing written
+    write_both(sqlite_store, db, path)  # absent fields, nothing new: nothing written
     assert conn.total_changes == changes
-    assert_same_catalogue(sqlite_store, mongo)
+    assert_same_catalogue(sqlite_store, db)
 
 
 # -- odd values -------------------------------------------------------------------------------------------
 
 
-def test_odd_values_of_a_file_read_back_exactly_and_sort_as_on_mongodb(sqlite_store, mongo, tmp_path):
+def test_odd_values_of_a_file_read_back_exactly_and_sort_as_on_mongodb(sqlite_store, db, tmp_path):
     rows = [
         {"title": "Zero", "release_date": "2000-01-01", "vote_average": "-0", "budget": "999999999999999999"},
         {"title": "Zéro", "release_date": "2000-01-01", "vote_average": "0", "revenue": "-999999999999999999"},
@@ -245,8 +140,8 @@ def test_odd_values_of_a_file_read_back_exactly_and_sort_as_on_mongodb(sqlite_st
     ]
     path = tmp_path / "odd.csv"
     write_csv(path, rows)
-    write_both(sqlite_store, mongo, path)
-    assert_same_catalogue(sqlite_store, mongo)
+    write_both(sqlite_store, db, path)
+    assert_same_catalogue(sqlite_store, db)
     stored = everything(sqlite_store)
     zero = stored["2000-01-01/Zero"]["vote_average"]
     assert zero == 0 and math.copysign(1, zero) == -1
@@ -256,7 +151,7 @@ def test_odd_values_of_a_file_read_back_exactly_and_sort_as_on_mongodb(sqlite_st
     assert type(stored["9999-12-31/émile"]["vote_average"]) is float
 
 
-def test_documents_of_any_shape_read_back_equal_to_what_mongodb_returns(sqlite_store, mongo):
+def test_documents_of_any_shape_read_back_equal_to_what_mongodb_returns(sqlite_store, db):
     """Not what a file makes, but what the interface takes: NaN, fields of another type, missing fields,
     lists of anything, extra fields of any BSON type."""
     docs = [
@@ -268,9 +163,9 @@ def test_documents_of_any_shape_read_back_equal_to_what_mongodb_returns(sqlite_s
         raw("time", title="T", release_date=datetime(2000, 1, 2, 3, 4, 5), year=2000),
         raw("bool", title="B", languages=[True, 1]),
     ]
-    assert sqlite_store.movies.write(docs) == write_movies(mongo.movies, docs) == (len(docs), 0)
+    assert sqlite_store.movies.write(docs) == write_movies(db.movies, docs) == (len(docs), 0)
     given = {bson.decode(d.raw)["_id"]: bson.decode(d.raw) for d in docs}
-    got, theirs = everything(sqlite_store), {doc["_id"]: doc for doc in mongo.movies.find()}
+    got, theirs = everything(sqlite_store), {doc["_id"]: doc for doc in db.movies.find()}
     nan = [d.pop("nan") for d in (got, theirs, given)]
     assert got == theirs == given
     assert all(math.isnan(d.pop("vote_average")) for d in nan) and nan[0] == nan[1] == nan[2]
@@ -282,21 +177,6 @@ def test_documents_of_any_shape_read_back_equal_to_what_mongodb_returns(sqlite_s
 
 
 # -- reading ----------------------------------------------------------------------------------------------
-
-
-def test_nulls_sort_lowest_and_ties_follow_the_id_in_either_order(sqlite_store, mongo):
-    docs = [
-        raw(f"{i:03d}/{t}", title=t, vote_average=v, release_date=None, year=None, original_language="en")
-        for i, (t, v) in enumerate([("b", None), ("a", 5.0), ("b", 5.0), ("a", None), ("c", 1.0), ("a", 5.0)])
-    ]
-    sqlite_store.movies.write(docs[::-1])
-    write_movies(mongo.movies, docs[::-1])
-    for sort_by, order in SORTS:
-        for skip in range(7):
-            mine = sqlite_page(sqlite_store, None, "en", sort_by, order, skip, 2)
-            assert mine == mongo_page(mongo, None, "en", sort_by, order, skip, 2)
-    ratings, _ = sqlite_page(sqlite_store, None, None, "rating", 1, 0, 10)
-    assert [d["_id"] for d in ratings] == ["000/b", "003/a", "004/c", "001/a", "002/b", "005/a"]
 
 
 def test_every_filter_and_sort_is_served_by_its_index_never_by_a_sort(sqlite_store):
@@ -345,31 +225,3 @@ def test_the_file_holds_typed_columns_a_user_can_query(sqlite_store, tmp_path):
         ("A", "real", 7.0, "1995-10-20", 1995, "integer", "[]", '{"director":null}'),
         ("B", "null", None, None, None, "null", None, '{"director":"x"}'),
     ]
-
-
-def test_two_writers_at_once_count_every_movie_once(sqlite_store, monkeypatch):
-    """Two uploads of overlapping movies at the same time (each its own connection): every movie is
-    inserted by exactly one of them, whichever comes first, and the counts add up."""
-    other = SqliteStore(sqlite_store.path)
-    results = {}
-
-    def upload(store, name, start):
-        inserted = updated = 0
-        for b in range(20):
-            batch = [raw(f"m{start + b * 50 + i}", title="t", year=2000 + i % 3) for i in range(50)]
-            i, u = store.movies.write(batch)
-            inserted, updated = inserted + i, updated + u
-        results[name] = (inserted, updated)
-
-    threads = [
-        threading.Thread(target=upload, args=(sqlite_store, "a", 0)),
-        threading.Thread(target=upload, args=(other, "b", 500)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    distinct = 1500  # m0..m1499: m500..m999 written by both
-    assert results["a"][0] + results["b"][0] == distinct == sqlite_store.movies.count()
-    assert results["a"][1] + results["b"][1] == 2000 - distinct
-    assert sum(sqlite_page(sqlite_store, y, None, "title", 1, 0, 1)[1] for y in (2000, 2001, 2002)) == distinct

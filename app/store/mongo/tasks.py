@@ -11,7 +11,8 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask, now
+from app.store import tasks as shared  # the clock is read as shared.now(): a test moves it there
+from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask
 
 
 def _mine(task_id: str, worker_id: str) -> dict:
@@ -37,7 +38,7 @@ class Tasks:
         fails on every server, where a conditional update is not always atomic (FerretDB applies two racing
         `find_one_and_update`s to the same task). The `claims` counter on the task only grows.
         """
-        t = now()
+        t = shared.now()
         claimable = {
             "$or": [
                 {"status": PENDING},
@@ -91,7 +92,7 @@ class Tasks:
 
         Out of attempts → failed; cancelled while running → cancelled.
         """
-        t = now()
+        t = shared.now()
         expired = {"status": PROCESSING, "lease_expires_at": {"$lt": t}}
         outcomes = (
             ({"cancel_requested": True}, CANCELLED, None),
@@ -118,7 +119,7 @@ class Tasks:
 
         None if the task is already finished (completed, failed or cancelled) or unknown.
         """
-        t = now()
+        t = shared.now()
         changes = {
             PENDING: {"status": CANCELLED, "cancel_requested": True, "finished_at": t, "updated_at": t},
             PROCESSING: {"cancel_requested": True, "updated_at": t},
@@ -133,7 +134,7 @@ class Tasks:
 
     def expire_results(self, ttl_hours: int) -> list[dict]:
         """Mark result files (of kinds that leave one) finished over `ttl_hours` ago as removed; returns their tasks."""
-        t = now()
+        t = shared.now()
         query = {
             "status": COMPLETED,
             "result_path": {"$exists": True},
@@ -150,7 +151,7 @@ class Tasks:
 
     def update(self, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:
         """Record progress and renew the lease; LostTask if the task is no longer ours, Cancelled if cancelled."""
-        t = now()
+        t = shared.now()
         result = self.db.processes.update_one(
             {**_mine(task_id, worker_id), "cancel_requested": {"$ne": True}},
             {"$set": {**fields, "updated_at": t, "lease_expires_at": t + timedelta(seconds=lease_seconds)}},
@@ -164,7 +165,7 @@ class Tasks:
         A task cancelled meanwhile keeps its lease (its worker needs it to record the cancellation) and
         raises Cancelled, so the worker stops at its next step.
         """
-        t = now()
+        t = shared.now()
         task = self.db.processes.find_one_and_update(  # no projection: FerretDB 1.24 refuses one here
             _mine(task_id, worker_id), {"$set": {"lease_expires_at": t + timedelta(seconds=lease_seconds)}}
         )
@@ -176,7 +177,9 @@ class Tasks:
     def give_up(self, task_id: str, worker_id: str) -> bool:
         """End our lease now, so that any worker may claim the task (a new attempt); False if it was not ours."""
         return (
-            self.db.processes.update_one(_mine(task_id, worker_id), {"$set": {"lease_expires_at": now()}}).matched_count
+            self.db.processes.update_one(
+                _mine(task_id, worker_id), {"$set": {"lease_expires_at": shared.now()}}
+            ).matched_count
             > 0
         )
 
@@ -185,7 +188,7 @@ class Tasks:
         raise Cancelled(task_id) if task is not None else LostTask(task_id)
 
     def finish(self, task_id: str, worker_id: str, status: str, **fields) -> None:
-        t = now()
+        t = shared.now()
         task = self.db.processes.find_one({"task_id": task_id}, {"started_at": 1})
         started = task.get("started_at") if task else None
         result = self.db.processes.update_one(
@@ -242,7 +245,7 @@ class Tasks:
         result = self.db.processes.update_one(
             {**mine, "cancel_requested": {"$ne": True}},
             {
-                "$set": {"status": PENDING, "updated_at": now()},
+                "$set": {"status": PENDING, "updated_at": shared.now()},
                 "$unset": {"worker": "", "lease_expires_at": ""},
                 "$inc": {"attempts": -1},
             },
