@@ -1,9 +1,29 @@
-"""The `movies` collection as it is read: the API's filters and sort keys, and the indexes that serve them.
-
-What a stored movie holds, and how a file's rows become one, is the movie schema's (app/jobs/movies/schema.py).
+"""The catalogue as every store keeps it: a movie's fields, the API's filters and sort keys, and the indexes that
+serve them. How a file's rows become a movie (cleaning, identity) is the movie schema's (app/jobs/movies/schema.py).
 """
 
 from __future__ import annotations
+
+# The fields of a stored movie, in order: the movie CSV contract's columns (app/jobs/movies/schema.py reads files
+# by them), then `year`, from release_date. A file's other columns are kept too, as text.
+COLUMNS = (
+    "budget",
+    "homepage",
+    "original_language",
+    "original_title",
+    "overview",
+    "release_date",
+    "revenue",
+    "runtime",
+    "status",
+    "title",
+    "vote_average",
+    "vote_count",
+    "production_company_id",
+    "genre_id",
+    "languages",
+)
+FIELDS = COLUMNS + ("year",)
 
 # API sort keys → document fields; every sort ends on _id so pages never overlap or skip.
 SORT_FIELDS = {"release_date": "release_date", "rating": "vote_average", "title": "title"}

@@ -13,25 +13,11 @@ import pyarrow.compute as pc
 
 from app.reader import clean
 from app.reader.csvstream import Reject
+from app.store import movies
 
-# The header of the real data, in order; `title` is the only column a file must have.
-COLUMNS = (
-    "budget",
-    "homepage",
-    "original_language",
-    "original_title",
-    "overview",
-    "release_date",
-    "revenue",
-    "runtime",
-    "status",
-    "title",
-    "vote_average",
-    "vote_count",
-    "production_company_id",
-    "genre_id",
-    "languages",
-)
+# The header of the real data, in order (a stored movie's fields: app/store/movies.py); `title` is the only column a
+# file must have.
+COLUMNS = movies.COLUMNS
 REQUIRED = ("title",)
 INT_COLUMNS = ("budget", "revenue", "runtime", "vote_count")
 FLOAT_COLUMNS = ("vote_average",)

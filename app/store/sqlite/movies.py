@@ -23,10 +23,9 @@ from operator import itemgetter
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from app.jobs.movies.schema import COLUMNS
 from app.store import movies as catalogue
 
-FIELDS = COLUMNS + ("year",)  # the contract's fields, each a typed column, in the table's order
+FIELDS = catalogue.FIELDS  # the contract's fields, each a typed column, in the table's order
 _TEXT = ("homepage", "original_language", "original_title", "overview", "status", "title")
 _TEXT += ("production_company_id", "genre_id")
 _SQL_TYPE = {"vote_average": "REAL", "release_date": "TEXT", "languages": "TEXT", "year": "INTEGER"}
