@@ -165,15 +165,18 @@ def test_standalone_broker_relays_and_stops_cleanly_on_sigterm(config):
     assert "broker stopped" in output
 
 
-def test_worker_command_refuses_the_embedded_database():
+def test_worker_command_refuses_an_embedded_file_that_is_not_the_services(tmp_path):
     import os
 
-    env = {**os.environ, "MONGO_URI": ""}  # set, so a developer's .env cannot fill it in
+    (tmp_path / "service.sqlite3").write_bytes(b"a spreadsheet, not a database" * 100)
+    env = {**os.environ, "MONGO_URI": "", "DATA_FOLDER": str(tmp_path)}  # set: a developer's .env cannot fill them
     result = subprocess.run(
         [sys.executable, "worker.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
-    assert "worker.py needs MONGO_URI" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "worker cannot start" in line]
+    assert len(lines) == 1 and str(tmp_path / "service.sqlite3") in lines[0], result.stderr
+    assert (tmp_path / "service.sqlite3").read_bytes() == b"a spreadsheet, not a database" * 100
 
 
 def test_run_py_stops_when_its_broker_cannot_start(ferretdb):
