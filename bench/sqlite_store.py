@@ -2,6 +2,11 @@
 
     python bench/sqlite_store.py --size-mb 1024
 
+The file is loaded twice, side by side, each into a fresh store file: with the bulk mode the ingest asks for
+(`Movies.loading`: the 12 page indexes dropped during the load, built again at its end) and without it (every
+index kept up to date batch by batch); printed as seconds and ratios. `--no-bulk` or `--bulk-only` runs one.
+Half way through the bulk load, two pages are read from another connection, unindexed: their time is printed.
+
 Not the service end to end (no HTTP, no broker, no worker loop: bench/end_to_end.py measures those): a movie
 file is generated under /tmp (not timed), then this process runs what `ingest_movies` runs, the helper process
 preparing blocks (app/jobs/movies/prepare.py through pipeline.ahead) while this one writes each batch with
@@ -16,8 +21,10 @@ MB is 10^6 bytes; RSS is in MiB. Everything generated is deleted at the end.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -33,27 +40,45 @@ from _measure import ChildPeaks, rss_mb, warm  # noqa: E402
 MB = 1_000_000
 
 
-def ingest(path: Path, store, batch_size: int) -> dict:
-    """The pipeline of ingest_movies with the SQLite store's writer; returns the figures."""
+class IndexTimes(logging.Handler):
+    """Collects the seconds of each index build the store logs (app/store/sqlite/movies.py `_build_indexes`)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.seconds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("index %s built"):
+            self.seconds.append(record.args[1])
+
+
+def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
+    """The pipeline of ingest_movies with the SQLite store's writer, inside `store.movies.loading()` as the ingest
+    asks; returns the figures. After `probe_at` rows (0: never), two pages are timed from another connection."""
     from app import defaults
-    from app.jobs.movies.ingest import HELPER_ENV, documents
+    from app.jobs.movies.ingest import BYTES_PER_MOVIE, HELPER_ENV, documents
     from app.jobs.movies.pipeline import ahead
     from app.jobs.movies.prepare import prepare
 
     rows = inserted = updated = 0
     in_write = 0.0
+    probed: dict = {}
     start = time.perf_counter()
     with ChildPeaks() as helper:
         args = (prepare, str(path), defaults.BLOCK_SIZE, batch_size, 2, defaults.MAX_ROW_MB)
-        with ahead(*args, in_process=True, env=HELPER_ENV) as blocks:
-            for block in blocks:
-                for batch in block:
-                    rows += batch.rows_read
-                    if batch.ids:
-                        t = time.perf_counter()
-                        i, u = store.movies.write(documents(batch), 0, batch.absent, batch.ids)
-                        in_write += time.perf_counter() - t
-                        inserted, updated = inserted + i, updated + u
+        with store.movies.loading(path.stat().st_size // BYTES_PER_MOVIE):
+            with ahead(*args, in_process=True, env=HELPER_ENV) as blocks:
+                for block in blocks:
+                    for batch in block:
+                        rows += batch.rows_read
+                        if batch.ids:
+                            t = time.perf_counter()
+                            i, u = store.movies.write(documents(batch), 0, batch.absent, batch.ids)
+                            in_write += time.perf_counter() - t
+                            inserted, updated = inserted + i, updated + u
+                        if probe_at and not probed and rows >= probe_at:
+                            probed = probe(store.path, inserted)
+            loaded = time.perf_counter()
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -61,8 +86,67 @@ def ingest(path: Path, store, batch_size: int) -> dict:
         "updated": updated,
         "seconds": seconds,
         "in_write": in_write,
+        "indexing": seconds - (loaded - start),
         "helper_mb": helper.largest_mb,
+        "probed": probed,
     }
+
+
+def probe(store_path: str, stored: int) -> dict:
+    """Pages read during the load, from a connection of their own: the indexes may be missing."""
+    with sqlite3.connect(store_path) as conn:
+        indexes = conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'movies_by_%'").fetchone()[0]
+    found = {"stored": stored, "indexes": indexes}
+    for label, args in (
+        ("rating -1", (None, None, "rating", -1, 0, 10)),
+        ("language=en title", (None, "en", "title", 1, 0, 10)),
+    ):
+        _, p99, _ = timed(store_path, read_page(*args), 1)
+        found[label] = p99
+    return found
+
+
+def load(path: Path, size: int, work: Path, name: str, batch_size: int, bulk: bool, probe_at: int) -> dict:
+    """One load of the file into a fresh store file; prints its figures and returns them."""
+    from app.store.sqlite import SqliteStore
+    from app.store.sqlite import movies as sqlite_movies
+
+    store_path = str(work / name / "service.sqlite3")
+    store = SqliteStore(store_path)
+    store.setup()
+    times = IndexTimes()
+    logger = logging.getLogger(sqlite_movies.__name__)
+    logger.addHandler(times)
+    logger.setLevel(logging.DEBUG)
+    kept = sqlite_movies.BULK_MIN_ROWS
+    sqlite_movies.BULK_MIN_ROWS = kept if bulk else 1 << 62
+    try:
+        got = ingest(path, store, batch_size, probe_at=probe_at)
+    finally:
+        sqlite_movies.BULK_MIN_ROWS = kept
+        logger.removeHandler(times)
+    s = got["seconds"]
+    label = "bulk " if bulk else "plain"
+    print(
+        f"{label}: {s:.1f} s, {got['rows'] / s:,.0f} rows/s, {size / MB / s:.2f} MB/s; "
+        f"{got['inserted']:,} inserted, {got['updated']:,} updated; in write(): {got['in_write']:.1f} s; "
+        f"index build at the end: {got['indexing']:.1f} s"
+        + (f" (12 indexes, slowest {max(times.seconds):.1f} s)" if times.seconds else "")
+    )
+    files = {p.name: p.stat().st_size for p in (work / name).iterdir()}
+    print("  store files: " + ", ".join(f"{n} {b / MB:,.0f} MB" for n, b in sorted(files.items())))
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    print(f"  after a checkpoint: {os.path.getsize(store_path) / MB:,.0f} MB")
+    if got["probed"]:
+        p = got["probed"]
+        print(
+            f"  during the load, at {p['stored']:,} movies stored, {p['indexes']} page indexes in the file: "
+            f"page rating -1 {p['rating -1']:,.0f} ms, language=en title {p['language=en title']:,.0f} ms "
+            "(one read each, fresh connection)"
+        )
+    got["path"], got["slowest_index"] = store_path, max(times.seconds, default=0.0)
+    return got
 
 
 def timed(store_path: str, run, runs: int) -> tuple[float, float, object]:
@@ -136,10 +220,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs per page measured")
     parser.add_argument("--deep", type=int, default=200_000, help="the deep offset measured")
     parser.add_argument("--seed", type=int, default=1)
+    one = parser.add_mutually_exclusive_group()
+    one.add_argument("--no-bulk", action="store_true", help="only the load that keeps every index up to date")
+    one.add_argument("--bulk-only", action="store_true", help="only the load in bulk mode")
     args = parser.parse_args()
 
     from app import defaults
-    from app.store.sqlite import SqliteStore
     from app.tools.generate import generate_movies
 
     batch_size = args.batch_size or defaults.BATCH_SIZE
@@ -151,22 +237,22 @@ def main() -> None:
         warm(path)
         print("SQLite store, component figure (bench/sqlite_store.py): the ingest pipeline into SqliteStore.movies")
         print(f"file: {size / MB:,.1f} MB, {made['rows']:,} rows (generated, not timed); batch {batch_size}")
-        store_path = str(work / "data" / "service.sqlite3")
-        store = SqliteStore(store_path)
-        store.setup()
-        got = ingest(path, store, batch_size)
-        s = got["seconds"]
-        print(
-            f"ingest: {s:.1f} s, {got['rows'] / s:,.0f} rows/s, {size / MB / s:.2f} MB/s; "
-            f"{got['inserted']:,} inserted, {got['updated']:,} updated; in write(): {got['in_write']:.1f} s"
-        )
-        print(f"peak RSS: this process {rss_mb('VmHWM'):.0f} MiB, helper {got['helper_mb']:.0f} MiB")
-        files = {p.name: p.stat().st_size for p in (work / "data").iterdir()}
-        print("store files: " + ", ".join(f"{name} {n / MB:,.0f} MB" for name, n in sorted(files.items())))
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        store.close()
-        print(f"after a checkpoint: {os.path.getsize(store_path) / MB:,.0f} MB")
-        pages(store_path, args.runs, min(args.deep, got["inserted"] // 2))
+        print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min)")
+        modes = [False] if args.no_bulk else [True] if args.bulk_only else [True, False]
+        got = {}
+        for bulk in modes:
+            got[bulk] = load(path, size, work, "bulk" if bulk else "plain", batch_size, bulk, made["rows"] // 2)
+        if len(got) == 2:
+            b, p = got[True], got[False]
+            print(
+                f"plain / bulk: {p['seconds'] / b['seconds']:.2f}x the time end to end; "
+                f"write() {p['in_write'] / b['in_write']:.2f}x; bulk's index build is "
+                f"{100 * b['indexing'] / b['seconds']:.0f}% of its time"
+            )
+        helper = max(g["helper_mb"] for g in got.values())
+        print(f"peak RSS: this process {rss_mb('VmHWM'):.0f} MiB (all loads), helper {helper:.0f} MiB")
+        first = got[modes[0]]
+        pages(first["path"], args.runs, min(args.deep, first["inserted"] // 2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

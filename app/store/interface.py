@@ -41,6 +41,13 @@ class Movies(Protocol):
 
     def count(self) -> int: ...
 
+    def loading(self, rows: int) -> AbstractContextManager[None]:
+        """A load of about `rows` movies is about to be written through write(): the store may prepare for it
+        (the SQLite store drops its page indexes and builds them again at the end). When the context exits,
+        normally or by an exception, the catalogue is whole, indexed and answering as before; inside it, pages
+        still answer, maybe slower."""
+        ...
+
 
 class Tasks(Protocol):
     """The task records and their state machine (app/tasks/__init__.py says what each step means)."""

@@ -9,12 +9,18 @@ from a document) is kept in `odd`, as BSON, so every movie reads back equal to w
 Pages are served from an index per filter × sort (app/store/movies.py), each ending in `_id` as MongoDB's sort
 does; how many movies match comes from `movie_counts`, kept per (year, original_language) in the write
 transaction, so no count scans the catalogue.
+
+A big load (`loading()`, around an upload) drops those indexes and builds them again when it ends: each movie then
+goes into one B-tree instead of 13, and each index is built once, by a sort. Pages answer meanwhile, unindexed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -24,6 +30,8 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from app.store import movies as catalogue
+
+log = logging.getLogger(__name__)
 
 FIELDS = catalogue.FIELDS  # the contract's fields, each a typed column, in the table's order
 _TEXT = ("homepage", "original_language", "original_title", "overview", "status", "title")
@@ -45,6 +53,12 @@ IN_CHUNK = 10_000  # ids per `_id IN (...)` look-up, below SQLite's 32,766 param
 # hoc, on a quiet machine (85,000 movies of a 30 MB file, 1,000 a batch, same batches): 2,091 rows/s with the
 # default, 2,663 with 256 MB. It costs the worker up to that much RSS (bench/sqlite_store.py prints the peak).
 WRITE_CACHE_KIB = 256 * 1024
+# When a load drops the page indexes (see loading()). Below BULK_MIN_ROWS the 13 B-trees a small load touches stay
+# in the write cache, so dropping gains little while every page meanwhile is a scan and a sort.
+BULK_MIN_ROWS = 50_000
+# And the load at least BULK_MIN_SHARE times the catalogue: the indexes are rebuilt over the whole catalogue, so a
+# small load into a big catalogue would pay for sorting millions of stored movies to save writing a few.
+BULK_MIN_SHARE = 1.0
 
 
 def _index_name(columns: tuple[str, ...]) -> str:
@@ -56,14 +70,18 @@ def _index_columns() -> list[tuple[str, ...]]:
     return [tuple(name for name, _ in spec) for spec in catalogue.index_specs()]
 
 
+# The page indexes, one per filter × sort: name -> its CREATE statement (SqliteStore.setup() makes the missing ones).
+INDEXES = {
+    _index_name(cols): f"CREATE INDEX IF NOT EXISTS {_index_name(cols)} ON movies ({', '.join(cols)})"
+    for cols in _index_columns()
+}
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS movies (\n  _id TEXT PRIMARY KEY NOT NULL,\n"
     + "".join(f"  {name} {_SQL_TYPE[name]},\n" for name in FIELDS)
     + "  extra TEXT,  -- the file's columns beyond the contract: a JSON object, in the file's order\n"
     + "  odd BLOB  -- BSON of what no typed column holds exactly (-0.0, NaN, another type, a missing field)\n);\n"
-    + "".join(
-        f"CREATE INDEX IF NOT EXISTS {_index_name(cols)} ON movies ({', '.join(cols)});\n" for cols in _index_columns()
-    )
+    + "".join(f"{sql};\n" for sql in INDEXES.values())
     + "CREATE TABLE IF NOT EXISTS movie_counts (\n"
     "  year, original_language, n INTEGER NOT NULL,  -- a NULL key is stored as X'': UNIQUE sees NULLs apart\n"
     "  PRIMARY KEY (year, original_language)\n) WITHOUT ROWID;\n"
@@ -113,6 +131,47 @@ class Movies:
             conn.executemany(_UPDATE, [row[1:] + (rowid,) for _, row, rowid in again])
             self._count(conn, new, again)
         return len(new), repeats + len(stored)
+
+    @contextmanager
+    def loading(self, rows: int) -> Iterator[None]:
+        """A load of about `rows` movies (interface.Movies.loading): when it is big next to the catalogue, the page
+        indexes are dropped for its length and built again at its end, each in its own transaction.
+
+        Two loads at once: each rebuilds what is missing when it ends (CREATE INDEX IF NOT EXISTS), so the first
+        to end builds the indexes while the other still writes (correct, that one slower), and the last to end
+        finds them all there or builds them. No count of loads is kept in the file: a crashed load would leave
+        it wrong, and nobody would rebuild; here SqliteStore.setup() makes whatever is missing at the next start.
+        """
+        if rows < BULK_MIN_ROWS or rows < BULK_MIN_SHARE * self.count():
+            yield
+            return
+        log.info("a load of about %d movies: the page indexes are dropped until it ends", rows)
+        try:
+            self._drop_indexes()
+            yield
+        except BaseException:
+            try:
+                self._build_indexes()
+            except Exception:  # the load's own error is the one to report; setup() builds them at the next start
+                log.exception("the page indexes could not be built again after a failed load")
+            raise
+        self._build_indexes()
+
+    def _drop_indexes(self) -> None:
+        for name in INDEXES:  # each its own short transaction: other writers get the file in between
+            with self.store.transaction() as conn:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+    def _build_indexes(self) -> None:
+        """One index per transaction, so heartbeats, leases and other uploads write between two builds."""
+        self.store.conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")  # the sort's memory before it spills
+        start = time.perf_counter()
+        for name, sql in INDEXES.items():
+            t = time.perf_counter()
+            with self.store.transaction() as conn:
+                conn.execute(sql)
+            log.debug("index %s built in %.1f s", name, time.perf_counter() - t)
+        log.info("the page indexes built again in %.1f s", time.perf_counter() - start)
 
     def _stored(self, conn, keys: list) -> dict:
         """The stored movies among `keys`: _id -> (rowid, row)."""
@@ -205,12 +264,18 @@ class Movies:
             + f" ORDER BY {field} {direction}, _id {direction} LIMIT ? OFFSET ?"
         )
         total = self._total(year, language)
-        return self._rows(sql, (*params, limit, skip)), total
+        return self._rows(sql, (*params, limit, skip), f" INDEXED BY {index}"), total
 
     @contextmanager
-    def _rows(self, sql: str, params: tuple) -> Iterator[Iterator[dict]]:
+    def _rows(self, sql: str, params: tuple, indexed: str) -> Iterator[Iterator[dict]]:
         with self.store.reading() as conn:
-            cursor = conn.execute(sql, params)
+            try:
+                cursor = conn.execute(sql, params)
+            except sqlite3.OperationalError as e:
+                if "no such index" not in str(e):
+                    raise
+                # A load dropped it (loading()): the same answer from a scan and a sort, slower.
+                cursor = conn.execute(sql.replace(indexed, ""), params)
             try:
                 yield (self._doc(row) for row in cursor)
             finally:
