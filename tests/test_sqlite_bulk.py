@@ -15,7 +15,8 @@ from app.jobs.movies.ingest import ingest_movies
 from app.store.sqlite import SqliteStore
 from app.store.sqlite import movies as sqlite_movies
 from app.tools.generate import generate_movies
-from tests.test_sqlite_movies import BLOCK, SORTS, everything, sqlite_page
+from tests.test_sqlite_movies import BLOCK, SORTS, everything
+from tests.test_sqlite_movies import page_of as sqlite_page
 
 ALL = set(sqlite_movies.INDEXES)
 
