@@ -367,9 +367,12 @@ def keys_command(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_command_refuses_an_embedded_service():
-    done = keys_command("list")
-    assert done.returncode == 2 and "MONGO_URI is empty" in done.stderr
+def test_the_command_refuses_an_embedded_file_that_is_not_the_services(tmp_path):
+    (tmp_path / "service.sqlite3").write_bytes(b"not a database" * 100)
+    done = keys_command("list", DATA_FOLDER=str(tmp_path))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("cannot open the store: ") and str(tmp_path / "service.sqlite3") in done.stderr
+    assert (tmp_path / "service.sqlite3").read_bytes() == b"not a database" * 100
 
 
 def test_the_command_creates_lists_and_revokes_keys_on_a_real_server(ferretdb, ferret_db):

@@ -181,7 +181,7 @@ def test_long_outage_the_attempt_gives_up_and_the_next_resumes_at_the_checkpoint
     answer = ask_during_outage(cluster, task_id)
     cluster.wait_for(
         "the worker to give the attempt up",
-        lambda: "MongoDB unreachable, leaving it for a retry" in worker.text(),
+        lambda: "the store is unavailable, leaving it for a retry" in worker.text(),
         timeout=30,
         interval=0.2,
     )

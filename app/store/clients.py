@@ -10,7 +10,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a store made here makes its client here too
 _clients: dict[tuple[str, str], object] = {}
 
 
