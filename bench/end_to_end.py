@@ -426,15 +426,15 @@ def page_queries() -> list[tuple[dict, str]]:
 
 
 def page_latency(http, first: int, deep: int) -> dict:
-    """Every filter x sort x order, uncached: `first` first pages (limit=1..100, one per value: each query string
-    is new to the cache, and a page of up to 100 movies at least as dear as the default 10), and `deep` pages
+    """Every filter x sort x order, uncached: `first` first pages (offset=0, limit=1..100, one per value: each query
+    string is new to the cache, and a page of up to 100 movies at least as dear as the default 10), and `deep` pages
     at offset 199,900 + i with limit=100 (page=2000 is offset 199,900), over HTTP, one request at a time, the
     combinations interleaved. Milliseconds, as a client sees them; total_docs of each combination."""
     queries = page_queries()
     times = [{"first": [], "deep": []} for _ in queries]
     totals = [0] * len(queries)
     for kind, n, extra in (
-        ("first", first, lambda i: f"&limit={i % MAX_LIMIT + 1}"),
+        ("first", first, lambda i: f"&limit={i % MAX_LIMIT + 1}&offset=0"),  # offset=0: not drive()'s page=1 keys
         ("deep", deep, lambda i: f"&limit={MAX_LIMIT}&offset={DEEP_OFFSET + i}"),
     ):
         for i in range(n):
@@ -710,7 +710,7 @@ def show_latency(rows: list[dict]) -> None:
         print()
         print(
             f"{r['store']} {r['size_mb']:g} MB, /api/v1/movies uncached over HTTP on {r['stored']:,} movies, ms: "
-            f"first pages (page 1, limit=1..100, {first['n'] // len(lat['per_query'])} a query), "
+            f"first pages (offset=0, limit=1..100, {first['n'] // len(lat['per_query'])} a query), "
             f"deep pages (limit=100, offset {DEEP_OFFSET:,}+i, {deep['n'] // len(lat['per_query'])} a query)"
         )
         print(f"  {'filter':<{FILTER_WIDTH}} {'sort_by':<12} {'order':>5}  {'total_docs':>10}  "
@@ -848,7 +848,9 @@ def main() -> int:
         "--workers", type=int, help="`python worker.py` processes: beside FerretDB (default 2); embedded, run.py's "
         "WORKERS (default 1, as `make run`)"
     )  # fmt: skip
-    parser.add_argument("--page-requests", type=int, default=100, help="embedded: first pages per filter x sort")
+    parser.add_argument(
+        "--page-requests", type=int, default=100, help="embedded: first pages per filter x sort (<= 100)"
+    )
     parser.add_argument("--deep-requests", type=int, default=20, help="embedded: deep pages per filter x sort")
     parser.add_argument("--workdir", default=str(OUT), help="where the files, data folders and logs go (deleted)")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds one run may take before it is stopped")
@@ -865,6 +867,8 @@ def main() -> int:
         return report(rows, list(dict.fromkeys(r["store"] for r in rows)), args)
     # Stopped with SIGTERM (kill, a CI timeout): unwind, so the servers and clusters it started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not 0 < args.page_requests <= MAX_LIMIT:  # one query string per limit: more would repeat (cached) ones
+        parser.error(f"--page-requests must be 1 to {MAX_LIMIT}")
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if unknown := set(stores) - set(STORES):
         parser.error(f"unknown store(s): {', '.join(sorted(unknown))}")
