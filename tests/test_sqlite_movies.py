@@ -11,7 +11,6 @@ import math
 import sqlite3
 import sys
 import threading
-import types
 import uuid
 from datetime import datetime
 
@@ -28,30 +27,15 @@ from app.store import movies as catalogue
 from app.store.serialize import to_json
 from app.store.sqlite import SqliteStore
 from app.tools.generate import generate_movies
+from tests.support.sqlite_stubs import stub_missing_concerns
 
 BLOCK = 64 * 1024
 SORTS = [(sort_by, order) for sort_by in catalogue.SORT_FIELDS for order in (1, -1)]
 
 
-def _stub_concerns(monkeypatch) -> None:
-    """Until the tasks, keys and workers concerns exist on this branch, SqliteStore gets empty ones (the
-    movies are what is tested here); once they exist, the real ones are used."""
-    for name in ("tasks", "keys", "workers"):
-        full = f"app.store.sqlite.{name}"
-        try:
-            __import__(full)
-        except ModuleNotFoundError as e:
-            if e.name != full:
-                raise
-            module = types.ModuleType(full)
-            module.SCHEMA = ""
-            setattr(module, name.capitalize(), lambda store: None)
-            monkeypatch.setitem(sys.modules, full, module)
-
-
 @pytest.fixture
 def sqlite_store(tmp_path, monkeypatch):
-    _stub_concerns(monkeypatch)
+    stub_missing_concerns(lambda name, module: monkeypatch.setitem(sys.modules, name, module))
     store = SqliteStore(str(tmp_path / "data" / "service.sqlite3"))
     store.setup()
     yield store

@@ -1,0 +1,179 @@
+"""Component figure: the SQLite store's movies (app/store/sqlite/movies.py) under the real ingest pipeline; its pages.
+
+    python bench/sqlite_store.py --size-mb 1024
+
+Not the service end to end (no HTTP, no broker, no worker loop: bench/end_to_end.py measures those): a movie
+file is generated under /tmp (not timed), then this process runs what `ingest_movies` runs, the helper process
+preparing blocks (app/jobs/movies/prepare.py through pipeline.ahead) while this one writes each batch with
+`SqliteStore.movies.write`, into a fresh file. Printed: rows/s, MB/s, seconds, the time spent in `write`, peak
+RSS of this process and of the helper, the file's size. Then, on the loaded file, every filter × sort of
+`/api/v1/movies` at offset 0 and at a deep offset: p50/p99 of `page()` + reading its rows over `--runs` runs,
+each on a fresh connection (SQLite's page cache empty, the OS's warm, as for a query the Redis cache missed),
+and the totals `page()` gives, next to what `COUNT(*)` over the catalogue's indexes would cost.
+MB is 10^6 bytes; RSS is in MiB. Everything generated is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _measure import ChildPeaks, rss_mb, warm  # noqa: E402
+
+MB = 1_000_000
+
+
+def ingest(path: Path, store, batch_size: int) -> dict:
+    """The pipeline of ingest_movies with the SQLite store's writer; returns the figures."""
+    from app import defaults
+    from app.jobs.movies.ingest import HELPER_ENV, documents
+    from app.jobs.movies.pipeline import ahead
+    from app.jobs.movies.prepare import prepare
+
+    rows = inserted = updated = 0
+    in_write = 0.0
+    start = time.perf_counter()
+    with ChildPeaks() as helper:
+        args = (prepare, str(path), defaults.BLOCK_SIZE, batch_size, 2, defaults.MAX_ROW_MB)
+        with ahead(*args, in_process=True, env=HELPER_ENV) as blocks:
+            for block in blocks:
+                for batch in block:
+                    rows += batch.rows_read
+                    if batch.ids:
+                        t = time.perf_counter()
+                        i, u = store.movies.write(documents(batch), 0, batch.absent, batch.ids)
+                        in_write += time.perf_counter() - t
+                        inserted, updated = inserted + i, updated + u
+    seconds = time.perf_counter() - start
+    return {
+        "rows": rows,
+        "inserted": inserted,
+        "updated": updated,
+        "seconds": seconds,
+        "in_write": in_write,
+        "helper_mb": helper.largest_mb,
+    }
+
+
+def timed(store_path: str, run, runs: int) -> tuple[float, float, object]:
+    """p50 and p99 in ms of `run(store)`, each run on a fresh connection; and the last result."""
+    from app.store.sqlite import SqliteStore
+
+    times, result = [], None
+    for _ in range(runs):
+        store = SqliteStore(store_path)
+        _ = store.conn  # opened before the clock starts: a server's connections are open
+        t = time.perf_counter()
+        result = run(store)
+        times.append((time.perf_counter() - t) * 1000)
+        store.close()
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, round(0.99 * (len(times) - 1)))], result
+
+
+def read_page(year, language, sort_by, order, skip, limit):
+    def run(store):
+        rows, total = store.movies.page(year, language, sort_by, order, skip, limit)
+        with rows as found:
+            return len(list(found)), total
+
+    return run
+
+
+def pages(store_path: str, runs: int, deep: int) -> None:
+    from app.store import movies as catalogue
+    from app.store.sqlite import SqliteStore
+
+    conn = SqliteStore(store_path).conn
+    year, in_year = conn.execute(
+        "SELECT year, sum(n) FROM movie_counts WHERE typeof(year) = 'integer' GROUP BY year ORDER BY 2 DESC LIMIT 1"
+    ).fetchone()
+    language, in_language = conn.execute(
+        "SELECT original_language, sum(n) FROM movie_counts WHERE typeof(original_language) = 'text'"
+        " GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+    ).fetchone()
+    print(f"filters: the largest year ({year}: {in_year:,} movies) and language ({language}: {in_language:,})")
+    print(f"{'filter':<22}{'sort':<16}{'offset':>9}{'rows':>6}{'total':>11}{'p50 ms':>9}{'p99 ms':>9}")
+    worst = {0: 0.0, deep: 0.0}
+    for filters in ((None, None), (year, None), (None, language), (year, language)):
+        label = " ".join(f"{k}={v}" for k, v in zip(("year", "language"), filters) if v is not None) or "none"
+        for sort_by in catalogue.SORT_FIELDS:
+            for order in (1, -1):
+                for skip in (0, deep):
+                    p50, p99, (n, total) = timed(store_path, read_page(*filters, sort_by, order, skip, 10), runs)
+                    worst[skip] = max(worst[skip], p99)
+                    print(f"{label:<22}{f'{sort_by} {order:+d}':<16}{skip:>9,}{n:>6}{total:>11,}{p50:>9.2f}{p99:>9.2f}")
+    print(f"worst p99: {worst[0]:.2f} ms at offset 0 (target 50 ms), {worst[deep]:.2f} ms at offset {deep:,}")
+    for label, run in (
+        ("count()", lambda s: s.movies.count()),
+        (f"total, language={language}", lambda s: s.movies.page(None, language, "title", 1, 0, 1)[1]),
+        ("COUNT(*) (not used)", lambda s: s.conn.execute("SELECT count(*) FROM movies").fetchone()[0]),
+        (
+            f"COUNT(*) language={language} (not used)",
+            lambda s: s.conn.execute("SELECT count(*) FROM movies WHERE original_language = ?", (language,)).fetchone()[
+                0
+            ],
+        ),
+    ):
+        p50, p99, n = timed(store_path, run, max(3, runs // 4))
+        print(f"{label:<40}{n:>11,}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=100, help="size of the generated movie file, MiB")
+    parser.add_argument("--batch-size", type=int, default=None, help="movies per write (default: BATCH_SIZE)")
+    parser.add_argument("--runs", type=int, default=20, help="runs per page measured")
+    parser.add_argument("--deep", type=int, default=200_000, help="the deep offset measured")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    from app import defaults
+    from app.store.sqlite import SqliteStore
+    from app.tools.generate import generate_movies
+    from tests.support.sqlite_stubs import stub_missing_concerns
+
+    stubbed = stub_missing_concerns()
+    batch_size = args.batch_size or defaults.BATCH_SIZE
+    work = Path(tempfile.mkdtemp(prefix="sqlite-store-bench-", dir="/tmp"))
+    try:
+        path = work / "movies.csv"
+        made = generate_movies(str(path), size_mb=args.size_mb, seed=args.seed)
+        size = path.stat().st_size
+        warm(path)
+        print("SQLite store, component figure (bench/sqlite_store.py): the ingest pipeline into SqliteStore.movies")
+        print(f"file: {size / MB:,.1f} MB, {made['rows']:,} rows (generated, not timed); batch {batch_size}")
+        if stubbed:
+            print(f"(concerns stubbed, not in this tree yet: {', '.join(stubbed)})")
+        store_path = str(work / "data" / "service.sqlite3")
+        store = SqliteStore(store_path)
+        store.setup()
+        got = ingest(path, store, batch_size)
+        s = got["seconds"]
+        print(
+            f"ingest: {s:.1f} s, {got['rows'] / s:,.0f} rows/s, {size / MB / s:.2f} MB/s; "
+            f"{got['inserted']:,} inserted, {got['updated']:,} updated; in write(): {got['in_write']:.1f} s"
+        )
+        print(f"peak RSS: this process {rss_mb('VmHWM'):.0f} MiB, helper {got['helper_mb']:.0f} MiB")
+        files = {p.name: p.stat().st_size for p in (work / "data").iterdir()}
+        print("store files: " + ", ".join(f"{name} {n / MB:,.0f} MB" for name, n in sorted(files.items())))
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.close()
+        print(f"after a checkpoint: {os.path.getsize(store_path) / MB:,.0f} MB")
+        pages(store_path, args.runs, min(args.deep, got["inserted"] // 2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
