@@ -1,15 +1,16 @@
-"""From upload to browsable, on every store: the real service beside the original system's approach.
+"""From upload to browsable, on every store: the real service beside a baseline a user could pick instead.
 
     python bench/end_to_end.py                                  (10, 50 and 200 MiB; every store it can start)
     python bench/end_to_end.py --size-mb 1 --stores embedded,ferretdb
-    python bench/end_to_end.py --size-mb 10,50 --time-limit 900
+    python bench/end_to_end.py --size-mb 1024 --stores embedded --time-limit 1500 --workdir /tmp
 
 For each file size a movie file is generated (app/tools/generate.py; not timed) and, for each store:
 
-  embedded             `python run.py` with MONGO_URI unset: one process with the API, the broker and a
-                       worker thread, the in-memory store inside it.
+  embedded             `python run.py` with MONGO_URI unset, as `make run`: the SQLite file in DATA_FOLDER (in
+                       the run's folder), gunicorn's arbiter and its one API process, the broker, and WORKERS
+                       (`--workers`, default 1) `python worker.py` processes that run.py starts as its children.
   ferretdb             FerretDB 1.24 on SQLite (tests/support/ferretdb.py), a fresh server and data folder;
-                       `python run.py` (API + broker) and `--workers` separate `python worker.py`.
+                       `python run.py` (API + broker) and `--workers` (default 2) separate `python worker.py`.
   ferretdb-postgresql  the same on PostgreSQL 15: a throwaway cluster (tests/support/postgres.py, Debian's
                        defaults, durable) under the same FerretDB.
 
@@ -18,22 +19,35 @@ task is `completed` and the first `/api/v1/movies` page of each sort (release_da
 answered, uncached: "to browsable". Then, outside that figure, one filtered page (year=2000). The task's
 own counters give the rows; `total_docs` of the first page the movies stored.
 
-The baseline, the original system's approach, in a Python process of its own, into the same kind of server (a
-fresh one of the same build and settings, once the service has stopped, so neither inherits the other's data
-or memory peak; for `embedded`, a mongomock client in that process, the same stand-in the service embeds):
-pyarrow's `read_csv` of the whole file (every column as text), 1000-row slices, `to_pylist`, each row cleaned
-in plain Python (tests/support/reference.py, the project's plain-Python statement of the service's cleaning
-rules), `insert_many(ordered=False)` into a collection with the service's indexes. Where it differs from the
-service: a movie repeated in the file keeps its first row (the duplicate-key error is counted and ignored;
-the service keeps the last), and its clock stops when the last batch is written (no browsing page asked).
-The count of stored movies must match the service's (exit 1 if not).
+Embedded, then, on the full catalogue (still outside that figure, the processes still sampled for memory):
+every filter (none, year=2020, language=en, both) x sort x order of /api/v1/movies, uncached (each query
+string new to the cache): `--page-requests` first pages (limit=1..100) and `--deep-requests` deep pages
+(limit=100 at offset 199,900 + i, page=2000's offset) each, over HTTP one at a time, p50/p99/max. Then a
+restart: the service stopped (SIGTERM to its group, as Ctrl-C), started again on the same DATA_FOLDER, and the
+task's record, the task list and four pages compared byte for byte; the key the first start printed must sign
+in, and the second start must print none.
+
+The baselines, once the service has stopped, so neither inherits the other's memory peak:
+- embedded: `sqlite-utils insert <fresh.db> movies <file> --csv`, the tool a user would pick to get a CSV into
+  SQLite (every column text, every row as it is, no index), then the same first pages asked of that file
+  with Python's sqlite3 (count, ORDER BY field LIMIT 10). Its rows must be all of the file's (exit 1 if not).
+  Its own target: sqlite-utils' insert time / the service's time to browsable >= 4 (issue 24).
+- FerretDB stores: the original system's approach, in a Python process of its own, into a fresh server of the
+  same build and settings: pyarrow's `read_csv` of the whole file (every column as text), 1000-row slices,
+  `to_pylist`, each row cleaned in plain Python (tests/support/reference.py, the project's plain-Python
+  statement of the service's cleaning rules), `insert_many(ordered=False)` into a collection with the
+  service's indexes. Where it differs from the service: a movie repeated in the file keeps its first row (the
+  duplicate-key error is counted and ignored; the service keeps the last), and its clock stops when the last
+  batch is written (no browsing page asked). The count of stored movies must match the service's (exit 1 if
+  not).
 
 Printed per store and size: rows/s and MB/s (10^6 bytes of file) to browsable, the time to the first
 browsable page, the peak RSS (VmHWM) of every process (API arbiter and worker, broker, each worker and its
-ingest helper, FerretDB; PostgreSQL as the largest sum of PSS over its processes, sampled), the ratio of the
-baseline's time to the service's (≥ 1: the service is at least as fast), and per store how the time per MB
-grows from the smallest file to the largest. A run that passes `--time-limit` seconds is stopped and shown
-as "did not finish in N s". The last line is JSON.
+ingest helper, FerretDB, sqlite-utils; PostgreSQL as the largest sum of PSS over its processes, sampled), the
+ratio of the baseline's time to the service's (>= 1: the service is at least as fast), per store how the time
+per MB grows from the smallest file to the largest, and the embedded store's page latencies, restart and
+targets. A run that passes `--time-limit` seconds is stopped and shown as "did not finish in N s". The last
+line is JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +73,17 @@ OUT = REPO / "bench" / "out"  # git-ignored
 STORES = ("embedded", "ferretdb", "ferretdb-postgresql")
 SORTS = ("release_date", "rating", "title")  # the API's sorts (release_date is also its default)
 FILTERED = "?year=2000&sort_by=rating&order=-1"  # one filtered page, after browsable: not in the time
+# Embedded, on the full catalogue: every filter x sort x order of /api/v1/movies. 2020: a common year (the
+# generator skews release dates towards recent years).
+FILTERS = (("none", ""), ("year=2020", "year=2020&"), ("language=en", "language=en&"),
+           ("year+language", "year=2020&language=en&"))  # fmt: skip
+FILTER_WIDTH = max(len(name) for name, _ in FILTERS)
+MAX_LIMIT = 100  # the API's largest page
+DEEP_OFFSET = 199_900  # page=2000 with limit=100
+RESTART_PAGES = ("sort_by=release_date", "sort_by=rating&order=-1&year=2020", "sort_by=title&language=en&limit=100",
+                 f"sort_by=title&order=-1&limit=100&offset={DEEP_OFFSET}")  # fmt: skip
+PAGE_P99_TARGET_MS = 50
+BROWSABLE_TARGET_S, RSS_TARGET_MB, SQLITE_UTILS_TARGET = 120, 500, 4.0  # at 1 GB (issue 24)
 SLICE_ROWS = 1000  # the original system's batch
 RATIO_TARGET, RATIO_AIM = 1.0, 2.0
 GROWTH_TARGET = 1.5  # time per MB, largest file over smallest, on FerretDB
@@ -123,14 +148,12 @@ def original_load(path: str, collection) -> dict:
     }
 
 
-def baseline_child(store: str, path: str, uri: str) -> dict:
+def baseline_child(path: str, uri: str) -> dict:
     import pymongo
 
     from app.store import mongo
-    from tests.support.mongomock_db import mongomock_client as embedded_client
 
-    client = embedded_client() if store == "embedded" else pymongo.MongoClient(uri)
-    db = client[BASELINE_DB]
+    db = pymongo.MongoClient(uri)[BASELINE_DB]
     mongo.ensure_indexes(db)  # the same indexes as the service's collection, before the clock starts
     start = time.perf_counter()
     result = original_load(path, db.movies)
@@ -140,6 +163,59 @@ def baseline_child(store: str, path: str, uri: str) -> dict:
     result["stored"] = db.movies.count_documents({})
     result["peak_rss_mb"] = rss_mb(os.getpid())
     return result
+
+
+def _rows_committed(db: Path) -> int | None:
+    """The rows a stopped sqlite-utils had committed: what it stored in the time the service had."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT count(*) FROM movies").fetchone()[0]
+    except sqlite3.Error:
+        return None  # the table was not made yet
+
+
+def sqlite_utils_load(path: Path, workdir: Path, time_limit: float, peaks: Peaks) -> dict:
+    """The embedded store's baseline: `sqlite-utils insert <fresh.db> movies <file> --csv`, timed, then the first
+    page of each sort asked of that file with Python's sqlite3 (the count, then ORDER BY <field> LIMIT 10: no
+    index, every column text, as the tool leaves it). Its process's peak RSS is sampled."""
+    import sqlite3
+
+    from app.store import movies as catalogue
+
+    db = workdir / "sqlite-utils.db"
+    tool = Path(sys.executable).with_name("sqlite-utils")
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(tool), "insert", str(db), "movies", str(path), "--csv"], stdout=subprocess.DEVNULL)
+    peaks.watch("sqlite-utils", proc.pid)
+    try:
+        proc.wait(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return {"finished": False, "status": "running", "rows_read": _rows_committed(db)}
+    if proc.returncode != 0:
+        return {"finished": False, "status": f"sqlite-utils exited {proc.returncode}"}
+    completed = time.perf_counter() - start
+    pages = {}
+    with sqlite3.connect(db) as conn:
+        for sort in SORTS:
+            t = time.perf_counter()
+            conn.execute("SELECT count(*) FROM movies").fetchone()
+            conn.execute(f"SELECT * FROM movies ORDER BY {catalogue.SORT_FIELDS[sort]} LIMIT 10").fetchall()
+            pages[sort] = time.perf_counter() - t
+        seconds = time.perf_counter() - start
+        stored = conn.execute("SELECT count(*) FROM movies").fetchone()[0]
+    return {
+        "finished": True,
+        "completed_s": completed,
+        "seconds": seconds,
+        "page_s": pages,
+        "rows": stored,  # every row of the file, as read
+        "stored": stored,
+        "db_mb": db.stat().st_size / MB,
+    }
 
 
 def first_page(collection, sort: str) -> float:
@@ -172,14 +248,28 @@ def pss_mb(pid: int) -> float:
     return 0.0
 
 
-def _role(root_label: str, proc, is_root: bool) -> str:
-    """A label for a process of a tree: the API's gunicorn arbiter, its workers and broker; a worker's helper."""
+def _role(root_label: str, proc, is_root: bool, names: dict[int, str]) -> str:
+    """A label for a process of a tree: the API's gunicorn arbiter (run.py), its gunicorn worker, the broker,
+    each `worker.py` run.py started (embedded: worker-1, worker-2, ... in the order seen) and each worker's
+    ingest helper (`<worker> helper`). `names` holds the labels given so far to the tree's worker.py processes."""
     if is_root:
         return f"{root_label} (arbiter)" if root_label == "api" else root_label
+    if root_label != "api":  # a worker.py of its own (FerretDB stores): its ingest helper
+        return f"{root_label} helper"
     cmdline = " ".join(proc.cmdline())
     if "app.broker" in cmdline:
         return "broker"
-    return "api (worker)" if root_label == "api" else f"{root_label} helper"
+    if "app.jobs.movies.helper" in cmdline:
+        return f"{_worker_name(proc.ppid(), names)} helper"
+    if cmdline.endswith("worker.py"):
+        return _worker_name(proc.pid, names)
+    return "api (worker)"
+
+
+def _worker_name(pid: int, names: dict[int, str]) -> str:
+    if pid not in names:  # a replaced worker gets the next number
+        names[pid] = f"worker-{len(names) + 1}"
+    return names[pid]
 
 
 class Peaks:
@@ -190,6 +280,7 @@ class Peaks:
         self.every = every
         self.roots: dict[str, tuple[int, bool]] = {}
         self.mb: dict[str, float] = {}
+        self.names: dict[int, str] = {}  # worker.py processes found in the trees, by pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -225,7 +316,7 @@ class Peaks:
                     if pss:
                         total += pss_mb(proc.pid)
                     else:
-                        role = _role(label, proc, proc.pid == pid)
+                        role = _role(label, proc, proc.pid == pid, self.names)
                         self.mb[role] = max(self.mb.get(role, 0.0), rss_mb(proc.pid))
                 except (OSError, psutil.Error):
                     pass  # it just exited
@@ -308,18 +399,108 @@ def run_service(store: str, uri: str, path: Path, workdir: Path, args, peaks: Pe
         client = stack.enter_context(pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000))
         _, secret = keys.create(client[SERVICE_DB], "bench", "admin")  # as `python -m app.tools.keys create`
         settings["WORKERS"] = "0"  # not used with MONGO_URI; tells Service.start not to wait for one
+    else:  # embedded: run.py starts WORKERS worker.py processes of its own, on DATA_FOLDER=workdir/data
+        settings["WORKERS"] = str(workers_for(store, args))
     service = Service(workdir, **settings)
     stack.callback(service.stop)  # before start: a SIGTERM while it starts must stop it too
     http = service.start()
-    peaks.watch("api", service.proc.pid)
+    peaks.watch("api", service.proc.pid)  # run.py: gunicorn's arbiter, with every other process under it
     if uri:
         http.key = secret
         workers = Workers(service.env, workdir)
         stack.callback(workers.stop)
-        for i, proc in enumerate(workers.start(args.workers), 1):
+        for i, proc in enumerate(workers.start(workers_for(store, args)), 1):
             peaks.watch(f"worker-{i}", proc.pid)
         wait_for_workers(http, timeout=60)
-    return drive(http, path, args.time_limit)
+    result = drive(http, path, args.time_limit)
+    if not uri and result["finished"]:  # on the full catalogue, the service still watched for its memory
+        result["latency"] = page_latency(http, args.page_requests, args.deep_requests)
+        result["restart"] = restart(service, http, result["task_id"], stack)
+    return result
+
+
+def workers_for(store: str, args) -> int:
+    return args.workers if args.workers is not None else (1 if store == "embedded" else 2)
+
+
+# -- the embedded store on its full catalogue: page latency, then a restart -----------------------------------
+
+
+def page_queries() -> list[tuple[dict, str]]:
+    """(what, query) for every filter x sort x order the API offers."""
+    return [
+        ({"filter": name, "sort_by": sort, "order": order}, f"{where}sort_by={sort}&order={order}")
+        for name, where in FILTERS
+        for sort in SORTS
+        for order in (1, -1)
+    ]
+
+
+def page_latency(http, first: int, deep: int) -> dict:
+    """Every filter x sort x order, uncached: `first` first pages (offset=0, limit=1..100, one per value: each query
+    string is new to the cache, and a page of up to 100 movies at least as dear as the default 10), and `deep` pages
+    at offset 199,900 + i with limit=100 (page=2000 is offset 199,900), over HTTP, one request at a time, the
+    combinations interleaved. Milliseconds, as a client sees them; total_docs of each combination."""
+    queries = page_queries()
+    times = [{"first": [], "deep": []} for _ in queries]
+    totals = [0] * len(queries)
+    for kind, n, extra in (
+        ("first", first, lambda i: f"&limit={i % MAX_LIMIT + 1}&offset=0"),  # offset=0: not drive()'s page=1 keys
+        ("deep", deep, lambda i: f"&limit={MAX_LIMIT}&offset={DEEP_OFFSET + i}"),
+    ):
+        for i in range(n):
+            for q, (_, query) in enumerate(queries):
+                elapsed, body = timed_page(http, f"?{query}{extra(i)}")
+                times[q][kind].append(elapsed * 1000)
+                totals[q] = body["total_docs"]
+    return {
+        "per_query": [
+            {
+                **what,
+                "total_docs": totals[q],
+                "first": percentiles(times[q]["first"]),
+                "deep": percentiles(times[q]["deep"]),
+            }
+            for q, (what, _) in enumerate(queries)
+        ],
+        "first": percentiles([t for kinds in times for t in kinds["first"]]),
+        "deep": percentiles([t for kinds in times for t in kinds["deep"]]),
+    }
+
+
+def percentiles(ms: list[float]) -> dict:
+    ms = sorted(ms)
+    if not ms:
+        return {"n": 0}
+    at = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731  nearest rank, no interpolation
+    return {"n": len(ms), "p50": round(at(0.50), 2), "p99": round(at(0.99), 2), "max": round(ms[-1], 2)}
+
+
+def restart(service, http, task_id: str, stack: ExitStack) -> dict:
+    """Stop the service (SIGTERM to its group, as Ctrl-C), start it again on the same DATA_FOLDER, and compare
+    the bytes of a few pages and of the task's record; the admin key the first start printed signs in."""
+    from tests.support.service import Server, Service
+
+    paths = [f"/api/v1/process/{task_id}", "/api/v1/processes"] + [f"/api/v1/movies?{query}" for query in RESTART_PAGES]
+    before = {p: http.request("GET", p, raw=True) for p in paths}
+    (service.log_path.parent / "server-1.log").write_text(service.stop())
+    again = Service(service.log_path.parent, **{k: service.env[k] for k in ("LOG_LEVEL", "WORKERS")})
+    stack.callback(again.stop)
+    t = time.perf_counter()
+    second = again.start()
+    started = time.perf_counter() - t
+    http2 = Server(again.port, key=http.key)  # the first start's key
+    after = {p: http2.request("GET", p, raw=True) for p in paths}
+    differ = [p for p in paths if (before[p][0], before[p][2]) != (after[p][0], after[p][2]) or after[p][0] != 200]
+    again.stop()
+    return {
+        "identical": not differ,
+        "compared": len(paths),
+        "differ": differ,
+        "key_works": all(after[p][0] == 200 for p in paths),
+        "second_start_printed_key": second.key is not None,
+        "start_s": round(started, 2),
+    }
 
 
 def wait_for_workers(http, timeout: float) -> None:
@@ -379,6 +560,7 @@ def drive(http, path: Path, time_limit: float) -> dict:
         "inserted": task["rows_inserted"],
         "updated": task["rows_updated"],
         "stored": body["total_docs"],
+        "task_id": task_id,
     }
 
 
@@ -390,10 +572,10 @@ def timed_page(http, query: str) -> tuple[float, dict]:
     return time.perf_counter() - t, body
 
 
-def run_baseline(store: str, uri: str, path: Path, time_limit: float) -> dict:
+def run_baseline(uri: str, path: Path, time_limit: float) -> dict:
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--baseline-one", store, str(path), uri],
+            [sys.executable, __file__, "--baseline-one", str(path), uri],
             cwd=REPO, stdout=subprocess.PIPE, text=True, check=True, timeout=time_limit,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -421,8 +603,11 @@ def measure(store: str, path: Path, workdir: Path, args) -> dict:
     print(f"  {store}: the baseline...", flush=True)
     with ExitStack() as stack:
         peaks = stack.enter_context(Peaks())
-        uri = Stores(run_dir).start(store, stack, peaks)
-        baseline = run_baseline(store, uri, path, args.time_limit)
+        if store == "embedded":
+            baseline = sqlite_utils_load(path, run_dir, args.time_limit, peaks)
+        else:
+            uri = Stores(run_dir).start(store, stack, peaks)
+            baseline = run_baseline(uri, path, args.time_limit)
     baseline["peaks"] = dict(peaks.mb)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"store": store, "service": service, "baseline": baseline}
@@ -439,6 +624,8 @@ def figures(run: dict, size: int) -> dict:
     for key, r in (("", s), ("baseline_", b)):
         if not r["finished"]:
             out[f"{key}status"] = r["status"]
+            if r.get("rows_read") is not None:  # stopped at the time limit: how far it got
+                out[f"{key}rows_by_time_limit"] = r["rows_read"]
             continue
         out.update(
             {
@@ -454,12 +641,19 @@ def figures(run: dict, size: int) -> dict:
         )
     if s["finished"]:
         out["upload_s"] = round(s["upload_s"], 2)
-    if "baseline_peak_rss_mb" not in out and b["finished"]:
+    if b["finished"] and "peak_rss_mb" in b:
         out["baseline_peak_rss_mb"] = round(b["peak_rss_mb"], 1)
     if s["finished"] and b["finished"]:
         out["ratio"] = round(b["seconds"] / s["seconds"], 2)
         out["ratio_stored"] = round(b["completed_s"] / s["completed_s"], 2)
-        out["counts_match"] = s["stored"] == b["stored"]
+        if run["store"] == "embedded":  # sqlite-utils keeps every row as it is: all of the file's rows, as read
+            out["counts_match"] = b["stored"] == s["rows"]
+            out["sqlite_utils_ratio"] = round(b["completed_s"] / s["seconds"], 2)  # its insert / service browsable
+        else:
+            out["counts_match"] = s["stored"] == b["stored"]
+    for key in ("latency", "restart"):
+        if key in s:
+            out[key] = s[key]
     out["service_peaks_mb"] = {k: round(v, 1) for k, v in sorted(run["service"]["peaks"].items())}
     out["baseline_server_peaks_mb"] = {k: round(v, 1) for k, v in sorted(run["baseline"]["peaks"].items())}
     return out
@@ -492,7 +686,11 @@ def show(rows: list[dict], time_limit: float) -> None:
                 cells.append(f"{unfinished(r.get(f'{key}status'), time_limit):>40}"[-40:])
         ratio = f"{r['ratio']:>7.2f}{r['ratio_stored']:>7.2f}" if "ratio" in r else f"{'-':>7}{'-':>7}"
         stored = ""
-        if "counts_match" in r:
+        if "counts_match" in r and r["store"] == "embedded":
+            stored = f"{r['stored']:,} (sqlite-utils: {r['baseline_stored']:,} rows" + (
+                ", every row)" if r["counts_match"] else f", the file has {r['rows']:,}: DIFFER)"
+            )
+        elif "counts_match" in r:
             stored = f"{r['stored']:,}" + ("" if r["counts_match"] else f" (baseline {r['baseline_stored']:,}: DIFFER)")
         rows_read = f"{r['rows']:>9,}" if "rows" in r else f"{r.get('baseline_rows', 0):>9,}"
         print(f"{r['store']:<20}{r['size_mb']:>8.1f}{rows_read}  {cells[0]}  {cells[1]}  {ratio}  {stored}")
@@ -501,7 +699,7 @@ def show(rows: list[dict], time_limit: float) -> None:
     for r in rows:
         label = f"{r['store']} {r['size_mb']:g} MB"
         print(f"  {label}, service:  " + ", ".join(f"{k} {v:.0f}" for k, v in r["service_peaks_mb"].items()))
-        base = [f"process {r['baseline_peak_rss_mb']:.0f}"] if "baseline_peak_rss_mb" in r else []
+        base = [f"process {r['baseline_peak_rss_mb']:.0f}"] if "baseline_peak_rss_mb" in r else []  # its own
         base += [f"{k} {v:.0f}" for k, v in r["baseline_server_peaks_mb"].items()]
         print(f"  {label}, baseline: " + ", ".join(base))
     pages = [r for r in rows if "page_ms" in r or "baseline_page_ms" in r]
@@ -513,6 +711,46 @@ def show(rows: list[dict], time_limit: float) -> None:
                 if f"{key}page_ms" in r:
                     each = ", ".join(f"{k} {v:.0f}" for k, v in r[f"{key}page_ms"].items())
                     print(f"  {r['store']} {r['size_mb']:g} MB ({r[f'{key}stored']:,} movies), {who}: {each}")
+
+
+def show_latency(rows: list[dict]) -> None:
+    """Embedded, on its full catalogue: p50/p99 per filter x sort x order, first pages and deep ones."""
+    for r in rows:
+        if "latency" not in r:
+            continue
+        lat = r["latency"]
+        first, deep = lat["first"], lat["deep"]
+        print()
+        print(
+            f"{r['store']} {r['size_mb']:g} MB, /api/v1/movies uncached over HTTP on {r['stored']:,} movies, ms: "
+            f"first pages (offset=0, limit=1..100, {first['n'] // len(lat['per_query'])} a query), "
+            f"deep pages (limit=100, offset {DEEP_OFFSET:,}+i, {deep['n'] // len(lat['per_query'])} a query)"
+        )
+        print(f"  {'filter':<{FILTER_WIDTH}} {'sort_by':<12} {'order':>5}  {'total_docs':>10}  "
+              f"{'first p50':>9} {'p99':>7} {'max':>7}  {'deep p50':>9} {'p99':>7} {'max':>7}")  # fmt: skip
+        for q in lat["per_query"]:
+            f, d = q["first"], q["deep"]
+            print(
+                f"  {q['filter']:<{FILTER_WIDTH}} {q['sort_by']:<12} {q['order']:>5}  {q['total_docs']:>10,}  "
+                f"{f['p50']:>9.1f} {f['p99']:>7.1f} {f['max']:>7.1f}  "
+                f"{d['p50']:>9.1f} {d['p99']:>7.1f} {d['max']:>7.1f}"
+            )
+        print(
+            f"  {'all':<{FILTER_WIDTH + 19}}  {'':>10}  {first['p50']:>9.1f} {first['p99']:>7.1f} {first['max']:>7.1f}"
+            f"  {deep['p50']:>9.1f} {deep['p99']:>7.1f} {deep['max']:>7.1f}"
+        )
+    for r in rows:
+        if "restart" in r:
+            x = r["restart"]
+            print(
+                f"restart ({r['store']} {r['size_mb']:g} MB): stopped, started again on the same DATA_FOLDER in "
+                f"{x['start_s']:.1f} s; {x['compared']} answers (the task, the task list, {len(RESTART_PAGES)} pages) "
+                + ("byte for byte identical" if x["identical"] else f"DIFFER: {', '.join(x['differ'])}")
+                + "; the first start's admin key "
+                + ("signs in" if x["key_works"] else "is REFUSED")
+                + "; the second start "
+                + ("PRINTED a new key" if x["second_start_printed_key"] else "printed no key")
+            )
 
 
 def scaling(rows: list[dict]) -> dict:
@@ -532,9 +770,12 @@ def scaling(rows: list[dict]) -> dict:
 
 def show_targets(rows: list[dict], growth: dict) -> None:
     print()
-    print(f"targets: ratio >= {RATIO_TARGET} on every store (aim {RATIO_AIM} on FerretDB); time per MB on FerretDB")
-    print(f"growing < {GROWTH_TARGET}x from the smallest file to the largest")
+    if any(r["store"] != "embedded" for r in rows):
+        print(f"targets: ratio >= {RATIO_TARGET} on every store (aim {RATIO_AIM} on FerretDB); time per MB on FerretDB")
+        print(f"growing < {GROWTH_TARGET}x from the smallest file to the largest")
     for r in rows:
+        if r["store"] == "embedded":
+            continue  # its baseline is sqlite-utils: its own targets, below
         if "ratio" in r:
             aim = RATIO_AIM if r["store"].startswith("ferretdb") else RATIO_TARGET
             verdict = (
@@ -546,6 +787,9 @@ def show_targets(rows: list[dict], growth: dict) -> None:
             )
         else:
             print(f"  ratio {r['store']} {r['size_mb']:g} MB: not measured (a run did not finish)")
+    embedded = [r for r in rows if r["store"] == "embedded"]
+    if embedded:
+        show_embedded_targets(embedded)
     for store, g in growth.items():
         verdict = ""
         if store.startswith("ferretdb"):
@@ -553,6 +797,48 @@ def show_targets(rows: list[dict], growth: dict) -> None:
             if g["from_mb"] > 11 or g["to_mb"] < 190:
                 verdict += ", over a range narrower than the target's 10 to 200 MB"
         print(f"  time per MB {store}: x{g['growth']:.2f} from {g['from_mb']:g} to {g['to_mb']:g} MB{verdict}")
+
+
+def show_embedded_targets(rows: list[dict]) -> None:
+    """Issue 24's: at 1 GB, browsable in <= 120 s, every process <= 500 MB, sqlite-utils >= 4x the service's time,
+    first pages p99 <= 50 ms on every filter x sort, a restart serving the same bytes."""
+    print(
+        f"embedded targets (issue 24, at 1 GB): browsable <= {BROWSABLE_TARGET_S} s; every process <= "
+        f"{RSS_TARGET_MB} MB peak RSS; sqlite-utils insert s / service browsable s >= {SQLITE_UTILS_TARGET:g}; "
+        f"first pages p99 <= {PAGE_P99_TARGET_MS} ms on every filter x sort; restart: the same bytes"
+    )
+    met = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    for r in rows:
+        at = f"embedded {r['size_mb']:g} MB"
+        if "browsable_s" in r:
+            print(f"  browsable {at}: {r['browsable_s']:.1f} s ({met(r['browsable_s'] <= BROWSABLE_TARGET_S)})")
+        if r["service_peaks_mb"]:
+            name, top = max(r["service_peaks_mb"].items(), key=lambda kv: kv[1])
+            print(f"  largest process {at}: {name} {top:.0f} MiB ({met(top * 1.048576 <= RSS_TARGET_MB)})")
+        if "sqlite_utils_ratio" in r:
+            ratio = r["sqlite_utils_ratio"]
+            print(f"  sqlite-utils / service {at}: {ratio:.2f} ({met(ratio >= SQLITE_UTILS_TARGET)})")
+        else:
+            print(f"  sqlite-utils / service {at}: not measured (a run did not finish)")
+        if "rows_by_time_limit" in r or "baseline_rows_by_time_limit" in r:
+            print(
+                f"  by the time limit {at}: the service had read {r.get('rows_by_time_limit', r.get('rows', 0)):,} "
+                f"rows, sqlite-utils had committed {r.get('baseline_rows_by_time_limit', r.get('baseline_rows', 0)):,}"
+            )
+        if "latency" in r:
+            worst = max(r["latency"]["per_query"], key=lambda q: q["first"]["p99"])
+            deep = r["latency"]["deep"]
+            p99 = worst["first"]["p99"]
+            print(
+                f"  first pages {at}: p99 of the slowest query {p99:.1f} ms "
+                f"({worst['filter']}, sort_by={worst['sort_by']}, order={worst['order']}) "
+                f"({met(p99 <= PAGE_P99_TARGET_MS)}); deep pages at offset {DEEP_OFFSET:,}: "
+                f"p50 {deep['p50']:.0f} ms, p99 {deep['p99']:.0f} ms (stated, no target)"
+            )
+        if "restart" in r:
+            x = r["restart"]
+            ok = x["identical"] and x["key_works"] and not x["second_start_printed_key"]
+            print(f"  restart {at}: {'met' if ok else 'MISSED'}")
 
 
 # -- main ------------------------------------------------------------------------------------------------------
@@ -576,11 +862,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", default="10,50,200", help="comma-separated sizes of generated files, MiB")
     parser.add_argument("--stores", default=",".join(STORES), help=f"comma-separated, of {', '.join(STORES)}")
-    parser.add_argument("--workers", type=int, default=2, help="`python worker.py` processes (FerretDB stores)")
+    parser.add_argument(
+        "--workers", type=int, help="`python worker.py` processes: beside FerretDB (default 2); embedded, run.py's "
+        "WORKERS (default 1, as `make run`)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--page-requests", type=int, default=100, help="embedded: first pages per filter x sort (<= 100)"
+    )
+    parser.add_argument("--deep-requests", type=int, default=20, help="embedded: deep pages per filter x sort")
+    parser.add_argument("--workdir", default=str(OUT), help="where the files, data folders and logs go (deleted)")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds one run may take before it is stopped")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", nargs="+", metavar="OUTPUT", help="print the table of runs saved in outputs")
-    parser.add_argument("--baseline-one", nargs=3, metavar=("STORE", "INPUT", "URI"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-one", nargs=2, metavar=("INPUT", "URI"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_one:
         print(json.dumps(baseline_child(*args.baseline_one)))
@@ -591,6 +885,8 @@ def main() -> int:
         return report(rows, list(dict.fromkeys(r["store"] for r in rows)), args)
     # Stopped with SIGTERM (kill, a CI timeout): unwind, so the servers and clusters it started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not 0 < args.page_requests <= MAX_LIMIT:  # one query string per limit: more would repeat (cached) ones
+        parser.error(f"--page-requests must be 1 to {MAX_LIMIT}")
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if unknown := set(stores) - set(STORES):
         parser.error(f"unknown store(s): {', '.join(sorted(unknown))}")
@@ -601,8 +897,8 @@ def main() -> int:
 
     from app.tools.generate import generate_movies
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="end-to-end-", dir=OUT))
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="end-to-end-", dir=args.workdir))
     rows = []
     try:
         for size_mb in sizes:
@@ -623,18 +919,26 @@ def main() -> int:
 def report(rows: list[dict], stores: list[str], args) -> int:
     from tests.support import ferretdb as ferretdb_support
 
-    server = "embedded"
+    said = []
+    if "embedded" in stores:
+        said.append(
+            f"embedded: run.py with {workers_for('embedded', args)} worker.py on the SQLite file, baseline "
+            "sqlite-utils insert --csv into a fresh file, then the same first pages (sqlite3, ORDER BY field LIMIT 10)"
+        )
     if any(store.startswith("ferretdb") for store in stores):
         version = ferretdb_support.version() if ferretdb_support.available() is None else "(binary not found)"
-        server = f"{args.workers} worker.py on FerretDB {version}"
+        said.append(
+            f"{workers_for('ferretdb', args)} worker.py on FerretDB {version}, baseline read_csv, {SLICE_ROWS}-row "
+            "slices, to_pylist, plain-Python cleaning, insert_many, then the same first pages"
+        )
     print()
     print(
-        f"end to end: upload (curl -F) -> task completed -> first /api/v1/movies page of each sort; "
-        f"{server}; baseline: read_csv, "
-        f"{SLICE_ROWS}-row slices, to_pylist, plain-Python cleaning, insert_many, then the same first pages; "
-        f"rates to stored; ratio = baseline s / service s, to browsable and to stored"
+        "end to end: upload (curl -F) -> task completed -> first /api/v1/movies page of each sort; "
+        + "; ".join(said)
+        + "; rates to stored; ratio = baseline s / service s, to browsable and to stored"
     )
     show(rows, args.time_limit)
+    show_latency(rows)
     growth = scaling(rows)
     show_targets(rows, growth)
     counts_ok = all(r.get("counts_match", True) for r in rows)
