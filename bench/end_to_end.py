@@ -668,8 +668,8 @@ def unfinished(status: str | None, time_limit: float) -> str:
 
 def show(rows: list[dict], time_limit: float) -> None:
     head = (
-        f"{'':<20}{'':>8}{'':>9}  {'service':-^40}  {'baseline':-^40}  {'ratio':-^14}\n"
-        f"{'store':<20}{'file MB':>8}{'rows':>9}  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}"
+        f"{'':<20}{'':>8}{'':>10}  {'service':-^40}  {'baseline':-^40}  {'ratio':-^14}\n"
+        f"{'store':<20}{'file MB':>8}{'rows':>10}  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}"
         f"  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}  {'brows.':>7}{'stored':>7}  movies"
     )
     print(head)
@@ -692,7 +692,7 @@ def show(rows: list[dict], time_limit: float) -> None:
             )
         elif "counts_match" in r:
             stored = f"{r['stored']:,}" + ("" if r["counts_match"] else f" (baseline {r['baseline_stored']:,}: DIFFER)")
-        rows_read = f"{r['rows']:>9,}" if "rows" in r else f"{r.get('baseline_rows', 0):>9,}"
+        rows_read = f"{r['rows']:>10,}" if "rows" in r else f"{r.get('baseline_rows', 0):>10,}"
         print(f"{r['store']:<20}{r['size_mb']:>8.1f}{rows_read}  {cells[0]}  {cells[1]}  {ratio}  {stored}")
     print()
     print("peak RSS (VmHWM, MiB) of every process; postgres: the largest sum of PSS over its processes")
@@ -821,10 +821,17 @@ def show_embedded_targets(rows: list[dict]) -> None:
         else:
             print(f"  sqlite-utils / service {at}: not measured (a run did not finish)")
         if "rows_by_time_limit" in r or "baseline_rows_by_time_limit" in r:
-            print(
-                f"  by the time limit {at}: the service had read {r.get('rows_by_time_limit', r.get('rows', 0)):,} "
-                f"rows, sqlite-utils had committed {r.get('baseline_rows_by_time_limit', r.get('baseline_rows', 0)):,}"
+            service = (
+                f"the service had read {r['rows_by_time_limit']:,} rows"
+                if "rows_by_time_limit" in r
+                else f"the service stored all {r['rows']:,} rows in {r['completed_s']:.0f} s"
             )
+            baseline = (
+                f"sqlite-utils had committed {r['baseline_rows_by_time_limit']:,}"
+                if "baseline_rows_by_time_limit" in r
+                else f"sqlite-utils stored all {r['baseline_rows']:,} in {r['baseline_completed_s']:.0f} s"
+            )
+            print(f"  by the time limit {at}: {service}, {baseline}")
         if "latency" in r:
             worst = max(r["latency"]["per_query"], key=lambda q: q["first"]["p99"])
             deep = r["latency"]["deep"]
