@@ -165,7 +165,7 @@ def baseline_child(path: str, uri: str) -> dict:
     return result
 
 
-def _rows_committed(db: Path) -> int | None:
+def _rows_committed(db: Path) -> int:
     """The rows a stopped sqlite-utils had committed: what it stored in the time the service had."""
     import sqlite3
 
@@ -173,7 +173,7 @@ def _rows_committed(db: Path) -> int | None:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             return conn.execute("SELECT count(*) FROM movies").fetchone()[0]
     except sqlite3.Error:
-        return None  # the table was not made yet
+        return 0  # the table was not made yet
 
 
 def sqlite_utils_load(path: Path, workdir: Path, time_limit: float, peaks: Peaks) -> dict:
@@ -624,8 +624,8 @@ def figures(run: dict, size: int) -> dict:
     for key, r in (("", s), ("baseline_", b)):
         if not r["finished"]:
             out[f"{key}status"] = r["status"]
-            if r.get("rows_read") is not None:  # stopped at the time limit: how far it got
-                out[f"{key}rows_by_time_limit"] = r["rows_read"]
+            if "rows_read" in r:  # stopped at the time limit: how far it got (None: nothing counted yet)
+                out[f"{key}rows_by_time_limit"] = r["rows_read"] or 0
             continue
         out.update(
             {
@@ -820,7 +820,13 @@ def show_embedded_targets(rows: list[dict]) -> None:
             print(f"  sqlite-utils / service {at}: {ratio:.2f} ({met(ratio >= SQLITE_UTILS_TARGET)})")
         else:
             print(f"  sqlite-utils / service {at}: not measured (a run did not finish)")
-        if "rows_by_time_limit" in r or "baseline_rows_by_time_limit" in r:
+        stopped = {"rows_by_time_limit", "baseline_rows_by_time_limit"} & set(r)
+        # a leg stopped by the time limit, the other stopped too or finished (not failed): how far each got
+        if (
+            stopped
+            and {"rows_by_time_limit", "completed_s"} & set(r)
+            and {"baseline_rows_by_time_limit", "baseline_completed_s"} & set(r)
+        ):
             service = (
                 f"the service had read {r['rows_by_time_limit']:,} rows"
                 if "rows_by_time_limit" in r
