@@ -165,7 +165,7 @@ def baseline_child(path: str, uri: str) -> dict:
     return result
 
 
-def _rows_committed(db: Path) -> int | None:
+def _rows_committed(db: Path) -> int:
     """The rows a stopped sqlite-utils had committed: what it stored in the time the service had."""
     import sqlite3
 
@@ -173,7 +173,7 @@ def _rows_committed(db: Path) -> int | None:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             return conn.execute("SELECT count(*) FROM movies").fetchone()[0]
     except sqlite3.Error:
-        return None  # the table was not made yet
+        return 0  # the table was not made yet
 
 
 def sqlite_utils_load(path: Path, workdir: Path, time_limit: float, peaks: Peaks) -> dict:
@@ -624,8 +624,8 @@ def figures(run: dict, size: int) -> dict:
     for key, r in (("", s), ("baseline_", b)):
         if not r["finished"]:
             out[f"{key}status"] = r["status"]
-            if r.get("rows_read") is not None:  # stopped at the time limit: how far it got
-                out[f"{key}rows_by_time_limit"] = r["rows_read"]
+            if "rows_read" in r:  # stopped at the time limit: how far it got (None: nothing counted yet)
+                out[f"{key}rows_by_time_limit"] = r["rows_read"] or 0
             continue
         out.update(
             {
@@ -668,8 +668,8 @@ def unfinished(status: str | None, time_limit: float) -> str:
 
 def show(rows: list[dict], time_limit: float) -> None:
     head = (
-        f"{'':<20}{'':>8}{'':>9}  {'service':-^40}  {'baseline':-^40}  {'ratio':-^14}\n"
-        f"{'store':<20}{'file MB':>8}{'rows':>9}  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}"
+        f"{'':<20}{'':>8}{'':>10}  {'service':-^40}  {'baseline':-^40}  {'ratio':-^14}\n"
+        f"{'store':<20}{'file MB':>8}{'rows':>10}  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}"
         f"  {'stored s':>9}{'rows/s':>8}{'MB/s':>8}{'browsable s':>15}  {'brows.':>7}{'stored':>7}  movies"
     )
     print(head)
@@ -692,7 +692,7 @@ def show(rows: list[dict], time_limit: float) -> None:
             )
         elif "counts_match" in r:
             stored = f"{r['stored']:,}" + ("" if r["counts_match"] else f" (baseline {r['baseline_stored']:,}: DIFFER)")
-        rows_read = f"{r['rows']:>9,}" if "rows" in r else f"{r.get('baseline_rows', 0):>9,}"
+        rows_read = f"{r['rows']:>10,}" if "rows" in r else f"{r.get('baseline_rows', 0):>10,}"
         print(f"{r['store']:<20}{r['size_mb']:>8.1f}{rows_read}  {cells[0]}  {cells[1]}  {ratio}  {stored}")
     print()
     print("peak RSS (VmHWM, MiB) of every process; postgres: the largest sum of PSS over its processes")
@@ -820,11 +820,24 @@ def show_embedded_targets(rows: list[dict]) -> None:
             print(f"  sqlite-utils / service {at}: {ratio:.2f} ({met(ratio >= SQLITE_UTILS_TARGET)})")
         else:
             print(f"  sqlite-utils / service {at}: not measured (a run did not finish)")
-        if "rows_by_time_limit" in r or "baseline_rows_by_time_limit" in r:
-            print(
-                f"  by the time limit {at}: the service had read {r.get('rows_by_time_limit', r.get('rows', 0)):,} "
-                f"rows, sqlite-utils had committed {r.get('baseline_rows_by_time_limit', r.get('baseline_rows', 0)):,}"
+        stopped = {"rows_by_time_limit", "baseline_rows_by_time_limit"} & set(r)
+        # a leg stopped by the time limit, the other stopped too or finished (not failed): how far each got
+        if (
+            stopped
+            and {"rows_by_time_limit", "completed_s"} & set(r)
+            and {"baseline_rows_by_time_limit", "baseline_completed_s"} & set(r)
+        ):
+            service = (
+                f"the service had read {r['rows_by_time_limit']:,} rows"
+                if "rows_by_time_limit" in r
+                else f"the service stored all {r['rows']:,} rows in {r['completed_s']:.0f} s"
             )
+            baseline = (
+                f"sqlite-utils had committed {r['baseline_rows_by_time_limit']:,}"
+                if "baseline_rows_by_time_limit" in r
+                else f"sqlite-utils stored all {r['baseline_rows']:,} in {r['baseline_completed_s']:.0f} s"
+            )
+            print(f"  by the time limit {at}: {service}, {baseline}")
         if "latency" in r:
             worst = max(r["latency"]["per_query"], key=lambda q: q["first"]["p99"])
             deep = r["latency"]["deep"]

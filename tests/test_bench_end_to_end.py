@@ -16,7 +16,7 @@ from tests.support import ferretdb as ferretdb_support
 from tests.support.reference import load
 
 pytestmark = pytest.mark.ferretdb
-HEADER = "store                file MB     rows   stored s"
+HEADER = "store                file MB      rows   stored s"
 
 
 def bench(*args: str, timeout: float = 240) -> tuple[list[str], dict]:
