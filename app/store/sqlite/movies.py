@@ -61,6 +61,18 @@ BULK_MIN_ROWS = 50_000
 BULK_MIN_SHARE = 1.0
 
 
+def _filters(year: int | None, language: str | None) -> tuple[list[str], list]:
+    """The API's filters as SQL conditions (column first, as the index names read them) and their parameters."""
+    where, params = [], []
+    if year is not None:
+        where.append("year = ?")
+        params.append(year)
+    if language is not None:
+        where.append("original_language = ?")
+        params.append(language)
+    return where, params
+
+
 def _index_name(columns: tuple[str, ...]) -> str:
     return "movies_by_" + "_".join(c.lstrip("_") for c in columns)
 
@@ -248,13 +260,7 @@ class Movies:
     def page(
         self, year: int | None, language: str | None, sort_by: str, order: int, skip: int, limit: int
     ) -> tuple[AbstractContextManager[Iterator[dict]], int]:
-        where, params = [], []
-        if year is not None:
-            where.append("year = ?")
-            params.append(year)
-        if language is not None:
-            where.append("original_language = ?")
-            params.append(language)
+        where, params = _filters(year, language)
         field = catalogue.SORT_FIELDS[sort_by]
         index = _index_name(tuple(w.split()[0] for w in where) + (field, "_id"))  # the one that serves it
         direction = "ASC" if order == 1 else "DESC"
@@ -284,13 +290,7 @@ class Movies:
     def _total(self, year: int | None, language: str | None) -> int:
         if year is None and language is None:
             return self.count()
-        where, params = [], []
-        if year is not None:
-            where.append("year = ?")
-            params.append(year)
-        if language is not None:
-            where.append("original_language = ?")
-            params.append(language)
+        where, params = _filters(year, language)
         with self.store.reading() as conn:
             found = conn.execute(f"SELECT sum(n) FROM movie_counts WHERE {' AND '.join(where)}", params).fetchone()
         return found[0] or 0
