@@ -62,53 +62,55 @@ def create(
 
 # Each step of the machine, as the store behind `store` implements it (app/store/interface.py: Tasks). `store` is a
 # Store, or a pymongo Database (taken as its MongoStore: tests and tools hand one in).
-def get(store, *args, **kwargs):
-    return of(store).tasks.get(*args, **kwargs)
+def get(store, task_id: str) -> dict | None:
+    return of(store).tasks.get(task_id)
 
 
-def claim(store, *args, **kwargs):
-    return of(store).tasks.claim(*args, **kwargs)
+def claim(store, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> dict | None:
+    return of(store).tasks.claim(worker_id, lease_seconds, max_attempts, task_id)
 
 
-def settle_abandoned(store, *args, **kwargs):
-    return of(store).tasks.settle_abandoned(*args, **kwargs)
+def settle_abandoned(store, max_attempts: int) -> list[dict]:
+    return of(store).tasks.settle_abandoned(max_attempts)
 
 
-def request_cancel(store, *args, **kwargs):
-    return of(store).tasks.request_cancel(*args, **kwargs)
+def request_cancel(store, task_id: str) -> dict | None:
+    return of(store).tasks.request_cancel(task_id)
 
 
-def expire_results(store, *args, **kwargs):
-    return of(store).tasks.expire_results(*args, **kwargs)
+def expire_results(store, ttl_hours: int) -> list[dict]:
+    return of(store).tasks.expire_results(ttl_hours)
 
 
-def update(store, *args, **kwargs):
-    return of(store).tasks.update(*args, **kwargs)
+def update(store, task_id: str, worker_id: str, lease_seconds: int, **fields) -> None:
+    of(store).tasks.update(task_id, worker_id, lease_seconds, **fields)
 
 
-def renew(store, *args, **kwargs):
-    return of(store).tasks.renew(*args, **kwargs)
+def renew(store, task_id: str, worker_id: str, lease_seconds: int) -> None:
+    of(store).tasks.renew(task_id, worker_id, lease_seconds)
 
 
-def give_up(store, *args, **kwargs):
-    return of(store).tasks.give_up(*args, **kwargs)
+def give_up(store, task_id: str, worker_id: str) -> bool:
+    return of(store).tasks.give_up(task_id, worker_id)
 
 
-def finish(store, *args, **kwargs):
-    return of(store).tasks.finish(*args, **kwargs)
+def finish(store, task_id: str, worker_id: str, status: str, **fields) -> None:
+    of(store).tasks.finish(task_id, worker_id, status, **fields)
 
 
-def page(store, *args, **kwargs):
-    return of(store).tasks.page(*args, **kwargs)
+def release(store, task_id: str, worker_id: str) -> None:
+    of(store).tasks.release(task_id, worker_id)
 
 
-def release(store, *args, **kwargs):
-    return of(store).tasks.release(*args, **kwargs)
+def page(
+    store, page_number: int, limit: int, owner_key_id: str | None = None, status: str | None = None
+) -> tuple[list[dict], int]:
+    return of(store).tasks.page(page_number, limit, owner_key_id, status)
 
 
-def count_active(store, *args, **kwargs):
-    return of(store).tasks.count_active(*args, **kwargs)
+def count_active(store, owner_key_id: str, limit: int) -> int:
+    return of(store).tasks.count_active(owner_key_id, limit)
 
 
-def with_status(store, *args, **kwargs):
-    return of(store).tasks.with_status(*args, **kwargs)
+def with_status(store, task_ids: list[str], statuses: tuple[str, ...]) -> set[str]:
+    return of(store).tasks.with_status(task_ids, statuses)
