@@ -21,7 +21,7 @@ import pytest
 from app.tools.generate import generate_movies
 from tests.support.reference import load
 from tests.support.slowlink import SlowLink
-from tests.test_ferretdb_faults import assert_exact
+from tests.test_ferretdb_faults import assert_exact, finished
 from tests.test_processes import FINISHED, Cluster, Proc, mid_file, started_lines
 
 pytestmark = pytest.mark.ferretdb
@@ -52,15 +52,6 @@ def movie_file(tmp_path: Path, rows: int, seed: int) -> tuple[Path, dict]:
     path = tmp_path / "movies.csv"
     generate_movies(str(path), rows=rows, seed=seed)
     return path, load(path)
-
-
-def finished(cluster: Cluster, task_id: str, timeout: float) -> dict:
-    return cluster.wait_for(
-        f"task {task_id} to finish",
-        lambda: (t := cluster.task(task_id)) is not None and t["status"] in FINISHED and t,
-        timeout=timeout,
-        interval=0.2,
-    )
 
 
 def start(cluster: Cluster, workers: int) -> list[Proc]:
