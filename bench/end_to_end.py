@@ -259,7 +259,7 @@ def _role(root_label: str, proc, is_root: bool, names: dict[int, str]) -> str:
     cmdline = " ".join(proc.cmdline())
     if "app.broker" in cmdline:
         return "broker"
-    if "app.jobs.movies.helper" in cmdline:
+    if "app.jobs.helper" in cmdline:
         return f"{_worker_name(proc.ppid(), names)} helper"
     if cmdline.endswith("worker.py"):
         return _worker_name(proc.pid, names)

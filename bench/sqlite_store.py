@@ -9,7 +9,7 @@ Half way through the bulk load, two pages are read from another connection, unin
 
 Not the service end to end (no HTTP, no broker, no worker loop: bench/end_to_end.py measures those): a movie
 file is generated under /tmp (not timed), then this process runs what `ingest_movies` runs, the helper process
-preparing blocks (app/jobs/movies/prepare.py through pipeline.ahead) while this one writes each batch with
+preparing blocks (app/jobs/movies/prepare.py through app.jobs.helper.ahead) while this one writes each batch with
 `SqliteStore.movies.write`, into a fresh file. Printed: rows/s, MB/s, seconds, the time spent in `write`, peak
 RSS of this process and of the helper, the file's size. Then, on the loaded file, every filter × sort of
 `/api/v1/movies` at offset 0 and at a deep offset: p50/p99 of `page()` + reading its rows over `--runs` runs,
@@ -56,8 +56,8 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
     """The pipeline of ingest_movies with the SQLite store's writer, inside `store.movies.loading()` as the ingest
     asks; returns the figures. After `probe_at` rows (0: never), two pages are timed from another connection."""
     from app import defaults
+    from app.jobs.helper import ahead
     from app.jobs.movies.ingest import BYTES_PER_MOVIE, HELPER_ENV, documents
-    from app.jobs.movies.pipeline import ahead
     from app.jobs.movies.prepare import prepare
 
     rows = inserted = updated = 0

@@ -13,8 +13,8 @@ import psutil
 import pyarrow as pa
 import pytest
 
+from app.jobs.helper import ahead, in_thread
 from app.jobs.movies import prepare
-from app.jobs.movies.pipeline import ahead, in_thread
 from app.tools.generate import generate_movies
 from tests.conftest import REPO
 
@@ -50,7 +50,7 @@ def forever():
 
 
 def helpers() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if "app.jobs.movies.helper" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process().children() if "app.jobs.helper" in " ".join(p.cmdline())]
 
 
 def test_items_arrive_in_order_from_the_helper():
@@ -109,7 +109,7 @@ def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
         [
             sys.executable,
             "-c",
-            "from app.jobs.movies.pipeline import ahead\nfrom tests.test_pipeline import forever\n"
+            "from app.jobs.helper import ahead\nfrom tests.test_pipeline import forever\n"
             "with ahead(forever) as items:\n    next(iter(items))\n    print('ready', flush=True)\n"
             "    import time; time.sleep(60)\n",
         ],
@@ -119,9 +119,7 @@ def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
     )
     try:
         assert consumer.stdout.readline().strip() == "ready"
-        [helper] = [
-            p for p in psutil.Process(consumer.pid).children() if "app.jobs.movies.helper" in " ".join(p.cmdline())
-        ]
+        [helper] = [p for p in psutil.Process(consumer.pid).children() if "app.jobs.helper" in " ".join(p.cmdline())]
         consumer.kill()  # the consumer only: the helper must notice on its own
         consumer.wait()
         gone, _ = psutil.wait_procs([helper], timeout=10)

@@ -21,7 +21,7 @@ from app import tasks
 from app.broker.taskqueue import Consumer
 from app.config import Config
 from app.jobs import registry
-from app.jobs.movies.pipeline import HelperDied
+from app.jobs.helper import HelperDied
 from app.jobs.plays.aggregate import PlaysFailed
 from app.store import connect, of
 from app.store import errors as store_errors

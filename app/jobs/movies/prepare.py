@@ -1,6 +1,6 @@
 """Prepare a movie file for writing: parse, clean and encode each block, and cut it into batches.
 
-This is the part of an ingest that runs in the worker's helper process (see app/jobs/movies/pipeline.py): it
+This is the part of an ingest that runs in the worker's helper process (see app/jobs/helper/): it
 needs PyArrow and NumPy only, no driver, and what it yields is plain data that pickles cheaply.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from app import defaults
+from app.jobs.helper import in_thread
 from app.jobs.movies import schema
 from app.jobs.movies.encode import encode
-from app.jobs.movies.pipeline import in_thread
 from app.reader import csvstream, strings
 from app.reader.csvstream import Reject
 

@@ -1,11 +1,13 @@
 """Run a generator in a helper process, a step ahead of whoever consumes it: two cores at work.
 
+Any job kind may use it (the movies ingest does, app/jobs/movies/ingest.py); it imports nothing of the kinds.
+
 Threads would not do: the preparing stage makes many short calls into PyArrow and needs the GIL
 between them, which a consumer busy building Python objects holds; measured, two threads together
 were slower than one. A process has its own GIL. Items cross a pipe as pickles, which also bounds how
 far the helper runs ahead: it blocks on writing until the consumer has read what came before.
 
-The helper is `python -m app.jobs.movies.helper`, not `multiprocessing`: spawning that way re-imports the
+The helper is `python -m app.jobs.helper` (__main__.py), not `multiprocessing`: spawning that way re-imports the
 parent's `__main__`, which gunicorn, pytest and scripts all make differently. If the consumer dies, the
 helper's next write fails and it exits; it ignores SIGTERM and SIGINT, which the consumer handles.
 """
@@ -61,7 +63,7 @@ def ahead(
     # consumer's to handle; the helper stops when the consumer closes the pipe or kills it.
     # -P: the worker's working directory is not put on the helper's path (an `app.py` there would shadow us).
     helper = subprocess.Popen(
-        [sys.executable, "-P", "-m", "app.jobs.movies.helper"],
+        [sys.executable, "-P", "-m", "app.jobs.helper"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -134,7 +136,7 @@ def _receive(helper: subprocess.Popen) -> Iterator:
 
 
 def serve(source, sink) -> None:
-    """In the helper (app/jobs/movies/helper.py): read what to run, send every item, then the end or the error."""
+    """In the helper (app/jobs/helper/__main__.py): read what to run, send every item, then the end or the error."""
     module, name, args = pickle.load(source)
     try:
         generate = getattr(importlib.import_module(module), name)  # inside: a failure here reaches the consumer

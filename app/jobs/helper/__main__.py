@@ -1,7 +1,7 @@
-"""The ingest's helper process, `python -m app.jobs.movies.helper`: what app/jobs/movies/pipeline.py starts.
+"""The helper process, `python -m app.jobs.helper`: what `ahead` (app/jobs/helper/__init__.py) starts.
 
-A module of its own rather than pipeline.py's `__main__`: `-m` imports this package first, and with it
-pipeline.py, which would then run a second time as `__main__`.
+A module of its own rather than a `__main__` block in __init__.py: `-m` imports the package first, and
+that module would then run a second time as `__main__`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from app.jobs.movies.pipeline import serve
+from app.jobs.helper import serve
 
 if __name__ == "__main__":
     # Also for a service manager that signals every process it started: the consumer decides when to
