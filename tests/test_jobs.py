@@ -3,6 +3,8 @@ the registry alone, so a kind registered there is accepted, recorded, queued and
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import io
 import subprocess
 import sys
@@ -138,3 +140,54 @@ def test_a_registered_kind_is_named_in_the_refusals(ratings, client):
         content_type="multipart/form-data",
     ).get_json()
     assert body["error"] == {"code": "bad_columns", "message": "A ratings file has exactly the columns user,stars."}
+
+
+# -- how a kind's run ends a task other than by completing it (app/jobs/errors.py) ----------------------------
+
+
+def _run_failing(job: jobs.Job) -> dict:
+    raise jobs.JobFailed("line 3 gives 7 stars, out of 5; fix it and upload the file again")
+
+
+def _run_later(job: jobs.Job) -> dict:
+    raise jobs.RetryLater("the ratings service is away")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "error", "upload_kept"),
+    [
+        (_run_failing, "failed", "line 3 gives 7 stars, out of 5; fix it and upload the file again", False),
+        (_run_later, "processing", None, True),  # left to its lease, for another attempt
+    ],
+)
+def test_a_kind_ends_a_task_by_raising_job_failed_or_retry_later(
+    monkeypatch, db, worker, upload_dir, run, status, error, upload_kept
+):
+    from app import tasks
+
+    monkeypatch.setitem(jobs.KINDS, "ratings", dataclasses.replace(RATINGS, run=run))
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / "r.csv"
+    path.write_text("user,stars\nann,4\nbob,7\n")
+    tasks.create(db, task_id="r", kind="ratings", filename="r.csv", path=str(path), size=path.stat().st_size)
+    assert worker.work("r")
+    task = db.processes.find_one({"task_id": "r"})
+    assert (task["status"], task.get("error"), task["attempts"]) == (status, error, 1)
+    assert path.exists() == upload_kept
+
+
+def test_the_worker_imports_nothing_of_the_kinds_but_the_registry():
+    """Nor PyArrow: what a kind's modules raise, the kind translates (app/jobs/errors.py)."""
+    imported = set()
+    for path in (REPO / "app" / "worker").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert "app.jobs.registry" in imported
+    assert sorted(m for m in imported if m.startswith(("app.jobs.", "pyarrow"))) == [
+        "app.jobs.registry",
+        "app.jobs.registry.JobFailed",
+        "app.jobs.registry.RetryLater",
+    ]

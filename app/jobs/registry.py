@@ -3,16 +3,17 @@
 Each kind is one package of app/jobs/ whose kind.py holds one JobKind (app/jobs/kind.py), beside the
 modules that do its work; a new kind is a package like app/jobs/plays/, added to KINDS below. Headers are
 tried against the kinds in KINDS' order, the narrowest first. Nothing here imports Flask: the worker looks
-kinds up here too.
+kinds up here too, and learns from here the errors a kind's run ends a task with (JobFailed, RetryLater).
 """
 
 from __future__ import annotations
 
+from app.jobs.errors import JobFailed, RetryLater
 from app.jobs.kind import Job, JobKind, JobRefused
 from app.jobs.movies import kind as movies
 from app.jobs.plays import kind as plays
 
-__all__ = ["KINDS", "Job", "JobKind", "JobRefused", "choose", "get", "names"]
+__all__ = ["KINDS", "Job", "JobFailed", "JobKind", "JobRefused", "RetryLater", "choose", "get", "names"]
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (plays.KIND, movies.KIND)}
 

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 
 from app import defaults
 from app.reader import csvscan, strings
+from app.reader.errors import straddles
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class _Reading:
             try:
                 reader = self._open(source, _set_aside(pending), offset is None)
             except pa.ArrowInvalid as e:
-                if not _straddles(e):
+                if not straddles(e):
                     raise
                 return first_line  # the first row is already too big
             if reader is None:
@@ -288,16 +289,11 @@ def _batches(reader: pacsv.CSVStreamingReader, pending: list) -> Iterator[pa.Rec
     try:
         yield from reader
     except pa.ArrowInvalid as e:
-        if not _straddles(e):
+        if not straddles(e):
             raise
         yield None
     if pending:
         yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-
-
-def _straddles(error: pa.ArrowInvalid) -> bool:
-    """PyArrow's error for a row that does not fit in a read block."""
-    return "straddl" in str(error)
 
 
 def coalesce(chunks: Iterable[Chunk], rows: int) -> Iterator[Chunk]:

@@ -15,14 +15,11 @@ import threading
 import time
 import uuid
 
-import pyarrow as pa
-
 from app import tasks
 from app.broker.taskqueue import Consumer
 from app.config import Config
 from app.jobs import registry
-from app.jobs.helper import HelperDied
-from app.jobs.plays.aggregate import PlaysFailed
+from app.jobs.registry import JobFailed, RetryLater
 from app.store import connect, of
 from app.store import errors as store_errors
 from app.store.errors import ERRORS, UNAVAILABLE
@@ -183,11 +180,11 @@ class Worker:
         except UNAVAILABLE as e:
             # The store is away (or its file busy): the lease will run out and another attempt will start.
             log.error("task %s: the store is unavailable, leaving it for a retry: %s", task_id, e)
-        except HelperDied as e:  # killed, out of memory: the next attempt (after the lease) resumes at the checkpoint
+        except RetryLater as e:  # the job's word: the next attempt (after the lease) resumes at the checkpoint
             log.error("task %s: %s; leaving it for a retry", task_id, e)
         except Exception as e:  # the same error would come back on every attempt: fail now, with the reason
             message = _explain(e)
-            expected = (OSError, UnicodeDecodeError, pa.ArrowException, *ERRORS)
+            expected = (JobFailed, OSError, *ERRORS)
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
             if self._record(task, tasks.finish, self.store, task_id, self.id, tasks.FAILED, error=message):
                 remove(task["path"])
@@ -276,18 +273,10 @@ class Worker:
 
 
 def _explain(error: Exception) -> str:
-    """A message a person can act on."""
-    if isinstance(error, FileNotFoundError):
-        return "the uploaded file is missing on the worker's disk; upload it again"
-    if isinstance(error, UnicodeDecodeError):
-        return "the file is not valid UTF-8 text; save it as UTF-8 and upload it again"
-    if isinstance(error, pa.ArrowInvalid) and "straddl" in str(error):
-        return f"a row is larger than the worker's read block (BLOCK_SIZE); split the row or raise BLOCK_SIZE: {error}"
+    """A message a person can act on: the job's reason, or what the store's failure calls for, else the error."""
+    if isinstance(error, JobFailed):
+        return error.reason
     explained = store_errors.explain(error)
     if explained is not None:
         return explained
-    if isinstance(error, PlaysFailed):  # a total past 64 bits, past MAX_PLAY_GROUPS: its own words
-        return str(error)
-    if isinstance(error, pa.ArrowInvalid):
-        return f"the file could not be read as CSV: {error}"
     return f"{type(error).__name__}: {error}"

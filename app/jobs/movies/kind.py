@@ -1,13 +1,17 @@
 """The movies kind: a file with a `title` column, written into the `movies` collection (ingest.py).
 
-A retake goes on from the task's checkpoint. The task record notes the known columns the file lacks.
+A retake goes on from the task's checkpoint. The task record notes the known columns the file lacks. A file
+that cannot be read fails the task with the reason; a helper process that died leaves it for another attempt.
 """
 
 from __future__ import annotations
 
+from app.jobs.errors import JobFailed, RetryLater
+from app.jobs.helper import HelperDied
 from app.jobs.kind import Job, JobKind, JobRefused
 from app.jobs.movies import schema
 from app.jobs.movies.ingest import ingest_movies
+from app.reader import errors as reading
 
 RESERVED = ("_id", "year")  # fields the service computes itself
 
@@ -44,19 +48,24 @@ def task_fields(header: list[str]) -> dict:
 
 def run(job: Job) -> dict:
     c = job.config
-    return ingest_movies(
-        job.task["path"],
-        job.store.movies,
-        block_size=c.BLOCK_SIZE,
-        batch_size=c.BATCH_SIZE,
-        max_rejects=c.MAX_REJECTS_KEPT,
-        on_progress=job.on_progress,
-        checkpoint=job.task.get("checkpoint"),
-        retry=job.retry,
-        in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000,
-        write_chunk=c.MONGO_WRITE_OPS,
-        max_row_mb=c.MAX_ROW_MB,
-    )
+    try:
+        return ingest_movies(
+            job.task["path"],
+            job.store.movies,
+            block_size=c.BLOCK_SIZE,
+            batch_size=c.BATCH_SIZE,
+            max_rejects=c.MAX_REJECTS_KEPT,
+            on_progress=job.on_progress,
+            checkpoint=job.task.get("checkpoint"),
+            retry=job.retry,
+            in_process_from=c.INGEST_HELPER_MIN_MB * 1_000_000,
+            write_chunk=c.MONGO_WRITE_OPS,
+            max_row_mb=c.MAX_ROW_MB,
+        )
+    except HelperDied as e:  # killed, out of memory: the next attempt resumes at the checkpoint
+        raise RetryLater(str(e)) from e
+    except reading.ERRORS as e:  # the same file would fail the same way on every attempt
+        raise JobFailed(reading.explain(e)) from e
 
 
 KIND = JobKind(

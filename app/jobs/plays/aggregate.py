@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app import defaults
+from app.jobs.errors import JobFailed
 from app.jobs.plays import rules
 from app.reader import csvstream
 from app.tasks.progress import Progress
@@ -37,8 +38,8 @@ TOO_LARGE = "a total number of plays exceeds 9223372036854775807, the largest 64
 KEYED = pa.schema([("key", pa.int64()), ("plays", pa.int64())])
 
 
-class PlaysFailed(ValueError):
-    """The file cannot be totalled; the message says why, in words the uploader can act on."""
+class PlaysFailed(JobFailed):
+    """The file cannot be totalled; the reason says why, in words the uploader can act on."""
 
 
 class TotalTooLarge(PlaysFailed):
