@@ -23,9 +23,8 @@ from app.jobs.registry import JobFailed, RetryLater
 from app.store import connect, of
 from app.store import errors as store_errors
 from app.store.errors import ERRORS, UNAVAILABLE
-from app.store.files import remove
 from app.store.retry import Backoff
-from app.worker import heartbeats
+from app.worker import cleanup, heartbeats
 from app.worker.lease import Lease, Stalled
 
 log = logging.getLogger(__name__)
@@ -76,59 +75,18 @@ class Worker:
         self.stop_event.set()
 
     def sweep(self) -> None:
-        """The maintenance pass: settle abandoned tasks, drop old results, run every claimable task."""
+        """The maintenance pass: settle abandoned tasks, remove files left over, run every claimable task."""
         try:
             for task in tasks.settle_abandoned(self.store, self.config.MAX_ATTEMPTS):
                 log.error("task %s: %s, its worker having vanished", task["task_id"], task["status"])
-                remove(task.get("path"))
-            self._clean_uploads()
-            self._clean_partial_results()
-            for task in tasks.expire_results(self.store, self.config.RESULT_TTL_HOURS):
-                log.info("task %s: result removed after %d hours", task["task_id"], self.config.RESULT_TTL_HOURS)
-                remove(task.get("result_path"))
+                cleanup.upload(task)
+            cleanup.sweep(self.store, self.config)
             while not self.stop_event.is_set() and self.work():
                 pass
         except ERRORS as e:
             log.error("worker %s: the store is unavailable during sweep: %s", self.id, e)
         except Exception:  # never let one bad record end the loop
             log.exception("worker %s: sweep failed", self.id)
-
-    def _clean_uploads(self) -> None:
-        """Remove uploads whose task is finished: a worker killed between recording the end and removing
-        the file leaves one behind. Files of tasks still live are never touched."""
-        folder = self.config.UPLOAD_FOLDER
-        try:
-            stored = {name[:-4]: name for name in os.listdir(folder) if name.endswith(".csv")}
-        except OSError:
-            return
-        if stored:
-            for task_id in self.store.tasks.with_status(list(stored), tasks.FINISHED):
-                remove(os.path.join(folder, stored[task_id]))
-
-    def _clean_partial_results(self) -> None:
-        """Remove the half-written results (`<task>.csv.<attempt>.part`) of writers that died mid-write.
-
-        A live writer's file is its task's, which is processing, and changes as it is written (the writer
-        renews its lease meanwhile); anything else is left over.
-        """
-        folder = self.config.RESULT_FOLDER
-        try:
-            parts = [name for name in os.listdir(folder) if name.endswith(".part")]
-        except OSError:
-            return
-        if not parts:
-            return
-        owners = {name: name.split(".", 1)[0] for name in parts}
-        running = self.store.tasks.with_status(list(set(owners.values())), (tasks.PROCESSING,))
-        stale_before = time.time() - 2 * self.config.LEASE_SECONDS
-        for name, task_id in owners.items():
-            path = os.path.join(folder, name)
-            try:
-                if task_id not in running or os.path.getmtime(path) < stale_before:
-                    remove(path)
-                    log.info("removed a half-written result left by a stopped writer: %s", name)
-            except OSError:
-                pass  # gone meanwhile: its writer finished
 
     def work(self, task_id: str | None = None) -> bool:
         """Claim one task (the named one, else the oldest claimable) and run it; False if none."""
@@ -165,14 +123,14 @@ class Worker:
                 task_id,
                 ", ".join(f"{fields[name]} {name}" for name in tasks.SUMMARY_FIELDS if name in fields),
             )
-            remove(task["path"])
+            cleanup.upload(task)
         except Stopping:
             self._record(task, tasks.release, self.store, task_id, self.id)
             log.info("task %s: handed back at its last checkpoint (worker stopping)", task_id)
         except tasks.Cancelled as e:  # rows written stay, and the record says how many
             if self._record(task, tasks.finish, self.store, task_id, self.id, tasks.CANCELLED, **e.fields):
                 log.info("task %s: cancelled; rows written so far stay", task_id)
-                remove(task["path"])
+                cleanup.upload(task)
         except Stalled as e:  # the lease's thread has said why, and given the task up
             log.warning("task %s: stopped working on it: %s", task_id, e)
         except tasks.LostTask:
@@ -187,7 +145,7 @@ class Worker:
             expected = (JobFailed, OSError, *ERRORS)
             log.error("task %s: failed: %s", task_id, message, exc_info=not isinstance(e, expected))
             if self._record(task, tasks.finish, self.store, task_id, self.id, tasks.FAILED, error=message):
-                remove(task["path"])
+                cleanup.upload(task)
         finally:
             self._current = None
 
