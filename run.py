@@ -99,6 +99,18 @@ def first_key(config: Config, store) -> None:
     sys.stderr.flush()
 
 
+def gunicorn_refusal() -> str | None:
+    """Why app/api/serving.py cannot serve on the installed gunicorn (another release than it was written for,
+    or one whose gthread insides differ), or None."""
+    import gunicorn
+
+    try:
+        from app.api import serving
+    except ImportError as e:  # gthread lost a name serving.py imports
+        return f"gunicorn {gunicorn.__version__}: {e}"
+    return "; ".join(serving.gunicorn_problems()) or None
+
+
 def _start_broker() -> subprocess.Popen | None:
     """`python -m app.broker` as a child; None if it could not bind its sockets (it logs why)."""
     read, write = os.pipe()
@@ -162,6 +174,14 @@ def _stop(children: list[subprocess.Popen]) -> None:
 
 def main() -> int:
     config = logs.start_command(listen=True)
+    refusal = gunicorn_refusal()
+    if refusal:
+        log.error(
+            "refusing to start: %s. Install the gunicorn that requirements.txt pins, or check app/api/serving.py "
+            "against this one and add it to GUNICORN_VERSIONS (docs/architecture.md: Pinned to one gunicorn)",
+            refusal,
+        )
+        return 1
     if config.embedded_mongo:
         from app.store import connect
 

@@ -39,12 +39,17 @@ And the other way, for clients that do not read their answer:
 
 TLS connections (gunicorn's certfile) are handed over as gthread does: their bytes cannot be read here, and
 their answers are written by their thread (run.py serves plain HTTP; TLS is terminated in front of it).
+
+None of gthread's insides used here is gunicorn's public API, so the release this was written for is pinned
+(GUNICORN_VERSIONS, requirements.txt) and run.py refuses to start on another (`gunicorn_problems`); what to
+check before adding a release is in tests/test_gunicorn_pin.py.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -61,8 +66,32 @@ from contextlib import contextmanager
 from functools import partial
 from urllib.parse import unquote, urlsplit
 
+import gunicorn
 from gunicorn import util
+from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
+
+# The gunicorn releases this module was written and tested for: run.py refuses to start on any other.
+GUNICORN_VERSIONS = ("27.0.1",)
+# What of gunicorn the worker overrides or calls, with the parameters it was written for (self aside).
+GUNICORN_HOOKS: tuple[tuple[object, str, tuple[str, ...]], ...] = (
+    (ThreadWorker, "__init__", ("args", "kwargs")),
+    (ThreadWorker, "init_process", ()),
+    (ThreadWorker, "accept", ("listener",)),
+    (ThreadWorker, "on_client_socket_readable", ("conn", "client")),
+    (ThreadWorker, "enqueue_req", ("conn",)),
+    (ThreadWorker, "finish_request", ("conn", "fs")),
+    (ThreadWorker, "murder_pending", ()),
+    (ThreadWorker, "handle", ("conn",)),
+    (ThreadWorker, "handle_request", ("req", "conn")),
+    (ThreadWorker, "_keepalive_after", ("conn", "keepalive")),
+    (TConn, "__init__", ("cfg", "sock", "client", "server")),
+    (TConn, "init", ()),
+    (TConn, "close", ("graceful",)),
+    (Unreader, "take_buffered", ()),
+    (Unreader, "unread", ("data",)),
+    (util, "write_error", ("sock", "status_int", "reason", "mesg")),  # a function: no self
+)
 
 BODY_PREFIX = 64 * 1024  # body bytes read by the loop before a thread takes a request; also the in-thread window
 # A request line and headers longer than this are answered 431 by the loop. The loop holds what a connection sent
@@ -76,6 +105,30 @@ LINGER_SECONDS = 2.0  # as gunicorn's close_graceful: how long a closed answer w
 LINGER_BYTES = 64 * 1024
 
 log = logging.getLogger("app.api.serving")
+
+
+def gunicorn_problems() -> list[str]:
+    """How the installed gunicorn differs from the one this module was written for; empty if it does not."""
+    problems = []
+    if gunicorn.__version__ not in GUNICORN_VERSIONS:
+        problems.append(
+            f"gunicorn {gunicorn.__version__} is installed; app/api/serving.py was written for "
+            f"{', '.join(GUNICORN_VERSIONS)}"
+        )
+    for owner, name, expected in GUNICORN_HOOKS:
+        found = _parameters(getattr(owner, name, None), method=inspect.isclass(owner))
+        if found != expected:
+            where = f"{owner.__module__}.{owner.__qualname__}" if inspect.isclass(owner) else owner.__name__
+            took = "is missing" if found is None else f"takes ({', '.join(found)})"
+            problems.append(f"{where}.{name} {took}, where ({', '.join(expected)}) was expected")
+    return problems
+
+
+def _parameters(function, method: bool) -> tuple[str, ...] | None:
+    if not callable(function):
+        return None
+    names = tuple(inspect.signature(function).parameters)
+    return names[1:] if method else names
 
 
 def _body_timeout() -> Exception:
