@@ -214,8 +214,8 @@ class Worker:
                     fields["rows_rejected"],
                     fields["rows_per_sec"],
                 )
-            # A movies job goes on from this checkpoint; a plays job starts over, unless it is only writing
-            # its result (percent 100), which is quicker to finish than to redo.
+            # A job that checkpoints (movies) goes on from there; one that does not (plays) starts over, unless
+            # it is only writing its result (percent 100), which is quicker to finish than to redo.
             if self.stop_event.is_set() and (checkpoint is not None or fields["percent"] < 100):
                 raise Stopping()
 
