@@ -28,9 +28,13 @@ services:  # Redis, FerretDB and Chromium, installed, built or started as needed
 test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev  # ruff, configured in pyproject.toml: the linter, then the formatter's check (ruff format fixes it)
+lint: $(VENV)/.dev node_modules/.installed  # ruff (pyproject.toml): linter, formatter's check; the page's modules: eslint, prettier
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	node_modules/.bin/eslint app/static eslint.config.mjs && node_modules/.bin/prettier --log-level warn --check app/static/*.js eslint.config.mjs
+
+node_modules/.installed: package.json package-lock.json  # eslint and prettier, as package-lock.json pins them
+	npm ci --no-audit --no-fund --loglevel=error && touch $@
 
 docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
 	$(PY) -m app.tools.configdoc

@@ -92,11 +92,13 @@ def named_routes(text: str) -> set[str]:
 
 
 def modules() -> set[str]:
-    """Every module of the app package, as its file's path: app/queue.py, app/api/routes/__init__.py, …"""
+    """Every module of the app package, as its file's path: app/queue.py, app/api/routes/__init__.py, …,
+    and the web page's ES modules: app/static/main.js, …"""
     found = {"app/__init__.py"}
     for info in pkgutil.walk_packages(app_package.__path__, "app."):
         path = info.name.replace(".", "/")
         found.add(f"{path}/__init__.py" if info.ispkg else f"{path}.py")
+    found |= {path.relative_to(REPO).as_posix() for path in (REPO / "app" / "static").glob("*.js")}
     return found
 
 
