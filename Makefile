@@ -34,6 +34,7 @@ lint: $(VENV)/.dev node_modules/.installed  # ruff (pyproject.toml): linter, for
 	node_modules/.bin/eslint app/static eslint.config.mjs && node_modules/.bin/prettier --log-level warn --check app/static/*.js eslint.config.mjs
 
 node_modules/.installed: package.json package-lock.json  # eslint and prettier, as package-lock.json pins them
+	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm: apt-get install nodejs npm" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error && touch $@
 
 docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)

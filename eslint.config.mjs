@@ -13,6 +13,15 @@ export default [
       'no-var': 'error',
       'prefer-const': 'error',
       eqeqeq: ['error', 'always', { null: 'ignore' }],
+      // State is passed explicitly: a module exports functions and constants, never a variable another
+      // module could read as it changes (an exported `let` is a live binding).
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "ExportNamedDeclaration > VariableDeclaration[kind!='const']",
+          message: 'Export a function or a constant; pass state to the module that needs it.',
+        },
+      ],
     },
   },
   {
