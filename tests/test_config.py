@@ -1,4 +1,4 @@
-"""Tests for settings (app.config): defaults, overrides, validation, and `.env.example` coverage."""
+"""Tests for settings: the table (app/settings.py), load_config's parsing and checks, and the refusal at start."""
 
 from __future__ import annotations
 
@@ -337,6 +337,10 @@ def test_every_entry_is_typed_as_its_default_and_has_a_group_and_help():
     for f, entry in zip(fields(Settings), TABLE, strict=True):
         assert f.type == type(entry.default).__name__, entry.name  # the annotation ("int") and the default agree
         assert entry.group and entry.help.strip(), entry.name
+        if type(entry.default) is not int:
+            assert entry.bounds is None, f"{entry.name}: bounds are for numbers"
+        if type(entry.default) is not str:
+            assert not (entry.choices or entry.prefixes or entry.min_chars or entry.required), entry.name
     assert "SECRET_KEY" not in repr(load_config({"SECRET_KEY": "k" * 40}))
 
 
