@@ -132,8 +132,9 @@ def test_configuration_md_and_env_example_are_what_the_generator_writes():
     assert configdoc.main(["--check"]) == 0
 
 
-def test_the_entry_configuration_md_shows_is_one_of_the_table():
+def test_the_entry_the_docs_show_is_one_of_the_table():
     assert f"\n    {configdoc.ENTRY_EXAMPLE}\n" in read(REPO / "app" / "settings.py")
+    assert configdoc.ENTRY_EXAMPLE in read(ARCHITECTURE)
 
 
 # -- modules: each has a role in docs/architecture.md ---------------------------------------------------

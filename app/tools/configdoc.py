@@ -23,7 +23,7 @@ PAGE = ROOT / "docs" / "configuration.md"
 COMMAND = "python -m app.tools.configdoc"
 WIDTH = 118  # .env.example's lines, "# " included
 
-# One entry of the table as the page shows it (tests/test_docs.py checks app/settings.py holds it).
+# One entry of the table as the docs show it (here and in architecture.md; tests/test_docs.py checks the table has it).
 ENTRY_EXAMPLE = 'CACHE_TTL: int = setting(5, STORAGE, "Seconds a cached /api/v1/movies page lives.", bounds=(1, 86400))'
 
 HEADER = f"""\
