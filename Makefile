@@ -1,5 +1,5 @@
 # make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
-# make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md, from app/config.py, app/defaults.py and .env.example.
+# make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md and .env.example, from app/settings.py.
 # make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
@@ -37,7 +37,7 @@ node_modules/.installed: package.json package-lock.json  # eslint and prettier, 
 	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm: apt-get install nodejs npm" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error && touch $@
 
-docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
+docs: $(VENV)/.run  # regenerate docs/configuration.md and .env.example (tests/test_docs.py fails while stale)
 	$(PY) -m app.tools.configdoc
 
 clean:
