@@ -1,5 +1,5 @@
 # make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
-# make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md, from app/config.py, app/defaults.py and .env.example.
+# make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md and .env.example, from app/settings.py.
 # make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,11 +28,16 @@ services:  # Redis, FerretDB and Chromium, installed, built or started as needed
 test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.dev  # ruff, configured in pyproject.toml: the linter, then the formatter's check (ruff format fixes it)
+lint: $(VENV)/.dev node_modules/.installed  # ruff (pyproject.toml): linter, formatter's check; the page's modules: eslint, prettier
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	node_modules/.bin/eslint app/static eslint.config.mjs && node_modules/.bin/prettier --log-level warn --check app/static/*.js eslint.config.mjs
 
-docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
+node_modules/.installed: package.json package-lock.json  # eslint and prettier, as package-lock.json pins them
+	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm: apt-get install nodejs npm" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error && touch $@
+
+docs: $(VENV)/.run  # regenerate docs/configuration.md and .env.example (tests/test_docs.py fails while stale)
 	$(PY) -m app.tools.configdoc
 
 clean:

@@ -1,7 +1,9 @@
-"""Settings: one home for every knob, read from the environment and `.env`.
+"""Reading the settings: `load_config` parses the environment and `.env` against the table (app/settings.py).
 
-Each setting has a default in `defaults.py` and a line in `.env.example`. A bad value stops start-up
-with a message naming the variable.
+A value is parsed by its setting's type and checked against its entry (bounds, choices, prefixes, ...), then
+the rules between settings are checked; a bad value raises ConfigError naming the variable, which stops
+start-up with that one line (app/logs.py). The start-up checks of the world around (folders writable, ports
+free, a signing key shared by API processes) are here too.
 """
 
 from __future__ import annotations
@@ -9,102 +11,20 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
+from typing import Any
 
 from dotenv import load_dotenv
 
-from app import defaults
+from app.settings import RULES, TABLE, Setting, Settings, Value
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(name: str, raw: str, low: int, high: int | None = None) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{name} must be {bounds}, got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class Config:
-    FLASK_APP: str = defaults.FLASK_APP
-    DEBUG: bool = defaults.DEBUG
-    HOST: str = defaults.HOST
-    PORT: int = defaults.PORT
-    WEB_CONCURRENCY: int = defaults.WEB_CONCURRENCY
-    WEB_THREADS: int = defaults.WEB_THREADS
-    HEADER_TIMEOUT_SECONDS: int = defaults.HEADER_TIMEOUT_SECONDS
-    BODY_TIMEOUT_SECONDS: int = defaults.BODY_TIMEOUT_SECONDS
-    WORKERS: int = defaults.WORKERS
-    WRITE_TIMEOUT_SECONDS: int = defaults.WRITE_TIMEOUT_SECONDS
-    WRITE_BUFFER_MB: int = defaults.WRITE_BUFFER_MB
-    WRITE_BUFFER_TOTAL_MB: int = defaults.WRITE_BUFFER_TOTAL_MB
-    MONGO_URI: str = defaults.MONGO_URI
-    MONGO_DB: str = defaults.MONGO_DB
-    REDIS_URL: str = defaults.REDIS_URL
-    DATA_FOLDER: str = defaults.DATA_FOLDER
-    SQLITE_BUSY_MS: int = defaults.SQLITE_BUSY_MS
-    UPLOAD_FOLDER: str = defaults.UPLOAD_FOLDER
-    RESULT_FOLDER: str = defaults.RESULT_FOLDER
-    MAX_UPLOAD_MB: int = defaults.MAX_UPLOAD_MB
-    MAX_COLUMNS: int = defaults.MAX_COLUMNS
-    MIN_FREE_MB: int = defaults.MIN_FREE_MB
-    MAX_FORM_FIELDS: int = defaults.MAX_FORM_FIELDS
-    MAX_FORM_KB: int = defaults.MAX_FORM_KB
-    MAX_UPLOADS_RECEIVING: int = defaults.MAX_UPLOADS_RECEIVING
-    UPLOADS_PER_KEY: int = defaults.UPLOADS_PER_KEY
-    ZMQ_HOST: str = defaults.ZMQ_HOST
-    ZMQ_PORT: int = defaults.ZMQ_PORT
-    ZMQ_INTAKE_PORT: int = defaults.ZMQ_INTAKE_PORT
-    CACHE_TTL: int = defaults.CACHE_TTL
-    MAX_PAGE_KB: int = defaults.MAX_PAGE_KB
-    SSE_MAX_STREAMS: int = defaults.SSE_MAX_STREAMS
-    SSE_POLL_MS: int = defaults.SSE_POLL_MS
-    SSE_KEEPALIVE_SECONDS: int = defaults.SSE_KEEPALIVE_SECONDS
-    SSE_MAX_SECONDS: int = defaults.SSE_MAX_SECONDS
-    SSE_STREAMS_PER_KEY: int = defaults.SSE_STREAMS_PER_KEY
-    SSE_RECHECK_SECONDS: int = defaults.SSE_RECHECK_SECONDS
-    BLOCK_SIZE: int = defaults.BLOCK_SIZE
-    MAX_ROW_MB: int = defaults.MAX_ROW_MB
-    BATCH_SIZE: int = defaults.BATCH_SIZE
-    INGEST_HELPER_MIN_MB: int = defaults.INGEST_HELPER_MIN_MB
-    MAX_REJECTS_KEPT: int = defaults.MAX_REJECTS_KEPT
-    HEARTBEAT_SECONDS: int = defaults.HEARTBEAT_SECONDS
-    WORKER_TIMEOUT: int = defaults.WORKER_TIMEOUT
-    RECOVERY_SECONDS: int = defaults.RECOVERY_SECONDS
-    LEASE_SECONDS: int = defaults.LEASE_SECONDS
-    MAX_ATTEMPTS: int = defaults.MAX_ATTEMPTS
-    MONGO_WRITE_OPS: int = defaults.MONGO_WRITE_OPS
-    MONGO_SOCKET_TIMEOUT_SECONDS: int = defaults.MONGO_SOCKET_TIMEOUT_SECONDS
-    MONGO_RETRIES: int = defaults.MONGO_RETRIES
-    MONGO_RETRY_DELAY_MS: int = defaults.MONGO_RETRY_DELAY_MS
-    RESULT_TTL_HOURS: int = defaults.RESULT_TTL_HOURS
-    CSV_FORMULA_GUARD: bool = defaults.CSV_FORMULA_GUARD
-    MAX_PLAY_GROUPS: int = defaults.MAX_PLAY_GROUPS
-    MAX_PLAY_SONGS_MB: int = defaults.MAX_PLAY_SONGS_MB
-    STALL_SECONDS: int = defaults.STALL_SECONDS
-    AUTH: bool = defaults.AUTH
-    SECRET_KEY: str = field(default=defaults.SECRET_KEY, repr=False)  # never in a log line
-    TOKEN_TTL_SECONDS: int = defaults.TOKEN_TTL_SECONDS
-    RATE_LIMIT_PER_MINUTE: int = defaults.RATE_LIMIT_PER_MINUTE
-    MAX_ACTIVE_TASKS: int = defaults.MAX_ACTIVE_TASKS
-    UPLOAD_MB_PER_DAY: int = defaults.UPLOAD_MB_PER_DAY
-    LOG_LEVEL: str = defaults.LOG_LEVEL
+class Config(Settings):
+    """The settings a command runs with (`load_config`), and what follows from them."""
 
     @property
     def embedded_mongo(self) -> bool:
@@ -136,82 +56,89 @@ class Config:
         """Where API processes PUSH to the broker."""
         return f"tcp://{self.ZMQ_HOST}:{self.ZMQ_INTAKE_PORT}"
 
-    def with_overrides(self, **overrides) -> Config:
+    def with_overrides(self, **overrides: Any) -> Config:
+        """A copy with some settings changed, unchecked (tests; a command uses load_config)."""
         return replace(self, **overrides)
 
 
-_PORT = (1, 65535)
-_CHECKS = {
-    "DEBUG": lambda n, v: _bool(n, v),
-    "PORT": lambda n, v: _int(n, v, *_PORT),
-    "WEB_CONCURRENCY": lambda n, v: _int(n, v, 1, 64),
-    "WEB_THREADS": lambda n, v: _int(n, v, 1, 256),
-    "HEADER_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "BODY_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "WORKERS": lambda n, v: _int(n, v, 0, 16),
-    "SQLITE_BUSY_MS": lambda n, v: _int(n, v, 100, 600_000),
-    "WRITE_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "WRITE_BUFFER_MB": lambda n, v: _int(n, v, 1, 1024),
-    "WRITE_BUFFER_TOTAL_MB": lambda n, v: _int(n, v, 1, 65536),
-    # 1 TiB: far beyond any CSV this service is meant for, and small enough that a typo (an extra zero or
-    # three) is caught at start instead of turning the size check off.
-    "MAX_UPLOAD_MB": lambda n, v: _int(n, v, 1, 1 << 20),
-    "MAX_COLUMNS": lambda n, v: _int(n, v, 1, 10_000),
-    "MIN_FREE_MB": lambda n, v: _int(n, v, 0, 1 << 20),  # 0: no free-space check
-    "MAX_FORM_FIELDS": lambda n, v: _int(n, v, 0, 1000),  # 0: the file part only
-    "MAX_FORM_KB": lambda n, v: _int(n, v, 1, 16 * 1024),  # held in memory: 16 MiB at most
-    "MAX_UPLOADS_RECEIVING": lambda n, v: _int(n, v, 1, 255),  # 0 would refuse every upload
-    "UPLOADS_PER_KEY": lambda n, v: _int(n, v, 0, 255),  # 0: no cap per key, only MAX_UPLOADS_RECEIVING
-    "ZMQ_PORT": lambda n, v: _int(n, v, *_PORT),
-    "ZMQ_INTAKE_PORT": lambda n, v: _int(n, v, *_PORT),
-    "CACHE_TTL": lambda n, v: _int(n, v, 1, 86400),
-    "MAX_PAGE_KB": lambda n, v: _int(n, v, 1, 256 * 1024),  # built and cached whole: 256 MiB at most
-    "SSE_MAX_STREAMS": lambda n, v: _int(n, v, 0, 255),  # 0: no streams, the page polls
-    "SSE_POLL_MS": lambda n, v: _int(n, v, 50, 60_000),
-    "SSE_KEEPALIVE_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "SSE_MAX_SECONDS": lambda n, v: _int(n, v, 1, 86400),
-    "SSE_STREAMS_PER_KEY": lambda n, v: _int(n, v, 0, 255),  # 0: no cap per key, only SSE_MAX_STREAMS
-    "SSE_RECHECK_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    # A block is parsed at once, so it bounds the memory of reading; a bigger row is read alone (MAX_ROW_MB).
-    "BLOCK_SIZE": lambda n, v: _int(n, v, 64 * 1024, 8 * 1024 * 1024),
-    # A row is held whole, parsed and cleaned: a few times this much memory. 1 GiB: beyond it, a typo.
-    "MAX_ROW_MB": lambda n, v: _int(n, v, 1, 1024),
-    "BATCH_SIZE": lambda n, v: _int(n, v, 1, 100_000),
-    "INGEST_HELPER_MIN_MB": lambda n, v: _int(n, v, 0, 1_000_000),
-    "MAX_REJECTS_KEPT": lambda n, v: _int(n, v, 0, 10_000),
-    "HEARTBEAT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "WORKER_TIMEOUT": lambda n, v: _int(n, v, 2, 86400),
-    "RECOVERY_SECONDS": lambda n, v: _int(n, v, 1, 86400),
-    "LEASE_SECONDS": lambda n, v: _int(n, v, 2, 86400),
-    "MAX_ATTEMPTS": lambda n, v: _int(n, v, 1, 100),
-    "MONGO_WRITE_OPS": lambda n, v: _int(n, v, 0, 100_000),
-    "MONGO_SOCKET_TIMEOUT_SECONDS": lambda n, v: _int(n, v, 1, 3600),
-    "MONGO_RETRIES": lambda n, v: _int(n, v, 0, 100),
-    "MONGO_RETRY_DELAY_MS": lambda n, v: _int(n, v, 0, 60_000),
-    "RESULT_TTL_HOURS": lambda n, v: _int(n, v, 1, 24 * 365),
-    "CSV_FORMULA_GUARD": lambda n, v: _bool(n, v),
-    "MAX_PLAY_GROUPS": lambda n, v: _int(n, v, 1, 1_000_000_000),
-    "MAX_PLAY_SONGS_MB": lambda n, v: _int(n, v, 1, 1 << 20),
-    "STALL_SECONDS": lambda n, v: _int(n, v, 1, 7 * 86400),
-    "AUTH": lambda n, v: _bool(n, v),
-    "TOKEN_TTL_SECONDS": lambda n, v: _int(n, v, 60, 86400),
-    "RATE_LIMIT_PER_MINUTE": lambda n, v: _int(n, v, 0, 1_000_000),  # 0: off
-    "MAX_ACTIVE_TASKS": lambda n, v: _int(n, v, 0, 100_000),  # 0: off
-    "UPLOAD_MB_PER_DAY": lambda n, v: _int(n, v, 0, 1 << 30),  # 0: off; at most 1 PiB, a typo beyond
-}
-SECRET_KEY_CHARS = 32  # at least: a shorter signing key could be guessed from one token
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
-def _check_mongo_uri(value: str) -> str:
-    if value and not value.startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigError(f"MONGO_URI must start with mongodb:// or mongodb+srv://, got {value!r}")
+def _one_of(words: tuple[str, ...]) -> str:
+    """'a, b or c'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def parse(entry: Setting, raw: str) -> Value:
+    """`raw`, from the environment, as the setting's type; ConfigError if its entry does not allow it."""
+    if isinstance(entry.default, bool):
+        return _bool(entry, raw)
+    if isinstance(entry.default, int):
+        return _int(entry, raw)
+    return _str(entry, raw.strip())
+
+
+def _bool(entry: Setting, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ConfigError(f"{entry.name} must be true or false, got {raw!r}")
+
+
+def _int(entry: Setting, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{entry.name} must be an integer, got {raw!r}") from None
+    if entry.bounds and not entry.bounds[0] <= value <= entry.bounds[1]:
+        raise ConfigError(f"{entry.name} must be between {entry.bounds[0]} and {entry.bounds[1]}, got {value}")
     return value
 
 
-def _check_redis_url(value: str) -> str:
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {value!r}")
+def _str(entry: Setting, value: str) -> str:
+    name = entry.name
+    if entry.required and not value:
+        raise ConfigError(f"{name} must not be empty")
+    if entry.choices and value.upper() not in entry.choices:
+        raise ConfigError(f"{name} must be {_one_of(entry.choices)}, got {value!r}")
+    if value and entry.prefixes and not value.startswith(entry.prefixes):
+        raise ConfigError(f"{name} must start with {_one_of(entry.prefixes)}, got {value!r}")
+    if value and len(value) < entry.min_chars:
+        raise ConfigError(f"{name} must be at least {entry.min_chars} characters, got {len(value)}")
     return value
+
+
+def allowed(entry: Setting) -> str:
+    """What `parse` lets through, in words (docs/configuration.md's "allowed" column)."""
+    if isinstance(entry.default, bool):
+        return "true or false"
+    if isinstance(entry.default, int):
+        return f"{entry.bounds[0]} to {entry.bounds[1]}" if entry.bounds else "any integer"
+    said = []
+    if entry.required:
+        said.append("not empty")
+    if entry.choices:
+        said.append(f"{_one_of(entry.choices)} (any case)")
+    if entry.prefixes:
+        said.append(f"empty, or starting with {_one_of(entry.prefixes)}")
+    if entry.min_chars:
+        said.append(f"empty, or at least {entry.min_chars} characters")
+    return "; ".join(said) or "any"
+
+
+def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
+    """Build the Config from `env` (default: os.environ, after loading `.env` without overriding)."""
+    if env is None:
+        if dotenv:
+            load_dotenv(override=False)
+        env = dict(os.environ)
+    values: dict[str, Any] = {e.name: parse(e, env[e.name]) for e in TABLE if e.name in env}
+    config = Config(**values)
+    for rule in RULES:
+        if not rule.holds(config):
+            raise ConfigError(rule.refusal(config))
+    return config
 
 
 def check_folders(config: Config) -> None:
@@ -249,50 +176,3 @@ def check_secret_key(config: Config) -> None:
             "SECRET_KEY must be set when MONGO_URI is set (every API process signs the page's "
             "tokens with it); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
-
-
-def load_config(env: dict[str, str] | None = None, dotenv: bool = True) -> Config:
-    """Build the Config from `env` (default: os.environ, after loading `.env` without overriding)."""
-    if env is None:
-        if dotenv:
-            load_dotenv(override=False)
-        env = dict(os.environ)
-    values = {}
-    for setting in fields(Config):
-        raw = env.get(setting.name)
-        if raw is None:
-            continue
-        check = _CHECKS.get(setting.name)
-        values[setting.name] = check(setting.name, raw) if check else raw.strip()
-    config = Config(**values)
-    for name in ("UPLOAD_FOLDER", "RESULT_FOLDER", "DATA_FOLDER"):
-        if not getattr(config, name):
-            raise ConfigError(f"{name} must not be empty")
-    _check_mongo_uri(config.MONGO_URI)
-    _check_redis_url(config.REDIS_URL)
-    if config.SECRET_KEY and len(config.SECRET_KEY) < SECRET_KEY_CHARS:
-        raise ConfigError(f"SECRET_KEY must be at least {SECRET_KEY_CHARS} characters, got {len(config.SECRET_KEY)}")
-    if config.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {config.LOG_LEVEL!r}")
-    if os.path.abspath(config.RESULT_FOLDER) == os.path.abspath(config.UPLOAD_FOLDER):
-        raise ConfigError("RESULT_FOLDER and UPLOAD_FOLDER must differ: both name files <task_id>.csv")
-    if config.ZMQ_PORT == config.ZMQ_INTAKE_PORT:
-        raise ConfigError("ZMQ_PORT and ZMQ_INTAKE_PORT must differ")
-    if config.max_row_bytes < config.BLOCK_SIZE:
-        raise ConfigError(
-            f"MAX_ROW_MB ({config.MAX_ROW_MB} MiB) must be at least BLOCK_SIZE "
-            f"({config.BLOCK_SIZE} bytes): a row that fits in a block is always read"
-        )
-    if config.HEARTBEAT_SECONDS >= config.WORKER_TIMEOUT:
-        raise ConfigError("HEARTBEAT_SECONDS must be smaller than WORKER_TIMEOUT")
-    if config.SSE_MAX_STREAMS >= config.WEB_THREADS:  # each stream holds a thread: leave some for everything else
-        raise ConfigError(
-            f"SSE_MAX_STREAMS ({config.SSE_MAX_STREAMS}) must be smaller than WEB_THREADS "
-            f"({config.WEB_THREADS}): each open progress stream holds one thread"
-        )
-    if config.MAX_UPLOADS_RECEIVING >= config.WEB_THREADS:  # each holds a thread while its body arrives
-        raise ConfigError(
-            f"MAX_UPLOADS_RECEIVING ({config.MAX_UPLOADS_RECEIVING}) must be smaller than WEB_THREADS "
-            f"({config.WEB_THREADS}): each upload holds one thread while its body arrives"
-        )
-    return config

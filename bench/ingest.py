@@ -91,8 +91,8 @@ def floor(path: str) -> dict:
 
 
 def pipeline(path: str) -> dict:
-    from app import defaults
     from app.jobs.movies.ingest import ingest_movies
+    from app.settings import defaults
     from app.store.mongo.movies import Movies as MongoMovies
 
     collection = RecordingCollection()
@@ -200,8 +200,8 @@ def check(path: Path) -> tuple[int, str | None]:
     """Every pipeline document against bson.encode of the reference's: (documents compared, first difference)."""
     import bson
 
-    from app import defaults
     from app.jobs.movies.prepare import prepare
+    from app.settings import defaults
     from tests.support import reference
 
     def produced():

@@ -56,8 +56,8 @@ DB_NAME = "bench_ingest"
 def run_one(store: str, path: str, uri: str) -> dict:
     import pymongo
 
-    from app import defaults
     from app.jobs.movies.ingest import ingest_movies
+    from app.settings import defaults
     from app.store import mongo
     from app.store.mongo.movies import Movies as MongoMovies
     from tests.support.mongomock_db import mongomock_client as embedded_client

@@ -93,8 +93,8 @@ def baseline(path: str, result_path: str) -> dict:
 def run_one(which: str, path: str, result_path: str) -> dict:
     """In the child: import what `which` needs, then time it alone. Its figures, for the parent."""
     if which == "service":
-        from app import defaults
         from app.jobs.plays.aggregate import aggregate_plays
+        from app.settings import defaults
 
         def work():
             return aggregate_plays(

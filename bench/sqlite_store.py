@@ -55,10 +55,10 @@ class IndexTimes(logging.Handler):
 def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
     """The pipeline of ingest_movies with the SQLite store's writer, inside `store.movies.loading()` as the ingest
     asks; returns the figures. After `probe_at` rows (0: never), two pages are timed from another connection."""
-    from app import defaults
     from app.jobs.helper import ahead
     from app.jobs.movies.ingest import BYTES_PER_MOVIE, HELPER_ENV, documents
     from app.jobs.movies.prepare import prepare
+    from app.settings import defaults
 
     rows = inserted = updated = 0
     in_write = 0.0
@@ -225,7 +225,7 @@ def main() -> None:
     one.add_argument("--bulk-only", action="store_true", help="only the load in bulk mode")
     args = parser.parse_args()
 
-    from app import defaults
+    from app.settings import defaults
     from app.tools.generate import generate_movies
 
     batch_size = args.batch_size or defaults.BATCH_SIZE

@@ -110,7 +110,7 @@ def test_a_bad_credential_is_401_invalid_token_and_is_not_echoed(anonymous, head
 
 
 def test_public_routes_answer_anyone_and_ignore_a_stale_token(anonymous):
-    for path in ("/", "/api/v1/ping", "/api/v1/health", "/static/app.js"):
+    for path in ("/", "/api/v1/ping", "/api/v1/health", "/static/main.js"):
         for headers in ({}, {"Authorization": "Bearer expired.or.bad"}):
             assert anonymous.get(path, headers=headers).status_code == 200, (path, headers)
 

@@ -1,18 +1,23 @@
-"""Tests for settings (app.config): defaults, overrides, validation, and `.env.example` coverage."""
+"""Tests for settings: the table (app/settings.py), load_config's parsing and checks, and the refusal at start."""
 
 from __future__ import annotations
 
 import os
-import re
+import socket
 import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+import dotenv
 import pytest
 from dotenv import dotenv_values
 
-from app.config import Config, ConfigError, load_config
+from app import config as config_module
+from app import logs
+from app.config import Config, ConfigError, allowed, load_config, parse
+from app.settings import RULES, TABLE, Settings, defaults
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,26 +143,13 @@ def test_bad_value_message_shows_what_was_given():
     assert str(info.value) == "PORT must be an integer, got 'abc'"
 
 
-def test_every_setting_is_in_env_example():
-    text = (ROOT / ".env.example").read_text(encoding="utf-8")
-    missing = [f.name for f in fields(Config) if not re.search(rf"^{f.name}=", text, re.M)]
-    assert missing == []
-
-
 def test_env_example_values_load():
     # `cp .env.example .env` must give a service that starts.
     path = ROOT / ".env.example"
     assert path.is_file()
     values = {k: v for k, v in dotenv_values(path).items() if v is not None}
-    assert "PORT" in values
-    load_config(values)
-
-
-def test_worker_exits_2_on_bad_setting():
-    env = dict(os.environ, PORT="abc")
-    done = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "configuration error: PORT" in done.stderr
+    assert sorted(values) == sorted(e.name for e in TABLE)
+    assert load_config(values) == Config()
 
 
 def test_the_mongodb_client_gives_up_on_a_silent_server_after_mongo_socket_timeout_seconds():
@@ -172,32 +164,41 @@ def test_the_mongodb_client_gives_up_on_a_silent_server_after_mongo_socket_timeo
         client.close()
 
 
-# -- checked at start, by the real commands: one line on stderr naming the variable, exit 2 ----------------
+# -- checked at start: one line on stderr naming the variable, exit 2 ------------------------------------
+# In process: the commands' own start-up (app.logs.start_command, as run.py with listen=True and worker.py
+# call it) on an environment holding only the case's settings. Two real commands below show the same line.
 
 
-def start(command: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
-    from tests.conftest import free_port
-
-    env = {
-        **os.environ,
-        "MONGO_URI": "",
-        "REDIS_URL": "",
+@pytest.fixture
+def environ(monkeypatch, tmp_path):
+    """os.environ with no setting but the test's (and its own folders and free ports); `.env` not read."""
+    for entry in TABLE:
+        monkeypatch.delenv(entry.name, raising=False)
+    monkeypatch.setattr(config_module, "load_dotenv", lambda **_: False)
+    base = {
         "PORT": str(free_port()),
         "ZMQ_PORT": str(free_port()),
         "ZMQ_INTAKE_PORT": str(free_port()),
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "RESULT_FOLDER": str(tmp_path / "results"),
-        **settings,
     }
-    return subprocess.run([sys.executable, command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    def set_to(**settings: str) -> None:
+        for name, value in {**base, **settings}.items():
+            monkeypatch.setenv(name, value)
+
+    return set_to
 
 
-def assert_refused_at_start(done: subprocess.CompletedProcess, name: str) -> str:
-    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr + done.stdout
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"configuration error: {name}"), lines
+def refused_at_start(capsys, listen: bool) -> str:
+    """The one line start_command prints before it exits 2."""
+    with pytest.raises(SystemExit) as info:
+        logs.start_command(listen=listen)
+    assert info.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert len(lines) == 1, out.err
     return lines[0]
 
 
@@ -212,6 +213,7 @@ BAD_AT_START = {
     "UPLOAD_FOLDER under a file": lambda tmp: ({"UPLOAD_FOLDER": a_file(tmp) + "/uploads"}, "UPLOAD_FOLDER"),
     "UPLOAD_FOLDER is a file": lambda tmp: ({"UPLOAD_FOLDER": a_file(tmp)}, "UPLOAD_FOLDER"),
     "RESULT_FOLDER under /proc": lambda tmp: ({"RESULT_FOLDER": "/proc/results"}, "RESULT_FOLDER"),
+    "PORT not a number": lambda tmp: ({"PORT": "abc"}, "PORT"),
     "PORT out of range": lambda tmp: ({"PORT": "65536"}, "PORT"),
     "ZMQ_PORT out of range": lambda tmp: ({"ZMQ_PORT": "0"}, "ZMQ_PORT"),
     "MAX_UPLOAD_MB above its bound": lambda tmp: ({"MAX_UPLOAD_MB": "1048577"}, "MAX_UPLOAD_MB"),
@@ -221,23 +223,73 @@ BAD_AT_START = {
 }
 
 
-@pytest.mark.parametrize("command", ["run.py", "worker.py"])
+@pytest.mark.parametrize("listen", [True, False], ids=["run.py", "worker.py"])
 @pytest.mark.parametrize("case", list(BAD_AT_START))
-def test_a_bad_path_port_or_size_stops_the_command_with_one_line_and_exit_2(command, case, tmp_path):
+def test_a_bad_path_port_or_size_stops_the_command_with_one_line_and_exit_2(case, listen, environ, capsys, tmp_path):
     settings, name = BAD_AT_START[case](tmp_path)
-    assert_refused_at_start(start(command, tmp_path, **settings), name)
+    environ(**settings)
+    assert refused_at_start(capsys, listen).startswith(f"configuration error: {name} ")
 
 
 @pytest.mark.parametrize("name", ["PORT", "ZMQ_PORT", "ZMQ_INTAKE_PORT"])
-def test_run_py_refuses_a_port_already_in_use(name, tmp_path):
-    import socket
-
+def test_run_py_refuses_a_port_already_in_use(name, environ, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = assert_refused_at_start(start("run.py", tmp_path, **{name: str(port)}), name)
+        environ(**{name: str(port)})
+        line = refused_at_start(capsys, listen=True)
     assert line == f"configuration error: {name} {port} on 127.0.0.1 cannot be listened on: already in use"
+
+
+def test_run_py_refuses_an_empty_secret_key_with_mongo_uri_set(environ, capsys):
+    environ(MONGO_URI="mongodb://127.0.0.1:1/")
+    assert refused_at_start(capsys, listen=True).startswith("configuration error: SECRET_KEY must be set")
+
+
+def test_the_environment_wins_over_dot_env_which_wins_over_the_defaults(monkeypatch, tmp_path):
+    dot_env = tmp_path / ".env"
+    dot_env.write_text("PORT=6000\nMAX_ATTEMPTS=7\n")
+    for name in ("PORT", "MAX_ATTEMPTS", "BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORT", "7000")
+    monkeypatch.setattr(config_module, "load_dotenv", lambda override: dotenv.load_dotenv(dot_env, override=override))
+    config = load_config()
+    assert (config.PORT, config.MAX_ATTEMPTS, config.BATCH_SIZE) == (7000, 7, 1000)
+
+
+def start(command: str, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "MONGO_URI": "",
+        "REDIS_URL": "",
+        "PORT": str(free_port()),
+        "ZMQ_PORT": str(free_port()),
+        "ZMQ_INTAKE_PORT": str(free_port()),
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "RESULT_FOLDER": str(tmp_path / "results"),
+        **settings,
+    }
+    return subprocess.run([sys.executable, command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_real_commands_stop_on_a_bad_setting_with_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api = start("run.py", tmp_path, PORT=str(port))
+    worker = start("worker.py", tmp_path, MAX_ROW_MB="1", BLOCK_SIZE="4194304")
+    for done in (api, worker):
+        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr + done.stdout
+    assert api.stderr.splitlines() == [
+        f"configuration error: PORT {port} on 127.0.0.1 cannot be listened on: already in use"
+    ]
+    assert worker.stderr.splitlines() == [
+        "configuration error: MAX_ROW_MB (1 MiB) must be at least BLOCK_SIZE (4194304 bytes): a row that fits in a "
+        "block is always read"
+    ]
 
 
 def test_size_settings_have_upper_bounds():
@@ -269,3 +321,106 @@ def test_uploads_receiving_must_leave_threads_for_other_requests():
         load_config(small)
     with pytest.raises(ConfigError, match=r"^MAX_UPLOADS_RECEIVING must be between 1 and 255, got 0$"):
         load_config({"MAX_UPLOADS_RECEIVING": "0"})
+
+
+# -- the table (app/settings.py): each setting declared once; Config, load_config and the docs read it ---------
+
+
+def test_config_holds_the_tables_settings_with_their_defaults():
+    assert [f.name for f in fields(Config)] == [entry.name for entry in TABLE]
+    config = Config()
+    for entry in TABLE:
+        assert getattr(config, entry.name) == getattr(defaults, entry.name) == entry.default, entry.name
+
+
+def test_every_entry_is_typed_as_its_default_and_has_a_group_and_help():
+    for f, entry in zip(fields(Settings), TABLE, strict=True):
+        assert f.type == type(entry.default).__name__, entry.name  # the annotation ("int") and the default agree
+        assert entry.group and entry.help.strip(), entry.name
+        if type(entry.default) is not int:
+            assert entry.bounds is None, f"{entry.name}: bounds are for numbers"
+        if type(entry.default) is not str:
+            assert not (entry.choices or entry.prefixes or entry.min_chars or entry.required), entry.name
+    assert "SECRET_KEY" not in repr(load_config({"SECRET_KEY": "k" * 40}))
+
+
+@pytest.mark.parametrize("entry", TABLE, ids=lambda entry: entry.name)
+def test_what_the_docs_say_is_allowed_is_what_load_config_allows(entry):
+    name, said = entry.name, allowed(entry)
+    if isinstance(entry.default, bool):
+        assert said == "true or false"
+        assert (parse(entry, " Yes "), parse(entry, "off")) == (True, False)
+        with pytest.raises(ConfigError, match=rf"^{name} must be true or false, got 'maybe'$"):
+            parse(entry, "maybe")
+    elif isinstance(entry.default, int):
+        assert entry.bounds, f"{name}: every number has bounds, so a typo is refused at start"
+        low, high = entry.bounds
+        assert said == f"{low} to {high}" and low <= entry.default <= high
+        assert (parse(entry, str(low)), parse(entry, f" {high} ")) == (low, high)
+        for outside in (low - 1, high + 1):
+            with pytest.raises(ConfigError, match=rf"^{name} must be between {low} and {high}, got {outside}$"):
+                parse(entry, str(outside))
+        with pytest.raises(ConfigError, match=rf"^{name} must be an integer, got '1e3'$"):
+            parse(entry, "1e3")
+    elif entry.required:
+        assert said == "not empty" and parse(entry, " x ") == "x"
+        with pytest.raises(ConfigError, match=rf"^{name} must not be empty$"):
+            parse(entry, " ")
+    elif entry.choices:
+        assert said.startswith(", ".join(entry.choices[:-1]))
+        assert parse(entry, entry.choices[0].lower()) == entry.choices[0].lower()
+        with pytest.raises(ConfigError, match=rf"^{name} must be {', '.join(entry.choices[:-1])} or "):
+            parse(entry, "LOUD")
+    elif entry.prefixes:
+        assert said.startswith("empty, or starting with ") and parse(entry, "") == ""
+        assert parse(entry, entry.prefixes[-1] + "host") == entry.prefixes[-1] + "host"
+        with pytest.raises(ConfigError, match=rf"^{name} must start with .*, got 'http://host'$"):
+            parse(entry, "http://host")
+    elif entry.min_chars:
+        assert said == f"empty, or at least {entry.min_chars} characters" and parse(entry, "") == ""
+        assert parse(entry, "k" * entry.min_chars) == "k" * entry.min_chars
+        with pytest.raises(ConfigError, match=rf"^{name} must be at least {entry.min_chars} characters, got 3$"):
+            parse(entry, "kkk")
+    else:
+        assert said == "any" and parse(entry, " any thing ") == "any thing"
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DATA_FOLDER": " "}, "DATA_FOLDER must not be empty"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got 'LOUD'"),
+        ({"MONGO_URI": "http://x"}, "MONGO_URI must start with mongodb:// or mongodb+srv://, got 'http://x'"),
+        ({"REDIS_URL": "foo"}, "REDIS_URL must start with redis://, rediss:// or unix://, got 'foo'"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32 characters, got 5"),
+        (
+            {"UPLOAD_FOLDER": "x", "RESULT_FOLDER": "./x"},
+            "RESULT_FOLDER ('./x') and UPLOAD_FOLDER ('x') must differ: both name files <task_id>.csv",
+        ),
+        (
+            {"ZMQ_INTAKE_PORT": "5555"},
+            "ZMQ_PORT (5555) and ZMQ_INTAKE_PORT (5555) must differ: the broker listens on both",
+        ),
+        (
+            {"HEARTBEAT_SECONDS": "30"},
+            "HEARTBEAT_SECONDS (30) must be smaller than WORKER_TIMEOUT (30): a worker is reported gone after "
+            "WORKER_TIMEOUT without one",
+        ),
+        (
+            {"SSE_MAX_STREAMS": "16"},
+            "SSE_MAX_STREAMS (16) must be smaller than WEB_THREADS (16): each open progress stream holds one thread",
+        ),
+    ],
+)
+def test_a_refusal_says_what_is_allowed_and_what_was_given(env, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    assert str(info.value) == message
+
+
+def test_each_rule_between_settings_is_listed_in_the_docs_as_it_is_checked():
+    said = {rule.text(): rule for rule in RULES}
+    assert "MAX_ROW_MB (MiB) must be at least BLOCK_SIZE (bytes): a row that fits in a block is always read" in said
+    for rule in RULES:
+        assert rule.holds(Config()), rule.says  # the defaults keep every rule
+        assert all(hasattr(Config(), name) for name in rule.names()), rule.says

@@ -92,11 +92,13 @@ def named_routes(text: str) -> set[str]:
 
 
 def modules() -> set[str]:
-    """Every module of the app package, as its file's path: app/queue.py, app/api/routes/__init__.py, …"""
+    """Every module of the app package, as its file's path: app/queue.py, app/api/routes/__init__.py, …,
+    and the web page's ES modules: app/static/main.js, …"""
     found = {"app/__init__.py"}
     for info in pkgutil.walk_packages(app_package.__path__, "app."):
         path = info.name.replace(".", "/")
         found.add(f"{path}/__init__.py" if info.ispkg else f"{path}.py")
+    found |= {path.relative_to(REPO).as_posix() for path in (REPO / "app" / "static").glob("*.js")}
     return found
 
 
@@ -115,13 +117,7 @@ def test_the_docs_name_no_route_that_does_not_exist(app, page):
     assert unknown == [], f"{page.relative_to(REPO)} names routes the app does not have: {unknown}"
 
 
-# -- settings: described in .env.example, listed in docs/configuration.md, which is generated -------------
-
-
-def test_every_setting_has_a_description_in_env_example():
-    described = {name: text for _, settings in configdoc.read_env_example() for name, text in settings}
-    missing = [f.name for f in fields(Config) if not described.get(f.name)]
-    assert missing == [], f"settings with no comment line right above NAME=value in .env.example: {missing}"
+# -- settings: declared in app/settings.py; .env.example and docs/configuration.md are written from it ------
 
 
 def test_every_setting_is_in_configuration_md():
@@ -130,10 +126,17 @@ def test_every_setting_is_in_configuration_md():
     assert missing == [], f"settings missing from docs/configuration.md: {missing}"
 
 
-def test_configuration_md_is_what_the_generator_writes():
-    assert read(CONFIGURATION) == configdoc.render(), (
-        "docs/configuration.md is stale: run `make docs` (python -m app.tools.configdoc) and commit it"
-    )
+def test_configuration_md_and_env_example_are_what_the_generator_writes():
+    for path, text in configdoc.outputs().items():
+        assert read(path) == text, (
+            f"{path.relative_to(REPO)} is stale: run `make docs` (python -m app.tools.configdoc) and commit it"
+        )
+    assert configdoc.main(["--check"]) == 0
+
+
+def test_the_entry_the_docs_show_is_one_of_the_table():
+    assert f"\n    {configdoc.ENTRY_EXAMPLE}\n" in read(REPO / "app" / "settings.py")
+    assert configdoc.ENTRY_EXAMPLE in read(ARCHITECTURE)
 
 
 # -- modules: each has a role in docs/architecture.md ---------------------------------------------------

@@ -121,7 +121,7 @@ def test_ping_health_the_page_and_static_files_do_not_count(config, db, producer
     app = limited_app(config, db, producer, RATE_LIMIT_PER_MINUTE=2)
     client = signed_in(app, "reader")
     for _ in range(5):
-        for path in ("/api/v1/ping", "/api/v1/health", "/", "/static/app.js"):
+        for path in ("/api/v1/ping", "/api/v1/health", "/", "/static/main.js"):
             assert client.get(path).status_code == 200, path
     assert client.get("/api/v1/movies").status_code == 200
     assert client.get("/api/v1/movies").status_code == 200

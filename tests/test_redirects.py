@@ -64,7 +64,7 @@ def test_an_upload_to_a_double_slash_path_is_a_json_404_not_a_redirect(server):
         ("GET", "//"),
         ("GET", "//api/v1/movies"),
         ("GET", "/api/v1//movies?limit=1"),
-        ("GET", "/static//app.js"),
+        ("GET", "/static//main.js"),
         ("POST", "//upload"),
         ("GET", "/api/v1/movies/"),  # a trailing slash the rule lacks
         ("GET", "/api/v1/ping/"),
@@ -78,7 +78,7 @@ def test_no_path_is_answered_with_a_redirect(server, method, path):
 def test_the_documented_paths_still_answer(server):
     assert send(server, "GET", "/api/v1/ping")[0] == 200
     assert send(server, "GET", "/")[0] == 200
-    assert send(server, "GET", "/static/app.js")[0] == 200
+    assert send(server, "GET", "/static/main.js")[0] == 200
 
 
 def test_a_rule_with_a_trailing_slash_is_not_redirected_to_either():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from datetime import date
 
@@ -14,7 +15,7 @@ import pytest
 from app.config import ConfigError, load_config
 from app.jobs.plays.aggregate import Totals, _csv_lines, _formula_led, write_result
 from app.worker.loop import Worker
-from tests.conftest import SAMPLE_MOVIES
+from tests.conftest import REPO, SAMPLE_MOVIES
 from tests.support.service import Service
 
 HOSTILE = (
@@ -28,6 +29,7 @@ HOSTILE = (
     b'"\rCR led",2020-01-01,7\n'
     b"Plain,2020-01-01,8\n"
 )
+STATIC = REPO / "app" / "static"
 # Sorted by code point. Songs are trimmed when read, so the tab- and CR-led ones arrive without them
 # (the writer's own guard for those is tested below, on songs that bypass the reader).
 HOSTILE_GUARDED = (
@@ -223,12 +225,34 @@ def test_the_page_is_not_stored_and_keeps_its_csp(server):
 
 
 def test_static_files_may_be_cached_and_revalidated(server):
-    status, headers, data = server.request("GET", "/static/app.js", raw=True)
+    status, headers, data = server.request("GET", "/static/main.js", raw=True)
     assert status == 200 and data
     assert_secured(headers, cache_control="no-cache")  # kept, and checked again with its ETag
-    status, again, data = server.request("GET", "/static/app.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
+    status, again, data = server.request("GET", "/static/main.js", headers={"If-None-Match": headers["ETag"]}, raw=True)
     assert status == 304 and data == b""
     assert_secured(again, cache_control="no-cache")
+
+
+def test_the_page_loads_its_script_as_modules_each_served_as_javascript(server):
+    """A module script runs only if it is served as JavaScript (with nosniff, no other type is tried), from an
+    origin the CSP allows: main.js and every module it imports, followed as the browser does, and no file
+    in app/static that the page never loads."""
+    status, headers, page = server.request("GET", "/", raw=True)
+    assert re.findall(rb"<script\b[^>]*>", page) == [b'<script type="module" src="/static/main.js">']
+    policy = dict(part.strip().split(" ", 1) for part in headers["Content-Security-Policy"].split(";"))
+    assert policy.get("script-src", policy["default-src"]) == "'self'"  # no inline script, no other origin
+    loaded, waiting = set(), ["main.js"]
+    while waiting:
+        name = waiting.pop()
+        if name in loaded:
+            continue
+        loaded.add(name)
+        status, headers, data = server.request("GET", f"/static/{name}", raw=True)
+        assert status == 200, name
+        assert headers["Content-Type"] == "text/javascript; charset=utf-8", name
+        assert_secured(headers, cache_control="no-cache")
+        waiting += re.findall(r"""\bfrom '\./([\w-]+\.js)';""", data.decode())
+    assert loaded == {path.name for path in STATIC.glob("*.js")}
 
 
 def raw_exchange(server, data: bytes) -> tuple[int, dict, bytes]:

@@ -26,8 +26,8 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
-from app import defaults
 from app.api.errors import APIError
+from app.settings import defaults
 from app.store.files import remove
 
 log = logging.getLogger(__name__)

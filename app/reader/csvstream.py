@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from app import defaults
 from app.reader import csvscan, strings
 from app.reader.errors import straddles
+from app.settings import defaults
 
 log = logging.getLogger(__name__)
 

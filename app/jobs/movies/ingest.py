@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 from bson.raw_bson import RawBSONDocument
 
-from app import defaults
 from app.jobs.helper import ahead
 from app.jobs.movies.prepare import Batch, prepare
+from app.settings import defaults
 from app.store.interface import Movies
 from app.store.retry import ONCE, Backoff
 from app.tasks.progress import Progress

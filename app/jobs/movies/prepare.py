@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from app import defaults
 from app.jobs.helper import in_thread
 from app.jobs.movies import schema
 from app.jobs.movies.encode import encode
 from app.reader import csvstream, strings
 from app.reader.csvstream import Reject
+from app.settings import defaults
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB refuses a bigger document
 CLEAN_ROWS = 4096  # rows cleaned and encoded at once: two read blocks, about; fewer per-call costs

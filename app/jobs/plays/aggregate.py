@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app import defaults
 from app.jobs.errors import JobFailed
 from app.jobs.plays import rules
 from app.reader import csvstream
+from app.settings import defaults
 from app.tasks.progress import Progress
 
 MERGE_ROWS = 1_000_000  # rows buffered (16 MB as keys and counts) before they are merged into the totals
