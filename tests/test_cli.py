@@ -37,10 +37,16 @@ ESCAPE = "\x1b["
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def running(tmp_path_factory):
     service = Service(tmp_path_factory.mktemp("cli"))
-    yield service.start()
+    server = service.start()
+    yield service, server
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def server(running):
+    return running[1]
 
 
 def environment(server, key: str | None = None, **more: str) -> dict[str, str]:
@@ -260,6 +266,36 @@ def test_a_terminal_gets_both_bars_and_a_pipe_gets_plain_lines(server, tmp_path)
     assert piped.returncode == 0 and piped.stderr == ""
     assert ESCAPE not in piped.stdout and "\r" not in piped.stdout
     assert re.match(r"task \S+ completed: 20,000 rows read, 0 inserted, ", piped.stdout)  # the same rows again
+
+
+def test_serve_runs_the_service_and_upload_polls_when_streams_are_refused(tmp_path):
+    """`moviecat serve` is `python run.py`; with SSE_MAX_STREAMS=0 every events stream is refused (503), so
+    `upload --wait` follows the task by reading its record."""
+    service = Service(tmp_path, command=[sys.executable, "-m", "moviecat", "serve"], SSE_MAX_STREAMS="0")
+    server = service.start()
+    try:
+        done = moviecat(server, "upload", SAMPLE_PLAYS, "--wait")
+        assert done.returncode == 0, done.stderr
+        task_id = re.match(r"task (\S+) completed: 7 rows read, 4 song-day totals", done.stdout).group(1)
+    finally:
+        log = service.stop()
+    assert re.search(rf'"GET /api/v1/process/{task_id}/events HTTP/1.1" 503 ', log)
+    assert len(re.findall(rf'"GET /api/v1/process/{task_id} HTTP/1.1" 200 ', log)) >= 1
+
+
+def test_keys_and_generate_are_subcommands(running, tmp_path):
+    service, server = running
+    store = {name: service.env[name] for name in ("MONGO_URI", "DATA_FOLDER", "UPLOAD_FOLDER", "RESULT_FOLDER")}
+    made = moviecat(server, "keys", "create", "--name", "cli reader", "--role", "reader", **store)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.splitlines()[-1]
+    assert moviecat(server, "movies", "--json", key=secret).returncode == 0  # the new key signs in
+    assert "cli reader" in moviecat(server, "keys", "list", **store).stdout
+    assert moviecat(server, "keys", "--help").stdout.startswith("usage: moviecat keys ")
+
+    wrote = moviecat(server, "generate", "plays", "--rows", 50, "--seed", 3, tmp_path / "p.csv")
+    assert wrote.returncode == 0, wrote.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 51
 
 
 def test_the_package_installs_the_moviecat_command(tmp_path):
