@@ -7,8 +7,9 @@ The service runs embedded (SQLite store, in-process cache) with WORKERS=0, so th
 ingest does not share the cores with the upload. The command runs as a user runs it, in a process of its
 own with its output to a pipe (no bar), once with the large file and once with the 10-row sample: its peak
 resident memory (VmHWM, sampled every 20 ms) should be the same for both, as it streams the file from disk
-in 64 KiB reads. Each upload's stored size is checked against the file's. MB is 10^6 bytes. The last line
-is JSON.
+in 64 KiB reads. Then curl sends the large file the same way (multipart, `-F`), as the speed to compare
+with; the machine's other load weighs on both alike. Each upload's stored size is checked against the
+file's. MB is 10^6 bytes. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -67,6 +68,28 @@ def upload(server, path: Path) -> dict:
     return {"seconds": seconds, "peak_rss_mb": peak[0], "stored": task["size"], "status": task["status"]}
 
 
+def curl(server, path: Path) -> dict:
+    """The same upload with `curl -F`: its seconds and the stored task's size."""
+    started = time.monotonic()
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-H",
+            f"Authorization: Bearer {server.key}",
+            "-F",
+            f"file=@{path}",
+            f"{server.base_url}/api/v1/upload",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    seconds = time.monotonic() - started
+    status, _, body = server.request("GET", f"/api/v1/process/{json.loads(out)['task_id']}")
+    return {"seconds": seconds, "stored": json.loads(body)["size"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=1024, help="size of the generated file (MiB; default 1024)")
@@ -83,7 +106,9 @@ def main() -> int:
         with serve("run.py", env, workdir / "server.log") as server:
             small = upload(server, SAMPLE)
             large = upload(server, path)
-    for name, run, file_size in (("sample", small, SAMPLE.stat().st_size), ("large", large, size)):
+            baseline = curl(server, path)
+    checks = (("sample", small, SAMPLE.stat().st_size), ("large", large, size), ("curl", baseline, size))
+    for name, run, file_size in checks:
         assert run["stored"] == file_size, f"{name}: stored {run['stored']} of {file_size} bytes"
     print(f"file: {size / MB:,.1f} MB ({path.name}); the sample: {SAMPLE.stat().st_size:,} bytes")
     print(
@@ -91,9 +116,13 @@ def main() -> int:
         f"client peak RSS {large['peak_rss_mb']:.1f} MiB; stored {large['stored']:,} bytes ({large['status']})"
     )
     print(f"moviecat upload, sample: {small['seconds']:.1f} s, client peak RSS {small['peak_rss_mb']:.1f} MiB")
+    ratio = baseline["seconds"] / large["seconds"]
+    curl_rate = size / MB / baseline["seconds"]
+    print(f"curl -F, large: {baseline['seconds']:.1f} s, {curl_rate:.1f} MB/s; moviecat: {ratio:.2f}x its speed")
     growth = large["peak_rss_mb"] - small["peak_rss_mb"]
     print(f"the large file's upload took {growth:+.1f} MiB more client memory than the sample's")
-    print(json.dumps({"bytes": size, "large": large, "sample": small, "growth_mb": round(growth, 1)}))
+    figures = {"bytes": size, "large": large, "sample": small, "curl": baseline, "growth_mb": round(growth, 1)}
+    print(json.dumps(figures | {"speed_vs_curl": round(ratio, 2)}))
     return 0
 
 

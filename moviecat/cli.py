@@ -194,8 +194,8 @@ def status(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--status", "state", type=click.Choice(["pending", "processing", "completed", "failed", "cancelled"]))
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--page", type=int, default=1, show_default=True)
+@click.option("--limit", type=int, default=10, show_default=True, help="at most 100")
 @click.option("--json", "as_json", is_flag=True, help="The API's answer as it is.")
 @click.pass_context
 def tasks(ctx: click.Context, state: str | None, page: int, limit: int, as_json: bool) -> None:
@@ -214,12 +214,17 @@ def tasks(ctx: click.Context, state: str | None, page: int, limit: int, as_json:
             f"{t.get('percent', 0)}%",
             t.get("rows_read"),
             t.get("filename"),
-            t.get("created_at"),
-        ]  # fmt: skip
+            str(t.get("created_at") or "")[:19].replace("T", " "),  # to the second, as people read it
+        ]
         for t in answer.get("processes", [])
     ]
     caption = f"page {answer.get('page')} of {answer.get('total_pages')}, {answer.get('total_docs')} tasks"
-    table(rows, ["task", "kind", "status", "done", "rows", "file", "created"], caption)
+    table(
+        rows,
+        ["task", "kind", "status", "done", "rows", "file", "created"],
+        caption,
+        whole=["task", "kind", "status", "done", "rows", "created"],
+    )
 
 
 @cli.command()
@@ -240,7 +245,7 @@ def cancel(ctx: click.Context, task_id: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Where to write it (- for stdout; default: the name the server gives, in the current folder).",  # fmt: skip
+    help="Where to write it (- for stdout; default: the name the server gives, in the current folder).",
 )
 @click.pass_context
 def result(ctx: click.Context, task_id: str, output: str | None) -> None:
@@ -276,8 +281,8 @@ def result(ctx: click.Context, task_id: str, output: str | None) -> None:
 @click.option("--language", help="original_language, e.g. en")
 @click.option("--sort-by", type=click.Choice(["release_date", "rating", "title"]))
 @click.option("--order", type=click.Choice(["1", "-1"]), help="1 ascending, -1 descending")
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--page", type=int, default=1, show_default=True)
+@click.option("--limit", type=int, default=10, show_default=True, help="at most 100")
 @click.option("--json", "as_json", is_flag=True, help="The API's answer as it is.")
 @click.pass_context
 def movies(ctx: click.Context, year, language, sort_by, order, page, limit, as_json) -> None:
@@ -297,7 +302,7 @@ def movies(ctx: click.Context, year, language, sort_by, order, page, limit, as_j
             m.get("vote_average"),
             m.get("vote_count"),
             m.get("runtime"),
-        ]  # fmt: skip
+        ]
         for m in answer.get("movies", [])
     ]
     caption = f"page {answer.get('page')} of {answer.get('total_pages')}, {answer.get('total_docs')} movies"

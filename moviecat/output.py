@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
+from rich import box
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     Progress,
@@ -26,21 +28,21 @@ from rich.text import Text
 
 from moviecat.client import one_line
 
-MB = 1 << 20
-
 
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
 class Amounts(ProgressColumn):
-    """MB sent and MB/s for the upload's bar; rows read and rows/s (the worker's own figures) for the task's."""
+    """Bytes sent and their rate (kB, MB, GB) for the upload's bar; rows read and rows/s (the worker's own
+    figures) for the task's."""
 
     def render(self, task: BarTask) -> Text:
         if task.fields.get("unit") == "bytes":
             speed = task.finished_speed or task.speed or 0
-            total = f"/{task.total / MB:,.1f}" if task.total else ""
-            return Text(f"{task.completed / MB:,.1f}{total} MB  {speed / MB:,.1f} MB/s")
+            total = f"/{decimal(int(task.total))}" if task.total else ""
+            rate = f"  {decimal(int(speed))}/s" if speed else ""  # rich needs two samples for a rate
+            return Text(f"{decimal(int(task.completed))}{total}{rate}")
         return Text(f"{task.fields.get('rows', 0):,} rows  {task.fields.get('rate', 0):,.0f} rows/s")
 
 
@@ -88,15 +90,20 @@ class Bars:
         )
 
 
-def table(rows: Sequence[Sequence[object]], headers: Sequence[str], caption: str | None = None) -> None:
-    """A table on stdout: drawn on a terminal; tab-separated lines (headers first) otherwise."""
+def table(
+    rows: Sequence[Sequence[object]], headers: Sequence[str], caption: str | None = None, whole: Sequence[str] = ()
+) -> None:
+    """A table on stdout: drawn on a terminal; tab-separated lines (headers first) otherwise. The columns in
+    `whole` (ids to copy) are never cut nor wrapped; the others give way on a narrow terminal."""
     cells = [[one_line("" if value is None else str(value), 120) for value in row] for row in rows]
     console = Console(highlight=False)
     if not console.is_terminal:
         for line in [list(headers), *cells]:
             click.echo("\t".join(line))
         return
-    drawn = Table(*headers, caption=caption, caption_justify="left")
+    drawn = Table(caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for header in headers:
+        drawn.add_column(header, no_wrap=header in whole)
     for row in cells:
         drawn.add_row(*(Text(value) for value in row))
     console.print(drawn)

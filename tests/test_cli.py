@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from rich.filesize import decimal
 
 from moviecat.generate import generate_movies
 from tests.support import REPO, free_port
@@ -255,7 +256,8 @@ def test_a_terminal_gets_both_bars_and_a_pipe_gets_plain_lines(server, tmp_path)
     assert status == 0, drawn
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)  # the bars' text, without colours and cursor moves
     frames = [line for line in re.split(r"[\r\n]", text) if line]
-    upload_bars = [f for f in frames if re.search(r"upload .*\d+% .* MB/s", f)]
+    size = decimal(path.stat().st_size)  # the bar's unit: 7.3 MB
+    upload_bars = [f for f in frames if re.search(rf"upload .* 100% {size}/{size}", f)]
     row_bars = [f for f in frames if re.search(r"movies .*\d+% .*[\d,]+ rows +[\d,]+ rows/s", f)]
     assert upload_bars and row_bars, drawn
     assert re.search(r"movies .*100% .*20,000 rows", row_bars[-1])
