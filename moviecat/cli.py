@@ -121,9 +121,11 @@ def follow(client: Client, task_id: str, show) -> dict:
 
     streaming = True
     while True:
+        heard = 0
         if streaming:
             try:
                 for record in client.events(task_id):
+                    heard += 1
                     show(record)
             except (StreamUnavailable, httpx.TransportError):
                 streaming = False
@@ -131,7 +133,7 @@ def follow(client: Client, task_id: str, show) -> dict:
         show(record)
         if record.get("status") in FINISHED:
             return record
-        if not streaming:
+        if not heard:  # polling, or a stream that closed at once (a proxy's): wait, never a busy loop
             time.sleep(POLL_SECONDS)
 
 

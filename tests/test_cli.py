@@ -22,9 +22,11 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.filesize import decimal
 
+from moviecat.client import attachment_name, one_line, sse
 from moviecat.generate import generate_movies
 from tests.support import REPO, free_port
 from tests.support.service import Service
@@ -298,6 +300,26 @@ def test_keys_and_generate_are_subcommands(running, tmp_path):
     wrote = moviecat(server, "generate", "plays", "--rows", 50, "--seed", 3, tmp_path / "p.csv")
     assert wrote.returncode == 0, wrote.stderr
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 51
+
+
+def test_what_the_server_sends_cannot_drive_the_terminal_nor_leave_the_folder():
+    """Server strings are shown as one line without control characters; a download's name from
+    Content-Disposition is a bare file name, never a path."""
+    assert one_line("a\x1b[2Jb\nc\u202ed") == "a [2Jb c d"
+    assert one_line("x" * 600) == "x" * 499 + "…"
+
+    def named(disposition: str) -> str | None:
+        return attachment_name(httpx.Response(200, headers={"Content-Disposition": disposition}))
+
+    assert named("attachment; filename=\"t.csv\"; filename*=UTF-8''Am%C3%A9lie-totals.csv") == "Amélie-totals.csv"
+    assert named("attachment; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd") == "passwd"
+    assert named('attachment; filename="..\\..\\evil.csv"') == "evil.csv"
+    assert named("attachment; filename*=UTF-8''..") is None and named("inline") is None
+
+
+def test_the_event_stream_is_read_as_the_server_writes_it():
+    text = 'retry: 3000\n\n: keep-alive\n\nevent: progress\ndata: {"a":1}\n\nevent: end\ndata: {}\n\n'
+    assert list(sse(iter(text.split("\n")))) == [("progress", '{"a":1}'), ("end", "{}")]
 
 
 def test_the_package_installs_the_moviecat_command(tmp_path):
