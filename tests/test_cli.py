@@ -155,6 +155,28 @@ def test_a_failed_task_exits_1_and_says_why(server, tmp_path):
     assert "exceeds 9223372036854775807" in done.stderr
 
 
+def test_a_task_cancelled_while_followed_exits_1(server, tmp_path):
+    path = tmp_path / "movies.csv"
+    generate_movies(str(path), rows=40_000, seed=11)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "moviecat", "upload", path, "--wait"],
+        env=environment(server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (processing := server.request("GET", "/api/v1/processes?status=processing")[2]["processes"]):
+        assert follower.poll() is None and time.monotonic() < deadline, "the task never started"
+        time.sleep(0.1)
+    task_id = processing[0]["task_id"]
+    assert server.request("DELETE", f"/api/v1/process/{task_id}")[0] == 202
+    out, err = follower.communicate(timeout=120)
+    assert follower.returncode == 1
+    assert out.startswith(f"task {task_id} cancelled: ")
+    assert err == f"moviecat: error: task {task_id} was cancelled\n"
+
+
 def test_a_result_downloads_byte_for_byte(server, tmp_path):
     done = moviecat(server, "upload", SAMPLE_PLAYS, "--wait")
     assert done.returncode == 0, done.stderr
