@@ -1,4 +1,4 @@
-# make run: a complete working system on a bare machine.  make test: the test services, then the test suite.
+# make run: a complete working system on a bare machine (and the moviecat command in .venv/bin).  make test: the test services, then the test suite.
 # make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md and .env.example, from app/settings.py.
 # make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: run run-ferretdb services test lint docs clean
 
-$(VENV)/.run: requirements.txt
+$(VENV)/.run: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .  # the moviecat command, in .venv/bin
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.run

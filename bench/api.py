@@ -42,8 +42,8 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import load_config
-from app.tools.generate import generate_movies
 from bench._server import Server, serve, server_env
+from moviecat.generate import generate_movies
 
 MOVIE_PATHS = (
     "/api/v1/movies",

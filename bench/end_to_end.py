@@ -4,7 +4,7 @@
     python bench/end_to_end.py --size-mb 1 --stores embedded,ferretdb
     python bench/end_to_end.py --size-mb 1024 --stores embedded --time-limit 1500 --workdir /tmp
 
-For each file size a movie file is generated (app/tools/generate.py; not timed) and, for each store:
+For each file size a movie file is generated (moviecat/generate.py; not timed) and, for each store:
 
   embedded             `python run.py` with MONGO_URI unset, as `make run`: the SQLite file in DATA_FOLDER (in
                        the run's folder), gunicorn's arbiter and its one API process, the broker, and WORKERS
@@ -908,7 +908,7 @@ def main() -> int:
         stores.remove(store)
     sizes = sorted(float(s) for s in args.size_mb.split(","))
 
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="end-to-end-", dir=args.workdir))

@@ -259,7 +259,7 @@ def main() -> int:
     if args.input:
         path = Path(args.input)
     else:
-        from app.tools.generate import generate_movies
+        from moviecat.generate import generate_movies
 
         OUT.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="ingest-", dir=OUT))

@@ -226,7 +226,7 @@ def main() -> int:
         if args.input:
             path = Path(args.input)
         else:
-            from app.tools.generate import generate_movies
+            from moviecat.generate import generate_movies
 
             path = workdir / "movies.csv"
             start = time.perf_counter()

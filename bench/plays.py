@@ -130,7 +130,7 @@ def measure(which: str, path: Path, result_path: Path) -> dict:
 
 
 def generate(path: Path, amount: dict, seed: int, songs: int = SONGS) -> None:
-    from app.tools.generate import generate_plays, show_progress
+    from moviecat.generate import generate_plays, show_progress
 
     start = time.perf_counter()
     made = generate_plays(str(path), **amount, seed=seed, songs=songs, progress=show_progress(False))

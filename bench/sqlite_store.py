@@ -226,7 +226,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from app.settings import defaults
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     batch_size = args.batch_size or defaults.BATCH_SIZE
     work = Path(tempfile.mkdtemp(prefix="sqlite-store-bench-", dir="/tmp"))

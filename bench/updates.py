@@ -54,7 +54,7 @@ INSERT_CHUNK = 1000  # the service's BATCH_SIZE: how the stored movies are loade
 def movies(count: int, seed: int) -> list[tuple[str, RawBSONDocument]]:
     """`count` distinct movies as the worker encodes them: (id, raw BSON)."""
     from app.jobs.movies.prepare import prepare
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/movies.csv"

@@ -39,8 +39,8 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import load_config
-from app.tools.generate import generate_movies
 from bench._server import MB, Server, Watch, serve, server_env
+from moviecat.generate import generate_movies
 
 GROWTH_TARGET_MB = 50
 CURL_DATA_LIMIT = 1 << 30  # curl (7.88) refuses to read a larger file into memory for --data-binary @file

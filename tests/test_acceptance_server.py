@@ -28,7 +28,7 @@ import pytest
 
 from app.store import movies
 from app.store.serialize import to_json
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import require
 from tests.support.reference import load
 from tests.test_processes import FINISHED, Cluster, assert_same_documents

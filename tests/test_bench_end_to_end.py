@@ -50,7 +50,7 @@ def test_end_to_end_bench_on_embedded_and_ferretdb(tmp_path):
     runs = figures["runs"]
     assert figures["counts_match"] is True
     # What the file holds, by the project's plain-Python cleaning: the generator's rejects and repeats out.
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     path = tmp_path / "movies.csv"
     generate_movies(str(path), size_mb=0.2, seed=1)

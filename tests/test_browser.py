@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import REPO
 from tests.support.reference import load
 from tests.support.service import Service

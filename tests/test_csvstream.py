@@ -220,7 +220,7 @@ def test_crlf_inside_quotes_on_a_block_boundary(tmp_path):
 
 
 def test_bytes_read_follows_the_rows_handed_out_not_pyarrows_read_ahead(tmp_path):
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     path = tmp_path / "m.csv"
     generate_movies(str(path), rows=20_000, seed=2)
@@ -240,7 +240,7 @@ def test_a_header_longer_than_a_block_is_an_error_not_an_empty_file(tmp_path):
 
 
 def test_coalesced_chunks_hold_the_same_rows_lines_and_rejects(tmp_path):
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     path = tmp_path / "movies.csv"
     generate_movies(str(path), rows=3_000, seed=5)

@@ -19,7 +19,7 @@ import pytest
 from app.api import keys
 from app.store.serialize import to_json
 from app.store.sqlite import SqliteStore, path_in
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
 from tests.support import REPO
 from tests.support.reference import cleaned_rows, load

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.jobs.movies import prepare
 from app.jobs.movies.encode import encode
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.support import reference
 
 TYPES = {"s": pa.string(), "i": pa.int64(), "f": pa.float64(), "d": pa.timestamp("ms"), "l": pa.list_(pa.string())}

@@ -18,7 +18,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 from app import create_app, tasks
 from app.api.routes import events
 from app.config import ConfigError, load_config
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.auth import signed_in
 from tests.support.service import Service

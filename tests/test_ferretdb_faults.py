@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from app.store.serialize import to_json
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import require
 from tests.support import ferretdb as ferretdb_support
 from tests.support.ferretdb import FerretDB

@@ -1,4 +1,4 @@
-"""Tests for the test-data generator (app.tools.generate)."""
+"""Tests for the test-data generator (moviecat.generate)."""
 
 import ast
 import csv
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # lets the file run without a conftest that sets the path
     sys.path.insert(0, str(ROOT))
 
-from app.tools.generate import MIB, PLAYS_BLOCK, generate_movies, generate_plays, main
+from moviecat.generate import MIB, PLAYS_BLOCK, generate_movies, generate_plays, main
 
 HEADER = (
     "budget,homepage,original_language,original_title,overview,release_date,revenue,runtime,status,"
@@ -35,9 +35,9 @@ def read_rows(path):
 
 
 def run_cli(*argv):
-    """`python -m app.tools.generate ARGV` in a subprocess; checks it succeeded quietly, returns stderr."""
+    """`python -m moviecat.generate ARGV` in a subprocess; checks it succeeded quietly, returns stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "app.tools.generate", *map(str, argv)],
+        [sys.executable, "-m", "moviecat.generate", *map(str, argv)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,8 +10,8 @@ import pytest
 from app import tasks
 from app.jobs.movies.ingest import ingest_movies
 from app.store.mongo.movies import Movies as MongoMovies
-from app.tools.generate import generate_movies
 from app.worker.loop import Worker
+from moviecat.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.support.reference import load
 from tests.support.slowlink import SlowLink
 from tests.test_ferretdb_faults import assert_exact, finished

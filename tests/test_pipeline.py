@@ -15,7 +15,7 @@ import pytest
 
 from app.jobs.helper import ahead, in_thread
 from app.jobs.movies import prepare
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import REPO
 
 

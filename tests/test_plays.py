@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from app.jobs.plays import aggregate
 from app.jobs.plays import rules as plays
 from app.jobs.plays.aggregate import Totals, TotalTooLarge, aggregate_plays
-from app.tools.generate import generate_plays
+from moviecat.generate import generate_plays
 from tests.conftest import SHARED_DATA
 from tests.support import reference
 

@@ -30,7 +30,7 @@ import pymongo
 import pytest
 
 from app.api import keys
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import REPO, free_port
 from tests.support import ferretdb as ferretdb_support
 from tests.support.ferretdb import FerretDB

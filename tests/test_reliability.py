@@ -18,8 +18,8 @@ from pymongo.errors import AutoReconnect, BulkWriteError
 
 from app import create_app, tasks
 from app.store.mongo.movies import sendable
-from app.tools.generate import generate_movies
 from app.worker.loop import Worker
+from moviecat.generate import generate_movies
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in
 from tests.support.reference import load, read

@@ -14,7 +14,7 @@ import pytest
 from app.jobs.movies.ingest import ingest_movies
 from app.store.sqlite import SqliteStore
 from app.store.sqlite import movies as sqlite_movies
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.test_sqlite_movies import BLOCK, SORTS, everything
 from tests.test_sqlite_movies import page_of as sqlite_page
 

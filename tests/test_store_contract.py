@@ -42,7 +42,7 @@ from app.store.mongo import movies as mongo_movies
 from app.store.mongo.movies import write_movies
 from app.store.serialize import to_json
 from app.store.sqlite import SqliteStore
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import RecordingProducer
 from tests.support import free_port
 from tests.support.auth import signed_in

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from app.tools.generate import generate_movies
+from moviecat.generate import generate_movies
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.reference import load
 from tests.support.service import Service

@@ -128,7 +128,7 @@ def test_task_fails_after_max_attempts(db, worker, upload_dir):
 
 
 def test_stop_between_batches_hands_the_task_back(db, config, upload_dir, tmp_path):
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
 
     upload_dir.mkdir(parents=True, exist_ok=True)
     path = upload_dir / "big.csv"
@@ -220,7 +220,7 @@ def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=
 
 
 def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, config, upload_dir, monkeypatch):
-    from app.tools.generate import generate_movies
+    from moviecat.generate import generate_movies
     from tests.support.reference import load
 
     upload_dir.mkdir(parents=True, exist_ok=True)

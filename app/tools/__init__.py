@@ -1,1 +1,1 @@
-"""Command-line tools (test-data generators and the like)."""
+"""Command-line tools of the service: API keys and the settings page."""

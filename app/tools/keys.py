@@ -20,8 +20,8 @@ from app.store import connect
 COLUMNS = ("id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app.tools.keys", description="Manage the service's API keys.")
+def build_parser(prog: str = "python -m app.tools.keys") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Manage the service's API keys.")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a key and print its secret (shown only this once)")
     create.add_argument("--name", required=True, help="who or what uses it, e.g. loader")
@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m app.tools.keys") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         config = load_config()
     except ConfigError as e:

@@ -1,4 +1,4 @@
-"""Generate realistic CSV test files of any size: ``python -m app.tools.generate movies --rows N out.csv``.
+"""Generate realistic CSV test files of any size: ``python -m moviecat.generate movies --rows N out.csv``.
 
 Kinds: ``movies`` (the movie catalogue upload format) and ``plays`` (``Song,Date,Number of Plays``).
 Output is streamed in chunks (memory stays flat), deterministic for a given ``--seed``, and salted with
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from app.jobs.movies.schema import COLUMNS as MOVIE_HEADER  # the upload formats, as the service reads them
 from app.jobs.plays.rules import COLUMNS as PLAYS_HEADER
 
-log = logging.getLogger("app.tools.generate")
+log = logging.getLogger("moviecat.generate")
 
 NEWLINES = {"crlf": "\r\n", "lf": "\n"}
 MIB = 1024 * 1024
@@ -925,9 +925,9 @@ def run_generator(name: str, func: Callable[..., dict], args: argparse.Namespace
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m moviecat.generate") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m app.tools.generate", description="Generate realistic CSV test files, streamed and reproducible."
+        prog=prog, description="Generate realistic CSV test files, streamed and reproducible."
     )
     sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     movies = sub.add_parser("movies", help="movie catalogue CSV (the upload format of /api/v1/upload)")
@@ -955,8 +955,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m moviecat.generate") -> int:
+    args = build_parser(prog).parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)  # the summary line is the point of running it; keep it if root is quieter
