@@ -68,7 +68,17 @@ def requires(role: str | None):
 
 
 def current() -> Principal | None:
+    """Who is asking, if anyone said: None in a public route, or before authenticate() ran."""
     return g.get("principal")
+
+
+def required() -> Principal:
+    """Who is asking, in a route that declares a role: authorize() let no request without a principal reach it
+    (with AUTH=false, NO_AUTH). Called elsewhere, it is a bug in the route, not the client's fault: 500."""
+    principal = current()
+    if principal is None:
+        raise RuntimeError(f"auth.required() in {request.endpoint!r}, which admits callers without a principal")
+    return principal
 
 
 def install(app: Flask, between=None) -> None:
@@ -91,7 +101,7 @@ def authenticate() -> None:
     if not services().config.AUTH:
         g.principal = NO_AUTH
         return
-    required = required_role()
+    required = required_role(request.endpoint)
     if required is ANYONE:  # credentials are not even read: a stale token does not fail a health check
         return
     header = request.headers.get("Authorization")
@@ -103,16 +113,16 @@ def authenticate() -> None:
         g.refused = e
 
 
-def required_role() -> str | None:
-    view = current_app.view_functions[request.endpoint]
-    return ANYONE if request.endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
+def required_role(endpoint: str) -> str | None:
+    view = current_app.view_functions[endpoint]
+    return ANYONE if endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
 
 
 def authorize() -> None:
     """Runs before every view, after authenticate: may the principal call this route (else 401 or 403)."""
     if request.endpoint is None or not services().config.AUTH:
         return
-    required = required_role()
+    required = required_role(request.endpoint)
     if required is ANYONE:
         return
     refused = g.pop("refused", None)
@@ -187,9 +197,7 @@ def may_see(task: dict) -> bool:
 
 def owner_key_id() -> str | None:
     """Whose tasks the caller may list: their key's id, or None for an admin (everyone's)."""
-    principal = current()
-    if principal is None:  # only routes that need a role list tasks
-        raise RuntimeError("owner_key_id() outside an authenticated request")
+    principal = required()  # only routes that need a role list tasks
     return None if principal.admin else principal.key_id
 
 

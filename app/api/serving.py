@@ -59,6 +59,7 @@ from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from gunicorn import util
@@ -242,7 +243,7 @@ class Outbox:
         self.sock, self.budget, self.per_connection, self.timeout = sock, budget, per_connection, timeout
         self.items: deque = deque()  # memoryview | FileSpan, in the order they go out
         self.held = 0  # bytes of memoryviews in `items` (files count nothing)
-        self.spill = None  # a temporary file for what is past the memory bounds, while any of it waits
+        self.spill: BinaryIO | None = None  # a temporary file for what is past the memory bounds, while any of it waits
         self.spilled = 0
         self.written = 0  # bytes handed to the kernel
         self.window_start = 0.0
@@ -478,7 +479,7 @@ class GuardedThreadWorker(ThreadWorker):
         ):
             self._read_ahead(conn, conn.parser.unreader.take_buffered())
             return
-        done = Future()
+        done: Future[object] = Future()
         done.set_result(result)
         super().finish_request(conn, done)
 

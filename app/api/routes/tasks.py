@@ -31,7 +31,7 @@ def find(task_id: str) -> dict:
 
 
 def show(task: dict) -> dict:
-    return views.task(task, admin=auth.current().admin)
+    return views.task(task, admin=auth.required().admin)
 
 
 def result_file(task: dict):
