@@ -24,6 +24,7 @@ from flask import Flask, current_app, g, request
 from app.api import keys
 from app.api.errors import APIError
 from app.api.services import services
+from app.store.tasks import Owner, Task
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Principal:
     def admin(self) -> bool:
         return self.role == "admin"
 
-    def owner(self) -> dict | None:
+    def owner(self) -> Owner | None:
         """What a task records of who uploaded it."""
         return {"key_id": self.key_id, "name": self.name} if self.key_id else None
 
@@ -187,12 +188,13 @@ def unauthorized(message: str, error: str | None = "invalid_token") -> APIError:
     return APIError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-def may_see(task: dict) -> bool:
+def may_see(task: Task) -> bool:
     """Admins see every task; an uploader only those it uploaded."""
     principal = current()
     if principal is None:
         return False
-    return principal.admin or (task.get("owner") or {}).get("key_id") == principal.key_id
+    owner = task.get("owner")
+    return principal.admin or (owner is not None and owner.get("key_id") == principal.key_id)
 
 
 def owner_key_id() -> str | None:
