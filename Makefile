@@ -31,7 +31,7 @@ test: $(VENV)/.dev services
 lint: $(VENV)/.dev  # ruff, configured in pyproject.toml: the linter, then the formatter's check (ruff format fixes it)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy  # types: app/, as [tool.mypy] in pyproject.toml says
+	$(PY) -m mypy  # types (app/), configured in pyproject.toml
 
 docs: $(VENV)/.run  # regenerate docs/configuration.md (tests/test_docs.py fails while it is stale)
 	$(PY) -m app.tools.configdoc
