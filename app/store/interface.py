@@ -116,10 +116,7 @@ class Store(Protocol):
     # Read-only, so that each implementation's own classes satisfy them (an attribute a caller could assign
     # would have to be of these very types).
     @property
-    def name(self) -> str:
-        """ "mongodb" or "sqlite": for logs, health and docs."""
-        ...
-
+    def name(self) -> str: ...  # "mongodb" or "sqlite": for logs, health and docs
     @property
     def movies(self) -> Movies: ...
     @property
