@@ -350,6 +350,14 @@ def test_disconnect_mid_multipart_upload_leaves_nothing(client, db, producer, up
     assert_nothing_left(upload_dir, db, producer)
 
 
+def test_a_whole_multipart_body_without_its_closing_boundary_is_refused(client, db, producer, upload_dir):
+    boundary, body = encode_multipart({"file": FileStorage(io.BytesIO(b"title\nA\n"), "m.csv")})
+    cut = body[: body.rindex(f"--{boundary}--".encode())]  # the file's part whole, the form's end missing
+    response = client.post(UPLOAD, data=cut, content_type=f'multipart/form-data; boundary="{boundary}"')
+    assert_error(response, 400, "bad_multipart")
+    assert_nothing_left(upload_dir, db, producer)
+
+
 # -- errors outside the upload itself -------------------------------------------------------------------
 
 

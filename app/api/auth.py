@@ -24,6 +24,7 @@ from flask import Flask, current_app, g, request
 from app.api import keys
 from app.api.errors import APIError
 from app.api.services import services
+from app.store.tasks import Owner, Task
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Principal:
     def admin(self) -> bool:
         return self.role == "admin"
 
-    def owner(self) -> dict | None:
+    def owner(self) -> Owner | None:
         """What a task records of who uploaded it."""
         return {"key_id": self.key_id, "name": self.name} if self.key_id else None
 
@@ -68,7 +69,17 @@ def requires(role: str | None):
 
 
 def current() -> Principal | None:
+    """Who is asking, if anyone said: None in a public route, or before authenticate() ran."""
     return g.get("principal")
+
+
+def required() -> Principal:
+    """Who is asking, in a route that declares a role: authorize() let no request without a principal reach it
+    (with AUTH=false, NO_AUTH). Called elsewhere, it is a bug in the route, not the client's fault: 500."""
+    principal = current()
+    if principal is None:
+        raise RuntimeError(f"auth.required() in {request.endpoint!r}, which admits callers without a principal")
+    return principal
 
 
 def install(app: Flask, between=None) -> None:
@@ -91,7 +102,7 @@ def authenticate() -> None:
     if not services().config.AUTH:
         g.principal = NO_AUTH
         return
-    required = required_role()
+    required = required_role(request.endpoint)
     if required is ANYONE:  # credentials are not even read: a stale token does not fail a health check
         return
     header = request.headers.get("Authorization")
@@ -103,16 +114,16 @@ def authenticate() -> None:
         g.refused = e
 
 
-def required_role() -> str | None:
-    view = current_app.view_functions[request.endpoint]
-    return ANYONE if request.endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
+def required_role(endpoint: str) -> str | None:
+    view = current_app.view_functions[endpoint]
+    return ANYONE if endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_role", "admin")
 
 
 def authorize() -> None:
     """Runs before every view, after authenticate: may the principal call this route (else 401 or 403)."""
     if request.endpoint is None or not services().config.AUTH:
         return
-    required = required_role()
+    required = required_role(request.endpoint)
     if required is ANYONE:
         return
     refused = g.pop("refused", None)
@@ -177,19 +188,18 @@ def unauthorized(message: str, error: str | None = "invalid_token") -> APIError:
     return APIError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-def may_see(task: dict) -> bool:
+def may_see(task: Task) -> bool:
     """Admins see every task; an uploader only those it uploaded."""
     principal = current()
     if principal is None:
         return False
-    return principal.admin or (task.get("owner") or {}).get("key_id") == principal.key_id
+    owner = task.get("owner")
+    return principal.admin or (owner is not None and owner.get("key_id") == principal.key_id)
 
 
 def owner_key_id() -> str | None:
     """Whose tasks the caller may list: their key's id, or None for an admin (everyone's)."""
-    principal = current()
-    if principal is None:  # only routes that need a role list tasks
-        raise RuntimeError("owner_key_id() outside an authenticated request")
+    principal = required()  # only routes that need a role list tasks
     return None if principal.admin else principal.key_id
 
 

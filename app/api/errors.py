@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException, RequestTimeout
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestTimeout
 
 from app.store.errors import ERRORS
 
@@ -43,7 +43,7 @@ def register(app: Flask) -> None:
     def http_error(e: HTTPException):
         code = (e.name or "error").lower().replace(" ", "_")
         response, status = error_response(e.code or 500, code, e.description or e.name)
-        if e.code == 405 and e.valid_methods:
+        if isinstance(e, MethodNotAllowed) and e.valid_methods:
             response.headers["Allow"] = ", ".join(e.valid_methods)
         return response, status
 

@@ -17,13 +17,14 @@ import re
 import shutil
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import Data, Epilogue, Event, Field, File, MultipartDecoder, NeedData
 from werkzeug.utils import secure_filename
 
 from app.api.errors import APIError
@@ -331,61 +332,87 @@ class _Form:
             )
 
 
+@dataclass
+class _FormField:
+    """A form field other than the file: its bytes, gathered as they arrive."""
+
+    name: str
+    value: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class _Multipart:
+    """A multipart body's reader between the decoder's events: the file's sink once its part began, the part
+    being read (the file's sink, a field, or None for a part skipped), and whether the closing boundary came."""
+
+    new_sink: Callable[[], _Sink]
+    form: _Form
+    sink: _Sink | None = None
+    filename: str = ""
+    part: _Sink | _FormField | None = None
+    ended: bool = False
+
+    def read(self, decoder: MultipartDecoder) -> None:
+        """Every event the decoder can give now, up to the closing boundary."""
+        event = decoder.next_event()
+        while not isinstance(event, NeedData):
+            self.take(event)
+            if self.ended:
+                return
+            event = decoder.next_event()
+
+    def take(self, event: Event) -> None:
+        if isinstance(event, File) and event.name == "file":
+            if self.sink is not None:
+                raise APIError(400, "multiple_files", "Send one file per upload; this form has several 'file' parts.")
+            self.filename = _check_name(event.filename or "")
+            self.sink = self.part = self.new_sink()
+        elif isinstance(event, (Field, File)):  # a field, or a file part under another name (skipped)
+            self.form.part(event.name or "")  # a part may have no name: counted all the same
+            self.part = _FormField(event.name or "") if isinstance(event, Field) else None
+        elif isinstance(event, Data):
+            self._data(event)
+        elif isinstance(event, Epilogue):
+            self.ended = True
+
+    def _data(self, event: Data) -> None:
+        if isinstance(self.part, _Sink):
+            self.part.write(event.data)
+        elif isinstance(self.part, _FormField):
+            self.form.grow(len(event.data))
+            self.part.value.extend(event.data)
+            if not event.more_data:
+                self.form.fields[self.part.name] = self.part.value.decode("utf-8", "replace")
+
+    def discard(self) -> None:
+        if self.sink is not None:
+            self.sink.discard()
+
+
 def _receive_multipart(
     stream: _Body, options: dict, partial: str, max_bytes: int, max_columns: int, min_free: int, form: _Form
-):
+) -> tuple[str, dict[str, str], _Sink]:
     boundary = options.get("boundary", "").encode()
     if not boundary:
         raise APIError(400, "bad_request", "The multipart body has no boundary.")
     # The decoder's own limit applies to its buffer, which holds up to one read plus a partial boundary.
     decoder = MultipartDecoder(boundary, max_form_memory_size=2 * CHUNK + HEAD_LIMIT)
-    sink = filename = None
-    current = None  # the part being read: ("file",), ("field", name, bytearray) or ("skip",)
-    ended = False  # the closing boundary was read
+    reader = _Multipart(lambda: _Sink(partial, max_bytes, max_columns, min_free), form)
     try:
-        while True:
+        while not reader.ended:
             chunk = stream.read(CHUNK)
             decoder.receive_data(chunk or None)
-            event = decoder.next_event()
-            while not isinstance(event, (NeedData, Epilogue)):
-                if isinstance(event, File) and event.name == "file":
-                    if sink is not None:
-                        raise APIError(
-                            400, "multiple_files", "Send one file per upload; this form has several 'file' parts."
-                        )
-                    filename = _check_name(event.filename or "")
-                    sink = _Sink(partial, max_bytes, max_columns, min_free)
-                    current = ("file",)
-                elif isinstance(event, Field):
-                    form.part(event.name or "")  # a part may have no name: counted all the same
-                    current = ("field", event.name or "", bytearray())
-                elif isinstance(event, File):
-                    form.part(event.name or "")
-                    current = ("skip",)
-                elif isinstance(event, Data):
-                    if current[0] == "file":
-                        sink.write(event.data)
-                    elif current[0] == "field":
-                        form.grow(len(event.data))
-                        current[2].extend(event.data)
-                        if not event.more_data:
-                            form.fields[current[1]] = current[2].decode("utf-8", "replace")
-                event = decoder.next_event()
-            if isinstance(event, Epilogue):
-                ended = True
-                break
+            reader.read(decoder)
             if not chunk:
                 break
-        if not ended:
+        if not reader.ended:
             raise APIError(400, "bad_multipart", "The multipart body ends before its closing boundary.")
     except ValueError as e:  # werkzeug's decoder on a malformed body
-        if sink:
-            sink.discard()
+        reader.discard()
         raise APIError(400, "bad_multipart", f"The multipart body could not be read: {e}") from None
     except BaseException:
-        if sink:
-            sink.discard()
+        reader.discard()
         raise
-    if sink is None:
+    if reader.sink is None:
         raise APIError(400, "missing_file", "No file part named 'file' in the form; send it with -F file=@movies.csv.")
-    return filename, form.fields, sink
+    return reader.filename, form.fields, reader.sink

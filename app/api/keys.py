@@ -53,28 +53,27 @@ def looks_like_secret(value: str) -> bool:
     return value.startswith(SECRET_PREFIX)
 
 
-def check_name(name: str) -> str:
+def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise BadKey("name must be 1 to 64 letters, digits, spaces or . _ @ -, starting with a letter or digit")
     return name
 
 
-def check_role(role: str) -> str:
-    if role not in ROLES:
+def check_role(role: object) -> str:
+    if not isinstance(role, str) or role not in ROLES:
         raise BadKey(f"role must be one of {', '.join(ROLES)}")
     return role
 
 
-def create(store, name: str, role: str) -> tuple[dict, str]:
-    """A new key; returns its record and its secret, which is shown this once and stored nowhere."""
-    check_name(name)
-    check_role(role)
+def create(store, name: object, role: object) -> tuple[dict, str]:
+    """A new key, `name` and `role` as the client sent them (BadKey unless they will do); returns its record and
+    its secret, which is shown this once and stored nowhere."""
+    checked = {"name": check_name(name), "role": check_role(role)}
     id_hex = secrets.token_hex(ID_HEX // 2)
     secret = SECRET_PREFIX + id_hex + secrets.token_urlsafe(32)
     doc = {
         "_id": "key_" + id_hex,
-        "name": name,
-        "role": role,
+        **checked,
         "hash": digest(secret),
         "prefix": secret[:SHOWN_CHARS],
         "created_at": now(),

@@ -35,7 +35,7 @@ from flask import Flask, current_app, g, has_app_context, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import RedisStorage
+from limits.storage import MemoryStorage, RedisStorage
 
 from app.api import auth
 from app.api.errors import APIError, error_response
@@ -51,7 +51,7 @@ MIB = 1 << 20
 BYTES_SCOPE = "upload-bytes"
 # Gives bytes back to a counter, never below 0 and keeping its expiry: a refund after the day's window
 # ended (the counter gone) must not start a new window with room to spare.
-GIVE_BACK = """
+GIVE_BACK = b"""
 local left = tonumber(redis.call('get', KEYS[1]) or '0')
 if left <= 0 then return 0 end
 left = math.max(left - tonumber(ARGV[1]), 0)
@@ -85,10 +85,9 @@ class Limits:
             parse(f"{config.UPLOAD_MB_PER_DAY * MIB} per day") if config.UPLOAD_MB_PER_DAY else None
         )
         uri, options = storage_for(redis_client)
-        rate = [f"{config.RATE_LIMIT_PER_MINUTE} per minute"] if config.RATE_LIMIT_PER_MINUTE else []
         self.limiter = Limiter(
             identity,
-            application_limits=rate,
+            application_limits=[f"{config.RATE_LIMIT_PER_MINUTE} per minute"] if config.RATE_LIMIT_PER_MINUTE else [],
             strategy="fixed-window",
             storage_uri=uri,
             storage_options=options,
@@ -109,7 +108,9 @@ class Limits:
 
     def rate_limited(self, e: RateLimitExceeded):
         limit = e.limit.limit
-        retry = self._retry_after(lambda: self.limiter.current_limit.window.reset_time, limit.get_expiry())
+        exceeded = self.limiter.current_limit  # this request's: set when Flask-Limiter refused it
+        window = limit.get_expiry()
+        retry = self._retry_after(lambda: exceeded.window.reset_time, window) if exceeded else window
         who = "key" if identity().startswith("key:") else "address"
         return too_many(
             "rate_limited",
@@ -124,7 +125,7 @@ class Limits:
     def admit_upload(self) -> None:
         """Before an upload's body is read: 429 if its key has too many active tasks or no bytes left today."""
         principal = auth.current()
-        if principal is None or principal.admin:
+        if principal is None or principal.admin or principal.key_id is None:  # no key: AUTH=false's admin
             return
         if self.config.MAX_ACTIVE_TASKS:
             self._check_active(principal.key_id, self.config.MAX_ACTIVE_TASKS)
@@ -162,14 +163,15 @@ class Limits:
             self._give_back(taken)
 
     def _give_back(self, cost: int) -> None:
-        if cost <= 0:
+        if cost <= 0 or self.upload_bytes is None:
             return
         storage = self.limiter.limiter.storage
         key = self.upload_bytes.key_for(identity(), BYTES_SCOPE)
         try:
             if isinstance(storage, RedisStorage):
-                storage.get_connection().eval(GIVE_BACK, 1, storage.prefixed_key(key), cost)
-            else:  # memory: its decr stops at 0 and keeps the expiry
+                give_back = storage.get_connection().register_script(GIVE_BACK)
+                give_back(keys=[storage.prefixed_key(key)], args=[cost])
+            elif isinstance(storage, MemoryStorage):  # its decr stops at 0 and keeps the expiry
                 storage.decr(key, cost)
         except STORAGE_ERRORS as e:
             self.storage_down(e)
@@ -189,6 +191,8 @@ class Limits:
         """Count `cost` bytes against the key's day, or 429 if they do not fit (nothing is counted then).
         True if they were counted (not `test_only`, and Redis answered)."""
         item, who = self.upload_bytes, identity()
+        if item is None:  # UPLOAD_MB_PER_DAY = 0: nothing to count
+            return False
         window = self.limiter.limiter  # Flask-Limiter's fixed-window strategy over its storage
         try:
             # test first, so that a refused upload is not counted; then hit, which counts atomically and

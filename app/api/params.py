@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from werkzeug.datastructures import MultiDict
 
 from app.api.errors import APIError
+
+Default = TypeVar("Default")  # what a parameter not given reads as: its type joins the result's
 
 
 def _invalid(name: str, message: str) -> APIError:
@@ -22,7 +25,7 @@ def reject_unknown(args: MultiDict, known: tuple[str, ...]) -> None:
             raise _invalid(name, "given more than once")
 
 
-def integer(args: MultiDict, name: str, default: int | None, low: int, high: int) -> int | None:
+def integer(args: MultiDict, name: str, default: Default, low: int, high: int) -> int | Default:
     raw = args.get(name)
     if raw is None:
         return default
@@ -34,7 +37,7 @@ def integer(args: MultiDict, name: str, default: int | None, low: int, high: int
     return value
 
 
-def choice(args: MultiDict, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+def choice(args: MultiDict, name: str, default: Default, choices: tuple[str, ...]) -> str | Default:
     raw = args.get(name)
     if raw is None:
         return default

@@ -64,6 +64,8 @@ from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
 from functools import partial
+from types import ModuleType
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import gunicorn
@@ -74,7 +76,7 @@ from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 # The gunicorn releases this module was written and tested for: run.py refuses to start on any other.
 GUNICORN_VERSIONS = ("27.0.1",)
 # What of gunicorn the worker overrides or calls, with the parameters it was written for (self aside).
-GUNICORN_HOOKS: tuple[tuple[object, str, tuple[str, ...]], ...] = (
+GUNICORN_HOOKS: tuple[tuple[type | ModuleType, str, tuple[str, ...]], ...] = (
     (ThreadWorker, "__init__", ("args", "kwargs")),
     (ThreadWorker, "init_process", ()),
     (ThreadWorker, "accept", ("listener",)),
@@ -295,7 +297,7 @@ class Outbox:
         self.sock, self.budget, self.per_connection, self.timeout = sock, budget, per_connection, timeout
         self.items: deque = deque()  # memoryview | FileSpan, in the order they go out
         self.held = 0  # bytes of memoryviews in `items` (files count nothing)
-        self.spill = None  # a temporary file for what is past the memory bounds, while any of it waits
+        self.spill: BinaryIO | None = None  # a temporary file for what is past the memory bounds, while any of it waits
         self.spilled = 0
         self.written = 0  # bytes handed to the kernel
         self.window_start = 0.0
@@ -531,7 +533,7 @@ class GuardedThreadWorker(ThreadWorker):
         ):
             self._read_ahead(conn, conn.parser.unreader.take_buffered())
             return
-        done = Future()
+        done: Future[object] = Future()
         done.set_result(result)
         super().finish_request(conn, done)
 

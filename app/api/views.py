@@ -15,7 +15,7 @@ HIDDEN_FIELDS = ("path", "result_path", "checkpoint", "claims")  # server-side d
 ADMIN_FIELDS = ("worker",)  # host.pid.nonce of the worker that ran it
 
 
-def task(doc: dict, admin: bool) -> dict:
+def task(doc: tasks.Task, admin: bool) -> dict:
     hidden = HIDDEN_FIELDS if admin else HIDDEN_FIELDS + ADMIN_FIELDS
     shown = {k: v for k, v in doc.items() if k not in hidden}
     if doc.get("result_path") and doc.get("status") == tasks.COMPLETED and not doc.get("result_removed_at"):

@@ -113,8 +113,8 @@ class Producer:
     def __init__(self, config: Config):
         self.endpoint = config.intake_endpoint
         self._lock = threading.Lock()
-        self._socket = None
-        self._pid = None
+        self._socket: zmq.Socket | None = None
+        self._pid: int | None = None  # the process that opened it
 
     def send(self, task_id: str, kind: str) -> bool:
         """Wake a worker; never blocks. False when the message could not be queued (the sweep covers it)."""
@@ -126,7 +126,7 @@ class Producer:
                 log.warning("task %s: queue message not sent (%s); a worker sweep will pick it up", task_id, e)
                 return False
 
-    def _ensure_socket(self):
+    def _ensure_socket(self) -> zmq.Socket:
         if self._socket is None or self._pid != os.getpid():  # a forked child needs its own socket
             self._socket = zmq.Context.instance().socket(zmq.PUSH)
             self._socket.setsockopt(zmq.LINGER, 2000)
@@ -152,10 +152,12 @@ class Consumer:
     def __init__(self, config: Config, context: zmq.Context | None = None):
         self.context = context or zmq.Context.instance()
         self.endpoint = config.queue_endpoint
-        self.socket = None
+        self.socket: zmq.Socket | None = None  # None while paused
         self.resume()
 
     def receive(self, timeout: float) -> dict | None:
+        if self.socket is None:  # a paused worker asks for no message: a bug in its loop, not a queue's state
+            raise RuntimeError("Consumer.receive() while paused")
         if not self.socket.poll(int(timeout * 1000)):
             return None
         message = decode(self.socket.recv())
@@ -169,11 +171,11 @@ class Consumer:
 
     def resume(self) -> None:
         if self.socket is None:
-            self.socket = self.context.socket(zmq.PULL)
+            self.socket = socket = self.context.socket(zmq.PULL)
             # A worker should not hoard messages meant for its idle peers.
-            self.socket.setsockopt(zmq.RCVHWM, 1)
-            self.socket.setsockopt(zmq.LINGER, 0)
-            self.socket.connect(self.endpoint)
+            socket.setsockopt(zmq.RCVHWM, 1)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(self.endpoint)
 
     def close(self) -> None:
         if self.socket is not None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from app.config import Config
     from app.store.interface import Store
     from app.store.retry import Backoff
+    from app.store.tasks import KindFields, Task
 
 
 class JobRefused(Exception):
@@ -28,7 +29,7 @@ class JobRefused(Exception):
 class Job:
     """What the worker hands a kind's `run`: the claimed task, and the means to do it and report on it."""
 
-    task: dict
+    task: Task
     config: Config
     store: Store
     on_progress: Callable[..., None]  # on_progress(fields, checkpoint=None): records progress, renews the lease
@@ -36,7 +37,7 @@ class Job:
     result_path: str | None = None  # where the result file goes, for a kind that leaves one
 
 
-def no_fields(header: list[str]) -> dict:
+def no_fields(header: list[str]) -> KindFields:
     return {}
 
 
@@ -51,4 +52,4 @@ class JobKind:
     expected: tuple[str, ...]  # the columns an error shows this kind expects
     described: str  # what this kind expects, as the "fits no job kind" message puts it
     leaves_result: bool = False  # a result file (RESULT_FOLDER/<task_id>.csv), recorded as `result_path`
-    task_fields: Callable[[list[str]], dict] = no_fields  # extra fields of the task record, from the header
+    task_fields: Callable[[list[str]], KindFields] = no_fields  # extra fields of the task record, from the header

@@ -107,7 +107,8 @@ class Record:
 def scan_record(file: BinaryIO, start: int, keep: int) -> Record:
     """The record that starts at byte `start`, its bytes kept only if it is at most `keep` bytes long."""
     file.seek(start)
-    scanner, data, newlines, quote_newlines, stop = RecordEnd(), bytearray(), 0, 0, None
+    data: bytearray | None = bytearray()
+    scanner, newlines, quote_newlines, stop = RecordEnd(), 0, 0, None
     while stop is None and (piece := file.read(PIECE)):
         before, quote = scanner.seen, scanner.quote
         stop = scanner.feed(piece)

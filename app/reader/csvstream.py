@@ -153,7 +153,7 @@ class _Reading:
                     continue
                 blocks += 1
                 n = batch.num_rows
-                mine = []
+                mine: list = []  # of `pending`: the skipped rows that belong before this batch's end
                 while pending and pending[0].number <= next_record + n + len(mine):
                     mine.append(pending.pop(0))
                 lines, invalid, consumed = _place(batch, mine, next_record, next_line, len(self.header))

@@ -46,7 +46,7 @@ class Cache:
         """The cached bytes and True, or the computed ones (stored for `ttl` seconds) and False."""
         try:
             cached = self.client.get(key)
-            if cached is not None:
+            if isinstance(cached, bytes):  # None: a miss (a str only from a client that decodes, not ours)
                 return cached, True
         except redis.RedisError as e:
             self._warn(e)

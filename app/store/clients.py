@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _lock = threading.RLock()  # re-entrant: a store made here makes its client here too
-_clients: dict[tuple[str, str], object] = {}
+_clients: dict[tuple[str, str], Any] = {}  # each what its (store, address)'s make() made: shared() gives it back
 
 
 def shared(store: str, address: str, make: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ class Unavailable(Exception):
 
 
 # Any failure of a store's call; the API answers it 503, a worker retries it, then fails or hands the task back.
-ERRORS: tuple[type[BaseException], ...] = (PyMongoError, sqlite3.Error, Unavailable)
+ERRORS: tuple[type[Exception], ...] = (PyMongoError, sqlite3.Error, Unavailable)
 
 
 def explain(error: BaseException) -> str | None:
@@ -27,4 +27,4 @@ def explain(error: BaseException) -> str | None:
 
 
 # Failures that say nothing about the task: the server is away, or the file busy. A worker hands the task back.
-UNAVAILABLE: tuple[type[BaseException], ...] = (ConnectionFailure, Unavailable)
+UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, Unavailable)

@@ -30,7 +30,7 @@ SORT_FIELDS = {"release_date": "release_date", "rating": "vote_average", "title"
 
 
 def query(year: int | None, language: str | None) -> dict:
-    q = {}
+    q: dict[str, int | str] = {}
     if year is not None:
         q["year"] = year
     if language is not None:

@@ -17,29 +17,43 @@ retake goes on from there instead of from the start. Plays tasks keep their tota
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from app.store import of
 from app.store.tasks import (  # noqa: F401  (the names callers know the task vocabulary by)
     CANCELLED,
     COMPLETED,
     FAILED,
     FINISHED,
+    NO_PROGRESS,
     PENDING,
     PROCESSING,
     PROGRESS_FIELDS,
     STATUSES,
     SUMMARY_FIELDS,
     Cancelled,
+    KindFields,
     LostTask,
+    Owner,
+    Task,
     now,
 )
 
 
 def create(
-    store, *, task_id: str, kind: str, filename: str, path: str, size: int, owner: dict | None = None, **extra
-) -> dict:
+    store,
+    *,
+    task_id: str,
+    kind: str,
+    filename: str,
+    path: str,
+    size: int,
+    owner: Owner | None = None,
+    **extra: Unpack[KindFields],
+) -> Task:
     """A pending task; `owner` ({key_id, name} of the API key that uploaded it) decides who may see it."""
     t = now()
-    doc = {
+    doc: Task = {
         "task_id": task_id,
         "kind": kind,
         "status": PENDING,
@@ -51,7 +65,7 @@ def create(
         "created_at": t,
         "updated_at": t,
         "attempts": 0,
-        **{name: 0 for name in PROGRESS_FIELDS},
+        **NO_PROGRESS,
         "warnings": {},
         "rejects": [],
         **extra,
@@ -62,23 +76,23 @@ def create(
 
 # Each step of the machine, as the store behind `store` implements it (app/store/interface.py: Tasks). `store` is a
 # Store, or a pymongo Database (taken as its MongoStore: tests and tools hand one in).
-def get(store, task_id: str) -> dict | None:
+def get(store, task_id: str) -> Task | None:
     return of(store).tasks.get(task_id)
 
 
-def claim(store, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> dict | None:
+def claim(store, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> Task | None:
     return of(store).tasks.claim(worker_id, lease_seconds, max_attempts, task_id)
 
 
-def settle_abandoned(store, max_attempts: int) -> list[dict]:
+def settle_abandoned(store, max_attempts: int) -> list[Task]:
     return of(store).tasks.settle_abandoned(max_attempts)
 
 
-def request_cancel(store, task_id: str) -> dict | None:
+def request_cancel(store, task_id: str) -> Task | None:
     return of(store).tasks.request_cancel(task_id)
 
 
-def expire_results(store, ttl_hours: int) -> list[dict]:
+def expire_results(store, ttl_hours: int) -> list[Task]:
     return of(store).tasks.expire_results(ttl_hours)
 
 
@@ -86,7 +100,7 @@ def update(store, task_id: str, worker_id: str, lease_seconds: int, **fields) ->
     of(store).tasks.update(task_id, worker_id, lease_seconds, **fields)
 
 
-def renew(store, task_id: str, worker_id: str, lease_seconds: int) -> None:
+def renew(store, task_id: str, worker_id: str, lease_seconds: float) -> None:
     of(store).tasks.renew(task_id, worker_id, lease_seconds)
 
 
@@ -104,7 +118,7 @@ def release(store, task_id: str, worker_id: str) -> None:
 
 def page(
     store, page_number: int, limit: int, owner_key_id: str | None = None, status: str | None = None
-) -> tuple[list[dict], int]:
+) -> tuple[list[Task], int]:
     return of(store).tasks.page(page_number, limit, owner_key_id, status)
 
 

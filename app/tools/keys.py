@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m app.tools.keys") 
         for row in [list(COLUMNS), *rows]:
             print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
         return 0
-    doc = keys.revoke(store, args.key_id)
-    if doc is None:
+    revoked = keys.revoke(store, args.key_id)
+    if revoked is None:
         print(f"no key with id {args.key_id!r}", file=sys.stderr)
         return 1
-    print(f"revoked {doc['id']} ({doc['name']}, {doc['role']}) at {doc['revoked_at']}")
+    print(f"revoked {revoked['id']} ({revoked['name']}, {revoked['role']}) at {revoked['revoked_at']}")
     return 0
 
 

@@ -16,7 +16,7 @@ from app.store.files import remove
 log = logging.getLogger(__name__)
 
 
-def upload(task: dict) -> None:
+def upload(task: tasks.Task) -> None:
     """The task's upload, once the task has ended (completed, failed or cancelled): it will not be read again."""
     remove(task.get("path"))
 

@@ -101,7 +101,7 @@ class Worker:
         return True
 
     # -- one task ---------------------------------------------------------------------------------
-    def run_task(self, task: dict) -> None:
+    def run_task(self, task: tasks.Task) -> None:
         task_id = task["task_id"]
         self._current = task_id
         self.heartbeat(force=True)
@@ -149,7 +149,7 @@ class Worker:
         finally:
             self._current = None
 
-    def _record(self, task: dict, change, *args, **kwargs) -> bool:
+    def _record(self, task: tasks.Task, change, *args, **kwargs) -> bool:
         """Apply a final change to the task record; if the store refuses, the lease settles it later."""
         try:
             change(*args, **kwargs)
@@ -158,7 +158,7 @@ class Worker:
             log.error("task %s: could not record the outcome, its lease will bring it back: %s", task["task_id"], e)
             return False
 
-    def _execute(self, task: dict) -> dict:
+    def _execute(self, task: tasks.Task) -> dict:
         """Run the task's job to the end, its lease kept meanwhile; returns the fields its record gets on completion."""
         kind = registry.get(task["kind"])
         lease = Lease(
@@ -183,7 +183,7 @@ class Worker:
             fields = kind.run(job)
         return {**fields, "result_path": result_path} if kind.leaves_result else fields
 
-    def _progress_recorder(self, task: dict, lease: Lease, retry: Backoff):
+    def _progress_recorder(self, task: tasks.Task, lease: Lease, retry: Backoff):
         """The job's `on_progress(fields, checkpoint=None)`: records progress and stops the job when it must."""
         last_log = [time.monotonic()]
 

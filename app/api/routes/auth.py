@@ -15,7 +15,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api/v1")
 @bp.post("/auth/token")
 @requires("reader")  # any live key
 def token():
-    principal = auth.current()
+    principal = auth.required()
     if principal.via != "key":  # a token cannot extend itself: a stolen one dies when it expires
         raise APIError(400, "key_required", "Send an API key, not a token, to get a token.")
     ttl = services().config.TOKEN_TTL_SECONDS

@@ -130,7 +130,8 @@ def progress(
 def still_valid(store, principal: auth.Principal) -> Callable[[], bool] | None:
     """What an open stream asks every SSE_RECHECK_SECONDS: is its key still live, its token unexpired?
     None with AUTH=false (no credential to check)."""
-    if principal.key_id is None:
+    key_id = principal.key_id
+    if key_id is None:
         return None
     expires = None
     if principal.via == "token":  # checked when the request came in: its claims decode
@@ -140,7 +141,7 @@ def still_valid(store, principal: auth.Principal) -> Callable[[], bool] | None:
     def allowed() -> bool:
         if expires is not None and time.time() >= expires:
             return False
-        return keys.by_id(store, principal.key_id) is not None
+        return keys.by_id(store, key_id) is not None
 
     return allowed
 
@@ -181,7 +182,7 @@ def take_slot(task_id: str, config: Config) -> Callable[[], None]:
 def task_events(task_id: str):
     svc = services()
     find(task_id)  # 404 for an unknown task, before taking a slot
-    principal = auth.current()
+    principal = auth.required()
     allowed = still_valid(svc.store, principal)
     # Released on close, not in the generator's `finally`: a stream the client left before its first read is
     # closed without ever being started, and its finally would never run.

@@ -22,7 +22,7 @@ bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
 RESULT_SUFFIX = "-totals.csv"  # a result downloads as <upload's name without .csv>-totals.csv
 
 
-def find(task_id: str) -> dict:
+def find(task_id: str) -> tasks.Task:
     """The task, if the caller may see it; else 404, the same answer as for no task at all."""
     task = tasks.get(services().store, task_id)
     if task is None or not auth.may_see(task):
@@ -30,11 +30,11 @@ def find(task_id: str) -> dict:
     return task
 
 
-def show(task: dict) -> dict:
-    return views.task(task, admin=auth.current().admin)
+def show(task: tasks.Task) -> dict:
+    return views.task(task, admin=auth.required().admin)
 
 
-def result_file(task: dict):
+def result_file(task: tasks.Task):
     """The task's result CSV as a streamed download, or the reason there is none (yet)."""
     task_id, status = task["task_id"], task["status"]
     if not registry.get(task["kind"]).leaves_result:

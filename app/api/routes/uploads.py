@@ -40,7 +40,7 @@ def receiving_slot(config):
     Each upload's thread waits for its body, and a client may send 64 KiB per BODY_TIMEOUT_SECONDS for
     hours: without a bound, WEB_THREADS such uploads held every thread, and ping, reads and the page hung."""
     slots, per_key = current_app.extensions["uploads_receiving"]
-    principal = auth.current()
+    principal = auth.required()
     # An admin key is exempt, as from the other per-key limits (it can make keys anyway); not AUTH=false's anyone.
     who = None if principal.admin and principal.key_id else limits.identity()
     if who is not None and not per_key.take(who):
@@ -96,7 +96,7 @@ def accept() -> tuple[Upload, str]:
             filename=received.filename,
             path=received.path,
             size=received.size,
-            owner=auth.current().owner(),
+            owner=auth.required().owner(),
             **kind.task_fields(received.header),
         )
     except BaseException:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 T = TypeVar("T")
 
@@ -69,12 +69,15 @@ def ahead(
         env=env,
         process_group=0,
     )
+    stdin, stdout = helper.stdin, helper.stdout
+    if stdin is None or stdout is None:  # both PIPE above: never (typeshed's Popen cannot say so)
+        raise RuntimeError("the ingest helper process has no pipes")
     try:
-        pickle.dump((generate.__module__, generate.__qualname__, args), helper.stdin)
-        helper.stdin.close()
-        yield _receive(helper)
+        pickle.dump((generate.__module__, generate.__qualname__, args), stdin)
+        stdin.close()
+        yield _receive(helper, stdout)
     finally:
-        helper.stdout.close()
+        stdout.close()
         if helper.poll() is None:
             helper.kill()
         helper.wait()
@@ -122,10 +125,10 @@ def _put(ready: queue.Queue, stop: threading.Event, item) -> bool:
     return False
 
 
-def _receive(helper: subprocess.Popen) -> Iterator:
+def _receive(helper: subprocess.Popen, stdout: IO[bytes]) -> Iterator:
     while True:
         try:
-            kind, payload = pickle.load(helper.stdout)
+            kind, payload = pickle.load(stdout)
         except EOFError:
             raise HelperDied(f"the ingest helper process died (exit code {helper.wait()})") from None
         if kind == _END:

@@ -12,6 +12,7 @@ from app.jobs.kind import Job, JobKind, JobRefused
 from app.jobs.movies import schema
 from app.jobs.movies.ingest import ingest_movies
 from app.reader import errors as reading
+from app.store.tasks import KindFields
 
 RESERVED = ("_id", "year")  # fields the service computes itself
 
@@ -42,7 +43,7 @@ def check(header: list[str]) -> None:
         raise JobRefused(422, "bad_columns", f"The header has column names the service cannot store: {unusable}.")
 
 
-def task_fields(header: list[str]) -> dict:
+def task_fields(header: list[str]) -> KindFields:
     return {"columns_missing": [c for c in schema.COLUMNS if c not in header]}
 
 

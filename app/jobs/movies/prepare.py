@@ -42,8 +42,8 @@ def prepare(
     path: str, block_size: int, batch_size: int, start_line: int = 2, max_row_mb: int = defaults.MAX_ROW_MB
 ) -> Iterator[list[Batch]]:
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
-    rows = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
-    blocks = csvstream.coalesce(rows, CLEAN_ROWS)
+    read = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
+    blocks = csvstream.coalesce(read, CLEAN_ROWS)
     bytes_before = 0  # where the current chunk's bytes start
     for chunk in in_thread(blocks, depth=1):
         block = schema.clean_block(chunk.batch, chunk.lines)

@@ -25,6 +25,8 @@ def check(header: list[str]) -> None:
 
 def run(job: Job) -> dict:
     c = job.config
+    if job.result_path is None:  # the worker names one for every kind that leaves a result, as this one does
+        raise ValueError("a plays job needs its result_path")
     try:
         return aggregate_plays(
             job.task["path"],

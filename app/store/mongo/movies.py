@@ -13,6 +13,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.collection import Collection
+from pymongo.cursor import Cursor
 from pymongo.errors import BulkWriteError
 
 from app.store import movies
@@ -34,7 +35,7 @@ class Movies:
 
     def page(
         self, year: int | None, language: str | None, sort_by: str, order: int, skip: int, limit: int
-    ) -> tuple[Iterator, int]:
+    ) -> tuple[AbstractContextManager[Iterator[dict]], int]:
         query = movies.query(year, language)
         # Unfiltered, the collection's own count is exact enough and needs no scan.
         total = self.collection.count_documents(query) if query else self.collection.estimated_document_count()
@@ -49,7 +50,7 @@ class Movies:
 
 
 @contextmanager
-def _closing(cursor) -> Iterator:
+def _closing(cursor: Cursor) -> Iterator[Cursor]:
     with cursor:
         yield cursor
 

@@ -12,7 +12,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from app.store import tasks as shared  # the clock is read as shared.now(): a test moves it there
-from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask
+from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask, Task
 
 
 def _mine(task_id: str, worker_id: str) -> dict:
@@ -24,13 +24,13 @@ class Tasks:
     def __init__(self, db: Database):
         self.db = db
 
-    def insert(self, doc: dict) -> None:
+    def insert(self, doc: Task) -> None:
         self.db.processes.insert_one(doc)
 
-    def get(self, task_id: str) -> dict | None:
+    def get(self, task_id: str) -> Task | None:
         return self.db.processes.find_one({"task_id": task_id})
 
-    def claim(self, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None):
+    def claim(self, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> Task | None:
         """Atomically take one task: the named one, else the oldest pending or abandoned one.
 
         Progress and checkpoint are left as the last attempt recorded them: a movies task goes on from there.
@@ -87,7 +87,7 @@ class Tasks:
                 return None
             lost.append(found["task_id"])
 
-    def settle_abandoned(self, max_attempts: int) -> list[dict]:
+    def settle_abandoned(self, max_attempts: int) -> list[Task]:
         """Finish the tasks whose worker vanished and that nobody may take over; returns them (their files can go).
 
         Out of attempts → failed; cancelled while running → cancelled.
@@ -102,7 +102,7 @@ class Tasks:
                 f"gave up after {max_attempts} attempts: each worker stopped before finishing",
             ),
         )
-        settled = []
+        settled: list[Task] = []
         for condition, status, error in outcomes:
             query = {**expired, **condition}
             for task in self.db.processes.find(query, {"task_id": 1, "path": 1}):
@@ -111,10 +111,11 @@ class Tasks:
                     {**query, "task_id": task["task_id"]}, {"$set": fields, "$unset": {"lease_expires_at": ""}}
                 )
                 if result.modified_count:
-                    settled.append({**task, "status": status})
+                    task["status"] = status
+                    settled.append(task)
         return settled
 
-    def request_cancel(self, task_id: str) -> dict | None:
+    def request_cancel(self, task_id: str) -> Task | None:
         """Cancel a pending task now, or ask its worker to stop at the next batch; returns the task after.
 
         None if the task is already finished (completed, failed or cancelled) or unknown.
@@ -132,7 +133,7 @@ class Tasks:
                 return task
         return None
 
-    def expire_results(self, ttl_hours: int) -> list[dict]:
+    def expire_results(self, ttl_hours: int) -> list[Task]:
         """Mark result files (of kinds that leave one) finished over `ttl_hours` ago as removed; returns their tasks."""
         t = shared.now()
         query = {
@@ -159,7 +160,7 @@ class Tasks:
         if result.matched_count == 0:
             self._not_ours(task_id, worker_id)
 
-    def renew(self, task_id: str, worker_id: str, lease_seconds: int) -> None:
+    def renew(self, task_id: str, worker_id: str, lease_seconds: float) -> None:
         """Extend the lease by `lease_seconds` from now; LostTask if the task is no longer ours.
 
         A task cancelled meanwhile keeps its lease (its worker needs it to record the cancellation) and
@@ -209,7 +210,7 @@ class Tasks:
 
     def page(
         self, page_number: int, limit: int, owner_key_id: str | None = None, status: str | None = None
-    ) -> tuple[list[dict], int]:
+    ) -> tuple[list[Task], int]:
         """One page of the tasks, newest first, and how many match in all."""
         query: dict = {}
         if owner_key_id is not None:

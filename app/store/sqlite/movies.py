@@ -34,7 +34,7 @@ from app.store import movies as catalogue
 log = logging.getLogger(__name__)
 
 FIELDS = catalogue.FIELDS  # the contract's fields, each a typed column, in the table's order
-_TEXT = ("homepage", "original_language", "original_title", "overview", "status", "title")
+_TEXT: tuple[str, ...] = ("homepage", "original_language", "original_title", "overview", "status", "title")
 _TEXT += ("production_company_id", "genre_id")
 _SQL_TYPE = {"vote_average": "REAL", "release_date": "TEXT", "languages": "TEXT", "year": "INTEGER"}
 _SQL_TYPE |= {name: "TEXT" for name in _TEXT}
@@ -63,7 +63,8 @@ BULK_MIN_SHARE = 1.0
 
 def _filters(year: int | None, language: str | None) -> tuple[list[str], list]:
     """The API's filters as SQL conditions (column first, as the index names read them) and their parameters."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[int | str] = []
     if year is not None:
         where.append("year = ?")
         params.append(year)
@@ -238,10 +239,10 @@ class Movies:
                 return _odd_row(doc)  # an item JSON cannot hold
         extra = None
         if len(doc) > len(FIELDS) + 1:
-            extra = {name: value for name, value in doc.items() if name not in _KNOWN}
-            if not all(value is None or type(value) is str for value in extra.values()):
+            others = {name: value for name, value in doc.items() if name not in _KNOWN}
+            if not all(value is None or type(value) is str for value in others.values()):
                 return _odd_row(doc)
-            extra = _JSON(extra)
+            extra = _JSON(others)
         return (key, *values, extra, None)
 
     def _languages_text(self, languages: list) -> str:
@@ -344,11 +345,11 @@ def _odd_row(doc: dict) -> tuple:
             unset.append(name)
         elif value is not None and type(value) is not TYPES[name]:
             odd[name], value = value, None
-        elif name == "vote_average" and value is not None and (value != value or value == 0):
+        elif name == "vote_average" and isinstance(value, float) and (value != value or value == 0):
             if value != value or math.copysign(1.0, value) < 0:
                 odd[name] = value
             value = None if value != value else 0.0
-        elif name == "release_date" and value is not None:
+        elif name == "release_date" and isinstance(value, datetime):
             value = _date_text(value)
         elif name == "languages" and value is not None:
             try:

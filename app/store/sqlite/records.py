@@ -10,7 +10,9 @@ The transaction holds the file's write lock from its start, so nothing changes b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any, Literal, overload
 
 import bson
 from bson import ObjectId
@@ -18,7 +20,7 @@ from bson import ObjectId
 from app.store.sqlite import ms
 
 
-def encode(doc: dict) -> bytes:
+def encode(doc: Mapping[str, Any]) -> bytes:
     return bson.encode(doc)
 
 
@@ -59,16 +61,22 @@ def apply(doc: dict, set_: dict | None = None, unset: tuple[str, ...] = (), inc:
         parent, key = _parent(doc, name)
         parent[key] = value
     for name in unset:
-        parent, key = _parent(doc, name, create=False)
-        if parent is not None:
-            parent.pop(key, None)
+        holder, key = _parent(doc, name, create=False)
+        if holder is not None:
+            holder.pop(key, None)
     for name, step in (inc or {}).items():
         parent, key = _parent(doc, name)
         parent[key] = parent.get(key, 0) + step
     return doc
 
 
+@overload
+def _parent(doc: dict, name: str, create: Literal[True] = True) -> tuple[dict, str]: ...
+@overload
+def _parent(doc: dict, name: str, create: Literal[False]) -> tuple[dict | None, str]: ...
 def _parent(doc: dict, name: str, create: bool = True) -> tuple[dict | None, str]:
+    """The document that holds `name` (dotted: nested), and its key there; made where missing if `create`,
+    else None when missing."""
     *path, key = name.split(".")
     for part in path:
         if part not in doc:

@@ -12,11 +12,15 @@ MongoDB needs because a server may apply two racing updates to one task have not
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any, cast
+
+from bson import ObjectId
 
 from app.store import tasks as shared  # the clock is read as shared.now(): a test moves it there
 from app.store.sqlite import ms, records
-from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask
+from app.store.tasks import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Cancelled, LostTask, Task
 
 # `id` has no type: an ObjectId's bytes stay a BLOB, a string TEXT, and they sort as on MongoDB. Times are
 # milliseconds since the epoch. `cancel_requested` is 1 when the record's field is True (MongoDB's `$ne: true`
@@ -81,19 +85,20 @@ class Tasks:
     def __init__(self, store):
         self.store = store
 
-    def insert(self, doc: dict) -> None:
+    def insert(self, doc: Task) -> None:
         """Store a new task; as pymongo's insert_one, gives `doc` an ObjectId `_id` if it has none.
         A task_id already stored raises sqlite3.IntegrityError (MongoDB: DuplicateKeyError)."""
-        records.new_id(doc)
+        if "_id" not in doc:
+            doc["_id"] = ObjectId()
         with self.store.transaction() as conn:
             conn.execute(INSERT, _columns(doc))
 
-    def get(self, task_id: str) -> dict | None:
+    def get(self, task_id: str) -> Task | None:
         with self.store.reading() as conn:
             row = conn.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return records.decode(row[0]) if row else None
+        return _task(records.decode(row[0])) if row else None
 
-    def claim(self, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> dict | None:
+    def claim(self, worker_id: str, lease_seconds: int, max_attempts: int, task_id: str | None = None) -> Task | None:
         """Take one task (the named one, else the oldest claimable); returns it after the claim, or None."""
         t = shared.now()
         sql = CLAIMABLE.format(named="AND task_id = :task_id" if task_id is not None else "")
@@ -112,12 +117,12 @@ class Tasks:
             }
             return _save(conn, seq, records.apply(doc, change, inc={"attempts": 1}))
 
-    def settle_abandoned(self, max_attempts: int) -> list[dict]:
+    def settle_abandoned(self, max_attempts: int) -> list[Task]:
         """Expired leases: cancelled if cancel was asked, failed when out of attempts. Returns each settled task
         as MongoDB's code does: {_id, task_id, path, status}, the cancelled ones first."""
         t = shared.now()
         error = f"gave up after {max_attempts} attempts: each worker stopped before finishing"
-        settled = []
+        settled: list[Task] = []
         with self.store.transaction() as conn:
             rows = conn.execute(
                 "SELECT seq, attempts, cancel_requested, doc FROM tasks"
@@ -132,12 +137,12 @@ class Tasks:
             ):
                 for seq, _, _, blob in group:
                     doc = records.decode(blob)
-                    settled.append({**records.projected(doc, ("task_id", "path")), "status": status})
+                    settled.append(_task({**records.projected(doc, ("task_id", "path")), "status": status}))
                     change = {"status": status, "finished_at": t, "updated_at": t, **fields}
                     _save(conn, seq, records.apply(doc, change, unset=("lease_expires_at",)))
         return settled
 
-    def request_cancel(self, task_id: str) -> dict | None:
+    def request_cancel(self, task_id: str) -> Task | None:
         """Cancel a pending task now, or ask its worker to stop; the task after, or None if finished or unknown."""
         t = shared.now()
         changes = {
@@ -146,15 +151,18 @@ class Tasks:
         }
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
-            change = changes.get(found[1].get("status")) if found else None
+            if found is None:
+                return None
+            seq, doc = found
+            change = changes.get(doc.get("status", ""))
             if change is None:
                 return None
-            return _save(conn, found[0], records.apply(found[1], change))
+            return _save(conn, seq, records.apply(doc, change))
 
-    def expire_results(self, ttl_hours: int) -> list[dict]:
+    def expire_results(self, ttl_hours: int) -> list[Task]:
         """Mark result files finished over `ttl_hours` ago as removed; returns {_id, task_id, result_path} each."""
         t = shared.now()
-        expired = []
+        expired: list[Task] = []
         with self.store.transaction() as conn:
             rows = conn.execute(
                 "SELECT seq, doc FROM tasks WHERE result_kept_since < ? ORDER BY result_kept_since, seq",
@@ -162,7 +170,7 @@ class Tasks:
             ).fetchall()
             for seq, blob in rows:
                 doc = records.decode(blob)
-                expired.append(records.projected(doc, ("task_id", "result_path")))
+                expired.append(_task(records.projected(doc, ("task_id", "result_path"))))
                 _save(conn, seq, records.apply(doc, {"result_removed_at": t}))
         return expired
 
@@ -172,13 +180,13 @@ class Tasks:
         with self.store.transaction() as conn:
             found = _load(conn, task_id)
             mine = found is not None and _mine(found[1], worker_id)
-            if mine and not _cancel_requested(found[1]):
+            if found is not None and mine and not _cancel_requested(found[1]):
                 change = {**fields, "updated_at": t, "lease_expires_at": t + timedelta(seconds=lease_seconds)}
                 _save(conn, found[0], records.apply(found[1], change))
                 return
         raise Cancelled(task_id) if mine else LostTask(task_id)
 
-    def renew(self, task_id: str, worker_id: str, lease_seconds: int) -> None:
+    def renew(self, task_id: str, worker_id: str, lease_seconds: float) -> None:
         """Extend the lease; LostTask if not ours. A task cancelled meanwhile keeps the lease and raises Cancelled."""
         t = shared.now()
         with self.store.transaction() as conn:
@@ -228,7 +236,7 @@ class Tasks:
 
     def page(
         self, page_number: int, limit: int, owner_key_id: str | None = None, status: str | None = None
-    ) -> tuple[list[dict], int]:
+    ) -> tuple[list[Task], int]:
         """One page of tasks, newest first (`created_at`, then `_id`, descending), and how many match."""
         where, params = _filters(owner_key_id, status)
         with self.store.reading() as conn:
@@ -237,7 +245,7 @@ class Tasks:
                 f"SELECT doc FROM tasks {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                 (*params, limit or -1, (page_number - 1) * limit),  # limit 0: no limit, as MongoDB's
             ).fetchall()
-        return [records.decode(row[0]) for row in rows], total
+        return [_task(records.decode(row[0])) for row in rows], total
 
     def count_active(self, owner_key_id: str, limit: int) -> int:
         """How many of the key's tasks are pending or processing, counting up to `limit` at most (0: all)."""
@@ -250,18 +258,18 @@ class Tasks:
 
     def with_status(self, task_ids: list[str], statuses: tuple[str, ...]) -> set[str]:
         """Which of `task_ids` have one of `statuses`."""
-        ids, statuses = list(dict.fromkeys(task_ids)), list(statuses)
+        ids, wanted = list(dict.fromkeys(task_ids)), list(statuses)
         found: set[str] = set()
-        if not ids or not statuses:
+        if not ids or not wanted:
             return found
         with self.store.reading() as conn:
             for i in range(0, len(ids), IN_CHUNK):
                 chunk = ids[i : i + IN_CHUNK]
                 sql = (
                     f"SELECT task_id FROM tasks WHERE task_id IN ({', '.join('?' * len(chunk))})"
-                    f" AND status IN ({', '.join('?' * len(statuses))})"
+                    f" AND status IN ({', '.join('?' * len(wanted))})"
                 )
-                found.update(row[0] for row in conn.execute(sql, (*chunk, *statuses)))
+                found.update(row[0] for row in conn.execute(sql, (*chunk, *wanted)))
         return found
 
 
@@ -270,7 +278,7 @@ def _mine(doc: dict, worker_id: str) -> bool:
     return doc.get("status") == PROCESSING and doc.get("worker") == worker_id
 
 
-def _cancel_requested(doc: dict) -> bool:
+def _cancel_requested(doc: Mapping[str, Any]) -> bool:
     return doc.get("cancel_requested") is True
 
 
@@ -291,14 +299,20 @@ def _load(conn: sqlite3.Connection, task_id: str) -> tuple[int, dict] | None:
     return (row[0], records.decode(row[1])) if row else None
 
 
-def _save(conn: sqlite3.Connection, seq: int, doc: dict) -> dict:
+def _save(conn: sqlite3.Connection, seq: int, doc: dict) -> Task:
     """Write the record and its columns back; returns it as read back (datetimes to the millisecond)."""
     columns = _columns(doc)
     conn.execute(SAVE, (*columns, seq))
-    return records.decode(columns[-1])
+    return _task(records.decode(columns[-1]))
 
 
-def _columns(doc: dict) -> tuple:
+def _task(doc: dict) -> Task:
+    """A record of this table as the steps return it: written by insert() and the steps, so a Task's fields
+    (the BSON it was read from says nothing of types)."""
+    return cast(Task, doc)
+
+
+def _columns(doc: Mapping[str, Any]) -> tuple:
     owner = doc.get("owner")
     key_id = owner.get("key_id") if isinstance(owner, dict) else None
     attempts = doc.get("attempts")
