@@ -6,6 +6,7 @@ stays flat whatever the file's size; a callback is told how many bytes each read
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -52,25 +53,19 @@ class StreamUnavailable(Exception):
     """The events stream is refused for now (429/503: too many streams): poll instead."""
 
 
-class _Counted:
-    """A binary file that reports each read's length: httpx reads the upload through it, 64 KiB at a time."""
+class _CountedFile(io.FileIO):
+    """A file opened for binary reading that reports each read's length: httpx reads the upload from it, 64 KiB
+    at a time. Being the file itself (not a wrapper), it is the `IO[bytes]` httpx's `files=` asks for, and httpx
+    sizes the body from its descriptor (a Content-Length, not a chunked body)."""
 
-    def __init__(self, file: IO[bytes], seen: Callable[[int], None]):
-        self.file, self.seen = file, seen
+    def __init__(self, path: Path, seen: Callable[[int], None]):
+        super().__init__(path, "rb")
+        self.seen = seen
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size)
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)  # never None: that is a non-blocking descriptor's "nothing yet"
         self.seen(len(data))
         return data
-
-    def fileno(self) -> int:  # httpx sizes the body from it (a Content-Length, not a chunked body)
-        return self.file.fileno()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.file.tell()
 
 
 class Client:
@@ -114,8 +109,8 @@ class Client:
     def upload(self, path: Path, kind: str | None, sent: Callable[[int], None]) -> dict:
         """POST the file as a multipart `file` part, streamed from disk; the API's 202 answer."""
         params = {"kind": kind} if kind else None
-        with open(path, "rb") as f:
-            files = {"file": (path.name, _Counted(f, sent), "text/csv")}
+        with _CountedFile(path, sent) as f:
+            files = {"file": (path.name, f, "text/csv")}
             # the server answers once the whole file is on its disk: allow for that after the last byte
             timeout = httpx.Timeout(self.http.timeout.connect, read=300.0, write=60.0, pool=10.0)
             try:
@@ -147,7 +142,13 @@ class Client:
                 elif event == "end":
                     return
 
-    def download(self, task_id: str, out: IO[bytes], started: Callable[[int | None, str | None], None], got) -> int:
+    def download(
+        self,
+        task_id: str,
+        out: IO[bytes],
+        started: Callable[[int | None, str | None], None],
+        got: Callable[[int], None],
+    ) -> int:
         """Stream the task's result into `out`; `started(size, filename)` once the answer's headers are in,
         `got(n)` after each chunk. Returns the bytes written."""
         path = f"/api/v1/process/{quote(task_id, safe='')}/result"
@@ -174,7 +175,8 @@ def unreachable(url: str, e: Exception) -> APIError:
 
 def sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event, data) for each message of a text/event-stream (comments and `retry:` skipped)."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:
