@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -158,9 +158,9 @@ def write_csv(
     out = sys.stdout.buffer if path == "-" else open(path, "wb")
     written = 0
     try:
-        data = (("\ufeff" if bom else "") + buf.getvalue()).encode("utf-8")
-        out.write(data)
-        nbytes = len(data)
+        head = (("\ufeff" if bom else "") + buf.getvalue()).encode("utf-8")
+        out.write(head)
+        nbytes = len(head)
         while True:
             if rows is not None:
                 n = min(chunk_rows, rows - written)
@@ -503,7 +503,7 @@ class MovieRows:
         iso_dates, mdy_dates, ids, homepages = self.iso_dates, self.mdy_dates, self.ids, self.homepages
         bad_dates, bad_numbers, recent = self.bad_dates, self.bad_numbers, self.recent
         n_titles, n_bad_dates = len(titles), len(bad_dates)
-        out = []
+        out: list[str] = []
         append = out.append
         start = self.i
         for i in range(start, start + n):
@@ -743,8 +743,8 @@ class PlayRows:
         self.rng = rng
         self.bad_rate = bad_rate
         self.bad_count = 0  # bad rows handed out so far
-        self._bad_k = 0  # the next bad row is the k-th one; it is row self._bad_at
-        self._bad_at = self._bad_position(0) if bad_rate else math.inf
+        self._bad_k = 0  # the next bad row is the k-th one; it is row self._bad_at (None: no bad rows at all)
+        self._bad_at: int | None = self._bad_position(0) if bad_rate else None
         self._first = 0  # stream index of the current block's first row
         self._data = memoryview(b"")  # the current block's lines, back to back
         self._offsets = np.zeros(1, np.int64)  # where each line starts in _data, plus the end
@@ -757,6 +757,7 @@ class PlayRows:
 
     def _bad_line(self, k: int, song: str, date: str, plays: str) -> str:
         kind, turn = BAD_PLAY_KINDS[k % len(BAD_PLAY_KINDS)], k // len(BAD_PLAY_KINDS)
+        fields: tuple[str, ...]  # three cells, or a wrong number of them
         if kind == "empty_song":
             fields = ("", date, plays)
         elif kind == "bad_date":
@@ -782,8 +783,9 @@ class PlayRows:
             self.end,
             "",
         )
-        where, bad = [], []
-        while self._bad_at < self._first + n:
+        where: list[int] = []  # block positions of the bad rows
+        bad: list[str] = []  # their lines
+        while self._bad_at is not None and self._bad_at < self._first + n:
             i = self._bad_at - self._first
             where.append(i)
             bad.append(self._bad_line(self._bad_k, self.songs[song[i]], self.dates[date[i]], str(plays[i])))
@@ -852,10 +854,13 @@ def generate_plays(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _checked(cast: Callable[[str], object], ok: Callable[[object], bool], message: str) -> Callable[[str], object]:
+T = TypeVar("T")  # what an argparse type parses its text to
+
+
+def _checked(cast: Callable[[str], T], ok: Callable[[T], bool], message: str) -> Callable[[str], T]:
     """An argparse type: `cast` the text, then reject values for which `ok` is false with `message`."""
 
-    def parse(text: str):
+    def parse(text: str) -> T:
         value = cast(text)
         if not ok(value):
             raise argparse.ArgumentTypeError(message)
