@@ -33,7 +33,7 @@ lint: $(VENV)/.dev node_modules/.installed  # ruff (pyproject.toml): linter, for
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	node_modules/.bin/eslint app/static eslint.config.mjs && node_modules/.bin/prettier --log-level warn --check app/static/*.js eslint.config.mjs
-	$(PY) -m mypy  # types (app/), configured in pyproject.toml
+	$(PY) -m mypy  # types (app/ and moviecat/), configured in pyproject.toml
 
 node_modules/.installed: package.json package-lock.json  # eslint and prettier, as package-lock.json pins them
 	@command -v npm >/dev/null || { echo "make lint needs Node.js and npm: apt-get install nodejs npm" >&2; exit 1; }
