@@ -959,4 +959,4 @@ def test_streams_that_keep_failing_give_way_to_polling(browser, service, request
     upload(page, EXAMPLE)
     assert wait_until_finished(page) == "completed"
     assert page.get_attribute("#job", "data-transport") == "polling"
-    assert len(opened) == 3  # STREAM_FAILURES in app.js
+    assert len(opened) == 3  # STREAM_FAILURES in progress.js

@@ -367,7 +367,7 @@ def test_the_package_installs_the_moviecat_command(tmp_path):
         assert "[console_scripts]\nmoviecat = moviecat.cli:main" in zipped.read(info).decode()
     pins = [line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
     assert re.findall(r"^Requires-Dist: (\S+)$", metadata, re.M) == [pin for pin in pins if pin]
-    assert {"app/static/app.js", "app/templates/index.html", "moviecat/cli.py", "moviecat/generate.py"} <= names
+    assert {"app/static/main.js", "app/templates/index.html", "moviecat/cli.py", "moviecat/generate.py"} <= names
     assert not any(name.startswith("tests/") for name in names)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"
