@@ -114,6 +114,40 @@ UPLOAD_REFUSALS = {
     "503": TOO_MANY_UPLOADS,
     "507": _error("`insufficient_storage`: storing it would leave less than MIN_FREE_MB free."),
 }
+SAMPLE_PLAYS = "Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\n"
+# What a client can do next with an answer's ids (OpenAPI links; Schemathesis follows them too).
+TASK_LINKS = {
+    name: {"operationId": op, "parameters": {"task_id": "$response.body#/task_id"}}
+    for name, op in (
+        ("task", "tasks_get_task"),
+        ("events", "events_task_events"),
+        ("result", "tasks_get_result"),
+        ("cancel", "tasks_cancel_task"),
+    )
+}
+PROGRESS_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "progress"},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": TASK},
+    },
+}
+END_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "end"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": _object(
+                ["task_id", "status"],
+                {"task_id": {"type": "string"}, "status": {"enum": list(tasks.FINISHED)}},
+            ),
+        },
+    },
+}
 UPLOAD_BODY = {
     "required": True,
     "content": {
@@ -121,13 +155,18 @@ UPLOAD_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "file": {"type": "string", "contentMediaType": "text/csv", "description": "The CSV file."},
+                    "file": {
+                        "type": "string",
+                        "contentMediaType": "text/csv",
+                        "description": "The CSV file.",
+                        "examples": [SAMPLE_PLAYS],
+                    },
                     "kind": {"type": "string", "enum": ["movies", "plays"], "description": "Overrides the header."},
                 },
                 "required": ["file"],
             }
         },
-        "text/csv": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string", "examples": [SAMPLE_PLAYS]}},
     },
 }
 UPLOAD_QUERY = [
@@ -247,7 +286,7 @@ def _operations() -> dict[str, dict]:
             "The job kind comes from the header, or from `kind`.",
             "parameters": UPLOAD_QUERY,
             "requestBody": UPLOAD_BODY,
-            "responses": {"202": _json("Stored and queued.", accepted), **UPLOAD_REFUSALS},
+            "responses": {"202": _json("Stored and queued.", accepted) | {"links": TASK_LINKS}, **UPLOAD_REFUSALS},
         },
         "legacy.upload": {
             "summary": "Upload a CSV (the first system's route)",
@@ -256,7 +295,12 @@ def _operations() -> dict[str, dict]:
             "parameters": UPLOAD_QUERY,
             "requestBody": UPLOAD_BODY,
             "responses": {
-                "202": _json("Stored and queued.", {"type": "object", "required": ["task_id"]}),
+                "202": _json("Stored and queued.", _object(["task_id"], {"task_id": {"type": "string"}}))
+                | {
+                    "links": {
+                        "result": {"operationId": "legacy_result", "parameters": {"task_id": "$response.body#/task_id"}}
+                    }
+                },
                 **UPLOAD_REFUSALS,
             },
         },
@@ -319,7 +363,12 @@ def _operations() -> dict[str, dict]:
             "`event: end` with `{task_id, status}` once it is finished; `: keep-alive` comments between.",
             "parameters": [TASK_ID],
             "responses": {
-                "200": _text("text/event-stream", "The event stream."),
+                "200": {
+                    "description": "The event stream. Its schema is that of each event (OpenAPI 3.1 has no "
+                    "`itemSchema`): a `progress` event's data is the task record, an `end` event's its id and "
+                    "final status, both as JSON.",
+                    "content": {"text/event-stream": {"schema": {"oneOf": [PROGRESS_EVENT, END_EVENT]}}},
+                },
                 "404": _error("`task_not_found`."),
                 "429": _error("`too_many_streams_for_key`: SSE_STREAMS_PER_KEY open for this key.", RETRY_AFTER),
                 "503": _error(
