@@ -26,6 +26,14 @@ FILES = ("static", "docs.asset")  # endpoints that serve files: docs/api.md list
 ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real service (`python run.py`), no worker."""
+    service = Service(tmp_path_factory.mktemp("openapi"), WORKERS="0")
+    yield service.start()
+    service.stop()
+
+
 @pytest.fixture
 def document(anonymous) -> dict:
     response = anonymous.get("/api/v1/openapi.json")
@@ -122,6 +130,20 @@ def test_the_check_refuses_answers_outside_the_contract(document):
             answer(contract, method, path, status, body, headers)
 
 
+def test_the_real_server_helper_is_checked_too(server):
+    """Server.request checks against the document the server serves, fetched once: here a stricter one."""
+    assert server.request("GET", "/api/v1/ping")[::2] == (200, {"ok": True})
+    document = json.loads(server.request("GET", "/api/v1/openapi.json", raw=True)[2])
+    ping = document["paths"]["/api/v1/ping"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    ping["properties"]["ok"] = {"const": False}
+    server.contract = Contract(document)
+    try:
+        with pytest.raises(AssertionError, match="GET /api/v1/ping → 200, body is outside the contract"):
+            server.request("GET", "/api/v1/ping")
+    finally:
+        del server.contract
+
+
 def test_the_test_client_is_checked_too(client, app):
     """The hook is on: an answer a route gives outside the contract fails the test that receives it."""
     app.view_functions["health.ping"] = lambda: {"ok": "yes"}  # the document says `true`
@@ -153,11 +175,9 @@ def test_the_web_page_links_to_the_docs(anonymous):
 
 
 @pytest.mark.browser
-def test_docs_in_chromium_lists_every_operation_and_loads_nothing_from_elsewhere(browser, tmp_path):  # noqa: F811
-    service = Service(tmp_path, WORKERS="0")
-    server = service.start()
+def test_docs_in_chromium_lists_every_operation_and_loads_nothing_from_elsewhere(browser, server):  # noqa: F811
+    page = browser.new_page()
     try:
-        page = browser.new_page()
         requested, refused = [], []
         page.on("request", lambda r: requested.append(r.url))
         page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
@@ -168,10 +188,20 @@ def test_docs_in_chromium_lists_every_operation_and_loads_nothing_from_elsewhere
         assert page.locator(".opblock").count() == operations
         assert page.locator(".opblock-summary-path", has_text="/api/v1/process/{task_id}/events").count() == 1
         page.screenshot(path=str(SHOTS / "docs.png"), full_page=False)
-        page.close()
     finally:
-        service.stop()
+        page.close()
     assert refused == []
     assert requested and all(url.startswith(server.url + "/") or url.startswith("data:") for url in requested), [
         url for url in requested if not url.startswith(server.url)
     ]
+
+
+# -- found by the fuzzer (tests/test_fuzz.py): each has its test --------------------------------------------
+
+
+def test_a_request_line_too_long_is_a_documented_414(server):
+    """Found with FUZZ_SEED=4242: a query string of some 10 KB of repeated parameters got gunicorn's 414
+    `uri_too_long`, a status the document did not have. Server.request checks the answer against it."""
+    query = "&".join(f"limit=x{i}" for i in range(1000))
+    status, _, body = server.request("GET", f"/api/v1/movies?{query}")
+    assert status == 414 and body["error"]["code"] == "uri_too_long"

@@ -519,6 +519,9 @@ def _common(endpoint: str, role: str | None) -> dict:
     """The answers every operation may give, from who may call it and how it is limited."""
     common = {
         "413": _error("`request_entity_too_large`: a body over 64 KiB (BODY_LIMIT) to any route but an upload."),
+        # answered by the HTTP server before the app sees the request (docs/security.md, hostile input)
+        "414": _error("`uri_too_long`: a request line over 4094 bytes."),
+        "431": _error("`request_header_fields_too_large`: a header over 8190 bytes."),
         "500": _error("`internal_error`: an unexpected failure, logged."),
     }
     if role is not ANYONE:
