@@ -30,7 +30,7 @@ test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: $(VENV)/.dev  # Schemathesis on the real server (tests/test_fuzz.py) with a longer budget and a fresh seed
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} FUZZ_SEED=$${FUZZ_SEED:-$$RANDOM} $(PY) -m pytest -s tests/test_fuzz.py
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} FUZZ_SEED=$${FUZZ_SEED:-random} $(PY) -m pytest -s -p no:cacheprovider tests/test_fuzz.py
 
 lint: $(VENV)/.dev  # ruff, configured in pyproject.toml: the linter, then the formatter's check (ruff format fixes it)
 	$(PY) -m ruff check .
