@@ -14,6 +14,7 @@ from pathlib import Path
 
 import flask_swagger_ui
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from app.api import openapi
@@ -205,3 +206,15 @@ def test_a_request_line_too_long_is_a_documented_414(server):
     query = "&".join(f"limit=x{i}" for i in range(1000))
     status, _, body = server.request("GET", f"/api/v1/movies?{query}")
     assert status == 414 and body["error"]["code"] == "uri_too_long"
+
+
+def test_an_empty_kind_is_the_headers_kind_and_the_document_allows_it(client, document):
+    """Found by `make fuzz` (seed 31652172): `POST /upload?kind=` was accepted (202, the header's kind) while
+    the document's `kind` allowed only the kinds' names, so a request it called invalid succeeded."""
+    plays = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\n"
+    response = client.post("/api/v1/upload?kind=&filename=p.csv", data=plays, content_type="text/csv")
+    assert response.status_code == 202 and response.get_json()["kind"] == "plays"
+    for path in ("/api/v1/upload", "/upload"):
+        (kind,) = [p for p in document["paths"][path]["post"]["parameters"] if p["name"] == "kind"]
+        assert Draft202012Validator(kind["schema"]).is_valid("")
+        assert not Draft202012Validator(kind["schema"]).is_valid("songs")
