@@ -1,11 +1,12 @@
 # make run: a complete working system on a bare machine (and the moviecat command in .venv/bin).  make test: the test services, then the test suite.
+# make fuzz: Schemathesis against the real server, a longer budget than make test's.
 # make lint: ruff check, then ruff format --check.  make docs: docs/configuration.md and .env.example, from app/settings.py.
 # make run-ferretdb: the service on a real MongoDB-compatible server (FerretDB), its data kept in .services/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run run-ferretdb services test lint docs clean
+.PHONY: run run-ferretdb services test fuzz lint docs clean
 
 $(VENV)/.run: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ services:  # Redis, FerretDB and Chromium, installed, built or started as needed
 
 test: $(VENV)/.dev services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: $(VENV)/.dev  # Schemathesis on the real server (tests/test_fuzz.py) with a longer budget and a fresh seed
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} FUZZ_SEED=$${FUZZ_SEED:-random} $(PY) -m pytest -s -p no:cacheprovider tests/test_fuzz.py
 
 lint: $(VENV)/.dev node_modules/.installed  # ruff (pyproject.toml): linter, formatter's check; the page's modules: eslint, prettier
 	$(PY) -m ruff check .

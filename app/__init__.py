@@ -53,9 +53,9 @@ def create_app(config: Config | None = None, *, store=None, redis_client=None, p
     app.before_request(bound_body)
     app.after_request(security_headers)
     from app.api.routes import auth as auth_routes
-    from app.api.routes import events, health, keys, legacy, movies, tasks, uploads, web
+    from app.api.routes import docs, events, health, keys, legacy, movies, tasks, uploads, web
 
-    for module in (uploads, tasks, events, movies, keys, auth_routes, health, legacy, web):
+    for module in (uploads, tasks, events, movies, keys, auth_routes, health, legacy, web, docs):
         app.register_blueprint(module.bp)
     return app
 
@@ -136,6 +136,6 @@ def security_headers(response):
 
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
-    if request.endpoint != "static" or response.status_code >= 400:
+    if request.endpoint not in ("static", "docs.asset") or response.status_code >= 400:
         response.headers["Cache-Control"] = "no-store"
     return response

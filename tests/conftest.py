@@ -17,7 +17,7 @@ from app.config import load_config
 from app.store.mongo import MongoStore
 from app.store.sqlite import SqliteStore
 from app.worker.loop import Worker
-from tests.support import REPO, free_port
+from tests.support import REPO, contract, free_port
 from tests.support import ferretdb as ferretdb_support
 from tests.support.auth import signed_in
 from tests.support.clock import Clock, set_clock
@@ -48,6 +48,15 @@ class RecordingProducer:
     def send(self, task_id: str, kind: str) -> bool:
         self.sent.append((task_id, kind))
         return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def answers_in_the_contract():
+    """Every answer a test receives, from Flask's test client or the real server, is checked against the
+    OpenAPI document (tests/support/contract.py): a test that gets an answer outside it fails."""
+    with pytest.MonkeyPatch.context() as patch:
+        contract.install(patch)
+        yield
 
 
 @pytest.fixture

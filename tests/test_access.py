@@ -131,6 +131,9 @@ def owned(status: int) -> dict:
 ROUTES = [
     ("GET", "/", None, everyone(200)),
     ("GET", "/static/main.js", None, everyone(200)),
+    ("GET", "/docs", None, everyone(200)),
+    ("GET", "/docs/swagger-ui.css", None, everyone(200)),
+    ("GET", "/api/v1/openapi.json", None, everyone(200)),
     ("GET", "/api/v1/ping", None, everyone(200)),
     ("GET", "/api/v1/health", None, everyone(200)),
     ("GET", "/api/v1/movies", None, reading(200)),
@@ -154,7 +157,8 @@ def test_the_table_covers_every_route_of_the_app(app):
         (method, path.replace("{task}", "<task_id>").replace("{key}", "<key_id>")) for method, path, _, _ in ROUTES
     }
     routes = {(method, rule.rule) for rule in app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}}
-    routes = {(m, "/static/main.js" if r == "/static/<path:filename>" else r) for m, r in routes}
+    files = {"/static/<path:filename>": "/static/main.js", "/docs/<path:filename>": "/docs/swagger-ui.css"}
+    routes = {(m, files.get(r, r)) for m, r in routes}
     assert routes == covered
 
 
