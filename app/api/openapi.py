@@ -280,7 +280,7 @@ def _page(name: str, item: dict, extra: dict | None = None) -> dict:
 
 def _operations() -> dict[str, dict]:
     """What each endpoint takes and answers, by endpoint name (Flask's `blueprint.function`)."""
-    accepted = {"type": "object", "required": ["task_id", "kind", "message"]}
+    accepted: dict[str, object] = {"type": "object", "required": ["task_id", "kind", "message"]}
     accepted["properties"] = {"task_id": {"type": "string"}, "kind": {"type": "string"}, "message": {"type": "string"}}
     return {
         "uploads.upload": {
@@ -569,7 +569,7 @@ def build(app: Flask, strict: bool = True) -> dict:
         if rule.endpoint not in described:
             raise KeyError(f"route {rule.rule} ({rule.endpoint}) has no description in app/api/openapi.py")
         role = getattr(app.view_functions[rule.endpoint], "required_role", "admin")
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = _operation(
                 rule.endpoint, role, described[rule.endpoint]
             )
