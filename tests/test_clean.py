@@ -265,6 +265,7 @@ def test_parse_languages_never_evaluates_code(tmp_path):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))), max_size=8))
+@pytest.mark.slow
 def test_parse_languages_reads_back_any_python_list_repr(items):
     assert run(clean.parse_languages, [repr(items)]) == ([items], 0)
 
@@ -414,18 +415,21 @@ def agree(parser, rule, texts, missing_is_bad=False):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(number_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_int_agrees_with_the_reference(texts):
     agree(clean.parse_int, reference.to_int, texts)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(number_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_float_agrees_with_the_reference(texts):
     agree(clean.parse_float, reference.to_float, texts)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(date_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_date_agrees_with_the_reference(texts):
     agree(clean.parse_date, reference.to_date, texts, missing_is_bad=True)
 

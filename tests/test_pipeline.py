@@ -104,6 +104,7 @@ def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
         assert helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.server
 def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
     consumer = subprocess.Popen(
         [

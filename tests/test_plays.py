@@ -214,6 +214,7 @@ def test_running_totals_fold_as_they_grow_and_match_one_pass():
 
 
 @pytest.mark.parametrize("bom, newline", [(False, "\n"), (True, "\r\n")])
+@pytest.mark.slow
 def test_a_generated_file_matches_the_reference_exactly(tmp_path, monkeypatch, bom, newline):
     """300,000 rows, small blocks and folds, mixed date styles, bad rows: the same bytes as plain Python."""
     monkeypatch.setattr(aggregate, "MERGE_ROWS", 20_000)

@@ -219,6 +219,7 @@ def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=
     os._exit(137)
 
 
+@pytest.mark.slow
 def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, config, upload_dir, monkeypatch):
     from app.tools.generate import generate_movies
     from tests.support.reference import load
