@@ -109,6 +109,7 @@ def test_play_counts_are_non_negative_64_bit_integers(text, value):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet="0123456789-/ +.x", max_size=12), min_size=1, max_size=30))
+@pytest.mark.slow
 def test_value_rules_agree_with_the_reference(texts):
     days = plays.parse_day(pa.array(texts)).to_pylist()
     assert [d and d.isoformat() for d in days] == [reference.plays_day(t) for t in texts]

@@ -151,6 +151,7 @@ def test_transient_write_errors_are_retried_with_backoff(db, config, upload_dir,
     assert sum("bulk write failed (attempt" in r.getMessage() for r in caplog.records) == 3
 
 
+@pytest.mark.slow
 def test_a_write_that_keeps_failing_never_completes_the_task(db, config, upload_dir, movie_file):
     path, expected = movie_file
     config = config.with_overrides(MONGO_RETRIES=2, MONGO_RETRY_DELAY_MS=1)

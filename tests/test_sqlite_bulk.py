@@ -75,6 +75,7 @@ def gen(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_bulk_load_stores_the_same_movies_and_pages_as_a_plain_one_and_keeps_pages_answering(
     tmp_path, gen, monkeypatch
 ):

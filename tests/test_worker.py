@@ -294,6 +294,7 @@ class IdleConsumer:
         pass
 
 
+@pytest.mark.slow
 def test_an_idle_worker_sweeps_again_every_recovery_seconds(config, db):
     """A lost wake-up is found by the sweep: once at start, then again and again while nothing arrives."""
     worker = Worker(config.with_overrides(RECOVERY_SECONDS=1), store=db, name="idle")
