@@ -17,6 +17,8 @@ from app import create_app
 from app.store.cache import Cache
 from tests.support.auth import signed_in
 
+pytestmark = pytest.mark.server  # talks to a real Redis server: the server tier (make check leaves it out)
+
 URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 
 
