@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The services the tests talk to, made ready on this machine: Redis, FerretDB, PostgreSQL, Chromium.
 #
-#   bash scripts/test-services.sh             (make test and .ci/run call it)
+#   bash scripts/test-services.sh             (make services: one line per service)
+#   bash scripts/test-services.sh --quiet     (make setup, which make test and .ci/run call: prints only what
+#                                              it installs, builds or starts, and what is missing)
 #   bash scripts/test-services.sh ferretdb    (only FerretDB: make run-ferretdb calls it)
 #
 # Prints one line per service: ready, or what is missing and the command that brings it. Installs what
@@ -19,15 +21,19 @@ REDIS_PORT=6379
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}  # Debian 12's postgresql; the tests start throwaway clusters
 
+quiet=0
+if [ "${1:-}" = "--quiet" ]; then quiet=1; shift; fi
 wanted="${*:-redis ferretdb postgresql chromium}"
 want() { case " $wanted " in *" $1 "*) return 0;; *) return 1;; esac; }
 missing=0
-ready() { printf '%-9s ready: %s\n' "$1" "$2"; }
+ready() { [ "$quiet" -eq 1 ] || printf '%-9s ready: %s\n' "$1" "$2"; }
+doing() { printf '%-9s %s\n' "$1" "$2"; }  # what is installed, built or started: printed even when quiet
 lacking() { printf '%-9s MISSING: %s; bring it with: %s\n' "$1" "$2" "$3"; missing=1; }
 
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
 apt_updated=0
 apt_install() {  # apt_install PACKAGE: Debian's package, quietly; returns apt-get's status
+  doing "$1" "installing Debian's package (apt-get install $1)"
   if [ "$apt_updated" -eq 0 ]; then $sudo apt-get update -qq >/dev/null 2>&1 && apt_updated=1; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1
 }
@@ -51,7 +57,7 @@ else
     --logfile "$PWD/.services/redis.log" >/dev/null
   for _ in $(seq 50); do redis_answers && break; sleep 0.1; done
   if redis_answers; then
-    ready redis "redis://$REDIS_HOST:$REDIS_PORT (started; log in .services/redis.log)"
+    doing redis "started: redis://$REDIS_HOST:$REDIS_PORT (log in .services/redis.log)"
   else
     lacking redis "redis-server did not answer on $REDIS_HOST:$REDIS_PORT (see .services/redis.log)" \
       "redis-server --bind $REDIS_HOST --port $REDIS_PORT --save ''"
@@ -79,7 +85,7 @@ elif [ "$(ferretdb_version)" != "$FERRETDB_VERSION" ]; then
   if command -v go >/dev/null; then
     mkdir -p .services/bin
     : > .services/ferretdb-build.log
-    echo "ferretdb  building $FERRETDB_VERSION from the Go module proxy into $FERRETDB_BIN (once; a few minutes)"
+    doing ferretdb "building $FERRETDB_VERSION from the Go module proxy into $FERRETDB_BIN (once; a few minutes)"
     build_ferretdb
   fi
 fi

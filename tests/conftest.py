@@ -192,10 +192,25 @@ def _stores_of(item) -> set[str]:
     return found
 
 
+HEAVY = ("slow", "server", "browser", "ferretdb")  # the tiers make check leaves out
+
+
+def _heavy_first(items: list) -> list:
+    """The files with the most heavy tests first, each file's tests together and in their order: under
+    pytest-xdist (--dist loadfile) a file is one unit of work, handed out in this order, so the long files start
+    at once instead of ending the run on one worker while the other idles."""
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+    heavy = {path: sum(any(t.get_closest_marker(m) for m in HEAVY) for t in tests) for path, tests in by_file.items()}
+    return [item for path in sorted(by_file, key=lambda p: -heavy[p]) for item in by_file[path]]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for store in _stores_of(item):
             item.add_marker(store)
+    items[:] = _heavy_first(items)
 
 
 _ran: dict[str, int] = {}

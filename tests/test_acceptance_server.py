@@ -34,7 +34,7 @@ from tests.support.reference import load
 from tests.test_processes import FINISHED, Cluster, assert_same_documents
 from tests.test_store_contract import mongo_order
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 
 ROWS = int(os.environ.get("ACCEPTANCE_ROWS", "1000"))
 BACKEND = os.environ.get("ACCEPTANCE_BACKEND", "sqlite")  # FerretDB's backend: sqlite, or postgresql

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import SHARED_DATA
 from tests.support.service import Service, multipart
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 SECRET_KEY = secrets.token_urlsafe(32)  # the server's, so the test can forge tokens an attacker could not
 PLAYS = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\n"
 

@@ -409,6 +409,7 @@ def test_header_with_space_before_title_is_accepted_and_ingested(client, db, wor
     assert task["rows_inserted"] == 1
 
 
+@pytest.mark.slow
 def test_multi_megabyte_multipart_upload_is_stored_byte_for_byte(client, db, upload_dir, tmp_path):
     # Several full 1 MiB reads: the multipart decoder's buffer must never be mistaken for a form field.
     from moviecat.generate import generate_movies

@@ -367,6 +367,7 @@ def keys_command(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.server
 def test_the_command_refuses_an_embedded_file_that_is_not_the_services(tmp_path):
     (tmp_path / "service.sqlite3").write_bytes(b"not a database" * 100)
     done = keys_command("list", DATA_FOLDER=str(tmp_path))
@@ -375,6 +376,7 @@ def test_the_command_refuses_an_embedded_file_that_is_not_the_services(tmp_path)
     assert (tmp_path / "service.sqlite3").read_bytes() == b"not a database" * 100
 
 
+@pytest.mark.server
 def test_the_command_creates_lists_and_revokes_keys_on_a_real_server(ferretdb, ferret_db):
     env = {"MONGO_URI": ferretdb.uri, "MONGO_DB": ferret_db.name}
     created = keys_command("create", "--name", "loader", "--role", "uploader", **env)

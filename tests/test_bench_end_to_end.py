@@ -15,7 +15,7 @@ from tests.conftest import REPO, require
 from tests.support import ferretdb as ferretdb_support
 from tests.support.reference import load
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 HEADER = "store                file MB      rows   stored s"
 
 

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # a benchmark run end to end: the slow tier (make check leaves it out)
 
 
 def test_ingest_benchmark_small_run_checks_every_document():

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO, require
 from tests.support import ferretdb as ferretdb_support
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 
 
 def test_ingest_server_benchmark_small_run_stores_every_movie():

@@ -18,6 +18,8 @@ from app.jobs.movies import schema
 from tests.support import REPO
 from tests.support.service import Service, multipart, send_until_answered
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 MOVIES = b"title,release_date\nHeat,1995-12-15\n"
 FORM_FIELDS, FORM_KB = 3, 1
 PLAY_GROUPS, PLAY_SONGS_MB = 4, 1

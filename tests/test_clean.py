@@ -100,6 +100,7 @@ def test_parse_int_leading_plus_sign():
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1))
+@pytest.mark.slow
 def test_parse_int_reads_float_written_integers_exactly(n):
     # |n| < 2**53: every such integer is exact as a float; 2**53 itself is rejected on purpose (see above).
     assert run(clean.parse_int, [f"{n}.0", f"{n}"]) == ([n, n], 0)
@@ -184,6 +185,7 @@ def test_parse_date_year_zero_is_bad_not_a_crash():
 
 @settings(max_examples=200, deadline=None)
 @given(st.dates(min_value=date(1800, 1, 1), max_value=date(2200, 12, 31)))
+@pytest.mark.slow
 def test_parse_date_any_day_in_both_formats(day):
     expected = datetime(day.year, day.month, day.day)
     texts = [day.isoformat(), f"{day.month}/{day.day}/{day.year}", f"{day.month:02d}/{day.day:02d}/{day.year}"]
@@ -265,12 +267,14 @@ def test_parse_languages_never_evaluates_code(tmp_path):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))), max_size=8))
+@pytest.mark.slow
 def test_parse_languages_reads_back_any_python_list_repr(items):
     assert run(clean.parse_languages, [repr(items)]) == ([items], 0)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet="'\" ,[]\\abé日", max_size=6), max_size=5))
+@pytest.mark.slow
 def test_parse_languages_reads_back_lists_heavy_in_quotes_and_separators(items):
     assert run(clean.parse_languages, [repr(items)]) == ([items], 0)
 
@@ -414,18 +418,21 @@ def agree(parser, rule, texts, missing_is_bad=False):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(number_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_int_agrees_with_the_reference(texts):
     agree(clean.parse_int, reference.to_int, texts)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(number_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_float_agrees_with_the_reference(texts):
     agree(clean.parse_float, reference.to_float, texts)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(date_text, min_size=1, max_size=20))
+@pytest.mark.slow
 def test_parse_date_agrees_with_the_reference(texts):
     agree(clean.parse_date, reference.to_date, texts, missing_is_bad=True)
 
@@ -439,6 +446,7 @@ def test_parse_date_agrees_with_the_reference(texts):
         max_size=20,
     )
 )
+@pytest.mark.slow
 def test_format_day_writes_iso_days(days):
     formatted = clean.format_day(pa.array(days, pa.timestamp("ms"))).to_pylist()
     assert formatted == [None if d is None else f"{d.year:04d}-{d.month:02d}-{d.day:02d}" for d in days]

@@ -38,6 +38,8 @@ TOTALS = (
 )
 ESCAPE = "\x1b["
 
+pytestmark = pytest.mark.server  # the command against the real server: the server tier (make check leaves it out)
+
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):

@@ -495,6 +495,7 @@ print(rows, peak - base)
 """
 
 
+@pytest.mark.slow
 def test_memory_follows_the_big_row_not_the_file(tmp_path):
     """A 150 MB file with an 8 MB row in its middle, read in 64 KiB blocks in a process of its own: the peak
     grows by a few times the row (parsing it needs its bytes, PyArrow's buffers and the column), never

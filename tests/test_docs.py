@@ -195,9 +195,9 @@ def test_the_readme_holds_the_two_set_up_commands_and_stays_short():
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines, over {README_MAX_LINES}: move detail to docs/"
 
 
-def test_ci_runs_make_lint_then_make_test():
+def test_ci_runs_make_setup_then_make_lint_then_make_test():
     commands = [line.strip() for line in read(REPO / ".ci" / "run").splitlines() if line.startswith("make")]
-    assert commands == ["make lint", "make test"]
+    assert commands == ["make setup", "make lint", "make test"]
 
 
 # -- real output: the documented upload answer and task record have the real one's fields ----------------
@@ -216,6 +216,7 @@ UPLOAD = AS_ADMIN + r"-F file=@\S+ http://127\.0\.0\.1:5000/api/v1/upload"
 RECORD = AS_ADMIN + r"http://127\.0\.0\.1:5000/api/v1/process/[0-9a-f-]{36}"
 
 
+@pytest.mark.server
 def test_the_documented_upload_answer_and_task_record_are_the_real_ones(tmp_path):
     service = Service(tmp_path)
     server = service.start()

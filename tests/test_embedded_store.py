@@ -25,6 +25,8 @@ from tests.support import REPO
 from tests.support.reference import cleaned_rows, load
 from tests.support.service import Service
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 PAGES = (
     "/api/v1/movies?limit=100",
     "/api/v1/movies?year=1995&sort_by=title&limit=5",

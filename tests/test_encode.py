@@ -94,10 +94,12 @@ def tables(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(tables())
+@pytest.mark.slow
 def test_random_tables_match_bson_encode(columns):
     assert_same_bytes(columns)
 
 
+@pytest.mark.slow
 def test_generated_movie_file_gives_the_reference_documents_byte_for_byte(tmp_path):
     # Nulls, non-ASCII, empty and many-language lists, dates before 1970, bad values, repeats: all in here.
     path = tmp_path / "movies.csv"

@@ -268,6 +268,7 @@ def capped(tmp_path_factory):
     service.stop()
 
 
+@pytest.mark.server
 def test_real_server_streams_an_ingest_to_its_end(live, tmp_path):
     path = tmp_path / "movies.csv"
     generate_movies(str(path), rows=6_000, seed=5)
@@ -285,6 +286,7 @@ def test_real_server_streams_an_ingest_to_its_end(live, tmp_path):
     ]
 
 
+@pytest.mark.server
 def test_streams_at_the_cap_leave_threads_for_other_requests(capped):
     status, _, body = capped.upload(SAMPLE_MOVIES, "movies.csv")
     assert status == 202

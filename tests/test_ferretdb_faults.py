@@ -30,7 +30,7 @@ from tests.support.ferretdb import FerretDB
 from tests.support.reference import load
 from tests.test_processes import FINISHED, Cluster, assert_same_documents, mid_file, started_lines
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 
 # Enough rows that the ingest is still writing when the test stops the server: new movies are inserted, at
 # about a thousand a second here, so the 1,200 rows this once had were written before the server went down.

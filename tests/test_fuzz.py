@@ -45,7 +45,7 @@ RUNS = [
     ("reader", ["--phases", "fuzzing"]),
     ("admin", ["--include-operation-id", "keys_revoke_key", "--phases", "fuzzing"]),
 ]
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.server]  # the real server process: the server tier
 
 
 def make_key(server, role: str) -> str:

@@ -87,6 +87,7 @@ def test_zero_rows_writes_header_only(tmp_path):
     assert path.read_bytes() == HEADER.encode() + b"\r\n"
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     paths = [tmp_path / f"{i}.csv" for i in range(3)]
     for path, seed in zip(paths, (7, 7, 8)):

@@ -96,6 +96,7 @@ def test_another_release_or_a_changed_hook_is_named_in_the_problems(monkeypatch)
     ]
 
 
+@pytest.mark.server
 def test_run_py_refuses_to_start_on_another_gunicorn(tmp_path):
     service = Service(tmp_path)
     started = subprocess.run(

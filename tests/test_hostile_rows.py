@@ -13,6 +13,8 @@ import pytest
 from app.jobs.movies.schema import COLUMNS
 from tests.support.service import Service
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 BLOCK = 64 * 1024
 UNCLOSED = "unclosed quote: the quote opened on line {} is never closed, it runs to the end of the file"
 

@@ -48,10 +48,16 @@ def test_sample_file_gives_exact_documents(db, worker, upload_dir):
     assert '""good man""' not in exhale["overview"] and '"good man"' in exhale["overview"]
 
 
+# The generator's mix of good, odd and hostile rows at a size every run affords, and at the full 50,000 rows
+# (about 60 s on two cores) in the slow tier: `make test` runs both, `make check` the first.
+GENERATED_ROWS = [pytest.param(1_000, id="1000-rows"), pytest.param(50_000, id="50000-rows", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("rows", GENERATED_ROWS)
 @pytest.mark.parametrize("helper_from_mb", [0, 1000], ids=["helper-process", "inline"])
-def test_generated_file_of_50000_rows_matches_reference(db, config, upload_dir, tmp_path, helper_from_mb):
+def test_generated_file_matches_reference(db, config, upload_dir, tmp_path, helper_from_mb, rows):
     path = tmp_path / "gen.csv"
-    generate_movies(str(path), rows=50_000, seed=7)
+    generate_movies(str(path), rows=rows, seed=7)
     expected = load(path)
     task_id = queue_file(db, path, upload_dir)
     worker = Worker(config.with_overrides(INGEST_HELPER_MIN_MB=helper_from_mb), store=db, name="w")
@@ -105,6 +111,7 @@ def test_later_upload_of_known_movie_updates_it(db, worker, upload_dir, tmp_path
     assert (task["rows_inserted"], task["rows_updated"]) == (0, 1)
 
 
+@pytest.mark.slow
 def test_progress_is_reported_after_every_batch(db, tmp_path):
     path = tmp_path / "gen.csv"
     generate_movies(str(path), rows=3_500, seed=1)
@@ -362,6 +369,7 @@ def long_overview(size: int) -> str:
     return " ".join(words[i % len(words)] for i in range(size // 7))
 
 
+@pytest.mark.slow
 def test_a_movie_row_three_blocks_long_loads_alone_and_every_movie_after_it_too(
     db, config, upload_dir, tmp_path, big_fields
 ):
@@ -403,6 +411,7 @@ def test_a_row_over_max_row_mb_is_rejected_alone_with_its_line_and_the_rest_load
     assert stored(db) == load(tmp_path / "without.csv")["documents"]
 
 
+@pytest.mark.slow
 def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp_path, big_fields):
     path, big_line = movies_around(tmp_path, movie_row("Long Story", long_overview(3 * SMALL_BLOCK)), rows=800)
     whole = ingest_movies(
@@ -450,6 +459,7 @@ def test_a_resumed_ingest_after_a_big_row_ends_as_one_that_never_stopped(db, tmp
     assert {k: resumed[k] for k in counters} == {k: whole[k] for k in counters}
 
 
+@pytest.mark.slow
 def test_a_movie_over_16_mb_read_alone_is_rejected_alone_and_a_5_mb_one_loads(db, config, upload_dir, tmp_path):
     # Each text field has a maximum (docs/cleaning.md; an extra column's is 4 KiB): a big movie has many full ones.
     columns, full = 4_400, "x" * 4096

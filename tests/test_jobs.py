@@ -61,6 +61,7 @@ def test_an_unknown_kind_is_refused_when_asked_for_and_fails_when_run():
         jobs.get("songs")
 
 
+@pytest.mark.server
 def test_the_registry_and_the_worker_load_no_flask():
     code = (
         "import sys, app.jobs.registry, app.worker.loop; "

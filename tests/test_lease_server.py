@@ -24,7 +24,7 @@ from tests.support.slowlink import SlowLink
 from tests.test_ferretdb_faults import assert_exact, finished
 from tests.test_processes import FINISHED, Cluster, Proc, mid_file, started_lines
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 
 LOST = "lost to another worker (lease expired); stopped working on it"
 

@@ -19,6 +19,8 @@ import redis
 from tests.conftest import SAMPLE_MOVIES, require
 from tests.support.service import Service
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 MIB = 1 << 20
 

@@ -131,6 +131,7 @@ def test_the_check_refuses_answers_outside_the_contract(document):
             answer(contract, method, path, status, body, headers)
 
 
+@pytest.mark.server
 def test_the_real_server_helper_is_checked_too(server):
     """Server.request checks against the document the server serves, fetched once: here a stricter one."""
     assert server.request("GET", "/api/v1/ping")[::2] == (200, {"ok": True})
@@ -200,6 +201,7 @@ def test_docs_in_chromium_lists_every_operation_and_loads_nothing_from_elsewhere
 # -- found by the fuzzer (tests/test_fuzz.py): each has its test --------------------------------------------
 
 
+@pytest.mark.server
 def test_a_request_line_too_long_is_a_documented_414(server):
     """Found with FUZZ_SEED=4242: a query string of some 10 KB of repeated parameters got gunicorn's 414
     `uri_too_long`, a status the document did not have. Server.request checks the answer against it."""

@@ -53,6 +53,7 @@ def helpers() -> list[psutil.Process]:
     return [p for p in psutil.Process().children() if "app.jobs.helper" in " ".join(p.cmdline())]
 
 
+@pytest.mark.server
 def test_items_arrive_in_order_from_the_helper():
     with ahead(numbers, 1000) as items:
         assert list(items) == list(range(1000))
@@ -65,6 +66,7 @@ def test_inline_gives_the_same_items_without_a_process():
         assert list(items) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.server
 def test_an_error_arrives_after_the_items_before_it_with_its_type():
     seen = []
     with pytest.raises(pa.ArrowInvalid, match="Expected 15 columns"):
@@ -74,18 +76,21 @@ def test_an_error_arrives_after_the_items_before_it_with_its_type():
     assert seen == [0, 1, 2]
 
 
+@pytest.mark.server
 def test_an_error_that_cannot_be_pickled_arrives_as_its_text():
     with pytest.raises(RuntimeError, match="Unpicklable: a lock cannot cross"):
         with ahead(fails_oddly) as items:
             list(items)
 
 
+@pytest.mark.server
 def test_a_helper_that_dies_is_an_error_not_a_short_file():
     with pytest.raises(RuntimeError, match=r"helper process died \(exit code 3\)"):
         with ahead(dies) as items:
             list(items)
 
 
+@pytest.mark.server
 def test_leaving_early_stops_the_helper():
     with ahead(forever) as items:
         assert next(iter(items)) == "x" * 100_000
@@ -93,6 +98,7 @@ def test_leaving_early_stops_the_helper():
     assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.server
 def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
     with ahead(forever) as items:
         items = iter(items)
@@ -104,6 +110,7 @@ def test_the_helper_ignores_sigterm_so_the_consumer_can_finish_its_batch():
         assert helper.is_running() and helper.status() != psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.server
 def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
     consumer = subprocess.Popen(
         [
@@ -128,6 +135,7 @@ def test_a_killed_consumer_leaves_no_helper_behind(tmp_path):
         consumer.kill()
 
 
+@pytest.mark.server
 def test_prepared_blocks_are_the_same_through_the_helper(tmp_path):
     path = tmp_path / "movies.csv"
     generate_movies(str(path), rows=5_000, seed=3)
@@ -168,6 +176,7 @@ def environment(name):
     yield os.environ.get(name)
 
 
+@pytest.mark.server
 def test_the_helper_gets_default_environment_that_the_parent_can_override(monkeypatch):
     with ahead(environment, "INGEST_TEST_SETTING", env={"INGEST_TEST_SETTING": "default"}) as items:
         assert list(items) == ["default"]

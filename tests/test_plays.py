@@ -109,6 +109,7 @@ def test_play_counts_are_non_negative_64_bit_integers(text, value):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet="0123456789-/ +.x", max_size=12), min_size=1, max_size=30))
+@pytest.mark.slow
 def test_value_rules_agree_with_the_reference(texts):
     days = plays.parse_day(pa.array(texts)).to_pylist()
     assert [d and d.isoformat() for d in days] == [reference.plays_day(t) for t in texts]
@@ -214,6 +215,7 @@ def test_running_totals_fold_as_they_grow_and_match_one_pass():
 
 
 @pytest.mark.parametrize("bom, newline", [(False, "\n"), (True, "\r\n")])
+@pytest.mark.slow
 def test_a_generated_file_matches_the_reference_exactly(tmp_path, monkeypatch, bom, newline):
     """300,000 rows, small blocks and folds, mixed date styles, bad rows: the same bytes as plain Python."""
     monkeypatch.setattr(aggregate, "MERGE_ROWS", 20_000)

@@ -13,7 +13,7 @@ from tests.support import postgres as postgres_support
 from tests.support.ferretdb import FerretDB
 from tests.support.postgres import PostgreSQL
 
-pytestmark = pytest.mark.ferretdb
+pytestmark = [pytest.mark.ferretdb, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")

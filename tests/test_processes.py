@@ -37,6 +37,8 @@ from tests.support.ferretdb import FerretDB
 from tests.support.reference import clean_row, load
 from tests.support.service import Server
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 LOG_TAIL = 3000  # characters of each process's log shown with a failure
 FINISHED = ("completed", "failed", "cancelled")
 

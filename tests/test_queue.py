@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from app.broker.taskqueue import Broker, Consumer, Producer, decode, encode
 from tests.conftest import REPO
 
@@ -42,6 +44,7 @@ def test_message_format_round_trips():
     assert decode(b"not json") is None and decode(b'{"kind": "movies"}') is None
 
 
+@pytest.mark.server
 def test_messages_cross_processes_through_the_broker(config):
     broker = Broker(config).start()
     try:
@@ -63,6 +66,7 @@ def test_messages_cross_processes_through_the_broker(config):
     assert received[0] and received[1]
 
 
+@pytest.mark.server
 def test_broker_idles_while_no_worker_can_take_a_message_then_delivers_it(config):
     """Every worker busy (none connected) and a message waiting: the broker waits, it does not spin."""
     broker = Broker(config).start()
@@ -104,6 +108,7 @@ def test_consumer_times_out_when_idle(config):
         broker.stop()
 
 
+@pytest.mark.server
 def test_paused_worker_gets_no_messages_the_idle_one_gets_all(config):
     """A busy worker pauses; everything sent meanwhile goes to the idle one, none waits behind the busy one."""
     broker = Broker(config).start()
@@ -133,6 +138,7 @@ def test_paused_worker_gets_no_messages_the_idle_one_gets_all(config):
     assert sorted(late) == ["after", "after2"]  # a resumed worker is dealt messages again
 
 
+@pytest.mark.server
 def test_standalone_broker_relays_and_stops_cleanly_on_sigterm(config):
     import os
     import signal
@@ -165,6 +171,7 @@ def test_standalone_broker_relays_and_stops_cleanly_on_sigterm(config):
     assert "broker stopped" in output
 
 
+@pytest.mark.server
 def test_worker_command_refuses_an_embedded_file_that_is_not_the_services(tmp_path):
     import os
 
@@ -179,6 +186,7 @@ def test_worker_command_refuses_an_embedded_file_that_is_not_the_services(tmp_pa
     assert (tmp_path / "service.sqlite3").read_bytes() == b"a spreadsheet, not a database" * 100
 
 
+@pytest.mark.server
 def test_run_py_stops_when_its_broker_cannot_start(ferretdb):
     """A taken ZMQ_PORT would leave the API up with every wake-up lost; it must refuse to start instead."""
     import os

@@ -17,6 +17,8 @@ from app import _App
 from tests.conftest import SAMPLE_MOVIES
 from tests.support.service import Service, multipart
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 HOST = "attacker.example"
 
 

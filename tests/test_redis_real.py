@@ -17,6 +17,8 @@ from app import create_app
 from app.store.cache import Cache
 from tests.support.auth import signed_in
 
+pytestmark = pytest.mark.server  # talks to a real Redis server: the server tier (make check leaves it out)
+
 URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -84,6 +86,7 @@ def test_default_ttl_is_five_seconds(real_redis):
     assert 4 <= client.ttl(cache.key("movies", {"page": 1})) <= 5
 
 
+@pytest.mark.slow
 def test_outage_falls_back_to_mongodb_and_warns(config, db, producer, caplog):
     # A real client pointed at a port where no Redis listens: what the API sees when Redis goes away.
     dead = redis.Redis(host="127.0.0.1", port=1, socket_timeout=0.2, socket_connect_timeout=0.2)

@@ -95,6 +95,7 @@ def expire_lease(db, task_id):
 
 
 @pytest.mark.parametrize("budget", [0, 500, 999, 1000, 1001, 2500, 3000, 3900])
+@pytest.mark.slow
 def test_a_crash_anywhere_is_resumed_from_the_last_batch_with_exact_results(db, config, upload_dir, movie_file, budget):
     path, expected = movie_file
     config = config.with_overrides(BATCH_SIZE=500)
@@ -125,6 +126,7 @@ def test_a_crash_anywhere_is_resumed_from_the_last_batch_with_exact_results(db, 
     assert list(upload_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_crash_before_any_checkpoint_restarts_from_the_top(db, config, upload_dir, movie_file):
     path, expected = movie_file
     task_id = queue_file(db, path, upload_dir)
@@ -136,6 +138,7 @@ def test_a_crash_before_any_checkpoint_restarts_from_the_top(db, config, upload_
     assert stored(db) == expected["documents"]
 
 
+@pytest.mark.slow
 def test_transient_write_errors_are_retried_with_backoff(db, config, upload_dir, movie_file, caplog):
     path, expected = movie_file
     config = config.with_overrides(MONGO_RETRIES=3, MONGO_RETRY_DELAY_MS=1)
@@ -148,6 +151,7 @@ def test_transient_write_errors_are_retried_with_backoff(db, config, upload_dir,
     assert sum("bulk write failed (attempt" in r.getMessage() for r in caplog.records) == 3
 
 
+@pytest.mark.slow
 def test_a_write_that_keeps_failing_never_completes_the_task(db, config, upload_dir, movie_file):
     path, expected = movie_file
     config = config.with_overrides(MONGO_RETRIES=2, MONGO_RETRY_DELAY_MS=1)

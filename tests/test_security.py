@@ -18,6 +18,8 @@ from app.worker.loop import Worker
 from tests.conftest import REPO, SAMPLE_MOVIES
 from tests.support.service import Service
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 HOSTILE = (
     b"Song,Date,Number of Plays\n"
     b"=cmd|' /C calc'!A0,2020-01-01,1\n"

@@ -26,6 +26,8 @@ from app.api.serving import Budget, Outbox, WriteTimeout
 from tests.support.service import Server, Service, multipart
 from tests.test_streams_server import new_uploader
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 HEADER_TIMEOUT = 2
 BODY_TIMEOUT = 2
 

@@ -75,6 +75,7 @@ def gen(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_bulk_load_stores_the_same_movies_and_pages_as_a_plain_one_and_keeps_pages_answering(
     tmp_path, gen, monkeypatch
 ):
@@ -170,6 +171,7 @@ def test_a_small_load_into_a_bigger_catalogue_keeps_the_indexes(tmp_path, gen, b
     assert seen and all(found == ALL for found in seen)
 
 
+@pytest.mark.slow
 def test_two_loads_at_once_store_every_movie_and_end_with_every_index(tmp_path, bulk):
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     generate_movies(str(first), rows=1_000, seed=43)

@@ -214,6 +214,7 @@ def claim_all(path: str, name: str, start, results) -> None:
     results.put((name, taken))
 
 
+@pytest.mark.slow
 def test_racing_processes_on_one_file_claim_each_task_once(tmp_path):
     path = str(tmp_path / "service.sqlite3")
     store = open_store(path)

@@ -152,6 +152,7 @@ def total(store, year=None, language=None) -> int:
 # -- ingest: inserts, rewrites and their counts -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_upload_reupload_and_changed_rows_give_exact_documents_and_counts(store, tmp_path):
     """First upload inserts every movie (repeats in the file are updates); the same file again inserts
     nothing and changes nothing; a later file with changed rows updates exactly those, and a changed language
@@ -301,6 +302,7 @@ def test_a_batch_without_some_fields_keeps_what_it_lacks_on_a_stored_movie(store
     assert stored(store)["a"] == {"_id": "a", "title": "A2", "budget": 5, "overview": None, "year": 2001}
 
 
+@pytest.mark.slow
 def test_an_ingest_of_a_file_without_some_columns_keeps_the_stored_fields(store, tmp_path):
     """A file lacking columns updates only what it has; its new movies get nulls for the rest; a file with every
     column of the contract replaces the movie whole again (a column outside the contract goes with it)."""
@@ -357,6 +359,7 @@ def test_same_new_movies_written_at_once_end_up_once(store):
     assert store.movies.count() == total(store) == 150
 
 
+@pytest.mark.slow
 def test_a_movie_over_16_mb_is_rejected_alone(store, tmp_path):
     """The ingest refuses a movie MongoDB could not hold, whichever store it writes to: the same file gives the
     same catalogue on every store."""
@@ -876,6 +879,7 @@ def test_count_active_counts_a_keys_pending_and_processing_up_to_the_limit(store
     assert store.tasks.count_active("key_nobody", 10) == 0
 
 
+@pytest.mark.slow
 def test_with_status_answers_for_many_ids(store, clock):
     for i in range(1200):
         new_task(store, f"t{i:04d}")

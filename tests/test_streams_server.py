@@ -21,6 +21,8 @@ from tests.conftest import SAMPLE_MOVIES
 from tests.support.service import Service
 from tests.test_events import Stream
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 WAIT_SECONDS = 10  # how long a test waits for a stream the server should end within about 1 s
 
 

@@ -16,6 +16,8 @@ from tests.support.reference import load
 from tests.support.service import Service
 from tests.test_plays import EXAMPLE, EXAMPLE_RESULT
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.service import Service
 
+pytestmark = pytest.mark.server  # starts real processes: the server tier (make check leaves it out)
+
 PLAYS = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\nIn The End,2020-01-02,500\n"
 CUT_LOG = "upload refused: The upload was cut off"
 

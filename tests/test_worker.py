@@ -219,6 +219,7 @@ def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=
     os._exit(137)
 
 
+@pytest.mark.slow
 def test_a_helper_that_dies_leaves_the_task_for_a_retry_from_its_checkpoint(db, config, upload_dir, monkeypatch):
     from moviecat.generate import generate_movies
     from tests.support.reference import load
@@ -293,6 +294,7 @@ class IdleConsumer:
         pass
 
 
+@pytest.mark.slow
 def test_an_idle_worker_sweeps_again_every_recovery_seconds(config, db):
     """A lost wake-up is found by the sweep: once at start, then again and again while nothing arrives."""
     worker = Worker(config.with_overrides(RECOVERY_SECONDS=1), store=db, name="idle")
