@@ -21,6 +21,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -46,6 +47,7 @@ ROW = ("_id",) + FIELDS + ("extra", "odd")  # the table's columns in order
 _VALUES = itemgetter(*FIELDS)
 _RELEASE, _LANGUAGES, _VOTE = (FIELDS.index(name) for name in ("release_date", "languages", "vote_average"))
 _YEAR, _LANGUAGE = FIELDS.index("year") + 1, FIELDS.index("original_language") + 1  # in a row, after `_id`
+_COUNTED = itemgetter(_YEAR, _LANGUAGE)
 _NOTHING = b""  # movie_counts' key for a NULL year or language: a BLOB equals no year and no language code
 IN_CHUNK = 10_000  # ids per `_id IN (...)` look-up, below SQLite's 32,766 parameters
 # SQLite's page cache for the connection that writes movies (KiB; the default is 2 MB): each movie goes into
@@ -244,10 +246,7 @@ class Movies:
 
     def _count(self, conn, new: list[tuple], again: list[tuple]) -> None:
         """movie_counts and movie_total follow the movies written (an update may change a movie's language)."""
-        delta: dict[tuple, int] = {}
-        for row in new:
-            key = (row[_YEAR], row[_LANGUAGE])
-            delta[key] = delta.get(key, 0) + 1
+        delta = Counter(map(_COUNTED, new))  # counted in C: a loop in Python was a tenth of a load's time
         for old, row, _ in again:
             before, after = (old[_YEAR], old[_LANGUAGE]), (row[_YEAR], row[_LANGUAGE])
             if before != after:
