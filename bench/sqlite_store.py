@@ -64,7 +64,7 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
     rows = inserted = updated = 0
     in_write = 0.0
     probed: dict = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ChildPeaks() as helper:
         args = (prepare, str(path), defaults.BLOCK_SIZE, batch_size, 2, defaults.MAX_ROW_MB, store.movies.form)
         with store.movies.loading(path.stat().st_size // BYTES_PER_MOVIE):
@@ -79,7 +79,7 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
                             inserted, updated = inserted + i, updated + u
                         if probe_at and not probed and rows >= probe_at:
                             probed = probe(store.path, inserted)
-            loaded = time.perf_counter()
+            loaded, loaded_cpu = time.perf_counter(), time.process_time()
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -88,6 +88,8 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
         "seconds": seconds,
         "in_write": in_write,
         "indexing": seconds - (loaded - start),
+        "cpu_load": loaded_cpu - cpu,  # this process's CPU seconds (SQLite's work included): less the machine's load
+        "cpu_indexing": time.process_time() - loaded_cpu,
         "helper_mb": helper.largest_mb,
         "probed": probed,
     }
@@ -133,6 +135,10 @@ def load(path: Path, size: int, work: Path, name: str, batch_size: int, bulk: bo
         f"{got['inserted']:,} inserted, {got['updated']:,} updated; in write(): {got['in_write']:.1f} s; "
         f"index build at the end: {got['indexing']:.1f} s"
         + (f" ({len(times.seconds)} indexes, slowest {max(times.seconds):.1f} s)" if times.seconds else "")
+    )
+    print(
+        f"  CPU of this process (the writer): {got['cpu_load']:.1f} s while loading, {got['cpu_indexing']:.1f} s "
+        f"building indexes; {1e6 * (got['cpu_load'] + got['cpu_indexing']) / max(got['rows'], 1):.0f} us a row"
     )
     files = {p.name: p.stat().st_size for p in (work / name).iterdir()}
     print("  store files: " + ", ".join(f"{n} {b / MB:,.0f} MB" for n, b in sorted(files.items())))

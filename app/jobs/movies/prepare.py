@@ -28,7 +28,8 @@ CLEAN_ROWS = 4096  # rows cleaned and encoded at once: two read blocks, about; f
 
 @dataclass
 class Batch:
-    """Up to BATCH_SIZE movies as raw BSON, and what reading their lines did to the counters."""
+    """Up to BATCH_SIZE movies as raw BSON (or as the SQLite table's rows), and what reading their lines did to the
+    counters."""
 
     ids: list[str]
     documents: bytes  # the block's BSON documents end to end; shared by the block's batches
