@@ -3,15 +3,16 @@
     python bench/sqlite_store.py --size-mb 1024
 
 The file is loaded twice, side by side, each into a fresh store file: with the bulk mode the ingest asks for
-(`Movies.loading`: the 12 page indexes dropped during the load, built again at its end) and without it (every
+(`Movies.loading`: the 9 page indexes dropped during the load, built again at its end) and without it (every
 index kept up to date batch by batch); printed as seconds and ratios. `--no-bulk` or `--bulk-only` runs one.
 Half way through the bulk load, two pages are read from another connection, unindexed: their time is printed.
 
 Not the service end to end (no HTTP, no broker, no worker loop: bench/end_to_end.py measures those): a movie
 file is generated under /tmp (not timed), then this process runs what `ingest_movies` runs, the helper process
 preparing blocks (app/jobs/movies/prepare.py through app.jobs.helper.ahead) while this one writes each batch with
-`SqliteStore.movies.write`, into a fresh file. Printed: rows/s, MB/s, seconds, the time spent in `write`, peak
-RSS of this process and of the helper, the file's size. Then, on the loaded file, every filter × sort of
+`SqliteStore.movies.write`, into a fresh file, in the store's form (the SQLite table's rows, made in the helper:
+app/store/sqlite/rows.py). Printed: rows/s, MB/s, seconds, the time spent in `write`, peak RSS of this process
+and of the helper, the file's size. Then, on the loaded file, every filter × sort of
 `/api/v1/movies` at offset 0 and at a deep offset: p50/p99 of `page()` + reading its rows over `--runs` runs,
 each on a fresh connection (SQLite's page cache empty, the OS's warm, as for a query the Redis cache missed),
 and the totals `page()` gives, next to what `COUNT(*)` over the catalogue's indexes would cost.
@@ -63,9 +64,9 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
     rows = inserted = updated = 0
     in_write = 0.0
     probed: dict = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ChildPeaks() as helper:
-        args = (prepare, str(path), defaults.BLOCK_SIZE, batch_size, 2, defaults.MAX_ROW_MB)
+        args = (prepare, str(path), defaults.BLOCK_SIZE, batch_size, 2, defaults.MAX_ROW_MB, store.movies.form)
         with store.movies.loading(path.stat().st_size // BYTES_PER_MOVIE):
             with ahead(*args, in_process=True, env=HELPER_ENV) as blocks:
                 for block in blocks:
@@ -78,7 +79,7 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
                             inserted, updated = inserted + i, updated + u
                         if probe_at and not probed and rows >= probe_at:
                             probed = probe(store.path, inserted)
-            loaded = time.perf_counter()
+            loaded, loaded_cpu = time.perf_counter(), time.process_time()
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -87,6 +88,8 @@ def ingest(path: Path, store, batch_size: int, probe_at: int = 0) -> dict:
         "seconds": seconds,
         "in_write": in_write,
         "indexing": seconds - (loaded - start),
+        "cpu_load": loaded_cpu - cpu,  # this process's CPU seconds (SQLite's work included): less the machine's load
+        "cpu_indexing": time.process_time() - loaded_cpu,
         "helper_mb": helper.largest_mb,
         "probed": probed,
     }
@@ -131,7 +134,11 @@ def load(path: Path, size: int, work: Path, name: str, batch_size: int, bulk: bo
         f"{label}: {s:.1f} s, {got['rows'] / s:,.0f} rows/s, {size / MB / s:.2f} MB/s; "
         f"{got['inserted']:,} inserted, {got['updated']:,} updated; in write(): {got['in_write']:.1f} s; "
         f"index build at the end: {got['indexing']:.1f} s"
-        + (f" (12 indexes, slowest {max(times.seconds):.1f} s)" if times.seconds else "")
+        + (f" ({len(times.seconds)} indexes, slowest {max(times.seconds):.1f} s)" if times.seconds else "")
+    )
+    print(
+        f"  CPU of this process (the writer): {got['cpu_load']:.1f} s while loading, {got['cpu_indexing']:.1f} s "
+        f"building indexes; {1e6 * (got['cpu_load'] + got['cpu_indexing']) / max(got['rows'], 1):.0f} us a row"
     )
     files = {p.name: p.stat().st_size for p in (work / name).iterdir()}
     print("  store files: " + ", ".join(f"{n} {b / MB:,.0f} MB" for n, b in sorted(files.items())))

@@ -180,28 +180,25 @@ def test_documents_of_any_shape_read_back_equal_to_what_mongodb_returns(sqlite_s
 
 
 def test_every_filter_and_sort_is_served_by_its_index_never_by_a_sort(sqlite_store):
-    """What keeps pages fast at millions of movies: each query walks one index, with no sort step."""
+    """What keeps pages fast at millions of movies: each query walks one index, with no sort step (a year and a
+    language: the year's index, which holds the language after `_id`)."""
+    conn = sqlite_store.conn
+    asked: list[str] = []
+    conn.set_trace_callback(asked.append)
     for year in (None, 1995):
         for language in (None, "en"):
             for sort_by, order in SORTS:
                 rows, _ = sqlite_store.movies.page(year, language, sort_by, order, 0, 10)
                 with rows:
                     pass
-    conn = sqlite_store.conn
+    conn.set_trace_callback(None)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert len({i for i in indexes if i.startswith("movies_by_")}) == 12
-    for cols in catalogue.index_specs():
-        filters = [name for name, _ in cols[:-2]]
-        field = cols[-2][0]
-        where = " AND ".join(f"{name} = ?" for name in filters)
-        for direction in ("ASC", "DESC"):
-            sql = (
-                "EXPLAIN QUERY PLAN SELECT * FROM movies"
-                + (f" WHERE {where}" if where else "")
-                + f" ORDER BY {field} {direction}, _id {direction} LIMIT 10"
-            )
-            plan = " ".join(str(r[-1]) for r in conn.execute(sql, [1] * len(filters)))
-            assert "TEMP B-TREE" not in plan and "INDEX movies_by_" in plan, (sql, plan)
+    assert len({i for i in indexes if i.startswith("movies_by_")}) == 9
+    pages = [sql for sql in asked if sql.startswith("SELECT") and " ORDER BY " in sql]
+    assert len(pages) == 4 * len(SORTS)
+    for sql in pages:
+        plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "TEMP B-TREE" not in plan and "INDEX movies_by_" in plan, (sql, plan)
 
 
 def test_the_file_holds_typed_columns_a_user_can_query(sqlite_store, tmp_path):

@@ -22,10 +22,15 @@ from app.store.tasks import Task
 
 
 class Movies(Protocol):
+    # What the ingest prepares for write(), in its helper process (app/jobs/movies/prepare.py): "bson" (the default
+    # when a store does not say) or "sqlite", the SQLite table's rows (app/store/sqlite/rows.py).
+    form: str
+
     def write(
         self, documents: list[RawBSONDocument], chunk: int = 0, absent: tuple[str, ...] = (), ids: list | None = None
     ) -> tuple[int, int]:
-        """Store a batch of movies (each its BSON, `_id` first); returns (inserted, updated), per document given.
+        """Store a batch of movies (each its BSON, `_id` first, or a row in the store's `form`); returns (inserted,
+        updated), per document given.
 
         A movie repeated in `documents` is stored as its last occurrence (the earlier ones count as updated). A
         movie already stored counts as updated, and is written again only if it differs: replaced whole, or,

@@ -26,8 +26,10 @@ HELPER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 BYTES_PER_MOVIE = 370
 
 
-def documents(batch: Batch) -> list[RawBSONDocument]:
-    """The batch's movies, each the raw BSON prepared for it."""
+def documents(batch: Batch) -> list[RawBSONDocument] | list[tuple]:
+    """The batch's movies in the store's form: each the raw BSON prepared for it, or the SQLite row."""
+    if batch.rows is not None:
+        return batch.rows
     data, bounds = batch.documents, batch.bounds
     return [RawBSONDocument(data[a:b]) for a, b in zip(bounds, bounds[1:])]
 
@@ -60,7 +62,15 @@ def ingest_movies(
     with (
         movies.loading(expected),
         ahead(
-            prepare, path, block_size, batch_size, progress.line, max_row_mb, in_process=in_process, env=HELPER_ENV
+            prepare,
+            path,
+            block_size,
+            batch_size,
+            progress.line,
+            max_row_mb,
+            getattr(movies, "form", "bson"),
+            in_process=in_process,
+            env=HELPER_ENV,
         ) as blocks,
     ):
         for block in blocks:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.jobs.helper import in_thread
 from app.jobs.movies import schema
@@ -18,14 +19,17 @@ from app.jobs.movies.encode import encode
 from app.reader import csvstream, strings
 from app.reader.csvstream import Reject
 from app.settings import defaults
+from app.store.sqlite import rows as sqlite_rows
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB refuses a bigger document
+_NOTHING = pa.scalar("")
 CLEAN_ROWS = 4096  # rows cleaned and encoded at once: two read blocks, about; fewer per-call costs
 
 
 @dataclass
 class Batch:
-    """Up to BATCH_SIZE movies as raw BSON, and what reading their lines did to the counters."""
+    """Up to BATCH_SIZE movies as raw BSON (or as the SQLite table's rows), and what reading their lines did to the
+    counters."""
 
     ids: list[str]
     documents: bytes  # the block's BSON documents end to end; shared by the block's batches
@@ -36,22 +40,34 @@ class Batch:
     rejects: list[Reject] = field(default_factory=list)
     warnings: dict[str, int] = field(default_factory=dict)
     absent: tuple[str, ...] = ()  # fields the file lacks (schema.absent): a stored movie keeps its own
+    rows: list[tuple] | None = None  # in the "sqlite" form: the SQLite table's rows, instead of documents
 
 
 def prepare(
-    path: str, block_size: int, batch_size: int, start_line: int = 2, max_row_mb: int = defaults.MAX_ROW_MB
+    path: str,
+    block_size: int,
+    batch_size: int,
+    start_line: int = 2,
+    max_row_mb: int = defaults.MAX_ROW_MB,
+    form: str = "bson",
 ) -> Iterator[list[Batch]]:
-    """The file's movies from `start_line` on, cleaned and encoded: per block, its batches."""
+    """The file's movies from `start_line` on, cleaned and encoded: per block, its batches.
+
+    `form` is what the store writes (Movies.form): "bson", each movie's BSON document; "sqlite", each movie's
+    row of the SQLite table (app/store/sqlite/rows.py), made here, on the helper's core, not the writer's."""
     read = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
     blocks = csvstream.coalesce(read, CLEAN_ROWS)
     bytes_before = 0  # where the current chunk's bytes start
     for chunk in in_thread(blocks, depth=1):
         block = schema.clean_block(chunk.batch, chunk.lines)
         absent = schema.absent(chunk.batch.schema.names)
-        ids, documents, bounds = _encoded(block)
-        oversized = np.flatnonzero(np.diff(bounds) > MAX_DOCUMENT_BYTES)
-        if len(oversized):  # rare: reject those rows, encode the rest again
+        oversized = _oversized(block, form)
+        if len(oversized):  # rare: reject those rows
             block = _without(block, oversized)
+        if form == "sqlite":
+            made = sqlite_rows.rows(block.columns) if len(block) else []
+            ids, documents, bounds = [row[0] for row in made], b"", []
+        else:
             ids, documents, bounds = _encoded(block)
         invalid = chunk.invalid  # rows with the wrong number of fields, by line
         missing = block.rejects  # rows without a title (or too big to store), by line
@@ -74,6 +90,7 @@ def prepare(
                     ids=ids[start:end],
                     documents=documents,
                     bounds=bounds[start : end + 1],
+                    rows=made[start:end] if form == "sqlite" else None,
                     end_line=end_line,
                     bytes_read=bytes_read,
                     rows_read=rows + n_invalid,
@@ -99,6 +116,26 @@ def _without(block: schema.CleanBlock, rows: np.ndarray) -> schema.CleanBlock:
         sorted(block.rejects + too_big, key=lambda r: r.line),
         {name: bad[keep] for name, bad in block.unreadable.items()},
     )
+
+
+def _oversized(block: schema.CleanBlock, form: str) -> np.ndarray:
+    """The rows whose BSON document would be larger than MongoDB takes (refused on every store alike). Encoded only
+    to be sure when the form is not BSON and a row's values come near that size."""
+    if not len(block):
+        return np.zeros(0, dtype=np.int64)
+    if form != "bson":
+        near = np.zeros(len(block), dtype=np.int64)
+        for name, values in block.columns.items():
+            near += len(name) + 16  # a field's type, name, length, terminator; a number's or a date's 8 bytes
+            if pa.types.is_list(values.type):  # each item: its type, index, length, terminator
+                near += pc.fill_null(pc.list_value_length(values), 0).to_numpy() * 16
+                values = pc.binary_join(values, _NOTHING)
+            if pa.types.is_string(values.type):
+                near += pc.fill_null(pc.binary_length(values), 0).to_numpy()
+        if near.max() <= MAX_DOCUMENT_BYTES // 2:
+            return np.zeros(0, dtype=np.int64)
+    bounds = strings.offsets(encode(block.columns))
+    return np.flatnonzero(np.diff(bounds) > MAX_DOCUMENT_BYTES)
 
 
 def _encoded(block: schema.CleanBlock) -> tuple[list[str], bytes, list[int]]:

@@ -25,6 +25,8 @@ REPLY_WITHOUT_COUNTS_TRIES = 3  # a lone upsert that lost a race matches the win
 
 
 class Movies:
+    form = "bson"  # what the ingest prepares for write() (interface.Movies.form)
+
     def __init__(self, collection: Collection):
         self.collection = collection
 

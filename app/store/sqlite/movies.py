@@ -21,6 +21,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -46,13 +47,21 @@ ROW = ("_id",) + FIELDS + ("extra", "odd")  # the table's columns in order
 _VALUES = itemgetter(*FIELDS)
 _RELEASE, _LANGUAGES, _VOTE = (FIELDS.index(name) for name in ("release_date", "languages", "vote_average"))
 _YEAR, _LANGUAGE = FIELDS.index("year") + 1, FIELDS.index("original_language") + 1  # in a row, after `_id`
+_COUNTED = itemgetter(_YEAR, _LANGUAGE)
 _NOTHING = b""  # movie_counts' key for a NULL year or language: a BLOB equals no year and no language code
 IN_CHUNK = 10_000  # ids per `_id IN (...)` look-up, below SQLite's 32,766 parameters
 # SQLite's page cache for the connection that writes movies (KiB; the default is 2 MB): each movie goes into
-# 13 B-trees at random places, so the cache decides how many pages are read again per batch. Measured once, ad
-# hoc, on a quiet machine (85,000 movies of a 30 MB file, 1,000 a batch, same batches): 2,091 rows/s with the
-# default, 2,663 with 256 MB. It costs the worker up to that much RSS (bench/sqlite_store.py prints the peak).
-WRITE_CACHE_KIB = 256 * 1024
+# the `_id` B-tree at a random place (and into 9 more when the page indexes are kept), so the cache decides how many
+# pages are read again per batch. Measured once, ad hoc, on a quiet machine (85,000 movies of a 30 MB file, 1,000 a
+# batch, same batches): 2,091 rows/s with the default, 2,663 with 256 MB. An index build's sort holds as much again
+# before it spills to a temporary file, so the worker's RSS grows by up to twice this: 256 MB made it peak at
+# 608 MiB on a 1 GB file, over the 500 MB bound (docs/performance.md).
+WRITE_CACHE_KIB = 128 * 1024
+# Pages the WAL may hold before a commit copies it into the file, during a bulk load (SQLite's default: 1,000, 4 MB).
+# Each commit appends every page it changed, and a random `_id` puts most of a batch in pages of their own, so with
+# the default nearly every commit also ran a checkpoint (and its fsync). Measured ad hoc, 400,000 rows, 1,000 a
+# commit: 13.1 s CPU and 3.0 GB written with 1,000; 11.2 s and 2.1 GB with 10,000.
+LOAD_CHECKPOINT_PAGES = 10_000
 # When a load drops the page indexes (see loading()). Below BULK_MIN_ROWS the 13 B-trees a small load touches stay
 # in the write cache, so dropping gains little while every page meanwhile is a scan and a sort.
 BULK_MIN_ROWS = 50_000
@@ -79,15 +88,40 @@ def _index_name(columns: tuple[str, ...]) -> str:
 
 
 def _index_columns() -> list[tuple[str, ...]]:
-    """catalogue.index_specs(), every field ascending: SQLite walks an index backwards for order -1."""
-    return [tuple(name for name, _ in spec) for spec in catalogue.index_specs()]
+    """One index per filter × sort, as catalogue.index_specs() asks, every field ascending (SQLite walks an index
+    backwards for order -1); but a year's index also serves that year and a language: it ends in
+    `original_language` after `_id`, so the language is read from the index entry while it is walked in the page's
+    order (a year holds ~1.3% of the catalogue). Nine indexes instead of twelve: a bulk load builds each one by a
+    sort of the whole catalogue, the largest part of its time (docs/performance.md)."""
+    columns = []
+    for spec in catalogue.index_specs():
+        names = tuple(name for name, _ in spec)
+        if names[0] == "year" and names[1] == "original_language":
+            continue  # the year's index, below
+        columns.append(names + ("original_language",) if names[0] == "year" else names)
+    return columns
 
 
-# The page indexes, one per filter × sort: name -> its CREATE statement (SqliteStore.setup() makes the missing ones).
+def _index_for(year: int | None, language: str | None, field: str) -> str:
+    """The index that serves a page: the year's when a year is asked, else the language's, else the sort's."""
+    if year is not None:
+        return _index_name(("year", field, "_id", "original_language"))
+    if language is not None:
+        return _index_name(("original_language", field, "_id"))
+    return _index_name((field, "_id"))
+
+
+# The page indexes: name -> its CREATE statement (SqliteStore.setup() makes the missing ones).
 INDEXES = {
     _index_name(cols): f"CREATE INDEX IF NOT EXISTS {_index_name(cols)} ON movies ({', '.join(cols)})"
     for cols in _index_columns()
 }
+# Indexes of files made before (one per year × language × sort, and the year's without the language): dropped.
+_FORMER = [
+    _index_name(tuple(name for name, _ in spec))
+    for spec in catalogue.index_specs()
+    if spec[0][0] == "year" and _index_name(tuple(name for name, _ in spec)) not in INDEXES
+]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS movies (\n  _id TEXT PRIMARY KEY NOT NULL,\n"
@@ -95,6 +129,7 @@ SCHEMA = (
     + "  extra TEXT,  -- the file's columns beyond the contract: a JSON object, in the file's order\n"
     + "  odd BLOB  -- BSON of what no typed column holds exactly (-0.0, NaN, another type, a missing field)\n);\n"
     + "".join(f"{sql};\n" for sql in INDEXES.values())
+    + "".join(f"DROP INDEX IF EXISTS {name};\n" for name in _FORMER)
     + "CREATE TABLE IF NOT EXISTS movie_counts (\n"
     "  year, original_language, n INTEGER NOT NULL,  -- a NULL key is stored as X'': UNIQUE sees NULLs apart\n"
     "  PRIMARY KEY (year, original_language)\n) WITHOUT ROWID;\n"
@@ -109,10 +144,12 @@ _UPDATE = f"UPDATE movies SET {', '.join(f'{name} = ?' for name in ROW[1:])} WHE
 _COUNT = (
     "INSERT INTO movie_counts VALUES (?, ?, ?) ON CONFLICT (year, original_language) DO UPDATE SET n = n + excluded.n"
 )
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
+JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
 
 
 class Movies:
+    form = "sqlite"  # the ingest sends rows of the table, made in its helper (app/store/sqlite/rows.py)
+
     def __init__(self, store):
         self.store = store
         self._plain: set[tuple] = set()  # type signatures of documents whose every field fits its column
@@ -126,18 +163,26 @@ class Movies:
         """Store a batch of movies in one transaction; returns (inserted, updated) (interface.Movies.write)."""
         if not documents:
             return 0, 0
-        docs = bson.decode_all(b"".join(doc.raw for doc in documents))
-        ids = [doc["_id"] for doc in docs] if ids is None else ids
+        if type(documents[0]) is tuple:  # the ingest's rows (form "sqlite"), made in its helper process
+            made = documents
+            docs = None
+            ids = [row[0] for row in made]
+        else:
+            docs = bson.decode_all(b"".join(doc.raw for doc in documents))
+            ids = [doc["_id"] for doc in docs] if ids is None else ids
         last = {key: i for i, key in enumerate(ids)}
         repeats = len(ids) - len(last)  # earlier occurrences: each one an update by the one after it
-        rows = {key: self._row(docs[i]) for key, i in last.items()}  # in the batch's order: the last one wins
+        if docs is None:
+            rows = {key: made[i] for key, i in last.items()}  # in the batch's order: the last one wins
+        else:
+            rows = {key: self._row(docs[i]) for key, i in last.items()}
         self.store.conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")  # this connection's; a no-op once set
         with self.store.transaction() as conn:
             stored = self._stored(conn, list(rows))
             new = [row for key, row in rows.items() if key not in stored]
             again = []  # (old row, new row, rowid) of stored movies that change
             for key, (rowid, old) in stored.items():
-                row = rows[key] if not absent else self._row(_merged(self._doc(old), docs[last[key]], absent))
+                row = rows[key] if not absent else self._row(_merged(self._doc(old), self._doc(rows[key]), absent))
                 if row != old:
                     again.append((old, row, rowid))
             conn.executemany(_INSERT, new)
@@ -159,8 +204,10 @@ class Movies:
             yield
             return
         log.info("a load of about %d movies: the page indexes are dropped until it ends", rows)
+        conn = self.store.conn
         try:
             self._drop_indexes()
+            _checkpoint_every(conn, LOAD_CHECKPOINT_PAGES)
             yield
         except BaseException:
             try:
@@ -168,6 +215,8 @@ class Movies:
             except Exception:  # the load's own error is the one to report; setup() builds them at the next start
                 log.exception("the page indexes could not be built again after a failed load")
             raise
+        finally:
+            _checkpoint_every(conn, 1000)
         self._build_indexes()
 
     def _drop_indexes(self) -> None:
@@ -198,10 +247,7 @@ class Movies:
 
     def _count(self, conn, new: list[tuple], again: list[tuple]) -> None:
         """movie_counts and movie_total follow the movies written (an update may change a movie's language)."""
-        delta: dict[tuple, int] = {}
-        for row in new:
-            key = (row[_YEAR], row[_LANGUAGE])
-            delta[key] = delta.get(key, 0) + 1
+        delta = Counter(map(_COUNTED, new))  # counted in C: a loop in Python was a tenth of a load's time
         for old, row, _ in again:
             before, after = (old[_YEAR], old[_LANGUAGE]), (row[_YEAR], row[_LANGUAGE])
             if before != after:
@@ -242,18 +288,18 @@ class Movies:
             others = {name: value for name, value in doc.items() if name not in _KNOWN}
             if not all(value is None or type(value) is str for value in others.values()):
                 return _odd_row(doc)
-            extra = _JSON(others)
+            extra = JSON(others)
         return (key, *values, extra, None)
 
     def _languages_text(self, languages: list) -> str:
         if not set(map(type, languages)) <= _STR:
-            return _JSON(languages)  # not memoized: 1 and True are equal keys, but not the same JSON
+            return JSON(languages)  # not memoized: 1 and True are equal keys, but not the same JSON
         memo = tuple(languages)
         text = self._languages.get(memo)
         if text is None:
             if len(self._languages) >= 50_000:  # a file of ever new lists: keep the memory bounded
                 self._languages.clear()
-            text = self._languages[memo] = _JSON(languages)
+            text = self._languages[memo] = JSON(languages)
         return text
 
     # -- reads ------------------------------------------------------------------------------------------
@@ -263,7 +309,7 @@ class Movies:
     ) -> tuple[AbstractContextManager[Iterator[dict]], int]:
         where, params = _filters(year, language)
         field = catalogue.SORT_FIELDS[sort_by]
-        index = _index_name(tuple(w.split()[0] for w in where) + (field, "_id"))  # the one that serves it
+        index = _index_for(year, language, field)
         direction = "ASC" if order == 1 else "DESC"
         sql = (
             f"SELECT {_COLUMN_LIST} FROM movies INDEXED BY {index}"
@@ -323,6 +369,13 @@ _KNOWN = frozenset(("_id",) + FIELDS)
 _STR = {str}
 
 
+def _checkpoint_every(conn: sqlite3.Connection, pages: int) -> None:
+    try:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+    except sqlite3.Error as e:  # never the error that matters: the load's own is
+        log.warning("could not set the WAL's checkpoint interval: %s", e)
+
+
 def _key(value):
     return _NOTHING if value is None else value
 
@@ -353,7 +406,7 @@ def _odd_row(doc: dict) -> tuple:
             value = _date_text(value)
         elif name == "languages" and value is not None:
             try:
-                value = _JSON(value)
+                value = JSON(value)
                 if json.loads(value) != doc[name]:
                     raise ValueError("not kept exactly")
             except (TypeError, ValueError):
@@ -363,7 +416,7 @@ def _odd_row(doc: dict) -> tuple:
     plain = {name: value for name, value in extra.items() if value is None or type(value) is str}
     odd |= {name: value for name, value in extra.items() if name not in plain}
     exact = bson.encode({"set": odd, "unset": unset}) if odd or unset else None
-    return (doc["_id"], *values, _JSON(plain) if plain else None, exact)
+    return (doc["_id"], *values, JSON(plain) if plain else None, exact)
 
 
 def _merged(stored: dict, doc: dict, absent: tuple[str, ...]) -> dict:
