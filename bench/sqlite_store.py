@@ -11,7 +11,7 @@ Not the service end to end (no HTTP, no broker, no worker loop: bench/end_to_end
 file is generated under /tmp (not timed), then this process runs what `ingest_movies` runs, the helper process
 preparing blocks (app/jobs/movies/prepare.py through app.jobs.helper.ahead) while this one writes each batch with
 `SqliteStore.movies.write`, into a fresh file, in the store's form (the SQLite table's rows, made in the helper:
-app/store/sqlite/rows.py). Printed: rows/s, MB/s, seconds, the time spent in `write`, peak RSS of this process
+app/jobs/movies/rows.py). Printed: rows/s, MB/s, seconds, the time spent in `write`, peak RSS of this process
 and of the helper, the file's size. Then, on the loaded file, every filter × sort of
 `/api/v1/movies` at offset 0 and at a deep offset: p50/p99 of `page()` + reading its rows over `--runs` runs,
 each on a fresh connection (SQLite's page cache empty, the OS's warm, as for a query the Redis cache missed),

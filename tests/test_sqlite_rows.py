@@ -1,4 +1,4 @@
-"""The SQLite table's rows made column by column in the ingest's helper (app/store/sqlite/rows.py, the "sqlite"
+"""The SQLite table's rows made column by column in the ingest's helper (app/jobs/movies/rows.py, the "sqlite"
 form) are the very rows the BSON path makes (each document encoded, decoded, converted by Movies._row): for odd
 values, escapes, wide integers and extra columns, and a file stored either way leaves the same table."""
 
@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import bson
 import pytest
+from app.tools.generate import generate_movies
 
 from app.jobs.movies.encode import encode
 from app.jobs.movies.ingest import ingest_movies
+from app.jobs.movies.rows import rows
 from app.jobs.movies.schema import clean_block
 from app.reader import csvstream
 from app.store.sqlite import SqliteStore
 from app.store.sqlite import movies as sqlite_movies
-from app.store.sqlite.rows import rows
-from app.tools.generate import generate_movies
 from tests.test_sqlite_movies import write_csv
 
 pytestmark = pytest.mark.sqlite

@@ -23,7 +23,7 @@ from app.store.tasks import Task
 
 class Movies(Protocol):
     # What the ingest prepares for write(), in its helper process (app/jobs/movies/prepare.py): "bson" (the default
-    # when a store does not say) or "sqlite", the SQLite table's rows (app/store/sqlite/rows.py).
+    # when a store does not say) or "sqlite", the SQLite table's rows (app/jobs/movies/rows.py).
     form: str
 
     def write(

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.jobs.helper import in_thread
+from app.jobs.movies import rows as sqlite_rows
 from app.jobs.movies import schema
 from app.jobs.movies.encode import encode
 from app.reader import csvstream, strings
 from app.reader.csvstream import Reject
 from app.settings import defaults
-from app.store.sqlite import rows as sqlite_rows
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB refuses a bigger document
 _NOTHING = pa.scalar("")
@@ -54,7 +54,7 @@ def prepare(
     """The file's movies from `start_line` on, cleaned and encoded: per block, its batches.
 
     `form` is what the store writes (Movies.form): "bson", each movie's BSON document; "sqlite", each movie's
-    row of the SQLite table (app/store/sqlite/rows.py), made here, on the helper's core, not the writer's."""
+    row of the SQLite table (app/jobs/movies/rows.py), made here, on the helper's core, not the writer's."""
     read = csvstream.stream(path, block_size, start_line=start_line, max_row_mb=max_row_mb)
     blocks = csvstream.coalesce(read, CLEAN_ROWS)
     bytes_before = 0  # where the current chunk's bytes start

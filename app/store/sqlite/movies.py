@@ -148,7 +148,7 @@ JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=Tru
 
 
 class Movies:
-    form = "sqlite"  # the ingest sends rows of the table, made in its helper (app/store/sqlite/rows.py)
+    form = "sqlite"  # the ingest sends rows of the table, made in its helper (app/jobs/movies/rows.py)
 
     def __init__(self, store):
         self.store = store
