@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bson
 import pytest
-from app.tools.generate import generate_movies
 
 from app.jobs.movies.encode import encode
 from app.jobs.movies.ingest import ingest_movies
@@ -15,6 +14,7 @@ from app.jobs.movies.schema import clean_block
 from app.reader import csvstream
 from app.store.sqlite import SqliteStore
 from app.store.sqlite import movies as sqlite_movies
+from moviecat.generate import generate_movies
 from tests.test_sqlite_movies import write_csv
 
 pytestmark = pytest.mark.sqlite

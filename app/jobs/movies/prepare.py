@@ -66,7 +66,8 @@ def prepare(
             block = _without(block, oversized)
         if form == "sqlite":
             made = sqlite_rows.rows(block.columns) if len(block) else []
-            ids, documents, bounds = [row[0] for row in made], b"", []
+            bounds: list[int] = []  # no BSON: the rows are the batch
+            ids, documents = [row[0] for row in made], b""
         else:
             ids, documents, bounds = _encoded(block)
         invalid = chunk.invalid  # rows with the wrong number of fields, by line
