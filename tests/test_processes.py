@@ -481,7 +481,8 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
 
     def chaos():
         try:
-            while not stop_chaos.wait(chaos_rng.uniform(0.3, 1.0)):
+            # Until a kill has landed mid-file, look often: a 200-row file is part-done for tens of milliseconds.
+            while not stop_chaos.wait(chaos_rng.uniform(0.3, 1.0) if kills["busy"] else 0.05):
                 alive = [w for w in cluster.workers() if w.alive()]
                 # Busy: part way through a file (a checkpoint is written and the task is not done).
                 busy_pids = {
@@ -491,6 +492,8 @@ def test_soak_uploads_while_workers_come_and_go(start_cluster, tmp_path):
                     )
                 }
                 busy = [w for w in alive if w.pid in busy_pids]
+                if not kills["busy"] and not busy and alive and chaos_rng.random() < 0.9:
+                    continue  # mostly wait for a worker part way through a file, as the fast look would kill too often
                 first_kill = busy and not kills["busy"]  # make sure at least one kill lands mid-file
                 if not first_kill and (not alive or (len(alive) < MAX_WORKERS and chaos_rng.random() < 0.5)):
                     events.append(f"start {cluster.start_worker().name}")

@@ -207,7 +207,7 @@ def test_row_larger_than_a_block_loads_with_the_rest(db, config, upload_dir):
     assert len(db.movies.find_one({"title": "B"})["overview"]) == 200_000
 
 
-def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=64):
+def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=64, form="bson"):
     """Stands in for app.jobs.movies.prepare.prepare in the helper: one block, then the helper is killed
     (say, by OOM)."""
     import itertools
@@ -215,7 +215,7 @@ def dies_after_one_block(path, block_size, batch_size, start_line=2, max_row_mb=
 
     from app.jobs.movies.prepare import prepare
 
-    yield from itertools.islice(prepare(path, block_size, batch_size, start_line, max_row_mb), 1)
+    yield from itertools.islice(prepare(path, block_size, batch_size, start_line, max_row_mb, form), 1)
     os._exit(137)
 
 
